@@ -1,0 +1,27 @@
+//! GGUF v2/v3: a reader over an mmap that checks every count, length, shape and offset before
+//! trusting it, and a writer used by tests and tools to make small synthetic models.
+//! This crate knows nothing of inference.
+//!
+//! The only `unsafe` in this crate is the one call that maps a file (see `file.rs`); memmap2
+//! offers no safe way to do it.
+#![deny(unsafe_code)]
+
+mod error;
+mod file;
+mod reader;
+mod types;
+mod value;
+mod writer;
+
+pub use error::GgufError;
+pub use file::{GgufFile, TensorInfo};
+pub use types::GgmlType;
+pub use value::Value;
+pub use writer::GgufWriter;
+
+/// The alignment of the data section and of each tensor when `general.alignment` is absent.
+pub const DEFAULT_ALIGNMENT: u64 = 32;
+/// At most this many dimensions per tensor (as in ggml).
+pub const MAX_DIMS: u32 = 4;
+/// Arrays may nest at most this deep (an array of scalars has depth 1).
+pub const MAX_ARRAY_DEPTH: usize = 8;

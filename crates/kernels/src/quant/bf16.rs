@@ -1,0 +1,161 @@
+//! BF16: the top 16 bits of an f32, little-endian (a "block" of one element). Dotted against
+//! BF16 activations, as ggml does.
+
+use super::{blocks, blocks_mut, Block, QuantFormat};
+use gguf::GgmlType;
+
+/// One bf16, little-endian.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockBF16 {
+    pub v: [u8; 2],
+}
+const _: () = assert!(std::mem::size_of::<BlockBF16>() == 2);
+// SAFETY: a byte array: alignment 1, no padding, any bits valid.
+unsafe impl Block for BlockBF16 {}
+
+/// bf16 bits to f32 (exact).
+#[inline(always)]
+pub fn bf16_to_f32(b: [u8; 2]) -> f32 {
+    f32::from_bits((u16::from_le_bytes(b) as u32) << 16)
+}
+
+/// f32 to bf16 bits as ggml rounds: to nearest even, NaN kept and made quiet.
+#[inline(always)]
+pub fn f32_to_bf16(x: f32) -> [u8; 2] {
+    let u = x.to_bits();
+    let h = if u & 0x7fff_ffff > 0x7f80_0000 {
+        (u >> 16) | 64
+    } else {
+        // Cannot overflow: the largest finite or infinite input plus 0x8000 stays below 2^32.
+        (u + (0x7fff + ((u >> 16) & 1))) >> 16
+    };
+    (h as u16).to_le_bytes()
+}
+
+pub struct BF16;
+
+impl QuantFormat for BF16 {
+    fn ty(&self) -> GgmlType {
+        GgmlType::BF16
+    }
+    fn act_type(&self) -> GgmlType {
+        GgmlType::BF16
+    }
+    fn dequantize_row(&self, src: &[u8], dst: &mut [f32]) {
+        for (b, y) in blocks::<BlockBF16>(src).iter().zip(dst) {
+            *y = bf16_to_f32(b.v);
+        }
+    }
+    fn quantize_row(&self, src: &[f32], dst: &mut [u8]) {
+        quantize_scalar(src, dst)
+    }
+    simd_dispatch!(vec_dot: vec_dot_scalar, vec_dot_avx2);
+    simd_dispatch!(quantize: quantize_scalar, quantize_avx2);
+}
+
+fn quantize_scalar(src: &[f32], dst: &mut [u8]) {
+    for (x, b) in src.iter().zip(blocks_mut::<BlockBF16>(dst)) {
+        b.v = f32_to_bf16(*x);
+    }
+}
+
+/// As ggml: each product (exact in f32) summed in f64.
+fn vec_dot_scalar(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    debug_assert!(w.len() >= 2 * n && a.len() >= 2 * n);
+    let (w, a) = (blocks::<BlockBF16>(w), blocks::<BlockBF16>(a));
+    let mut sum = 0f64;
+    for (x, y) in w.iter().zip(a).take(n) {
+        sum += (bf16_to_f32(x.v) * bf16_to_f32(y.v)) as f64;
+    }
+    sum as f32
+}
+
+#[cfg(target_arch = "x86_64")]
+fn vec_dot_avx2(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    if !crate::simd::detected().avx2 {
+        return vec_dot_scalar(n, w, a);
+    }
+    let n = n.min(w.len() / 2).min(a.len() / 2);
+    // SAFETY: the CPU has AVX2/FMA/F16C, and both slices hold at least `n` values.
+    unsafe { avx2::vec_dot(n, w.as_ptr(), a.as_ptr()) }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn quantize_avx2(src: &[f32], dst: &mut [u8]) {
+    if !crate::simd::detected().avx2 {
+        return quantize_scalar(src, dst);
+    }
+    let n = src.len().min(dst.len() / 2);
+    // SAFETY: the CPU has AVX2/FMA/F16C; `src` holds `n` floats and `dst` `2 * n` bytes.
+    unsafe { avx2::quantize(n, src.as_ptr(), dst.as_mut_ptr()) }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use crate::simd::x86::{hsum_ps, load_bf16x8};
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// AVX2/FMA/F16C available; `w` and `a` readable for `2 * n` bytes.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot(n: usize, w: *const u8, a: *const u8) -> f32 {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 32 <= n {
+            for (k, acc) in acc.iter_mut().enumerate() {
+                let x = load_bf16x8(w.add(2 * (i + 8 * k)));
+                let y = load_bf16x8(a.add(2 * (i + 8 * k)));
+                *acc = _mm256_fmadd_ps(x, y, *acc);
+            }
+            i += 32;
+        }
+        while i + 8 <= n {
+            acc[0] = _mm256_fmadd_ps(load_bf16x8(w.add(2 * i)), load_bf16x8(a.add(2 * i)), acc[0]);
+            i += 8;
+        }
+        let acc = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let mut sum = hsum_ps(acc);
+        while i < n {
+            let x = super::bf16_to_f32([*w.add(2 * i), *w.add(2 * i + 1)]);
+            let y = super::bf16_to_f32([*a.add(2 * i), *a.add(2 * i + 1)]);
+            sum += x * y;
+            i += 1;
+        }
+        sum
+    }
+
+    /// # Safety
+    /// AVX2/FMA/F16C available; `src` readable for `n` floats, `dst` writable for `2 * n` bytes.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn quantize(n: usize, src: *const f32, dst: *mut u8) {
+        let abs_mask = _mm256_set1_epi32(0x7fff_ffff);
+        let inf = _mm256_set1_epi32(0x7f80_0000);
+        let one = _mm256_set1_epi32(1);
+        let half = _mm256_set1_epi32(0x7fff);
+        let quiet = _mm256_set1_epi32(64);
+        let mut i = 0;
+        while i + 16 <= n {
+            let mut h = [_mm256_setzero_si256(); 2];
+            for (k, h) in h.iter_mut().enumerate() {
+                let u = _mm256_castps_si256(_mm256_loadu_ps(src.add(i + 8 * k)));
+                let top = _mm256_srli_epi32::<16>(u);
+                let bias = _mm256_add_epi32(half, _mm256_and_si256(top, one));
+                let rounded = _mm256_srli_epi32::<16>(_mm256_add_epi32(u, bias));
+                let is_nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, abs_mask), inf);
+                let nan = _mm256_or_si256(top, quiet);
+                *h = _mm256_blendv_epi8(rounded, nan, is_nan);
+            }
+            // Packing interleaves 128-bit lanes: restore the order of the four 64-bit groups.
+            let packed = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(h[0], h[1]));
+            _mm256_storeu_si256(dst.add(2 * i).cast(), packed);
+            i += 16;
+        }
+        while i < n {
+            let b = super::f32_to_bf16(*src.add(i));
+            *dst.add(2 * i) = b[0];
+            *dst.add(2 * i + 1) = b[1];
+            i += 1;
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Q4_1: blocks of 32 4-bit values with an f16 scale and an f16 minimum, `x = d * q + m`.
+//! Dotted against Q8_1 activations. Element `j < 16` is the low nibble of `qs[j]`, element
+//! `j + 16` its high nibble.
+
+use super::q8_1::BlockQ8_1;
+use super::{blocks, blocks_mut, f16_to_f32, f32_to_f16, Block, QuantFormat};
+use gguf::GgmlType;
+
+pub const QK4_1: usize = 32;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockQ4_1 {
+    /// Scale, f16.
+    pub d: [u8; 2],
+    /// Minimum, f16.
+    pub m: [u8; 2],
+    pub qs: [u8; QK4_1 / 2],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
+// SAFETY: byte arrays only: alignment 1, no padding, any bits valid.
+unsafe impl Block for BlockQ4_1 {}
+
+pub struct Q4_1;
+
+impl QuantFormat for Q4_1 {
+    fn ty(&self) -> GgmlType {
+        GgmlType::Q4_1
+    }
+    fn act_type(&self) -> GgmlType {
+        GgmlType::Q8_1
+    }
+    fn dequantize_row(&self, src: &[u8], dst: &mut [f32]) {
+        for (b, y) in blocks::<BlockQ4_1>(src)
+            .iter()
+            .zip(dst.chunks_exact_mut(QK4_1))
+        {
+            let (d, m) = (f16_to_f32(b.d), f16_to_f32(b.m));
+            let (lo, hi) = y.split_at_mut(QK4_1 / 2);
+            for ((l, h), &q) in lo.iter_mut().zip(hi).zip(&b.qs) {
+                *l = (q & 0x0F) as f32 * d + m;
+                *h = (q >> 4) as f32 * d + m;
+            }
+        }
+    }
+    /// As ggml's reference: `d = (max - min) / 15`, `q = min(15, trunc((x - min) / d + 0.5))`.
+    fn quantize_row(&self, src: &[f32], dst: &mut [u8]) {
+        for (x, b) in src.chunks_exact(QK4_1).zip(blocks_mut::<BlockQ4_1>(dst)) {
+            let mut min = f32::MAX;
+            let mut max = -f32::MAX;
+            for &v in x {
+                if v < min {
+                    min = v;
+                }
+                if v > max {
+                    max = v;
+                }
+            }
+            let d = (max - min) / 15.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            b.d = f32_to_f16(d);
+            b.m = f32_to_f16(min);
+            let (lo, hi) = x.split_at(QK4_1 / 2);
+            for ((q, &l), &h) in b.qs.iter_mut().zip(lo).zip(hi) {
+                let q0 = (((l - min) * id + 0.5) as i8).min(15) as u8;
+                let q1 = (((h - min) * id + 0.5) as i8).min(15) as u8;
+                *q = q0 | (q1 << 4);
+            }
+        }
+    }
+    simd_dispatch!(vec_dot: vec_dot_scalar, vec_dot_avx2);
+}
+
+fn vec_dot_scalar(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = (blocks::<BlockQ4_1>(w), blocks::<BlockQ8_1>(a));
+    debug_assert!(w.len() * QK4_1 >= n && a.len() * QK4_1 >= n);
+    let mut sum = 0f32;
+    for (x, y) in w.iter().zip(a).take(n / QK4_1) {
+        let (lo, hi) = y.qs.split_at(QK4_1 / 2);
+        let mut s = 0i32;
+        for ((&q, &l), &h) in x.qs.iter().zip(lo).zip(hi) {
+            s += (q & 0x0F) as i32 * l as i32 + (q >> 4) as i32 * h as i32;
+        }
+        sum += (f16_to_f32(x.d) * f16_to_f32(y.d)) * s as f32 + f16_to_f32(x.m) * f16_to_f32(y.s);
+    }
+    sum
+}
+
+#[cfg(target_arch = "x86_64")]
+fn vec_dot_avx2(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    if !crate::simd::detected().avx2 {
+        return vec_dot_scalar(n, w, a);
+    }
+    // SAFETY: the CPU has AVX2/FMA/F16C.
+    unsafe { avx2::vec_dot(n, blocks(w), blocks(a)) }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{BlockQ4_1, BlockQ8_1, QK4_1};
+    use crate::simd::x86::{dot_u8_i8, f16_to_f32, hsum_ps, nibbles};
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// AVX2/FMA/F16C available.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot(n: usize, w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let mut mins = 0f32;
+        for (x, y) in w.iter().zip(a).take(n / QK4_1) {
+            let d = _mm256_set1_ps(f16_to_f32(x.d) * f16_to_f32(y.d));
+            mins += f16_to_f32(x.m) * f16_to_f32(y.s);
+            let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_u8_i8(nibbles(&x.qs), qy)), acc);
+        }
+        hsum_ps(acc) + mins
+    }
+}

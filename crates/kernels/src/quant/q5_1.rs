@@ -1,0 +1,135 @@
+//! Q5_1: blocks of 32 5-bit values with an f16 scale and an f16 minimum, `x = d * q + m`.
+//! Dotted against Q8_1 activations. Bit layout as Q5_0.
+
+use super::q8_1::BlockQ8_1;
+use super::{blocks, blocks_mut, f16_to_f32, f32_to_f16, Block, QuantFormat};
+use gguf::GgmlType;
+
+pub const QK5_1: usize = 32;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockQ5_1 {
+    /// Scale, f16.
+    pub d: [u8; 2],
+    /// Minimum, f16.
+    pub m: [u8; 2],
+    /// Fifth bits, a little-endian u32.
+    pub qh: [u8; 4],
+    pub qs: [u8; QK5_1 / 2],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ5_1>() == 24);
+// SAFETY: byte arrays only: alignment 1, no padding, any bits valid.
+unsafe impl Block for BlockQ5_1 {}
+
+/// The 32 five-bit values of a block (0..32), in element order.
+#[inline(always)]
+fn unpack(b: &BlockQ5_1) -> [u8; QK5_1] {
+    let qh = u32::from_le_bytes(b.qh);
+    let mut q = [0u8; QK5_1];
+    for (j, &p) in b.qs.iter().enumerate() {
+        q[j] = (p & 0x0F) | ((((qh >> j) & 1) as u8) << 4);
+        q[j + 16] = (p >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
+    }
+    q
+}
+
+pub struct Q5_1;
+
+impl QuantFormat for Q5_1 {
+    fn ty(&self) -> GgmlType {
+        GgmlType::Q5_1
+    }
+    fn act_type(&self) -> GgmlType {
+        GgmlType::Q8_1
+    }
+    fn dequantize_row(&self, src: &[u8], dst: &mut [f32]) {
+        for (b, y) in blocks::<BlockQ5_1>(src)
+            .iter()
+            .zip(dst.chunks_exact_mut(QK5_1))
+        {
+            let (d, m) = (f16_to_f32(b.d), f16_to_f32(b.m));
+            for (y, q) in y.iter_mut().zip(unpack(b)) {
+                *y = q as f32 * d + m;
+            }
+        }
+    }
+    /// As ggml's reference: `d = (max - min) / 31`, `q = trunc((x - min) / d + 0.5)`.
+    fn quantize_row(&self, src: &[f32], dst: &mut [u8]) {
+        for (x, b) in src.chunks_exact(QK5_1).zip(blocks_mut::<BlockQ5_1>(dst)) {
+            let mut min = f32::MAX;
+            let mut max = -f32::MAX;
+            for &v in x {
+                if v < min {
+                    min = v;
+                }
+                if v > max {
+                    max = v;
+                }
+            }
+            let d = (max - min) / 31.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            b.d = f32_to_f16(d);
+            b.m = f32_to_f16(min);
+            let mut qh = 0u32;
+            for j in 0..QK5_1 / 2 {
+                let q0 = (((x[j] - min) * id + 0.5) as u8).min(31);
+                let q1 = (((x[j + 16] - min) * id + 0.5) as u8).min(31);
+                b.qs[j] = (q0 & 0x0F) | ((q1 & 0x0F) << 4);
+                qh |= ((q0 as u32 >> 4) & 1) << j;
+                qh |= ((q1 as u32 >> 4) & 1) << (j + 16);
+            }
+            b.qh = qh.to_le_bytes();
+        }
+    }
+    simd_dispatch!(vec_dot: vec_dot_scalar, vec_dot_avx2);
+}
+
+fn vec_dot_scalar(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = (blocks::<BlockQ5_1>(w), blocks::<BlockQ8_1>(a));
+    debug_assert!(w.len() * QK5_1 >= n && a.len() * QK5_1 >= n);
+    let mut sum = 0f32;
+    for (x, y) in w.iter().zip(a).take(n / QK5_1) {
+        let s: i32 = unpack(x)
+            .iter()
+            .zip(&y.qs)
+            .map(|(&q, &v)| q as i32 * v as i32)
+            .sum();
+        sum += (f16_to_f32(x.d) * f16_to_f32(y.d)) * s as f32 + f16_to_f32(x.m) * f16_to_f32(y.s);
+    }
+    sum
+}
+
+#[cfg(target_arch = "x86_64")]
+fn vec_dot_avx2(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    if !crate::simd::detected().avx2 {
+        return vec_dot_scalar(n, w, a);
+    }
+    // SAFETY: the CPU has AVX2/FMA/F16C.
+    unsafe { avx2::vec_dot(n, blocks(w), blocks(a)) }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{BlockQ5_1, BlockQ8_1, QK5_1};
+    use crate::simd::x86::{bit_mask_bytes, dot_u8_i8, f16_to_f32, hsum_ps, nibbles};
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// AVX2/FMA/F16C available.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot(n: usize, w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
+        let bit4 = _mm256_set1_epi8(0x10);
+        let mut acc = _mm256_setzero_ps();
+        let mut mins = 0f32;
+        for (x, y) in w.iter().zip(a).take(n / QK5_1) {
+            let d = _mm256_set1_ps(f16_to_f32(x.d) * f16_to_f32(y.d));
+            mins += f16_to_f32(x.m) * f16_to_f32(y.s);
+            let bits = bit_mask_bytes(u32::from_le_bytes(x.qh));
+            let qx = _mm256_or_si256(nibbles(&x.qs), _mm256_and_si256(bits, bit4));
+            let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_u8_i8(qx, qy)), acc);
+        }
+        hsum_ps(acc) + mins
+    }
+}

@@ -1,0 +1,127 @@
+//! CPU feature detection (once per process) and SIMD helpers shared by the format kernels.
+//!
+//! Kernels pick their variant from [`features`]: what the CPU can run, restricted by the
+//! environment variables `HEARTH_FORCE_SCALAR=1` (scalar kernels only) and `HEARTH_NO_AVX512=1`
+//! (no AVX-512 even where the CPU has it). [`detected`] reports the CPU's own capabilities,
+//! without those restrictions: tests and benchmarks use it to list every variant.
+//!
+//! There are no AArch64 (NEON) kernels yet: the scalar references run there.
+
+use std::sync::OnceLock;
+
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
+
+/// What SIMD the kernels may use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuFeatures {
+    /// AVX2 together with FMA and F16C (every CPU with AVX2 that we know of has all three).
+    pub avx2: bool,
+    /// AVX-512 F, BW and VL.
+    pub avx512: bool,
+    /// AVX-512 VNNI (implies `avx512`).
+    pub avx512_vnni: bool,
+}
+
+impl CpuFeatures {
+    fn detect() -> CpuFeatures {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c");
+            let avx512 = avx2
+                && std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vl");
+            let avx512_vnni = avx512 && std::arch::is_x86_feature_detected!("avx512vnni");
+            CpuFeatures {
+                avx2,
+                avx512,
+                avx512_vnni,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            CpuFeatures::default()
+        }
+    }
+
+    /// `self` restricted by the environment variables (see the module documentation).
+    fn restricted(self, force_scalar: bool, no_avx512: bool) -> CpuFeatures {
+        if force_scalar {
+            return CpuFeatures::default();
+        }
+        if no_avx512 {
+            return CpuFeatures {
+                avx512: false,
+                avx512_vnni: false,
+                ..self
+            };
+        }
+        self
+    }
+
+    /// A short description such as `"avx2"`, for logs and `--version` output.
+    pub fn describe(&self) -> &'static str {
+        if self.avx512_vnni {
+            "avx512-vnni"
+        } else if self.avx512 {
+            "avx512"
+        } else if self.avx2 {
+            "avx2"
+        } else {
+            "scalar"
+        }
+    }
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| v == "1")
+}
+
+/// What this CPU can run, ignoring the environment restrictions. Detected once.
+pub fn detected() -> CpuFeatures {
+    static DETECTED: OnceLock<CpuFeatures> = OnceLock::new();
+    *DETECTED.get_or_init(CpuFeatures::detect)
+}
+
+/// What the kernels may use: [`detected`] restricted by `HEARTH_FORCE_SCALAR` and
+/// `HEARTH_NO_AVX512`. Decided once, on first use.
+pub fn features() -> CpuFeatures {
+    static FEATURES: OnceLock<CpuFeatures> = OnceLock::new();
+    *FEATURES.get_or_init(|| {
+        detected().restricted(
+            env_flag("HEARTH_FORCE_SCALAR"),
+            env_flag("HEARTH_NO_AVX512"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restrictions() {
+        let all = CpuFeatures {
+            avx2: true,
+            avx512: true,
+            avx512_vnni: true,
+        };
+        assert_eq!(all.restricted(true, false), CpuFeatures::default());
+        assert_eq!(
+            all.restricted(false, true),
+            CpuFeatures {
+                avx2: true,
+                avx512: false,
+                avx512_vnni: false
+            }
+        );
+        assert_eq!(all.restricted(false, false), all);
+        assert_eq!(all.describe(), "avx512-vnni");
+        // Detection is stable.
+        assert_eq!(detected(), detected());
+        assert_eq!(features(), features());
+    }
+}

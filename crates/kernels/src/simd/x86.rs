@@ -1,0 +1,189 @@
+//! AVX2 building blocks for the format kernels.
+//!
+//! Every function here is `unsafe` only because it needs AVX2, FMA and F16C: callers must have
+//! checked [`super::detected`]`().avx2` (the format files do, in the safe wrappers they hand out).
+
+use std::arch::x86_64::*;
+
+/// Sum of the 8 lanes.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn hsum_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// Sum of the 8 i32 lanes.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn hsum_epi32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+/// The 32 nibbles of 16 packed bytes as 32 bytes in 0..16: element `j` of the result is the low
+/// nibble of byte `j` for `j < 16` and the high nibble of byte `j - 16` otherwise (ggml's order
+/// inside a 32-element block).
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn nibbles(packed: &[u8; 16]) -> __m256i {
+    let lo = _mm_loadu_si128(packed.as_ptr().cast());
+    let hi = _mm_srli_epi16::<4>(lo);
+    _mm256_and_si256(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(0x0F))
+}
+
+/// One byte per bit of `bits`: byte `j` is 0xFF where bit `j` is set, else 0.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn bit_mask_bytes(bits: u32) -> __m256i {
+    // Byte j takes byte j / 8 of `bits`, then keeps bit j % 8 of it.
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(bits as i32),
+        _mm256_set_epi64x(
+            0x0303_0303_0303_0303,
+            0x0202_0202_0202_0202,
+            0x0101_0101_0101_0101,
+            0,
+        ),
+    );
+    let select = _mm256_set1_epi64x(0x8040_2010_0804_0201_u64 as i64);
+    _mm256_cmpeq_epi8(_mm256_and_si256(spread, select), select)
+}
+
+/// Eight sums of four products of unsigned bytes `u` (0..=255) and signed bytes `s`, as i32.
+/// Exact while adjacent pairs of products fit in i16 (`|u| * |s| * 2 <= 32767`), which holds
+/// for the 4- and 5-bit formats (`u < 32`) and for 8-bit values within -127..=127.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_u8_i8(u: __m256i, s: __m256i) -> __m256i {
+    let pairs = _mm256_maddubs_epi16(u, s);
+    _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+}
+
+/// As [`dot_u8_i8`] for two signed operands (values in -127..=127 on the `s` side).
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_i8_i8(a: __m256i, s: __m256i) -> __m256i {
+    // |a| * (s with the sign of a) == a * s.
+    dot_u8_i8(_mm256_sign_epi8(a, a), _mm256_sign_epi8(s, a))
+}
+
+/// Round to nearest, ties away from zero (C's `roundf`), exactly.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn round_away(x: __m256) -> __m256 {
+    let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(x);
+    // x - trunc(x) is exact; where its magnitude is at least 0.5, step away from zero.
+    let sign = _mm256_set1_ps(-0.0);
+    let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(x, t));
+    let step = _mm256_cmp_ps::<_CMP_GE_OQ>(frac, _mm256_set1_ps(0.5));
+    let one = _mm256_or_ps(_mm256_and_ps(x, sign), _mm256_set1_ps(1.0));
+    _mm256_add_ps(t, _mm256_and_ps(step, one))
+}
+
+/// Largest magnitude of 32 floats.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn abs_max_32(x: &[f32; 32]) -> f32 {
+    let sign = _mm256_set1_ps(-0.0);
+    let p = x.as_ptr();
+    let m0 = _mm256_max_ps(
+        _mm256_andnot_ps(sign, _mm256_loadu_ps(p)),
+        _mm256_andnot_ps(sign, _mm256_loadu_ps(p.add(8))),
+    );
+    let m1 = _mm256_max_ps(
+        _mm256_andnot_ps(sign, _mm256_loadu_ps(p.add(16))),
+        _mm256_andnot_ps(sign, _mm256_loadu_ps(p.add(24))),
+    );
+    let m = _mm256_max_ps(m0, m1);
+    let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    let m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    _mm_cvtss_f32(m)
+}
+
+/// `round_away(x[j] * id)` for 32 floats, stored as i8 (the values must be within -128..=127),
+/// returning the sum of the 32 integers.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn scale_round_i8_32(x: &[f32; 32], id: f32, out: &mut [i8; 32]) -> i32 {
+    let p = x.as_ptr();
+    let idv = _mm256_set1_ps(id);
+    let q0 = _mm256_cvtps_epi32(round_away(_mm256_mul_ps(_mm256_loadu_ps(p), idv)));
+    let q1 = _mm256_cvtps_epi32(round_away(_mm256_mul_ps(_mm256_loadu_ps(p.add(8)), idv)));
+    let q2 = _mm256_cvtps_epi32(round_away(_mm256_mul_ps(_mm256_loadu_ps(p.add(16)), idv)));
+    let q3 = _mm256_cvtps_epi32(round_away(_mm256_mul_ps(_mm256_loadu_ps(p.add(24)), idv)));
+    let sum = _mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3));
+    // Packing works within 128-bit lanes: the 4-byte groups come out as q0[0..4], q1[0..4],
+    // q2[0..4], q3[0..4], q0[4..8], q1[4..8], ...; the permutation restores element order.
+    let w01 = _mm256_packs_epi32(q0, q1);
+    let w23 = _mm256_packs_epi32(q2, q3);
+    let b = _mm256_packs_epi16(w01, w23);
+    let b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(out.as_mut_ptr().cast(), b);
+    hsum_epi32(sum)
+}
+
+/// Eight f16 values (little-endian bytes) to f32.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C. `p` must be readable for 16 bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn load_f16x8(p: *const u8) -> __m256 {
+    _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
+}
+
+/// Eight bf16 values (little-endian bytes) to f32.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C. `p` must be readable for 16 bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn load_bf16x8(p: *const u8) -> __m256 {
+    let w = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()));
+    _mm256_castsi256_ps(_mm256_slli_epi32::<16>(w))
+}
+
+/// An f16 (little-endian bytes) to f32, in one instruction (exact, as `half`'s conversion).
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn f16_to_f32(b: [u8; 2]) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(
+        _mm_cvtsi32_si128(u16::from_le_bytes(b) as i32),
+    ))
+}
