@@ -39,7 +39,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Value::F64(0.25),
         Value::Bool(false),
         Value::String("s".into()),
-        Value::Array(vec![Value::from(vec![1u16, 2]), Value::from(vec!["x", "y"])]),
+        Value::Array(vec![
+            Value::from(vec![1u16, 2]),
+            Value::from(vec!["x", "y"]),
+        ]),
     ];
     for (i, v) in values.into_iter().enumerate() {
         w.add(&format!("k{i}"), v);

@@ -2,6 +2,19 @@
 //! trusting it, and a writer used by tests and tools to make small synthetic models.
 //! This crate knows nothing of inference.
 //!
+//! ```
+//! use gguf::{GgmlType, GgufFile, GgufWriter};
+//!
+//! let mut w = GgufWriter::new();
+//! w.add("general.architecture", "llama");
+//! w.add_tensor("norm.weight", &[2], GgmlType::F32, vec![0; 8])?;
+//! let file = GgufFile::from_bytes(w.to_bytes())?;
+//! assert_eq!(file.get_str("general.architecture")?, Some("llama"));
+//! let t = file.tensor("norm.weight").expect("written above");
+//! assert_eq!(file.tensor_data(t).len(), 8);
+//! # Ok::<(), gguf::GgufError>(())
+//! ```
+//!
 //! The only `unsafe` in this crate is the one call that maps a file (see `file.rs`); memmap2
 //! offers no safe way to do it.
 #![deny(unsafe_code)]

@@ -12,6 +12,13 @@ impl<T> Clone for SendPtr<T> {
     }
 }
 impl<T> Copy for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    // A method (not field access) so closures capture the whole Sync wrapper.
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
 // SAFETY: chunks handed out through the pointer are disjoint (see `par_chunks_mut`).
 unsafe impl<T: Send> Sync for SendPtr<T> {}
 unsafe impl<T: Send> Send for SendPtr<T> {}
@@ -36,7 +43,6 @@ pub fn par_chunks_mut<T: Send>(
     let next = AtomicUsize::new(0);
     let ptr = SendPtr(data.as_mut_ptr());
     pool.run(&|_, _| {
-        let ptr = ptr;
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             if i >= n_chunks {
@@ -47,7 +53,7 @@ pub fn par_chunks_mut<T: Send>(
             // SAFETY: `start..end` lies within `data` (i < n_chunks), each index `i` is claimed
             // by exactly one thread through the counter, so the chunks are disjoint, and `data`
             // stays mutably borrowed until `run` returns.
-            let chunk = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(start), end - start) };
+            let chunk = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(start), end - start) };
             f(i, chunk);
         }
     });

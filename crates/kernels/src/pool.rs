@@ -4,7 +4,7 @@
 //! [`ThreadPool::run`] calls `f(thread_index, n_threads)` on every thread of the pool, the
 //! calling thread taking index 0, and returns once every call has returned. Between dispatches
 //! the workers spin for a short while (a forward pass dispatches again within microseconds),
-//! then sleep on a condition variable.
+//! then poll while yielding their core, then sleep on a condition variable.
 //!
 //! A panic in `f` on any thread is caught, the other threads are waited for, and the panic is
 //! resumed on the calling thread: no deadlock, no dangling job. A `run` that finds the pool busy
@@ -19,9 +19,28 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread::JoinHandle;
 
-/// How many times a waiting thread polls before it goes to sleep (each poll is a `pause`, some
-/// tens of nanoseconds).
-const SPIN_LIMIT: u32 = 1 << 14;
+/// A waiting thread first polls this many times with a `pause` in between (some tens of
+/// nanoseconds each)...
+const SPIN_POLLS: u32 = 256;
+/// ...then this many times yielding its core in between (so that an oversubscribed machine
+/// still runs the threads that have work), then sleeps on a condition variable.
+const YIELD_POLLS: u32 = 2048;
+
+/// Polls `done` as described for [`SPIN_POLLS`] and [`YIELD_POLLS`]; false if it never held.
+#[inline]
+fn poll(mut done: impl FnMut() -> bool) -> bool {
+    for i in 0..SPIN_POLLS + YIELD_POLLS {
+        if done() {
+            return true;
+        }
+        if i < SPIN_POLLS {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    false
+}
 
 /// The job of the current dispatch, its lifetime erased: only dereferenced by workers between the
 /// epoch bump that publishes it and their decrement of `remaining`, while `run` (which owns the
@@ -66,12 +85,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     /// Waits until the epoch differs from `seen` and returns it.
     fn wait_epoch(&self, seen: usize) -> usize {
-        for _ in 0..SPIN_LIMIT {
-            let e = self.epoch.load(Ordering::Acquire);
-            if e != seen {
-                return e;
-            }
-            std::hint::spin_loop();
+        let mut e = seen;
+        if poll(|| {
+            e = self.epoch.load(Ordering::Acquire);
+            e != seen
+        }) {
+            return e;
         }
         self.sleepers.fetch_add(1, Ordering::SeqCst);
         let mut guard = lock(&self.lock);
@@ -101,11 +120,8 @@ impl Shared {
 
     /// Waits until every worker has finished the current job.
     fn wait_done(&self) {
-        for _ in 0..SPIN_LIMIT {
-            if self.remaining.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            std::hint::spin_loop();
+        if poll(|| self.remaining.load(Ordering::Acquire) == 0) {
+            return;
         }
         self.caller_sleeping.store(true, Ordering::SeqCst);
         let mut guard = lock(&self.lock);

@@ -348,3 +348,34 @@ fn quantizers_match_ggml_bytes() {
         );
     }
 }
+
+/// `HEARTH_FORCE_SCALAR=1` turns every SIMD dispatch off (checked in a child process, since
+/// the features are decided once per process).
+#[test]
+fn force_scalar_env_disables_simd() {
+    if std::env::var_os("HEARTH_KERNELS_TEST_CHILD").is_some() {
+        assert_eq!(
+            kernels::simd::features(),
+            kernels::simd::CpuFeatures::default()
+        );
+        println!("child checked");
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "force_scalar_env_disables_simd",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("HEARTH_FORCE_SCALAR", "1")
+        .env("HEARTH_KERNELS_TEST_CHILD", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("child checked"),
+        "{stdout}"
+    );
+}

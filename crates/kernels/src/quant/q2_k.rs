@@ -212,12 +212,12 @@ mod avx2 {
             let mut sumi = _mm256_setzero_si256();
             for (h, &scales) in halves.iter().enumerate() {
                 let mut qs = _mm256_loadu_si256(x.qs.as_ptr().add(32 * h).cast());
-                for k in 0..4 {
+                for (k, spread) in PAIR_SPREAD.iter().enumerate() {
                     let q = _mm256_and_si256(qs, m3);
                     qs = _mm256_srli_epi16::<2>(qs);
                     let a = _mm256_loadu_si256(y.qs.as_ptr().add(128 * h + 32 * k).cast());
                     let p = _mm256_maddubs_epi16(q, a);
-                    let s = _mm256_shuffle_epi8(scales, mask(&PAIR_SPREAD[k]));
+                    let s = _mm256_shuffle_epi8(scales, mask(spread));
                     sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
                 }
             }

@@ -239,11 +239,11 @@ fn vec_dot_scalar(n: usize, w: &[u8], act: &[u8]) -> f32 {
         let sc = unpack_scales(&x.scales);
         let q = unpack(x);
         let mut sumi = 0i32;
-        for g in 0..16 {
+        for (g, &scale) in sc.iter().enumerate() {
             let s: i32 = (16 * g..16 * g + 16)
                 .map(|k| i32::from(q[k]) * i32::from(y.qs[k]))
                 .sum();
-            sumi += i32::from(sc[g]) * s;
+            sumi += i32::from(scale) * s;
         }
         sumi -= 4 * scales_dot_bsums(&sc, y);
         sumf += y.d() * f16_to_f32(x.d) * sumi as f32;
@@ -290,7 +290,7 @@ mod avx2 {
             let mut hm = _mm256_loadu_si256(x.hmask.as_ptr().cast());
             for (h, &scales) in halves.iter().enumerate() {
                 let mut qs = _mm256_loadu_si256(x.qs.as_ptr().add(32 * h).cast());
-                for k in 0..4 {
+                for (k, spread) in PAIR_SPREAD.iter().enumerate() {
                     // Values 128h + 32k + 0..32: two low bits, the high bit as +4; 0..=7.
                     // The shifts stay within each byte for the bits that are kept.
                     let low = _mm256_and_si256(qs, m3);
@@ -300,7 +300,7 @@ mod avx2 {
                     let q = _mm256_or_si256(low, high);
                     let a = _mm256_loadu_si256(y.qs.as_ptr().add(128 * h + 32 * k).cast());
                     let p = _mm256_maddubs_epi16(q, a);
-                    let s = _mm256_shuffle_epi8(scales, mask(&PAIR_SPREAD[k]));
+                    let s = _mm256_shuffle_epi8(scales, mask(spread));
                     sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
                 }
             }

@@ -93,21 +93,28 @@ fn vec_dot_avx2(n: usize, w: &[u8], a: &[u8]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{BlockQ4_0, BlockQ8_0, QK4_0};
-    use crate::simd::x86::{dot_i8_i8, f16_to_f32, hsum_ps, nibbles};
+    use crate::simd::x86::{dot_blocks, dot_i8_i8, f16_product, nibbles, BlockPair};
     use std::arch::x86_64::*;
 
     /// # Safety
     /// AVX2/FMA/F16C available.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(n: usize, w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
-        let eight = _mm256_set1_epi8(8);
-        let mut acc = _mm256_setzero_ps();
-        for (x, y) in w.iter().zip(a).take(n / QK4_0) {
-            let d = _mm256_set1_ps(f16_to_f32(x.d) * f16_to_f32(y.d));
-            let qx = _mm256_sub_epi8(nibbles(&x.qs), eight);
+        dot_blocks::<Pair>(w, a, n / QK4_0)
+    }
+
+    struct Pair;
+
+    impl BlockPair for Pair {
+        type W = BlockQ4_0;
+        type A = BlockQ8_0;
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn products(x: &BlockQ4_0, y: &BlockQ8_0) -> (__m256, f32, f32) {
+            let qx = _mm256_sub_epi8(nibbles(&x.qs), _mm256_set1_epi8(8));
             let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
-            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8_i8(qx, qy)), acc);
+            let p = _mm256_cvtepi32_ps(dot_i8_i8(qx, qy));
+            (p, f16_product(x.d, y.d), 0.0)
         }
-        hsum_ps(acc)
     }
 }

@@ -110,24 +110,34 @@ fn vec_dot_avx2(n: usize, w: &[u8], a: &[u8]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{BlockQ5_0, BlockQ8_0, QK5_0};
-    use crate::simd::x86::{bit_mask_bytes, dot_i8_i8, f16_to_f32, hsum_ps, nibbles};
+    use crate::simd::x86::{
+        bit_mask_bytes, dot_blocks, dot_i8_i8, f16_product, nibbles, BlockPair,
+    };
     use std::arch::x86_64::*;
 
     /// # Safety
     /// AVX2/FMA/F16C available.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(n: usize, w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
-        let high = _mm256_set1_epi8(0xF0u8 as i8);
-        let mut acc = _mm256_setzero_ps();
-        for (x, y) in w.iter().zip(a).take(n / QK5_0) {
-            let d = _mm256_set1_ps(f16_to_f32(x.d) * f16_to_f32(y.d));
+        dot_blocks::<Pair>(w, a, n / QK5_0)
+    }
+
+    struct Pair;
+
+    impl BlockPair for Pair {
+        type W = BlockQ5_0;
+        type A = BlockQ8_0;
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn products(x: &BlockQ5_0, y: &BlockQ8_0) -> (__m256, f32, f32) {
             // q - 16 as a signed byte: the nibble where the fifth bit is set, else the nibble
             // with its upper four bits set (nibble - 16).
             let bits = bit_mask_bytes(u32::from_le_bytes(x.qh));
-            let qx = _mm256_or_si256(nibbles(&x.qs), _mm256_andnot_si256(bits, high));
+            let high = _mm256_andnot_si256(bits, _mm256_set1_epi8(0xF0u8 as i8));
+            let qx = _mm256_or_si256(nibbles(&x.qs), high);
             let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
-            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8_i8(qx, qy)), acc);
+            let p = _mm256_cvtepi32_ps(dot_i8_i8(qx, qy));
+            (p, f16_product(x.d, y.d), 0.0)
         }
-        hsum_ps(acc)
     }
 }

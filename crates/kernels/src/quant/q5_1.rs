@@ -112,24 +112,35 @@ fn vec_dot_avx2(n: usize, w: &[u8], a: &[u8]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{BlockQ5_1, BlockQ8_1, QK5_1};
-    use crate::simd::x86::{bit_mask_bytes, dot_u8_i8, f16_to_f32, hsum_ps, nibbles};
+    use crate::simd::x86::{
+        bit_mask_bytes, dot_blocks, dot_u8_i8, f16_product, nibbles, BlockPair,
+    };
     use std::arch::x86_64::*;
 
     /// # Safety
     /// AVX2/FMA/F16C available.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(n: usize, w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
-        let bit4 = _mm256_set1_epi8(0x10);
-        let mut acc = _mm256_setzero_ps();
-        let mut mins = 0f32;
-        for (x, y) in w.iter().zip(a).take(n / QK5_1) {
-            let d = _mm256_set1_ps(f16_to_f32(x.d) * f16_to_f32(y.d));
-            mins += f16_to_f32(x.m) * f16_to_f32(y.s);
+        dot_blocks::<Pair>(w, a, n / QK5_1)
+    }
+
+    struct Pair;
+
+    impl BlockPair for Pair {
+        type W = BlockQ5_1;
+        type A = BlockQ8_1;
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn products(x: &BlockQ5_1, y: &BlockQ8_1) -> (__m256, f32, f32) {
             let bits = bit_mask_bytes(u32::from_le_bytes(x.qh));
-            let qx = _mm256_or_si256(nibbles(&x.qs), _mm256_and_si256(bits, bit4));
+            let qx = _mm256_or_si256(
+                nibbles(&x.qs),
+                _mm256_and_si256(bits, _mm256_set1_epi8(0x10)),
+            );
             let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
-            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_u8_i8(qx, qy)), acc);
+            let p = _mm256_cvtepi32_ps(dot_u8_i8(qx, qy));
+            let d = f16_product(x.d, y.d);
+            (p, d, f16_product(x.m, y.s))
         }
-        hsum_ps(acc) + mins
     }
 }

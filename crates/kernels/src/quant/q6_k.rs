@@ -191,7 +191,7 @@ pub fn dequantize_row(src: &[u8], dst: &mut [f32]) {
 /// `sum_g sc[g] * bsums[g]`: with it the dot product works on the unsigned values and removes
 /// the offset of 32 at the end.
 #[inline(always)]
-pub(crate) fn scales_dot_bsums(sc: &[i8; 16], y: &BlockQ8K) -> i32 {
+fn scales_dot_bsums(sc: &[i8; 16], y: &BlockQ8K) -> i32 {
     (0..16)
         .map(|g| i32::from(sc[g]) * i32::from(y.bsum(g)))
         .sum()

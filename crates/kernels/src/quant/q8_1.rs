@@ -103,21 +103,31 @@ fn quantize_avx2(src: &[f32], dst: &mut [u8]) {
 mod avx2 {
     use super::{BlockQ8_1, QK8_1};
     use crate::quant::f32_to_f16;
-    use crate::simd::x86::{abs_max_32, dot_i8_i8, f16_to_f32, hsum_ps, scale_round_i8_32};
+    use crate::simd::x86::{
+        abs_max_32, dot_blocks, dot_i8_i8, f16_product, scale_round_i8_32, BlockPair,
+    };
     use std::arch::x86_64::*;
 
     /// # Safety
     /// AVX2/FMA/F16C available.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(n: usize, w: &[BlockQ8_1], a: &[BlockQ8_1]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        for (x, y) in w.iter().zip(a).take(n / QK8_1) {
-            let d = _mm256_set1_ps(f16_to_f32(x.d) * f16_to_f32(y.d));
+        dot_blocks::<Pair>(w, a, n / QK8_1)
+    }
+
+    struct Pair;
+
+    impl BlockPair for Pair {
+        type W = BlockQ8_1;
+        type A = BlockQ8_1;
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn products(x: &BlockQ8_1, y: &BlockQ8_1) -> (__m256, f32, f32) {
             let qx = _mm256_loadu_si256(x.qs.as_ptr().cast());
             let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
-            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8_i8(qx, qy)), acc);
+            let p = _mm256_cvtepi32_ps(dot_i8_i8(qx, qy));
+            (p, f16_product(x.d, y.d), 0.0)
         }
-        hsum_ps(acc)
     }
 
     /// Same bytes as the scalar reference.

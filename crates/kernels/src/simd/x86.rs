@@ -183,7 +183,63 @@ pub unsafe fn load_bf16x8(p: *const u8) -> __m256 {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn f16_to_f32(b: [u8; 2]) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(
-        _mm_cvtsi32_si128(u16::from_le_bytes(b) as i32),
-    ))
+    // Through a general register: a 16-bit load folded into the vector insert would merge into
+    // (and so wait on) whatever register the compiler picks.
+    let bits = u16::from_le_bytes(b) as u32;
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+/// The product of two f16 values (little-endian bytes) as f32: `f16(a) * f16(b)`, both
+/// converted by one instruction.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn f16_product(a: [u8; 2], b: [u8; 2]) -> f32 {
+    let bits = u16::from_le_bytes(a) as u32 | (u16::from_le_bytes(b) as u32) << 16;
+    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
+    _mm_cvtss_f32(_mm_mul_ss(v, _mm_movehdup_ps(v)))
+}
+
+/// One block pair of a quantized dot product (a weight block against an activation block),
+/// for [`dot_blocks`].
+pub trait BlockPair {
+    type W;
+    type A;
+    /// The block's integer products summed into 8 f32 lanes, the scale they are multiplied by,
+    /// and a scalar term to add (the `m * s` term of Q4_1/Q5_1, else 0).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    unsafe fn products(w: &Self::W, a: &Self::A) -> (__m256, f32, f32);
+}
+
+/// Sum over the first `nb` block pairs, two at a time into two accumulators.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_blocks<K: BlockPair>(w: &[K::W], a: &[K::A], nb: usize) -> f32 {
+    let nb = nb.min(w.len()).min(a.len());
+    let (w, a) = (&w[..nb], &a[..nb]);
+    let mut acc0 = _mm256_setzero_ps();
+    let mut acc1 = _mm256_setzero_ps();
+    let mut extra = 0f32;
+    let mut pw = w.chunks_exact(2);
+    let mut pa = a.chunks_exact(2);
+    for (x, y) in (&mut pw).zip(&mut pa) {
+        let (p0, d0, e0) = K::products(&x[0], &y[0]);
+        let (p1, d1, e1) = K::products(&x[1], &y[1]);
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), p0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1), p1, acc1);
+        extra += e0 + e1;
+    }
+    for (x, y) in pw.remainder().iter().zip(pa.remainder()) {
+        let (p, d, e) = K::products(x, y);
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d), p, acc0);
+        extra += e;
+    }
+    hsum_ps(_mm256_add_ps(acc0, acc1)) + extra
 }

@@ -1,0 +1,5 @@
+//! Fetches the real test models into the cache and prints their paths.
+fn main() {
+    println!("{}", testutil::smollm2().display());
+    println!("{}", testutil::gemma3().display());
+}
