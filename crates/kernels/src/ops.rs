@@ -218,3 +218,83 @@ mod tests {
         assert!((dot_f32(&a, &b) - naive).abs() < 1e-3);
     }
 }
+
+/// f16 rows (little-endian bytes), as the KV cache stores them.
+pub mod f16 {
+    use crate::quant::{f16::F16, QuantFormat, VecDotFn};
+    use std::sync::OnceLock;
+
+    fn dot_fn() -> VecDotFn {
+        static DOT: OnceLock<VecDotFn> = OnceLock::new();
+        *DOT.get_or_init(|| F16.vec_dot())
+    }
+
+    /// Converts f32 values to f16 bytes (`dst.len() == 2 * src.len()`).
+    pub fn from_f32(src: &[f32], dst: &mut [u8]) {
+        F16.quantize_row_fast(src, dst);
+    }
+
+    /// Dot product of two f16 rows of `n` elements, accumulated in f32.
+    pub fn dot(n: usize, a: &[u8], b: &[u8]) -> f32 {
+        dot_fn()(n, a, b)
+    }
+
+    /// y += a * x, with x an f16 row (`x.len() == 2 * y.len()`).
+    pub fn axpy(y: &mut [f32], a: f32, x: &[u8]) {
+        assert_eq!(x.len(), 2 * y.len(), "f16 row length");
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::features().avx2 {
+            // SAFETY: AVX2, FMA and F16C were detected; lengths are checked above.
+            unsafe { axpy_avx2(y, a, x) };
+            return;
+        }
+        axpy_scalar(y, a, x);
+    }
+
+    pub fn axpy_scalar(y: &mut [f32], a: f32, x: &[u8]) {
+        for (o, b) in y.iter_mut().zip(x.chunks_exact(2)) {
+            *o += a * half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C, and `x.len() == 2 * y.len()`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn axpy_avx2(y: &mut [f32], a: f32, x: &[u8]) {
+        use std::arch::x86_64::*;
+        let n8 = y.len() / 8 * 8;
+        let va = _mm256_set1_ps(a);
+        let (yp, xp) = (y.as_mut_ptr(), x.as_ptr());
+        let mut i = 0;
+        while i < n8 {
+            let xv = crate::simd::x86::load_f16x8(xp.add(2 * i));
+            let yv = _mm256_loadu_ps(yp.add(i));
+            _mm256_storeu_ps(yp.add(i), _mm256_fmadd_ps(va, xv, yv));
+            i += 8;
+        }
+        axpy_scalar(&mut y[n8..], a, &x[2 * n8..]);
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn round_trip_dot_axpy() {
+            let a: Vec<f32> = (0..40).map(|i| i as f32 * 0.25 - 3.0).collect();
+            let b: Vec<f32> = (0..40).map(|i| 1.0 - i as f32 * 0.125).collect();
+            let (mut ab, mut bb) = (vec![0u8; 80], vec![0u8; 80]);
+            super::from_f32(&a, &mut ab);
+            super::from_f32(&b, &mut bb);
+            let exact: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert!((super::dot(40, &ab, &bb) - exact).abs() < 1e-3);
+            let mut y = vec![1.0f32; 40];
+            super::axpy(&mut y, 2.0, &ab);
+            let mut z = vec![1.0f32; 40];
+            super::axpy_scalar(&mut z, 2.0, &ab);
+            for (i, v) in y.iter().enumerate() {
+                assert!((*v - (1.0 + 2.0 * a[i])).abs() < 1e-5);
+                assert!((*v - z[i]).abs() < 1e-5);
+            }
+        }
+    }
+}

@@ -53,7 +53,8 @@ pub fn par_chunks_mut<T: Send>(
             // SAFETY: `start..end` lies within `data` (i < n_chunks), each index `i` is claimed
             // by exactly one thread through the counter, so the chunks are disjoint, and `data`
             // stays mutably borrowed until `run` returns.
-            let chunk = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(start), end - start) };
+            let chunk =
+                unsafe { std::slice::from_raw_parts_mut(ptr.get().add(start), end - start) };
             f(i, chunk);
         }
     });

@@ -1,0 +1,118 @@
+use anyhow::{bail, Context};
+use engine::LogitRows;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model file (GGUF).
+    model: PathBuf,
+    /// Prompt sizes to test (pp): tokens evaluated from an empty cache.
+    #[arg(
+        short = 'p',
+        long = "n-prompt",
+        value_delimiter = ',',
+        default_value = "512"
+    )]
+    n_prompt: Vec<usize>,
+    /// Tokens to generate one at a time (tg); 0 skips the test.
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    n_gen: usize,
+    #[arg(short = 't', long, value_delimiter = ',')]
+    threads: Vec<usize>,
+    /// Repetitions of each test.
+    #[arg(short = 'r', long, default_value_t = 3)]
+    repetitions: usize,
+    /// Print a JSON array of results.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Result {
+    test: String,
+    threads: usize,
+    tokens_per_second: f64,
+    stddev: f64,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    if a.repetitions == 0 {
+        bail!("-r must be at least 1");
+    }
+    let model = super::load_model(&a.model)?;
+    let n_vocab = model.n_vocab() as u32;
+    let threads = if a.threads.is_empty() {
+        vec![super::thread_pool(None).n_threads()]
+    } else {
+        a.threads.clone()
+    };
+    let mut results = Vec::new();
+    for &t in &threads {
+        let pool = super::thread_pool(Some(t));
+        let mut tests: Vec<(String, usize, bool)> = a
+            .n_prompt
+            .iter()
+            .filter(|&&n| n > 0)
+            .map(|&n| (format!("pp{n}"), n, true))
+            .collect();
+        if a.n_gen > 0 {
+            tests.push((format!("tg{}", a.n_gen), a.n_gen, false));
+        }
+        for (name, n, is_prompt) in tests {
+            let mut session = model.session(n + 1, pool.clone());
+            if session.n_ctx() < n {
+                bail!(
+                    "{name} needs {n} positions but the model's context is {}",
+                    session.n_ctx()
+                );
+            }
+            // Deterministic pseudo-random tokens, as llama-bench uses random ones.
+            let tokens: Vec<u32> = (0..n as u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) % n_vocab)
+                .collect();
+            let mut speeds = Vec::with_capacity(a.repetitions);
+            // One warm-up run, then the measured ones.
+            for rep in 0..=a.repetitions {
+                session.reset();
+                let start = Instant::now();
+                if is_prompt {
+                    session
+                        .eval(&tokens, LogitRows::Last)
+                        .context("evaluation failed")?;
+                } else {
+                    for &tok in &tokens {
+                        session
+                            .eval(&[tok], LogitRows::Last)
+                            .context("evaluation failed")?;
+                    }
+                }
+                let secs = start.elapsed().as_secs_f64();
+                if rep > 0 {
+                    speeds.push(n as f64 / secs);
+                }
+            }
+            let mean = speeds.iter().sum::<f64>() / speeds.len() as f64;
+            let var = speeds.iter().map(|s| (s - mean).powi(2)).sum::<f64>()
+                / (speeds.len().max(2) - 1) as f64;
+            let r = Result {
+                test: name,
+                threads: pool.n_threads(),
+                tokens_per_second: mean,
+                stddev: var.sqrt(),
+            };
+            if !a.json {
+                println!(
+                    "{:>8} {:>3} threads {:>10.2} ± {:.2} tokens/s",
+                    r.test, r.threads, r.tokens_per_second, r.stddev
+                );
+            }
+            results.push(r);
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    }
+    Ok(())
+}

@@ -1,0 +1,80 @@
+use anyhow::{bail, Context};
+use engine::LogitRows;
+use serde::Serialize;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model file (GGUF).
+    model: PathBuf,
+    /// Comma-separated token ids, evaluated as one sequence.
+    #[arg(long, value_delimiter = ',', required = true)]
+    tokens: Vec<u32>,
+    /// How many of the best next tokens to print per position.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print JSON: one array per position of {"id", "logit"}, best first.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Entry {
+    id: u32,
+    logit: f32,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    if a.top == 0 {
+        bail!("--top must be at least 1");
+    }
+    let model = super::load_model(&a.model)?;
+    let n_vocab = model.n_vocab();
+    if let Some(&bad) = a.tokens.iter().find(|&&t| t as usize >= n_vocab) {
+        bail!("token id {bad} is out of range: the model's vocabulary has {n_vocab} tokens");
+    }
+    let mut session = model.session(a.tokens.len(), super::thread_pool(a.threads));
+    if session.n_ctx() < a.tokens.len() {
+        bail!(
+            "{} tokens do not fit the model's context of {}",
+            a.tokens.len(),
+            session.n_ctx()
+        );
+    }
+    let logits = session
+        .eval(&a.tokens, LogitRows::All)
+        .context("evaluation failed")?;
+    let rows: Vec<Vec<Entry>> = logits
+        .chunks_exact(n_vocab)
+        .map(|row| top_k(row, a.top))
+        .collect();
+    if a.json {
+        println!("{}", serde_json::to_string(&rows)?);
+    } else {
+        for (pos, row) in rows.iter().enumerate() {
+            let text: Vec<String> = row
+                .iter()
+                .map(|e| format!("{}:{:.4}", e.id, e.logit))
+                .collect();
+            println!("{pos}\t{}", text.join(" "));
+        }
+    }
+    Ok(())
+}
+
+fn top_k(row: &[f32], k: usize) -> Vec<Entry> {
+    let mut idx: Vec<u32> = (0..row.len() as u32).collect();
+    let k = k.min(idx.len());
+    let cmp = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
+    idx.select_nth_unstable_by(k - 1, cmp);
+    idx.truncate(k);
+    idx.sort_by(cmp);
+    idx.into_iter()
+        .map(|id| Entry {
+            id,
+            logit: row[id as usize],
+        })
+        .collect()
+}

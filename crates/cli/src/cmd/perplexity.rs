@@ -1,0 +1,52 @@
+use anyhow::Context;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model file (GGUF).
+    model: PathBuf,
+    /// Text file to score.
+    file: PathBuf,
+    /// Tokens per chunk.
+    #[arg(long, default_value_t = 512)]
+    ctx: usize,
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print {"perplexity", "chunks", "ctx"} as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&a.file)
+        .with_context(|| format!("cannot read {} as UTF-8 text", a.file.display()))?;
+    let model = super::load_model(&a.model)?;
+    let tokens = model.tokenizer().encode(&text, true, false);
+    eprintln!(
+        "{} tokens, {} chunks of {}",
+        tokens.len(),
+        tokens.len() / a.ctx.max(1),
+        a.ctx
+    );
+    let result = engine::perplexity::perplexity(
+        &model,
+        &tokens,
+        a.ctx,
+        super::thread_pool(a.threads),
+        |done, total, ppl| eprintln!("[{done}/{total}] perplexity so far {ppl:.4}"),
+    )?;
+    if a.json {
+        let out = serde_json::json!({
+            "perplexity": result.perplexity,
+            "chunks": result.chunks,
+            "ctx": result.ctx,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "perplexity: {:.4} ({} chunks of {})",
+            result.perplexity, result.chunks, result.ctx
+        );
+    }
+    Ok(())
+}

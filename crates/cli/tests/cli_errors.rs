@@ -1,0 +1,119 @@
+//! Bad input reaches the user as a clear message on stderr and exit code 1, never a panic.
+
+use assert_cmd::Command;
+use std::path::Path;
+
+fn hearth() -> Command {
+    Command::cargo_bin("hearth").expect("the hearth binary is built")
+}
+
+/// Runs `args` and checks exit code 1, an `error:` line mentioning `needle`, and no panic.
+fn fails_with(args: &[&str], needle: &str) {
+    let out = hearth().args(args).output().expect("hearth runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "args {args:?}: stderr was {stderr}"
+    );
+    assert!(
+        stderr.starts_with("error:"),
+        "args {args:?}: stderr was {stderr}"
+    );
+    assert!(
+        stderr.to_lowercase().contains(&needle.to_lowercase()),
+        "args {args:?}: expected {needle:?} in {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    assert!(out.stdout.is_empty(), "stdout must stay empty on error");
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).expect("write temp file");
+    p.to_string_lossy().into_owned()
+}
+
+#[test]
+fn missing_file() {
+    fails_with(
+        &["run", "/nonexistent/model.gguf", "hi", "--raw"],
+        "/nonexistent/model.gguf",
+    );
+    fails_with(
+        &["tokenize", "/nonexistent/model.gguf", "hi"],
+        "/nonexistent/model.gguf",
+    );
+}
+
+#[test]
+fn bad_magic_and_truncation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = write(dir.path(), "bad.gguf", b"NOPE\x03\x00\x00\x00");
+    fails_with(&["run", &bad, "hi", "--raw"], "magic");
+    fails_with(&["logits", &bad, "--tokens", "1,2"], "magic");
+    let not_text = write(dir.path(), "not-text.txt", &[0xff, 0xfe, 0x00]);
+    fails_with(&["perplexity", &bad, &not_text], "utf-8");
+    let empty = write(dir.path(), "empty.gguf", b"");
+    fails_with(&["tokenize", &empty, "hi"], "empty.gguf");
+}
+
+#[test]
+fn not_a_model() {
+    // A valid GGUF with no architecture and no tensors.
+    let mut w = gguf::GgufWriter::new();
+    w.add("general.name", gguf::Value::String("nothing".into()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = write(dir.path(), "empty-model.gguf", &w.to_bytes());
+    fails_with(&["run", &p, "hi", "--raw"], "general.architecture");
+    let mut w = gguf::GgufWriter::new();
+    w.add("general.architecture", gguf::Value::String("mamba9".into()));
+    let p = write(dir.path(), "unknown-arch.gguf", &w.to_bytes());
+    fails_with(&["logits", &p, "--tokens", "1"], "mamba9");
+    let mut w = gguf::GgufWriter::new();
+    w.add("general.architecture", gguf::Value::String("llama".into()));
+    w.add("llama.embedding_length", gguf::Value::U32(64));
+    let p = write(dir.path(), "no-hparams.gguf", &w.to_bytes());
+    fails_with(&["logits", &p, "--tokens", "1"], "llama.");
+}
+
+#[test]
+fn bad_flags() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = write(dir.path(), "x.gguf", b"GGUF");
+    fails_with(
+        &["run", &p, "hi", "--raw", "--temperature=-1"],
+        "temperature",
+    );
+    fails_with(&["run", &p, "hi", "--raw", "--ctx", "0"], "ctx");
+}
+
+#[test]
+fn missing_tensor_and_bad_hyperparameter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = |w: &mut gguf::GgufWriter| {
+        w.add("general.architecture", gguf::Value::String("llama".into()));
+        for (k, v) in [
+            ("llama.embedding_length", 64u32),
+            ("llama.block_count", 1),
+            ("llama.attention.head_count", 4),
+            ("llama.feed_forward_length", 128),
+        ] {
+            w.add(k, gguf::Value::U32(v));
+        }
+    };
+    let mut w = gguf::GgufWriter::new();
+    base(&mut w);
+    let p = write(dir.path(), "no-tensors.gguf", &w.to_bytes());
+    fails_with(&["logits", &p, "--tokens", "1"], "token_embd.weight");
+    let mut w = gguf::GgufWriter::new();
+    base(&mut w);
+    w.add("llama.attention.head_count_kv", gguf::Value::U32(3));
+    let p = write(dir.path(), "bad-kv-heads.gguf", &w.to_bytes());
+    fails_with(&["logits", &p, "--tokens", "1"], "head_count_kv");
+    let mut w = gguf::GgufWriter::new();
+    base(&mut w);
+    w.add("llama.block_count", gguf::Value::U64(u64::MAX));
+    let p = write(dir.path(), "huge-layers.gguf", &w.to_bytes());
+    fails_with(&["logits", &p, "--tokens", "1"], "block_count");
+}

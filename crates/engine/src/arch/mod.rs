@@ -1,0 +1,56 @@
+//! Model architectures, keyed by `general.architecture`. Adding one is a file here plus a line
+//! in `ARCHITECTURES`.
+
+mod gemma3;
+mod llama;
+
+use crate::blocks::{LogitRows, Runtime};
+use crate::config::ModelConfig;
+use crate::error::EngineError;
+use gguf::GgufFile;
+
+/// A loaded architecture: its weights (as handles into the file) and its forward pass.
+pub trait Architecture: Send + Sync {
+    /// Runs `tokens` at positions `pos0..` (their keys and values are added to the cache) and
+    /// appends the logits of the rows asked for to `logits`.
+    fn forward(
+        &self,
+        rt: &mut Runtime,
+        tokens: &[u32],
+        pos0: usize,
+        rows: LogitRows,
+        logits: &mut Vec<f32>,
+    ) -> Result<(), EngineError>;
+
+    /// Vocabulary size of the output head.
+    fn n_vocab(&self) -> usize;
+}
+
+/// Resolves an architecture's tensors in a file.
+pub type LoadFn = fn(&GgufFile, &ModelConfig) -> Result<Box<dyn Architecture>, EngineError>;
+
+pub struct ArchEntry {
+    pub name: &'static str,
+    pub load: LoadFn,
+}
+
+pub static ARCHITECTURES: &[ArchEntry] = &[
+    ArchEntry {
+        name: "llama",
+        load: llama::load,
+    },
+    ArchEntry {
+        name: "gemma3",
+        load: gemma3::load,
+    },
+];
+
+pub fn find(name: &str) -> Result<&'static ArchEntry, EngineError> {
+    ARCHITECTURES
+        .iter()
+        .find(|a| a.name == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = ARCHITECTURES.iter().map(|a| a.name).collect();
+            EngineError::UnsupportedArchitecture(name.to_string(), names.join(", "))
+        })
+}

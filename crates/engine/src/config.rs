@@ -1,0 +1,165 @@
+//! Hyperparameters read from a model's `<arch>.*` metadata.
+
+use crate::error::EngineError;
+use gguf::GgufFile;
+
+/// What every architecture shares. Architecture files read their own extras.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub arch: String,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    /// Dimension of each query/key head.
+    pub head_dim: usize,
+    /// Dimension of each value head.
+    pub head_dim_v: usize,
+    pub n_ff: usize,
+    pub n_ctx_train: usize,
+    pub rms_eps: f32,
+    pub rope_base: f32,
+    pub rope_dims: usize,
+    pub rope_freq_scale: f32,
+    pub sliding_window: Option<usize>,
+}
+
+/// Typed access to `<arch>.<key>` with errors that name the key.
+pub struct Hparams<'a> {
+    file: &'a GgufFile,
+    arch: &'a str,
+}
+
+/// Upper bound on any size hyperparameter: far beyond real models, low enough that products
+/// of two of them cannot overflow or allocate absurdly.
+const MAX_DIM: u64 = 1 << 20;
+
+impl<'a> Hparams<'a> {
+    pub fn new(file: &'a GgufFile, arch: &'a str) -> Self {
+        Hparams { file, arch }
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}.{}", self.arch, name)
+    }
+
+    pub fn opt_usize(&self, name: &str) -> Result<Option<usize>, EngineError> {
+        let key = self.key(name);
+        match self.file.get_u64(&key)? {
+            None => Ok(None),
+            Some(v) if v == 0 || v > MAX_DIM => Err(EngineError::BadHyperparameter {
+                key,
+                value: v.to_string(),
+                why: format!("must be between 1 and {MAX_DIM}"),
+            }),
+            Some(v) => Ok(Some(v as usize)),
+        }
+    }
+
+    pub fn usize(&self, name: &str) -> Result<usize, EngineError> {
+        self.opt_usize(name)?
+            .ok_or_else(|| EngineError::MissingHyperparameter {
+                arch: self.arch.to_string(),
+                key: self.key(name),
+            })
+    }
+
+    pub fn opt_f32(&self, name: &str) -> Result<Option<f32>, EngineError> {
+        let key = self.key(name);
+        match self.file.get_f32(&key)? {
+            Some(v) if !v.is_finite() => Err(EngineError::BadHyperparameter {
+                key,
+                value: v.to_string(),
+                why: "must be a finite number".into(),
+            }),
+            other => Ok(other),
+        }
+    }
+
+    pub fn f32(&self, name: &str) -> Result<f32, EngineError> {
+        self.opt_f32(name)?
+            .ok_or_else(|| EngineError::MissingHyperparameter {
+                arch: self.arch.to_string(),
+                key: self.key(name),
+            })
+    }
+}
+
+impl ModelConfig {
+    /// Reads the hyperparameters every architecture has, with llama.cpp's defaults where a
+    /// key is optional.
+    pub fn from_gguf(file: &GgufFile, arch: &str) -> Result<ModelConfig, EngineError> {
+        let hp = Hparams::new(file, arch);
+        let n_embd = hp.usize("embedding_length")?;
+        let n_head = hp.usize("attention.head_count")?;
+        let n_head_kv = hp.opt_usize("attention.head_count_kv")?.unwrap_or(n_head);
+        let head_dim = match hp.opt_usize("attention.key_length")? {
+            Some(d) => d,
+            None => {
+                if n_embd % n_head != 0 {
+                    return Err(bad(
+                        &format!("{arch}.attention.head_count"),
+                        n_head,
+                        "embedding_length must be a multiple of head_count",
+                    ));
+                }
+                n_embd / n_head
+            }
+        };
+        let head_dim_v = hp.opt_usize("attention.value_length")?.unwrap_or(head_dim);
+        let max = crate::blocks::MAX_HEAD_DIM;
+        if head_dim > max || head_dim_v > max {
+            return Err(bad(
+                &format!("{arch}.attention.key_length"),
+                head_dim.max(head_dim_v),
+                &format!("head dimensions above {max} are not supported"),
+            ));
+        }
+        if n_head % n_head_kv != 0 {
+            return Err(bad(
+                &format!("{arch}.attention.head_count_kv"),
+                n_head_kv,
+                "head_count must be a multiple of head_count_kv",
+            ));
+        }
+        let rope_dims = hp.opt_usize("rope.dimension_count")?.unwrap_or(head_dim);
+        if rope_dims > head_dim || rope_dims % 2 != 0 {
+            return Err(bad(
+                &format!("{arch}.rope.dimension_count"),
+                rope_dims,
+                "must be even and at most the head dimension",
+            ));
+        }
+        let rms_eps = hp
+            .opt_f32("attention.layer_norm_rms_epsilon")?
+            .unwrap_or(1e-5);
+        let rope_freq_scale = match hp.opt_f32("rope.scaling.factor")? {
+            Some(f) if f > 0.0 => 1.0 / f,
+            _ => 1.0,
+        };
+        Ok(ModelConfig {
+            arch: arch.to_string(),
+            n_embd,
+            n_layer: hp.usize("block_count")?,
+            n_head,
+            n_head_kv,
+            head_dim,
+            head_dim_v,
+            n_ff: hp.usize("feed_forward_length")?,
+            n_ctx_train: hp.opt_usize("context_length")?.unwrap_or(2048),
+            rms_eps,
+            rope_base: hp.opt_f32("rope.freq_base")?.unwrap_or(10000.0),
+            rope_dims,
+            rope_freq_scale,
+            sliding_window: hp.opt_usize("attention.sliding_window")?,
+        })
+    }
+}
+
+fn bad(key: &str, value: usize, why: &str) -> EngineError {
+    EngineError::BadHyperparameter {
+        key: key.to_string(),
+        value: value.to_string(),
+        why: why.to_string(),
+    }
+}

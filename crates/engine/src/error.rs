@@ -1,0 +1,38 @@
+use thiserror::Error;
+
+/// Errors from loading or running a model. Messages say what was wrong, where, and what to do.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Gguf(#[from] gguf::GgufError),
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokenizer::TokenizerError),
+    #[error("the model's metadata has no `{key}`; it is required for the `{arch}` architecture (is the GGUF complete?)")]
+    MissingHyperparameter { arch: String, key: String },
+    #[error("hyperparameter `{key}` = {value} is invalid: {why}")]
+    BadHyperparameter {
+        key: String,
+        value: String,
+        why: String,
+    },
+    #[error("the model file has no tensor `{name}`, which the `{arch}` architecture needs (the GGUF is incomplete or of another architecture)")]
+    MissingTensor { arch: String, name: String },
+    #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
+    BadTensorShape {
+        name: String,
+        found: Vec<u64>,
+        expected: Vec<u64>,
+    },
+    #[error("tensor `{name}` has type {ty}, which hearth cannot compute with yet")]
+    UnsupportedTensorType { name: String, ty: gguf::GgmlType },
+    #[error("architecture `{0}` is not supported (supported: {1})")]
+    UnsupportedArchitecture(String, String),
+    #[error(
+        "the model has no `general.architecture` key; it is not a model GGUF (a vocab-only file?)"
+    )]
+    NoArchitecture,
+    #[error("token id {id} is out of range: the vocabulary has {n_vocab} tokens")]
+    TokenOutOfRange { id: u32, n_vocab: usize },
+    #[error("context is full: {needed} positions needed but the context holds {ctx} (use a larger --ctx)")]
+    ContextFull { needed: usize, ctx: usize },
+}

@@ -1,0 +1,181 @@
+//! A loaded model (file, hyperparameters, architecture, tokenizer) and sessions that run it.
+
+use crate::arch::{self, Architecture};
+use crate::blocks::{LogitRows, Runtime, Scratch};
+use crate::config::ModelConfig;
+use crate::error::EngineError;
+use crate::kv_cache::KvCache;
+use crate::tokenizer::Tokenizer;
+use gguf::GgufFile;
+use kernels::pool::ThreadPool;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Tokens evaluated per forward pass when a prompt is longer (bounds scratch memory).
+pub const DEFAULT_BATCH: usize = 256;
+
+pub struct Model {
+    file: GgufFile,
+    config: ModelConfig,
+    arch: Box<dyn Architecture>,
+    tokenizer: Tokenizer,
+}
+
+impl Model {
+    /// Maps the file and checks everything the forward pass will rely on.
+    pub fn load(path: impl AsRef<Path>) -> Result<Model, EngineError> {
+        Model::from_file(GgufFile::open(path)?)
+    }
+
+    pub fn from_file(file: GgufFile) -> Result<Model, EngineError> {
+        let arch_name = file
+            .get_str("general.architecture")?
+            .ok_or(EngineError::NoArchitecture)?
+            .to_string();
+        let entry = arch::find(&arch_name)?;
+        let config = ModelConfig::from_gguf(&file, &arch_name)?;
+        let arch = (entry.load)(&file, &config)?;
+        let tokenizer = Tokenizer::from_gguf(&file)?;
+        if tokenizer.n_vocab() > arch.n_vocab() {
+            return Err(EngineError::BadHyperparameter {
+                key: "tokenizer.ggml.tokens".into(),
+                value: tokenizer.n_vocab().to_string(),
+                why: format!(
+                    "the tokenizer has more tokens than the output head has rows ({})",
+                    arch.n_vocab()
+                ),
+            });
+        }
+        Ok(Model {
+            file,
+            config,
+            arch,
+            tokenizer,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn file(&self) -> &GgufFile {
+        &self.file
+    }
+
+    pub fn n_vocab(&self) -> usize {
+        self.arch.n_vocab()
+    }
+
+    /// A fresh sequence with room for `n_ctx` positions (capped at the training context).
+    pub fn session(&self, n_ctx: usize, pool: Arc<ThreadPool>) -> Session<'_> {
+        let c = &self.config;
+        let n_ctx = n_ctx.clamp(1, c.n_ctx_train.max(1));
+        Session {
+            model: self,
+            kv: KvCache::new(
+                c.n_layer,
+                n_ctx,
+                c.n_head_kv * c.head_dim,
+                c.n_head_kv * c.head_dim_v,
+            ),
+            scratch: Scratch::default(),
+            pool,
+            pos: 0,
+            logits: Vec::new(),
+            batch: DEFAULT_BATCH,
+        }
+    }
+}
+
+/// One sequence being evaluated: its KV cache, position and scratch memory.
+pub struct Session<'m> {
+    model: &'m Model,
+    kv: KvCache,
+    scratch: Scratch,
+    pool: Arc<ThreadPool>,
+    pos: usize,
+    logits: Vec<f32>,
+    batch: usize,
+}
+
+impl<'m> Session<'m> {
+    pub fn model(&self) -> &'m Model {
+        self.model
+    }
+
+    /// Positions filled so far.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.kv.n_ctx()
+    }
+
+    pub fn kv_bytes(&self) -> usize {
+        self.kv.bytes()
+    }
+
+    /// Forgets the sequence (the cache is overwritten from position 0).
+    pub fn reset(&mut self) {
+        self.pos = 0;
+    }
+
+    /// Drops positions from `pos` on, keeping the prefix before it.
+    pub fn truncate(&mut self, pos: usize) {
+        self.pos = self.pos.min(pos);
+    }
+
+    /// Sets how many tokens one forward pass takes (prompts are split into such batches).
+    pub fn set_batch(&mut self, batch: usize) {
+        self.batch = batch.max(1);
+    }
+
+    /// Appends `tokens` to the sequence. Returns the logits of the last token (`Last`) or of
+    /// every token (`All`, `tokens.len() × n_vocab`, row-major).
+    pub fn eval(&mut self, tokens: &[u32], rows: LogitRows) -> Result<&[f32], EngineError> {
+        self.logits.clear();
+        if tokens.is_empty() {
+            return Ok(&self.logits);
+        }
+        if self.pos + tokens.len() > self.kv.n_ctx() {
+            return Err(EngineError::ContextFull {
+                needed: self.pos + tokens.len(),
+                ctx: self.kv.n_ctx(),
+            });
+        }
+        let n_chunks = tokens.len().div_ceil(self.batch);
+        for (i, chunk) in tokens.chunks(self.batch).enumerate() {
+            let chunk_rows = match rows {
+                LogitRows::All => Some(LogitRows::All),
+                LogitRows::Last if i + 1 == n_chunks => Some(LogitRows::Last),
+                LogitRows::Last => None,
+            };
+            let mut rt = Runtime {
+                file: &self.model.file,
+                pool: &self.pool,
+                kv: &mut self.kv,
+                scratch: &mut self.scratch,
+            };
+            let mut sink = Vec::new();
+            let out = if chunk_rows.is_some() {
+                &mut self.logits
+            } else {
+                &mut sink
+            };
+            self.model.arch.forward(
+                &mut rt,
+                chunk,
+                self.pos,
+                chunk_rows.unwrap_or(LogitRows::Last),
+                out,
+            )?;
+            self.pos += chunk.len();
+        }
+        Ok(&self.logits)
+    }
+}

@@ -1,0 +1,152 @@
+//! Typed, checked handles to tensors in the mapped model file (zero copy for matrices).
+
+use crate::error::EngineError;
+use gguf::{GgmlType, GgufFile};
+use kernels::matmul::QMatrix;
+
+/// A 2-D weight in the file: `rows` rows of `cols` elements (GGUF dims `[cols, rows]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Mat {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    tensor: usize,
+}
+
+impl Mat {
+    /// The matrix's bytes in the mapping.
+    pub fn view<'f>(&self, file: &'f GgufFile) -> QMatrix<'f> {
+        let info = &file.tensors()[self.tensor];
+        QMatrix {
+            ty: self.ty,
+            rows: self.rows,
+            cols: self.cols,
+            data: file.tensor_data(info),
+        }
+    }
+}
+
+/// Looks tensors up by name for one architecture, checking shapes and types.
+pub struct TensorLoader<'f> {
+    file: &'f GgufFile,
+    arch: &'f str,
+}
+
+impl<'f> TensorLoader<'f> {
+    pub fn new(file: &'f GgufFile, arch: &'f str) -> Self {
+        TensorLoader { file, arch }
+    }
+
+    fn index(&self, name: &str) -> Option<usize> {
+        self.file.tensors().iter().position(|t| t.name == name)
+    }
+
+    fn missing(&self, name: &str) -> EngineError {
+        EngineError::MissingTensor {
+            arch: self.arch.to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.index(name).is_some()
+    }
+
+    /// A `rows × cols` matrix (GGUF dims `[cols, rows]`).
+    pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Mat, EngineError> {
+        let idx = self.index(name).ok_or_else(|| self.missing(name))?;
+        let info = &self.file.tensors()[idx];
+        let expected = [cols as u64, rows as u64];
+        let dims_ok = info.dims.len() >= 2
+            && info.dims[..2] == expected
+            && info.dims[2..].iter().all(|&d| d == 1);
+        if !dims_ok {
+            return Err(EngineError::BadTensorShape {
+                name: name.to_string(),
+                found: info.dims.clone(),
+                expected: expected.to_vec(),
+            });
+        }
+        if kernels::quant::format(info.ty).is_none() {
+            return Err(EngineError::UnsupportedTensorType {
+                name: name.to_string(),
+                ty: info.ty,
+            });
+        }
+        Ok(Mat {
+            ty: info.ty,
+            rows,
+            cols,
+            tensor: idx,
+        })
+    }
+
+    pub fn opt_matrix(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Option<Mat>, EngineError> {
+        if self.has(name) {
+            self.matrix(name, rows, cols).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// A 1-D tensor of `len` elements, dequantized to f32 (norm weights and biases are small).
+    pub fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, EngineError> {
+        let idx = self.index(name).ok_or_else(|| self.missing(name))?;
+        let info = &self.file.tensors()[idx];
+        let dims_ok =
+            info.dims.first() == Some(&(len as u64)) && info.dims[1..].iter().all(|&d| d == 1);
+        if !dims_ok {
+            return Err(EngineError::BadTensorShape {
+                name: name.to_string(),
+                found: info.dims.clone(),
+                expected: vec![len as u64],
+            });
+        }
+        let format =
+            kernels::quant::format(info.ty).ok_or_else(|| EngineError::UnsupportedTensorType {
+                name: name.to_string(),
+                ty: info.ty,
+            })?;
+        let mut out = vec![0.0; len];
+        format.dequantize_row(self.file.tensor_data(info), &mut out);
+        Ok(out)
+    }
+
+    pub fn opt_vector(&self, name: &str, len: usize) -> Result<Option<Vec<f32>>, EngineError> {
+        if self.has(name) {
+            self.vector(name, len).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// Vocabulary sizes beyond this are treated as a corrupt file.
+const MAX_VOCAB: u64 = 1 << 22;
+
+impl TensorLoader<'_> {
+    /// The number of rows (vocabulary size) of an embedding table `[n_embd, n_vocab]`.
+    pub fn vocab_rows(&self, name: &str, n_embd: usize) -> Result<usize, EngineError> {
+        let idx = self.index(name).ok_or_else(|| self.missing(name))?;
+        let dims = &self.file.tensors()[idx].dims;
+        match dims.as_slice() {
+            [cols, rows, rest @ ..]
+                if *cols == n_embd as u64
+                    && (1..=MAX_VOCAB).contains(rows)
+                    && rest.iter().all(|&d| d == 1) =>
+            {
+                Ok(*rows as usize)
+            }
+            _ => Err(EngineError::BadTensorShape {
+                name: name.to_string(),
+                found: dims.clone(),
+                expected: vec![n_embd as u64, 0],
+            }),
+        }
+    }
+}
