@@ -127,3 +127,113 @@ fn tokenize_command_json() {
     let v: Vec<u32> = serde_json::from_str(&out).expect("JSON ids");
     assert_eq!(v, vec![504, 3575, 282, 4649]);
 }
+
+/// `hearth perplexity` within 0.5 % of llama-perplexity's value (-c 512) on the same text.
+fn perplexity_matches(model: &Path, golden_name: &str) {
+    let g = golden(golden_name);
+    let text = testutil::workspace_root().join("tests/data/perplexity.txt");
+    let out = hearth(&[
+        "perplexity",
+        model.to_str().expect("path"),
+        text.to_str().expect("path"),
+        "--ctx",
+        "512",
+        "--json",
+        "--threads",
+        "2",
+    ]);
+    let v: Value = serde_json::from_str(&out).expect("JSON");
+    let ours = v["perplexity"].as_f64().expect("perplexity");
+    let reference = g["ppl"].as_f64().expect("ppl");
+    assert_eq!(v["chunks"].as_u64(), g["n_chunks"].as_u64(), "chunk count");
+    assert_eq!(v["ctx"].as_u64(), Some(512));
+    let rel = (ours - reference).abs() / reference;
+    eprintln!(
+        "{golden_name}: hearth {ours:.4}, llama.cpp {reference:.4}, {:.3} % apart",
+        100.0 * rel
+    );
+    assert!(
+        rel <= 0.005,
+        "perplexity {ours} vs llama.cpp {reference}: {:.3} % apart",
+        100.0 * rel
+    );
+}
+
+#[test]
+fn smollm2_perplexity() {
+    perplexity_matches(&testutil::smollm2(), "perplexity_smollm2.json");
+}
+
+#[test]
+fn gemma3_perplexity() {
+    perplexity_matches(&testutil::gemma3(), "perplexity_gemma3.json");
+}
+
+/// Weights are mapped, not copied: peak RSS of `run` stays below file size + KV cache + 64 MiB.
+#[cfg(target_os = "linux")]
+fn peak_rss_within_bound(model: &Path) {
+    let out = Command::cargo_bin("hearth")
+        .expect("binary")
+        .args([
+            "run",
+            model.to_str().expect("path"),
+            "Write a short poem about the sea.",
+            "--raw",
+            "--temperature",
+            "0",
+            "-n",
+            "64",
+            "--ctx",
+            "2048",
+            "--threads",
+            "2",
+            "--verbose",
+        ])
+        .output()
+        .expect("hearth runs");
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("memory: peak RSS "))
+        .unwrap_or_else(|| panic!("no memory line in {stderr}"));
+    let peak: u64 = line["memory: peak RSS ".len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("peak bytes");
+    let file = std::fs::metadata(model).expect("model file").len();
+    let kv = {
+        let f = gguf::GgufFile::open(model).expect("gguf");
+        let arch = f
+            .get_str("general.architecture")
+            .expect("arch")
+            .expect("arch")
+            .to_string();
+        let get = |k: &str| f.get_u64(&format!("{arch}.{k}")).expect("key");
+        let n_layer = get("block_count").expect("layers");
+        let n_head = get("attention.head_count").expect("heads");
+        let n_kv = get("attention.head_count_kv").unwrap_or(n_head);
+        let head_dim =
+            get("attention.key_length").unwrap_or(get("embedding_length").expect("embd") / n_head);
+        n_layer * 2048 * 2 * n_kv * head_dim * 2
+    };
+    let bound = file + kv + (64 << 20);
+    eprintln!(
+        "{}: peak RSS {peak} bytes, bound {bound} (file {file} + KV {kv} + 64 MiB)",
+        model.display()
+    );
+    assert!(peak < bound, "peak RSS {peak} ≥ {bound}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn smollm2_peak_rss() {
+    peak_rss_within_bound(&testutil::smollm2());
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn gemma3_peak_rss() {
+    peak_rss_within_bound(&testutil::gemma3());
+}

@@ -10,7 +10,8 @@
 //! hash and only then renames the file into place.
 //!
 //! Environment:
-//! - `HEARTH_TEST_MODELS`: cache directory (default `<workspace>/.test-models`).
+//! - `HEARTH_TEST_MODELS`: cache directory (default `<workspace>/.test-models`; a relative path is
+//!   taken from the workspace root).
 //! - `HEARTH_TEST_PYTHON`: the python used to run pip (default `python3`).
 
 use std::fs::{self, File, OpenOptions};
@@ -60,7 +61,8 @@ pub fn workspace_root() -> PathBuf {
 /// The cache directory for test models (created if missing).
 pub fn cache_dir() -> PathBuf {
     let dir = match std::env::var_os("HEARTH_TEST_MODELS") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
+        // A relative path is taken from the workspace root (cargo runs each test in its crate dir).
+        Some(d) if !d.is_empty() => workspace_root().join(d),
         _ => workspace_root().join(".test-models"),
     };
     if let Err(e) = fs::create_dir_all(&dir) {

@@ -58,3 +58,11 @@ pub fn load_model(path: &std::path::Path) -> anyhow::Result<engine::Model> {
     use anyhow::Context;
     engine::Model::load(path).with_context(|| format!("cannot load model {}", path.display()))
 }
+
+/// Peak resident memory of this process (Linux: VmHWM), if the platform tells.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

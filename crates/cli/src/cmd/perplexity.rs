@@ -20,8 +20,10 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&a.file)
         .with_context(|| format!("cannot read {} as UTF-8 text", a.file.display()))?;
+    // As llama-perplexity reads its file: one trailing newline is dropped.
+    let text = text.strip_suffix('\n').unwrap_or(&text);
     let model = super::load_model(&a.model)?;
-    let tokens = model.tokenizer().encode(&text, true, false);
+    let tokens = model.tokenizer().encode(text, true, false);
     eprintln!(
         "{} tokens, {} chunks of {}",
         tokens.len(),

@@ -78,6 +78,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         stop_at_eog: true,
         render_special: false,
     };
+    let kv_bytes = session.kv_bytes();
     let mut gen =
         Generator::new(&mut session, &prompt, opts).context("prompt evaluation failed")?;
     let mut out = std::io::stdout().lock();
@@ -96,6 +97,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             t.generation_tokens_per_second(),
             n_threads
         );
+        if let Some(peak) = super::peak_rss_bytes() {
+            eprintln!(
+                "memory: peak RSS {} bytes ({:.1} MiB); model file {:.1} MiB, KV cache {:.1} MiB",
+                peak,
+                mib(peak),
+                mib(model.file().file_size()),
+                mib(kv_bytes as u64)
+            );
+        }
     }
     Ok(())
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }
