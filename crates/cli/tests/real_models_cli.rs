@@ -237,3 +237,30 @@ fn smollm2_peak_rss() {
 fn gemma3_peak_rss() {
     peak_rss_within_bound(&testutil::gemma3());
 }
+
+/// Without --raw, the prompt goes through the model's chat template; on stdin when not given.
+#[test]
+fn chat_one_shot_uses_the_template() {
+    let model = testutil::smollm2();
+    let m = model.to_str().expect("path");
+    let direct = hearth(&[
+        "run",
+        m,
+        "What is the capital of France?",
+        "--temperature",
+        "0",
+        "-n",
+        "12",
+    ]);
+    // llama.cpp's greedy answer to the same chat (SmolLM2's template with its default system
+    // prompt) begins "L'Étoile, la Mars": a 135M Q4_1 model, but the same one.
+    assert!(direct.starts_with("L'Étoile, la Mars"), "got {direct:?}");
+    let out = Command::cargo_bin("hearth")
+        .expect("binary")
+        .args(["run", m, "--temperature", "0", "-n", "12"])
+        .write_stdin("What is the capital of France?")
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), direct);
+}

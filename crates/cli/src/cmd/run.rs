@@ -1,18 +1,24 @@
 use anyhow::{bail, Context};
-use engine::generate::{GenerateOptions, Generator};
+use engine::chat::{ChatTemplate, Message};
+use engine::generate::{GenerateOptions, Generator, Timings};
 use engine::sampler::SamplerConfig;
-use std::io::Write;
+use engine::{Model, Session};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Model file (GGUF).
     model: PathBuf,
-    /// The prompt.
-    prompt: String,
+    /// The prompt. Without it, prompts are read from stdin: a chat on a terminal, one prompt
+    /// otherwise.
+    prompt: Option<String>,
     /// Use the prompt as it is, without the chat template (BOS as the model's metadata says).
     #[arg(long)]
     raw: bool,
+    /// A system prompt for the chat.
+    #[arg(long)]
+    system: Option<String>,
     /// 0 = greedy.
     #[arg(long, default_value_t = 0.8)]
     temperature: f32,
@@ -24,80 +30,240 @@ pub struct Args {
     min_p: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Tokens to generate at most.
-    #[arg(short = 'n', long = "max-tokens", default_value_t = 256)]
+    /// Tokens to generate at most (per answer).
+    #[arg(short = 'n', long = "max-tokens", default_value_t = 512)]
     max_tokens: usize,
     /// Context size in tokens.
     #[arg(long, default_value_t = 4096)]
     ctx: usize,
     #[arg(long)]
     threads: Option<usize>,
-    /// Timings and model details on stderr.
+    /// Timings and memory on stderr after each answer.
     #[arg(long)]
     verbose: bool,
 }
 
+impl Args {
+    fn validate(&self) -> anyhow::Result<()> {
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            bail!(
+                "--temperature must be a finite number >= 0 (got {})",
+                self.temperature
+            );
+        }
+        if !(0.0..=1.0).contains(&self.top_p) {
+            bail!("--top-p must be between 0 and 1 (got {})", self.top_p);
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            bail!("--min-p must be between 0 and 1 (got {})", self.min_p);
+        }
+        if self.ctx == 0 {
+            bail!("--ctx must be at least 1");
+        }
+        Ok(())
+    }
+
+    fn options(&self) -> GenerateOptions {
+        GenerateOptions {
+            max_tokens: self.max_tokens,
+            sampler: SamplerConfig {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                seed: self.seed,
+            },
+            stop_at_eog: true,
+            render_special: false,
+        }
+    }
+}
+
 pub fn run(a: Args) -> anyhow::Result<()> {
-    if !a.raw {
-        bail!("chat templates are not supported yet: pass --raw to use the prompt as it is");
-    }
-    if !(a.temperature >= 0.0 && a.temperature.is_finite()) {
-        bail!(
-            "--temperature must be a finite number >= 0 (got {})",
-            a.temperature
-        );
-    }
-    if !(0.0..=1.0).contains(&a.top_p) || !(0.0..=1.0).contains(&a.min_p) {
-        bail!("--top-p and --min-p must be between 0 and 1");
-    }
-    if a.ctx == 0 {
-        bail!("--ctx must be at least 1");
-    }
+    a.validate()?;
     let model = super::load_model(&a.model)?;
     let pool = super::thread_pool(a.threads);
     let n_threads = pool.n_threads();
-    // Special-token text in a raw prompt is parsed, as llama-cli does, so chat markup works.
-    let prompt = model.tokenizer().encode(&a.prompt, true, true);
-    let mut session = model.session(a.ctx, pool);
-    if prompt.len() >= session.n_ctx() {
-        bail!(
-            "the prompt has {} tokens but the context holds {}: use a larger --ctx",
-            prompt.len(),
-            session.n_ctx()
-        );
-    }
-    let opts = GenerateOptions {
-        max_tokens: a.max_tokens,
-        sampler: SamplerConfig {
-            temperature: a.temperature,
-            top_k: a.top_k,
-            top_p: a.top_p,
-            min_p: a.min_p,
-            seed: a.seed,
-        },
-        stop_at_eog: true,
-        render_special: false,
+    let mut chat = Chat {
+        session: model.session(a.ctx, pool),
+        history: Vec::new(),
+        args: &a,
+        n_threads,
     };
-    let kv_bytes = session.kv_bytes();
-    let mut gen =
-        Generator::new(&mut session, &prompt, opts).context("prompt evaluation failed")?;
-    let mut out = std::io::stdout().lock();
-    for piece in gen.by_ref() {
-        out.write_all(piece?.as_bytes())?;
-        out.flush()?;
+    if a.raw {
+        let prompt = match &a.prompt {
+            Some(p) => p.clone(),
+            None => read_stdin()?,
+        };
+        // Special-token text in a raw prompt is parsed, as llama-cli does, so chat markup works.
+        let tokens = model.tokenizer().encode(&prompt, true, true);
+        chat.answer(&tokens)?;
+        return Ok(());
     }
-    writeln!(out)?;
-    if a.verbose {
-        let t = gen.timings();
+    let template = chat_template(&model);
+    let mut messages = Vec::new();
+    if let Some(system) = &a.system {
+        messages.push(Message::new("system", system));
+    }
+    let interactive = a.prompt.is_none() && std::io::stdin().is_terminal();
+    if !interactive {
+        let prompt = match &a.prompt {
+            Some(p) => p.clone(),
+            None => read_stdin()?,
+        };
+        messages.push(Message::new("user", &prompt));
+        let tokens = chat.render(&template, &mut messages)?;
+        chat.answer(&tokens)?;
+        return Ok(());
+    }
+    eprintln!(
+        "Chatting with {}. Type /bye or press Ctrl-D to leave.",
+        a.model.display()
+    );
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        eprint!(">>> ");
+        let Some(line) = lines.next() else { break };
+        let line = line.context("cannot read stdin")?;
+        let text = line.trim();
+        match text {
+            "" => continue,
+            "/bye" => break,
+            "/clear" => {
+                messages.retain(|m| m.role == "system");
+                eprintln!("(conversation cleared)");
+                continue;
+            }
+            _ => {}
+        }
+        messages.push(Message::new("user", text));
+        let tokens = chat.render(&template, &mut messages)?;
+        let answer = chat.answer(&tokens)?;
+        messages.push(Message::new("assistant", answer.trim()));
+    }
+    Ok(())
+}
+
+fn read_stdin() -> anyhow::Result<String> {
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+        .context("cannot read the prompt from stdin")?;
+    if s.trim().is_empty() {
+        bail!("no prompt: give one as an argument or on stdin");
+    }
+    Ok(s)
+}
+
+/// The model's chat template, or a built-in one when the file has none.
+fn chat_template(model: &Model) -> ChatTemplate {
+    let file = model.file();
+    let tok = model.tokenizer();
+    let text = |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or("").to_string();
+    let template = file.get_str("tokenizer.chat_template").ok().flatten();
+    ChatTemplate::new(
+        template,
+        &model.config().arch,
+        &text(tok.bos()),
+        &text(tok.eos()),
+    )
+}
+
+/// One conversation: the session's cache holds `history`, so a new turn evaluates only what
+/// differs from it.
+struct Chat<'m, 'a> {
+    session: Session<'m>,
+    history: Vec<u32>,
+    args: &'a Args,
+    n_threads: usize,
+}
+
+impl Chat<'_, '_> {
+    /// Renders the conversation into tokens, dropping the oldest turns (never the system
+    /// prompt) when it would not leave room for an answer.
+    fn render(
+        &self,
+        template: &ChatTemplate,
+        messages: &mut Vec<Message>,
+    ) -> anyhow::Result<Vec<u32>> {
+        let tok = self.session.model().tokenizer();
+        let bos_text = tok.bos().and_then(|b| tok.token_text(b)).unwrap_or("");
+        let room = self
+            .session
+            .n_ctx()
+            .saturating_sub(self.args.max_tokens.min(self.session.n_ctx() / 2));
+        loop {
+            let text = template.render(messages, true)?;
+            // A template that writes BOS itself must not get a second one.
+            let add_bos = bos_text.is_empty() || !text.starts_with(bos_text);
+            let tokens = tok.encode(&text, add_bos, true);
+            if tokens.len() <= room {
+                return Ok(tokens);
+            }
+            let first_turn = messages.iter().position(|m| m.role != "system");
+            match first_turn {
+                Some(i) if messages.len() - i > 1 => {
+                    messages.remove(i);
+                    eprintln!("(context full: dropped the oldest turn to make room)");
+                }
+                _ => bail!(
+                    "the prompt has {} tokens but the context holds {} with room for the answer: use a larger --ctx",
+                    tokens.len(),
+                    self.session.n_ctx()
+                ),
+            }
+        }
+    }
+
+    /// Generates an answer to `tokens` (the whole conversation so far), streaming it to stdout.
+    fn answer(&mut self, tokens: &[u32]) -> anyhow::Result<String> {
+        let reused = common_prefix(&self.history, tokens).min(tokens.len().saturating_sub(1));
+        self.session.truncate(reused);
+        let new = &tokens[reused..];
+        if self.session.pos() + new.len() >= self.session.n_ctx() {
+            bail!(
+                "the prompt has {} tokens but the context holds {}: use a larger --ctx",
+                tokens.len(),
+                self.session.n_ctx()
+            );
+        }
+        let kv_bytes = self.session.kv_bytes();
+        let mut gen = Generator::new(&mut self.session, new, self.args.options())
+            .context("prompt evaluation failed")?;
+        let mut out = std::io::stdout().lock();
+        let mut text = String::new();
+        for piece in gen.by_ref() {
+            let piece = piece?;
+            out.write_all(piece.as_bytes())?;
+            out.flush()?;
+            text.push_str(&piece);
+        }
+        writeln!(out)?;
+        let generated = gen.tokens().to_vec();
+        let timings = gen.timings().clone();
+        drop(gen);
+        self.history.clear();
+        self.history.extend_from_slice(tokens);
+        self.history.extend_from_slice(&generated);
+        self.history.truncate(self.session.pos());
+        if self.args.verbose {
+            self.report(&timings, reused, kv_bytes);
+        }
+        Ok(text)
+    }
+
+    fn report(&self, t: &Timings, reused: usize, kv_bytes: usize) {
         eprintln!(
-            "prompt: {} tokens, {:.1} tokens/s; generated: {} tokens, {:.1} tokens/s; {} threads",
+            "prompt: {} tokens ({} reused from the cache), {:.1} tokens/s; generated: {} tokens, {:.1} tokens/s; {} threads",
             t.prompt_tokens,
+            reused,
             t.prompt_tokens_per_second(),
             t.generated_tokens,
             t.generation_tokens_per_second(),
-            n_threads
+            self.n_threads
         );
         if let Some(peak) = super::peak_rss_bytes() {
+            let model = self.session.model();
             eprintln!(
                 "memory: peak RSS {} bytes ({:.1} MiB); model file {:.1} MiB, KV cache {:.1} MiB",
                 peak,
@@ -107,7 +273,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             );
         }
     }
-    Ok(())
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 fn mib(bytes: u64) -> f64 {
