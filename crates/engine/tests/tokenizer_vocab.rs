@@ -6,9 +6,10 @@
 //! below as claimed (all strings must match) or unsupported (with the reason), so a new file is
 //! never ignored silently.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use engine::tokenizer::{Tokenizer, TokenizerError};
 
@@ -112,11 +113,22 @@ fn read_cases(dir: &Path, name: &str) -> Vec<(String, Vec<u32>)> {
     inputs.into_iter().zip(outputs).collect()
 }
 
-fn load(dir: &Path, name: &str) -> Result<Tokenizer, TokenizerError> {
+/// Loads a vocabulary; successes are shared between the tests of this file.
+fn load(dir: &Path, name: &str) -> Result<Arc<Tokenizer>, TokenizerError> {
+    static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<Tokenizer>>>> = OnceLock::new();
     let path = vocab_path(dir, name);
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(t) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&path) {
+        return Ok(Arc::clone(t));
+    }
     let file =
         gguf::GgufFile::open(&path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
-    Tokenizer::from_gguf(&file)
+    let tok = Arc::new(Tokenizer::from_gguf(&file)?);
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(path, Arc::clone(&tok));
+    Ok(tok)
 }
 
 /// Names of the vocabularies in the directory, and which of them have test vectors.
@@ -323,4 +335,36 @@ fn special_tokens_and_end_of_generation() {
     // Out-of-range ids decode to nothing instead of failing.
     assert!(q.token_bytes(u32::MAX, true).is_empty());
     assert_eq!(q.decode(&[u32::MAX, im_start], false), "");
+}
+
+#[test]
+fn streaming_byte_level_tokens_keeps_characters_whole() {
+    let dir = vocab_dir();
+    for name in ["gpt-2", "llama-bpe", "llama-spm", "gemma-4"] {
+        let tok = load(&dir, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let text = "🦙 llama 😶‍🌫️ (emoji) 中文 Ελληνικά";
+        let ids = tok.encode(text, false, false);
+        let mut d = engine::tokenizer::StreamDecoder::new();
+        let mut out = String::new();
+        let mut split = 0;
+        for &id in &ids {
+            let bytes = tok.token_bytes(id, false);
+            let piece = d.push(&bytes);
+            if piece.is_empty() && !bytes.is_empty() {
+                split += 1; // this token ended inside a character
+            }
+            out += &piece;
+        }
+        out += &d.finish();
+        let expected = if tok.model_kind() == "llama" {
+            format!(" {text}")
+        } else {
+            text.to_string()
+        };
+        assert_eq!(out, expected, "{name}");
+        assert!(
+            split > 0,
+            "{name}: no token ended inside a character; the test needs one"
+        );
+    }
 }

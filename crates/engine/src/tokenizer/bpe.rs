@@ -89,6 +89,7 @@ impl Merges {
         Merges { by_id, by_text }
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.by_id.len() + self.by_text.values().map(Vec::len).sum::<usize>()
     }
@@ -130,6 +131,10 @@ pub(crate) enum ByteFallback {
     Hex,
 }
 
+/// A possible merge: (rank, left symbol, right symbol, left length, right length, merged id).
+/// The heap pops the smallest rank first, then the leftmost.
+type Candidate = (u32, u32, u32, u32, u32, u32);
+
 /// Merges one word and appends its tokens.
 pub(crate) fn tokenize_word(
     word: &str,
@@ -154,8 +159,7 @@ pub(crate) fn tokenize_word(
         return;
     }
 
-    // (rank, left, right, left len, right len, merged id); smallest rank, then leftmost, first.
-    let mut heap: BinaryHeap<Reverse<(u32, u32, u32, u32, u32, u32)>> = BinaryHeap::new();
+    let mut heap: BinaryHeap<Reverse<Candidate>> = BinaryHeap::new();
     let push = |heap: &mut BinaryHeap<_>, syms: &[Sym], l: u32, r: u32| {
         if l == NONE || r == NONE {
             return;

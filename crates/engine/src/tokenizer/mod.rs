@@ -1,9 +1,9 @@
 //! Tokenizers read from GGUF metadata, matching llama.cpp token for token.
 //!
-//! - `tokenizer.ggml.model` = "llama": SentencePiece-style merging by token score ([`spm`]), with
+//! - `tokenizer.ggml.model` = "llama": SentencePiece-style merging by token score (`spm.rs`), with
 //!   `<0xXX>` byte fallback and spaces written as U+2581.
-//! - "gpt2": byte-level BPE by merge rank ([`bpe`]) after a pre-tokenizer chosen by
-//!   `tokenizer.ggml.pre` ([`pretokenize`]).
+//! - "gpt2": byte-level BPE by merge rank (`bpe.rs`) after a pre-tokenizer chosen by
+//!   `tokenizer.ggml.pre` (`pretokenize.rs`).
 //! - "gemma4": BPE over SentencePiece-style text.
 //!
 //! Before either runs, special tokens are cut out of the text ([`Tokenizer::encode`]'s
@@ -13,6 +13,7 @@
 mod bpe;
 mod pattern;
 mod pretokenize;
+mod special;
 mod spm;
 mod stream;
 mod unicode;
@@ -187,6 +188,8 @@ pub struct Tokenizer {
     eog: Vec<u32>,
     /// Control, user-defined and unknown tokens, longest text first.
     special_tokens: Vec<u32>,
+    /// Finds them in text.
+    special_trie: special::SpecialTrie,
 }
 
 /// A piece of the text being encoded: raw text (byte range) or a special token.
@@ -293,6 +296,16 @@ impl Tokenizer {
             return Err(TokenizerError::Invalid {
                 key: KEY_TOKENS,
                 what: format!("{n} tokens"),
+            });
+        }
+        let total: usize = tokens
+            .iter()
+            .map(|v| v.as_str().map_or(0, str::len) + 16)
+            .sum();
+        if total > u32::MAX as usize {
+            return Err(TokenizerError::Invalid {
+                key: KEY_TOKENS,
+                what: format!("{total} bytes of token text"),
             });
         }
         let scores = match file.get_f32_array(KEY_SCORES).map_err(bad(KEY_SCORES))? {
@@ -413,6 +426,11 @@ impl Tokenizer {
             .flatten()
             .unwrap_or("");
         let (eog, special_tokens) = classify_specials(&mut vocab, &mut sp, &pre_name, &name, arch);
+        let special_trie = special::SpecialTrie::new(
+            special_tokens
+                .iter()
+                .map(|&id| vocab.text_of(id).as_bytes()),
+        );
 
         Ok(Tokenizer {
             vocab,
@@ -426,6 +444,7 @@ impl Tokenizer {
             clean_spaces,
             eog,
             special_tokens,
+            special_trie,
         })
     }
 
@@ -524,81 +543,82 @@ impl Tokenizer {
     }
 
     /// Cuts special tokens out of `text` as llama.cpp does: each special token, longest first,
-    /// splits every remaining text fragment at each of its occurrences. With `parse_special`
-    /// false only user-defined tokens are cut.
+    /// splits every remaining text fragment at each of its occurrences (see `special.rs`). With
+    /// `parse_special` false only user-defined tokens are cut.
     fn partition(&self, text: &str, parse_special: bool) -> Vec<Frag> {
-        let mut frags = Vec::new();
-        if text.is_empty() {
-            return frags;
-        }
-        frags.push(Frag::Text(0, text.len()));
-        // Which byte pairs occur at all: most special tokens can be skipped without a search.
         let bytes = text.as_bytes();
-        let mut pairs = vec![0u64; 65536 / 64];
-        let mut singles = [false; 256];
-        for (i, &b) in bytes.iter().enumerate() {
-            singles[usize::from(b)] = true;
-            if let Some(&c) = bytes.get(i + 1) {
-                let p = (usize::from(b) << 8) | usize::from(c);
-                pairs[p / 64] |= 1 << (p % 64);
+        if bytes.is_empty() {
+            return Vec::new();
+        }
+        let wanted =
+            |id: u32| parse_special || self.vocab.attr(id) & (attr::CONTROL | attr::UNKNOWN) == 0;
+        // (priority, position) of every occurrence, packed for sorting.
+        let mut occ: Vec<u64> = Vec::new();
+        self.special_trie.for_each_match(bytes, |pos, prio| {
+            if let Some(&id) = self.special_tokens.get(prio as usize) {
+                if wanted(id) {
+                    occ.push((u64::from(prio) << 32) | pos as u64);
+                }
+            }
+        });
+        if occ.is_empty() {
+            return vec![Frag::Text(0, bytes.len())];
+        }
+        occ.sort_unstable();
+
+        const FREE: u8 = 0;
+        const TAKEN: u8 = 1;
+        const STRIPPED: u8 = 2;
+        let mut state = vec![FREE; bytes.len()];
+        let mut placed: Vec<(usize, u32)> = Vec::new();
+        for key in occ {
+            let id = self.special_tokens[(key >> 32) as usize];
+            let pos = (key & 0xFFFF_FFFF) as usize;
+            let end = pos + self.vocab.text_of(id).len();
+            if !state[pos..end].iter().all(|&s| s == FREE) {
+                continue;
+            }
+            state[pos..end].fill(TAKEN);
+            placed.push((pos, id));
+            let a = self.vocab.attr(id);
+            if a & attr::LSTRIP != 0 {
+                let mut j = pos;
+                while j > 0 && state[j - 1] == FREE && is_c_space(bytes[j - 1]) {
+                    state[j - 1] = STRIPPED;
+                    j -= 1;
+                }
+            }
+            if a & attr::RSTRIP != 0 {
+                let mut j = end;
+                while j < bytes.len() && state[j] == FREE && is_c_space(bytes[j]) {
+                    state[j] = STRIPPED;
+                    j += 1;
+                }
             }
         }
-        let mut next = Vec::new();
-        for &id in &self.special_tokens {
-            let a = self.vocab.attr(id);
-            if !parse_special && a & (attr::CONTROL | attr::UNKNOWN) != 0 {
-                continue;
-            }
-            let tok = self.vocab.text_of(id);
-            let tb = tok.as_bytes();
-            let present = match tb {
-                [] => false,
-                [b] => singles[usize::from(*b)],
-                [b, c, ..] => {
-                    let p = (usize::from(*b) << 8) | usize::from(*c);
-                    tb.len() <= bytes.len() && pairs[p / 64] & (1 << (p % 64)) != 0
-                }
-            };
-            if !present {
-                continue;
-            }
-            next.clear();
-            for &f in &frags {
-                let Frag::Text(mut off, end) = f else {
-                    next.push(f);
+        placed.sort_unstable();
+
+        let mut frags = Vec::with_capacity(placed.len() * 2 + 1);
+        let mut next = placed.iter().peekable();
+        let mut i = 0;
+        while i < bytes.len() {
+            if let Some(&&(pos, id)) = next.peek() {
+                if pos == i {
+                    frags.push(Frag::Token(id));
+                    i += self.vocab.text_of(id).len();
+                    next.next();
                     continue;
-                };
-                loop {
-                    let Some(m) = text[off..end].find(tok).map(|m| m + off) else {
-                        next.push(Frag::Text(off, end));
-                        break;
-                    };
-                    let mut left_end = m;
-                    if a & attr::LSTRIP != 0 {
-                        while left_end > off && is_c_space(bytes[left_end - 1]) {
-                            left_end -= 1;
-                        }
-                    }
-                    if left_end > off {
-                        next.push(Frag::Text(off, left_end));
-                    }
-                    next.push(Frag::Token(id));
-                    let mut right = m + tok.len();
-                    if right >= end {
-                        break;
-                    }
-                    if a & attr::RSTRIP != 0 {
-                        while right < end && is_c_space(bytes[right]) {
-                            right += 1;
-                        }
-                    }
-                    if right >= end {
-                        break;
-                    }
-                    off = right;
                 }
             }
-            std::mem::swap(&mut frags, &mut next);
+            if state[i] == STRIPPED {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < bytes.len() && state[i] == FREE {
+                i += 1;
+            }
+            frags.push(Frag::Text(start, i));
         }
         frags
     }
@@ -754,10 +774,11 @@ fn classify_specials(
 ) -> (Vec<u32>, Vec<u32>) {
     let n = vocab.len() as u32;
     // Looking texts up (rather than scanning tokens) sees, for a text shared by several tokens,
-    // only the last one, as llama.cpp's text -> id map does.
-    let find = |vocab: &Vocab, texts: &[&str]| -> Option<u32> {
-        texts.iter().filter_map(|t| vocab.get(t)).min()
-    };
+    // only the last one, as llama.cpp's text -> id map does. When several candidates exist,
+    // llama.cpp takes whichever its hash map yields first; we take the first in list order,
+    // which puts the specific markers ("<|eot_id|>", "<|im_end|>") before generic ones.
+    let find =
+        |vocab: &Vocab, texts: &[&str]| -> Option<u32> { texts.iter().find_map(|t| vocab.get(t)) };
     let mark_control = |vocab: &mut Vocab, id: u32| {
         if let Some(a) = vocab.attrs.get_mut(id as usize) {
             *a |= attr::CONTROL;

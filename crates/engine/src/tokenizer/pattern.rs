@@ -159,6 +159,24 @@ impl Pattern {
     /// The first match in `text[from..end]`, searching start positions left to right.
     /// Returns (start, end) code point indices.
     pub(crate) fn find(&self, text: &[Cp], from: usize, end: usize) -> Option<(usize, usize)> {
+        // `X+$` (deepseek-llm's `\s+$`): the answer is the run of X at the end. Searching start
+        // by start would take quadratic time on a long run followed by something else.
+        if let Node::Seq(ns) = &self.root {
+            if let [Node::RepeatChar {
+                pred,
+                min,
+                max: u32::MAX,
+            }, Node::End] = ns.as_slice()
+            {
+                let run = text
+                    .get(from..end)?
+                    .iter()
+                    .rev()
+                    .take_while(|&&c| pred.matches(c))
+                    .count();
+                return (run >= (*min).max(1) as usize).then_some((end - run, end));
+            }
+        }
         let m = Matcher { text, end };
         (from..end).find_map(|start| {
             m.node(&self.root, start, &|p| Some(p))
@@ -663,6 +681,8 @@ mod tests {
         assert_eq!(split("[0-9][0-9][0-9]", "12345"), ["123", "45"]);
         assert_eq!(split("\\s?\\p{L}+", "hi there!"), ["hi", " there", "!"]);
         assert_eq!(split("\\s+$", "a  b  "), ["a  b", "  "]);
+        assert_eq!(split("\\s+$", "  "), ["  "]);
+        assert_eq!(split("\\s+$", "  x"), ["  x"]);
         assert_eq!(split("[\\r\\n]", "a\r\nb"), ["a", "\r", "\n", "b"]);
         assert_eq!(split("[一-龥]+", "ab中文c"), ["ab", "中文", "c"]);
         // Non-ASCII whitespace is only `\s`.
@@ -700,5 +720,6 @@ mod tests {
         assert_eq!(split("\\p{L}+", &s).len(), 1);
         let s = " ".repeat(200_000) + "x";
         assert_eq!(split("\\s+(?!\\S)|\\s+", &s).len(), 3);
+        assert_eq!(split("\\s+$", &s).len(), 1);
     }
 }

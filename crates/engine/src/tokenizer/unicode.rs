@@ -13,6 +13,7 @@ pub(crate) const SEPARATOR: u16 = 0x0008;
 pub(crate) const MARK: u16 = 0x0010;
 pub(crate) const PUNCTUATION: u16 = 0x0020;
 pub(crate) const SYMBOL: u16 = 0x0040;
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) const CONTROL: u16 = 0x0080;
 pub(crate) const WHITESPACE: u16 = 0x0100;
 

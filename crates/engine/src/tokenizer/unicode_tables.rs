@@ -2,6 +2,7 @@
 //! General category of every code point as (first code point, category bit) ranges;
 //! a range ends where the next one starts. Category bits are those of `unicode.rs`.
 
+#[cfg_attr(not(test), allow(dead_code))]
 pub(super) const UNICODE_VERSION: &str = "15.1.0";
 
 #[rustfmt::skip]
