@@ -86,6 +86,15 @@ fn bad_flags() {
         "temperature",
     );
     fails_with(&["run", &p, "hi", "--raw", "--ctx", "0"], "ctx");
+    fails_with(&["run", &p, "hi", "--raw", "--top-p", "2"], "top-p");
+    fails_with(
+        &["run", &p, "hi", "--raw", "--temperature", "NaN"],
+        "temperature",
+    );
+    fails_with(
+        &["run", &p, "hi", "--raw", "--repeat-penalty", "0"],
+        "repeat-penalty",
+    );
 }
 
 #[test]

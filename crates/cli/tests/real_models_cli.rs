@@ -264,3 +264,50 @@ fn chat_one_shot_uses_the_template() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), direct);
 }
+
+/// A stop string ends the answer and is never printed, even across token boundaries; a banned
+/// token never appears.
+#[test]
+fn stop_strings_and_logit_bias() {
+    let model = testutil::smollm2();
+    let m = model.to_str().expect("path");
+    let full = hearth(&[
+        "run",
+        m,
+        "The capital of France is",
+        "--raw",
+        "--temperature",
+        "0",
+        "-n",
+        "24",
+    ]);
+    assert!(full.starts_with(" Paris."), "got {full:?}");
+    // " Paris." then more text: stopping at "is." (which spans tokens " Paris" and ".") cuts there.
+    let stopped = hearth(&[
+        "run",
+        m,
+        "The capital of France is",
+        "--raw",
+        "--temperature",
+        "0",
+        "-n",
+        "24",
+        "--stop",
+        "is.",
+    ]);
+    assert_eq!(stopped, " Par\n");
+    // Banning " Paris" (id 7042) changes the answer.
+    let banned = hearth(&[
+        "run",
+        m,
+        "The capital of France is",
+        "--raw",
+        "--temperature",
+        "0",
+        "-n",
+        "4",
+        "--logit-bias",
+        "7042=-inf",
+    ]);
+    assert!(!banned.starts_with(" Paris"), "got {banned:?}");
+}

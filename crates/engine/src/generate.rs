@@ -15,6 +15,9 @@ pub struct GenerateOptions {
     pub stop_at_eog: bool,
     /// Render control tokens as text instead of hiding them.
     pub render_special: bool,
+    /// Generation stops before any of these strings; they are never output, even when they
+    /// span several tokens.
+    pub stop: Vec<String>,
 }
 
 /// Why generation ended.
@@ -22,6 +25,7 @@ pub struct GenerateOptions {
 pub enum StopReason {
     MaxTokens,
     EndOfGeneration,
+    StopString,
     ContextFull,
 }
 
@@ -62,6 +66,8 @@ pub struct Generator<'a, 'm> {
     timings: Timings,
     stop: Option<StopReason>,
     flushed: bool,
+    /// Text held back because it could be the start of a stop string.
+    held: String,
 }
 
 impl<'a, 'm> Generator<'a, 'm> {
@@ -78,9 +84,13 @@ impl<'a, 'm> Generator<'a, 'm> {
             prompt_time: start.elapsed(),
             ..Timings::default()
         };
+        let mut sampler = Sampler::new(opts.sampler.clone());
+        for &t in prompt {
+            sampler.accept(t);
+        }
         Ok(Generator {
             session,
-            sampler: Sampler::new(opts.sampler.clone()),
+            sampler,
             decoder: StreamDecoder::new(),
             opts,
             logits,
@@ -88,6 +98,7 @@ impl<'a, 'm> Generator<'a, 'm> {
             timings,
             stop: None,
             flushed: false,
+            held: String::new(),
         })
     }
 
@@ -141,6 +152,54 @@ impl<'a, 'm> Generator<'a, 'm> {
     }
 }
 
+impl Generator<'_, '_> {
+    /// Adds `piece` to the held-back text and returns what can be released: everything before
+    /// a complete stop string (ending generation), else everything that cannot start one.
+    fn release(&mut self, piece: &str) -> String {
+        self.held.push_str(piece);
+        if self.opts.stop.is_empty() {
+            return std::mem::take(&mut self.held);
+        }
+        if let Some(at) = self
+            .opts
+            .stop
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min()
+        {
+            self.held.truncate(at);
+            self.stop = Some(StopReason::StopString);
+            return std::mem::take(&mut self.held);
+        }
+        // Keep the longest suffix that is a proper prefix of some stop string.
+        let keep = self
+            .opts
+            .stop
+            .iter()
+            .map(|s| longest_suffix_prefix(&self.held, s))
+            .max()
+            .unwrap_or(0);
+        let cut = self.held.len() - keep;
+        let out = self.held[..cut].to_string();
+        self.held.drain(..cut);
+        out
+    }
+}
+
+/// Length of the longest suffix of `text` that is a proper prefix of `stop` (on char boundaries).
+fn longest_suffix_prefix(text: &str, stop: &str) -> usize {
+    let max = stop.len().saturating_sub(1).min(text.len());
+    (1..=max)
+        .rev()
+        .find(|&n| {
+            text.is_char_boundary(text.len() - n)
+                && stop.is_char_boundary(n)
+                && text.ends_with(&stop[..n])
+        })
+        .unwrap_or(0)
+}
+
 impl Iterator for Generator<'_, '_> {
     type Item = Result<String, EngineError>;
 
@@ -151,7 +210,21 @@ impl Iterator for Generator<'_, '_> {
                     return None;
                 }
                 self.flushed = true;
-                let rest = self.decoder.finish();
+                let mut rest = std::mem::take(&mut self.held);
+                if self.stop != Some(StopReason::StopString) {
+                    rest.push_str(&self.decoder.finish());
+                    // A stop string may still complete in the flushed tail.
+                    if let Some(at) = self
+                        .opts
+                        .stop
+                        .iter()
+                        .filter(|s| !s.is_empty())
+                        .filter_map(|s| rest.find(s.as_str()))
+                        .min()
+                    {
+                        rest.truncate(at);
+                    }
+                }
                 return (!rest.is_empty()).then_some(Ok(rest));
             }
             match self.step() {
@@ -160,9 +233,28 @@ impl Iterator for Generator<'_, '_> {
                     self.flushed = true;
                     return Some(Err(e));
                 }
-                Ok(Some(piece)) if !piece.is_empty() => return Some(Ok(piece)),
+                Ok(Some(piece)) if !piece.is_empty() => {
+                    let out = self.release(&piece);
+                    if !out.is_empty() {
+                        return Some(Ok(out));
+                    }
+                }
                 Ok(_) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::longest_suffix_prefix;
+
+    #[test]
+    fn suffix_prefix() {
+        assert_eq!(longest_suffix_prefix("hello <|im", "<|im_end|>"), 4);
+        assert_eq!(longest_suffix_prefix("hello", "<|im_end|>"), 0);
+        assert_eq!(longest_suffix_prefix("ab", "abc"), 2);
+        assert_eq!(longest_suffix_prefix("abc", "abc"), 0);
+        assert_eq!(longest_suffix_prefix("xé", "é!"), 2);
     }
 }

@@ -1,9 +1,13 @@
 //! Subcommands: one module each.
 
 mod bench;
+mod list;
 mod logits;
 mod perplexity;
+mod pull;
+mod rm;
 mod run;
+mod show;
 mod tokenize;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +37,15 @@ enum Command {
     Perplexity(perplexity::Args),
     /// Measure prompt (pp) and generation (tg) speed, as llama-bench defines them.
     Bench(bench::Args),
+    /// Download a model into the store (progress on stderr): smollm2, gemma3:270m, …
+    Pull(pull::Args),
+    /// List the models in the store.
+    #[command(alias = "ls")]
+    List(list::Args),
+    /// Describe a model: architecture, parameters, quantization, context length, license.
+    Show(show::Args),
+    /// Remove models from the store; files no other model uses are deleted.
+    Rm(rm::Args),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -42,6 +55,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Logits(a) => logits::run(a),
         Command::Perplexity(a) => perplexity::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Pull(a) => pull::run(a),
+        Command::List(a) => list::run(a),
+        Command::Show(a) => show::run(a),
+        Command::Rm(a) => rm::run(a),
     }
 }
 
@@ -65,4 +82,17 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// The model file for a command's model argument: the path unchanged when it is an existing
+/// file, else the store's file for that model name, pulled first when it is absent (never
+/// when `offline` or HEARTH_OFFLINE is set: then a missing model is an error).
+// Until every model-taking command calls it.
+#[allow(dead_code)]
+pub fn resolve_model(name_or_path: &str, offline: bool) -> anyhow::Result<std::path::PathBuf> {
+    let path = std::path::Path::new(name_or_path);
+    if path.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    pull::resolve(name_or_path, offline)
 }

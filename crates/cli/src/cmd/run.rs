@@ -28,6 +28,25 @@ pub struct Args {
     top_p: f32,
     #[arg(long, default_value_t = 0.05)]
     min_p: f32,
+    /// Locally typical sampling; 1 disables.
+    #[arg(long, default_value_t = 1.0)]
+    typical_p: f32,
+    /// Penalize recently seen tokens (llama.cpp's repeat penalty); 1 disables.
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    presence_penalty: f32,
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    frequency_penalty: f32,
+    /// How many recent tokens the penalties look at.
+    #[arg(long, default_value_t = 64)]
+    repeat_last_n: usize,
+    /// Token bias as ID=BIAS (repeatable; BIAS may be -inf to ban a token).
+    #[arg(long = "logit-bias", value_parser = parse_bias, allow_hyphen_values = true)]
+    logit_bias: Vec<(u32, f32)>,
+    /// Stop before this text (repeatable); it is not printed.
+    #[arg(long = "stop")]
+    stop: Vec<String>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Tokens to generate at most (per answer).
@@ -45,17 +64,8 @@ pub struct Args {
 
 impl Args {
     fn validate(&self) -> anyhow::Result<()> {
-        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            bail!(
-                "--temperature must be a finite number >= 0 (got {})",
-                self.temperature
-            );
-        }
-        if !(0.0..=1.0).contains(&self.top_p) {
-            bail!("--top-p must be between 0 and 1 (got {})", self.top_p);
-        }
-        if !(0.0..=1.0).contains(&self.min_p) {
-            bail!("--min-p must be between 0 and 1 (got {})", self.min_p);
+        if let Err(e) = self.options().sampler.validate() {
+            bail!("--{e}");
         }
         if self.ctx == 0 {
             bail!("--ctx must be at least 1");
@@ -71,10 +81,17 @@ impl Args {
                 top_k: self.top_k,
                 top_p: self.top_p,
                 min_p: self.min_p,
+                typical_p: self.typical_p,
+                repeat_penalty: self.repeat_penalty,
+                presence_penalty: self.presence_penalty,
+                frequency_penalty: self.frequency_penalty,
+                penalty_last_n: self.repeat_last_n,
+                logit_bias: self.logit_bias.clone(),
                 seed: self.seed,
             },
             stop_at_eog: true,
             render_special: false,
+            stop: self.stop.clone(),
         }
     }
 }
@@ -281,4 +298,23 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// `ID=BIAS`, e.g. `42=-1.5` or `42=-inf`.
+fn parse_bias(s: &str) -> Result<(u32, f32), String> {
+    let (id, bias) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected ID=BIAS, got {s:?}"))?;
+    let id = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("token id {id:?} is not a number"))?;
+    let bias: f32 = bias
+        .trim()
+        .parse()
+        .map_err(|_| format!("bias {bias:?} is not a number"))?;
+    if bias.is_nan() {
+        return Err("bias must be a number or ±inf".into());
+    }
+    Ok((id, bias))
 }

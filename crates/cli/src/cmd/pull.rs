@@ -1,0 +1,177 @@
+//! `hearth pull NAME`: fetch a model into the store, with a progress bar on stderr. Also the
+//! store side of resolving a model argument (`resolve`), and display helpers shared by the
+//! other store commands.
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::cell::RefCell;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+use store::{ModelName, Progress, PullOptions, PullOutcome, PullReport, Store};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model name: smollm2 (= smollm2:135m), gemma3:270m, …
+    name: String,
+    /// Use no network at all: succeed only when the model is already in the store
+    /// (also HEARTH_OFFLINE=1).
+    #[arg(long)]
+    offline: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let name = ModelName::parse(&a.name)?;
+    let store = Store::open_default()?;
+    let report = pull_with_progress(&store, &name, a.offline)?;
+    let m = &report.manifest;
+    match &report.outcome {
+        PullOutcome::AlreadyPresent => emit(&format!(
+            "{} is up to date ({}, {})\n",
+            m.name,
+            human_bytes(m.size),
+            m.digest
+        )),
+        PullOutcome::Downloaded { source } => emit(&format!(
+            "pulled {} ({}, {}) from {}\n",
+            m.name,
+            human_bytes(m.size),
+            m.digest,
+            clean(source)
+        )),
+    }
+}
+
+/// Writes to stdout; a closed pipe (`hearth list | head`) ends the output quietly.
+pub fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
+/// Pulls `name` into `store`, showing progress on stderr. The environment's settings apply
+/// (HEARTH_OFFLINE, HEARTH_SOURCE, HF_ENDPOINT, HF_TOKEN, HEARTH_PYTHON); `offline` adds to them.
+pub fn pull_with_progress(
+    store: &Store,
+    name: &ModelName,
+    offline: bool,
+) -> anyhow::Result<PullReport> {
+    let mut opts = PullOptions::from_env()?;
+    opts.offline |= offline;
+    // pip shows its own bar (bytes, rate, ETA) when a person is watching.
+    opts.show_pip_output = std::io::stderr().is_terminal();
+    let bar = Bar::default();
+    let result = store.pull(name, &opts, &bar);
+    bar.finish();
+    Ok(result?)
+}
+
+/// The GGUF file for a store name, pulled first when it is absent (unless offline).
+/// `arg` is what the user typed; the caller has already checked that it is not a file.
+pub fn resolve(arg: &str, offline: bool) -> anyhow::Result<PathBuf> {
+    let looks_like_file = arg.to_ascii_lowercase().ends_with(".gguf")
+        && !arg.starts_with("hf.co/")
+        && !arg.starts_with("huggingface.co/");
+    if looks_like_file {
+        bail!("cannot open model {arg}: no such file");
+    }
+    let name = ModelName::parse(arg)?;
+    let store = Store::open_default()?;
+    // A broken manifest is repaired by pulling again.
+    if let Ok(Some((_, path))) = store.find(&name) {
+        return Ok(path);
+    }
+    if !offline && !store::offline_from_env() {
+        eprintln!("{name} is not in the store yet; pulling it");
+    }
+    let report = pull_with_progress(&store, &name, offline)
+        .with_context(|| format!("cannot get model {name}"))?;
+    Ok(report.path)
+}
+
+/// Progress on stderr with indicatif: a bar with bytes, rate and ETA, or a spinner when the
+/// size is unknown. Hidden when stderr is not a terminal; notes are always printed.
+#[derive(Default)]
+struct Bar {
+    current: RefCell<Option<(ProgressBar, bool)>>,
+}
+
+impl Progress for Bar {
+    fn begin(&self, label: &str, total: Option<u64>) {
+        self.finish();
+        let (pb, is_bar) = match total {
+            Some(t) => {
+                let style = ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ");
+                (ProgressBar::new(t).with_style(style), true)
+            }
+            None => {
+                let style = ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner());
+                let pb = ProgressBar::new_spinner().with_style(style);
+                pb.enable_steady_tick(Duration::from_millis(120));
+                (pb, false)
+            }
+        };
+        pb.set_message(clean(label));
+        *self.current.borrow_mut() = Some((pb, is_bar));
+    }
+
+    fn advance_to(&self, done: u64) {
+        if let Some((pb, _)) = self.current.borrow().as_ref() {
+            pb.set_position(done);
+        }
+    }
+
+    fn note(&self, message: &str) {
+        let message = clean(message);
+        match self.current.borrow().as_ref() {
+            Some((pb, _)) => pb.suspend(|| eprintln!("{message}")),
+            None => eprintln!("{message}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some((pb, is_bar)) = self.current.borrow_mut().take() {
+            if is_bar {
+                pb.finish();
+            } else {
+                pb.finish_and_clear();
+            }
+        }
+    }
+}
+
+/// `98362432` → `98.4 MB`.
+pub fn human_bytes(n: u64) -> String {
+    let f = n as f64;
+    if n >= 1_000_000_000 {
+        format!("{:.1} GB", f / 1e9)
+    } else if n >= 1_000_000 {
+        format!("{:.1} MB", f / 1e6)
+    } else if n >= 1_000 {
+        format!("{:.1} kB", f / 1e3)
+    } else {
+        format!("{n} B")
+    }
+}
+
+/// Text from files or servers made safe for a terminal: control characters other than
+/// newline and tab are shown escaped.
+pub fn clean(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
