@@ -115,6 +115,35 @@ fn table_pairs_formats_as_ggml() {
     }
 }
 
+/// Every SIMD variant this CPU can run is listed, so that the tests here exercise it.
+#[test]
+fn simd_variants_are_listed() {
+    let cpu = kernels::simd::detected();
+    for f in FORMATS {
+        let names: Vec<&str> = f.vec_dot_variants().iter().map(|v| v.0).collect();
+        let float = matches!(f.ty(), GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
+        for (has, name) in [
+            (cpu.avx2, "avx2"),
+            (cpu.neon, "neon"),
+            (cpu.dotprod && !float, "neon-dotprod"),
+        ] {
+            assert_eq!(
+                names.contains(&name),
+                has,
+                "{}: {name} in {names:?}",
+                f.ty()
+            );
+        }
+        // Activation formats (their own act type, F32 aside) have SIMD quantizers.
+        if f.act_type() == f.ty() && f.ty() != GgmlType::F32 {
+            let names: Vec<&str> = f.quantize_variants().iter().map(|v| v.0).collect();
+            for (has, name) in [(cpu.avx2, "avx2"), (cpu.neon, "neon")] {
+                assert_eq!(names.contains(&name), has, "{} quantize: {names:?}", f.ty());
+            }
+        }
+    }
+}
+
 #[test]
 fn simd_variants_match_scalar() {
     let mut rng = StdRng::seed_from_u64(0x5eed);
@@ -156,6 +185,38 @@ fn simd_variants_match_scalar() {
                     "{} dispatched n={n}",
                     f.ty()
                 );
+            }
+        }
+    }
+}
+
+/// The NEON kernels of the block formats do the scalar kernels' arithmetic: bit for bit for the
+/// k-quants (exact integer sums, the scalar float epilogue), and for the 32-element formats on
+/// rows of fewer than four blocks (longer rows add the block values in another order).
+#[test]
+fn neon_block_arithmetic_is_scalar() {
+    let mut rng = StdRng::seed_from_u64(0xa64);
+    for f in FORMATS {
+        let bs = f.ty().block_size();
+        if bs == 1 {
+            continue;
+        }
+        let act = act_of(*f);
+        for nb in [1, 2, 3, 5] {
+            let n = nb * bs;
+            if bs == 32 && nb >= 4 {
+                continue;
+            }
+            for _ in 0..4 {
+                let wq = quantize(*f, &random_data(&mut rng, n));
+                let aq = quantize(act, &random_data(&mut rng, n));
+                let want = f.vec_dot_scalar()(n, &wq, &aq);
+                for (name, v) in f.vec_dot_variants() {
+                    if name.starts_with("neon") {
+                        let got = v(n, &wq, &aq);
+                        assert_eq!(got.to_bits(), want.to_bits(), "{} {name} n={n}", f.ty());
+                    }
+                }
             }
         }
     }
@@ -362,7 +423,19 @@ fn force_scalar_env_disables_simd() {
         return;
     }
     let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(exe)
+    // Under user-mode emulation (scripts/check-aarch64 runs these tests through qemu) the child
+    // must be started through the same runner, named by HEARTH_TEST_RUNNER.
+    let runner = std::env::var("HEARTH_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(program) => {
+            let mut c = std::process::Command::new(program);
+            c.args(words).arg(exe);
+            c
+        }
+        None => std::process::Command::new(exe),
+    };
+    let out = cmd
         .args([
             "--exact",
             "force_scalar_env_disables_simd",

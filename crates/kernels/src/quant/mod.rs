@@ -13,12 +13,14 @@
 use gguf::GgmlType;
 
 /// Implements `vec_dot_scalar`, `vec_dot_variants` and `vec_dot` inside an `impl QuantFormat`
-/// from a scalar kernel and, on x86-64, an AVX2 kernel. Both are safe `VecDotFn`s; the AVX2
-/// one must itself fall back to scalar when `simd::detected().avx2` is false (so that handing
-/// out its pointer is always sound). `quantize: $scalar_q, $avx2_q` likewise adds
+/// from a scalar kernel, on x86-64 an AVX2 kernel and, on little-endian AArch64, optionally a
+/// NEON kernel (`neon: path`) and a NEON kernel using SDOT (`dotprod: path`), as defined by
+/// `neon_vec_dot!`. All are safe `VecDotFn`s; each SIMD one must itself fall back to scalar
+/// when [`crate::simd::detected`] lacks what it needs (so that handing out its pointer is always
+/// sound). `quantize: $scalar_q, $avx2_q` (and optionally `neon: $neon_q`) likewise adds
 /// `quantize_variants` and `quantize_row_fast`.
 macro_rules! simd_dispatch {
-    (vec_dot: $scalar:path, $avx2:path) => {
+    (vec_dot: $scalar:path, $avx2:path $(, neon: $neon:path)? $(, dotprod: $dotprod:path)?) => {
         fn vec_dot_scalar(&self) -> $crate::quant::VecDotFn {
             $scalar
         }
@@ -29,6 +31,15 @@ macro_rules! simd_dispatch {
             if $crate::simd::detected().avx2 {
                 v.push(("avx2", $avx2));
             }
+            #[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+            {
+                $(if $crate::simd::detected().neon {
+                    v.push(("neon", $neon));
+                })?
+                $(if $crate::simd::detected().dotprod {
+                    v.push(("neon-dotprod", $dotprod));
+                })?
+            }
             v
         }
         fn vec_dot(&self) -> $crate::quant::VecDotFn {
@@ -36,16 +47,31 @@ macro_rules! simd_dispatch {
             if $crate::simd::features().avx2 {
                 return $avx2;
             }
+            #[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+            {
+                $(if $crate::simd::features().dotprod {
+                    return $dotprod;
+                })?
+                $(if $crate::simd::features().neon {
+                    return $neon;
+                })?
+            }
             $scalar
         }
     };
-    (quantize: $scalar:path, $avx2:path) => {
+    (quantize: $scalar:path, $avx2:path $(, neon: $neon:path)?) => {
         fn quantize_variants(&self) -> Vec<(&'static str, $crate::quant::QuantizeFn)> {
             #[allow(unused_mut)]
             let mut v: Vec<(&'static str, $crate::quant::QuantizeFn)> = Vec::new();
             #[cfg(target_arch = "x86_64")]
             if $crate::simd::detected().avx2 {
                 v.push(("avx2", $avx2));
+            }
+            #[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+            {
+                $(if $crate::simd::detected().neon {
+                    v.push(("neon", $neon));
+                })?
             }
             v
         }
@@ -54,7 +80,63 @@ macro_rules! simd_dispatch {
             if $crate::simd::features().avx2 {
                 return $avx2(src, dst);
             }
+            #[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+            {
+                $(if $crate::simd::features().neon {
+                    return $neon(src, dst);
+                })?
+            }
             $scalar(src, dst)
+        }
+    };
+}
+
+/// On little-endian AArch64, defines the safe `VecDotFn`s `vec_dot_neon` and
+/// `vec_dot_neon_dotprod` (for `simd_dispatch!`) from one kernel body generic over
+/// `simd::neon::I8Dot`: `$kernel::<D>(n, w, a)`, an `#[inline(always)] unsafe fn`
+/// that is compiled once with plain NEON and once with SDOT enabled. Each wrapper falls back to
+/// `$scalar` where the CPU lacks what it needs. `float: $scalar, $kernel` defines only
+/// `vec_dot_neon`, around a kernel that is not generic.
+macro_rules! neon_vec_dot {
+    (float: $scalar:path, $($kernel:ident)::+) => {
+        #[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+        fn vec_dot_neon(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            #[target_feature(enable = "neon")]
+            unsafe fn kernel(n: usize, w: &[u8], a: &[u8]) -> f32 {
+                $($kernel)::+(n, w, a)
+            }
+            if !$crate::simd::detected().neon {
+                return $scalar(n, w, a);
+            }
+            // SAFETY: the CPU has NEON.
+            unsafe { kernel(n, w, a) }
+        }
+    };
+    ($scalar:path, $($kernel:ident)::+) => {
+        #[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+        fn vec_dot_neon(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            #[target_feature(enable = "neon")]
+            unsafe fn kernel(n: usize, w: &[u8], a: &[u8]) -> f32 {
+                $($kernel)::+::<$crate::simd::neon::Widening>(n, w, a)
+            }
+            if !$crate::simd::detected().neon {
+                return $scalar(n, w, a);
+            }
+            // SAFETY: the CPU has NEON.
+            unsafe { kernel(n, w, a) }
+        }
+
+        #[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+        fn vec_dot_neon_dotprod(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            #[target_feature(enable = "neon,dotprod")]
+            unsafe fn kernel(n: usize, w: &[u8], a: &[u8]) -> f32 {
+                $($kernel)::+::<$crate::simd::neon::DotProd>(n, w, a)
+            }
+            if !$crate::simd::detected().dotprod {
+                return $scalar(n, w, a);
+            }
+            // SAFETY: the CPU has NEON and the dot product instructions.
+            unsafe { kernel(n, w, a) }
         }
     };
 }

@@ -8,6 +8,7 @@ use gguf::GgmlType;
 use super::q4_k::make_qkx2_quants;
 use super::q8_k::{block_input, dot_blocks, nearest_int, BlockQ8K, QK_K};
 use super::{blocks, blocks_mut, f16_to_f32, f32_to_f16, Block, QuantFormat};
+#[cfg(target_arch = "x86_64")]
 use crate::simd;
 
 #[repr(C)]
@@ -147,10 +148,10 @@ fn mins_dot_bsums(x: &BlockQ2K, y: &BlockQ8K) -> i32 {
         .sum()
 }
 
-/// The float epilogue shared by every variant, so that they agree bit for bit.
+/// The float epilogue shared by the scalar and NEON kernels, so that they agree bit for bit
+/// (`summ` is [`mins_dot_bsums`]).
 #[inline(always)]
-fn block_value(x: &BlockQ2K, y: &BlockQ8K, sumi: i32) -> f32 {
-    let summ = mins_dot_bsums(x, y);
+fn block_value(x: &BlockQ2K, y: &BlockQ8K, sumi: i32, summ: i32) -> f32 {
     y.d() * f16_to_f32(x.d) * sumi as f32 - y.d() * f16_to_f32(x.dmin) * summ as f32
 }
 
@@ -166,7 +167,7 @@ fn vec_dot_scalar(n: usize, w: &[u8], act: &[u8]) -> f32 {
                 .sum();
             sumi += i32::from(x.scales[g] & 0xF) * s;
         }
-        sumf += block_value(x, y, sumi);
+        sumf += block_value(x, y, sumi, mins_dot_bsums(x, y));
     }
     sumf
 }
@@ -227,6 +228,69 @@ mod avx2 {
     }
 }
 
+neon_vec_dot!(vec_dot_scalar, neon::vec_dot);
+
+#[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+mod neon {
+    use std::arch::aarch64::*;
+
+    use super::{block_value, dot_blocks, BlockQ2K, BlockQ8K};
+    use crate::quant::q8_k::kneon::{dot_bsums, scaled_sum16, widen_i8x16};
+    use crate::simd::neon::{load_i8x16, sums4, I8Dot};
+
+    /// The block's `sumi` and `summ` of the scalar kernel, exactly.
+    #[inline(always)]
+    unsafe fn block_sums<D: I8Dot>(x: &BlockQ2K, y: &BlockQ8K) -> (i32, i32) {
+        let m3 = vdupq_n_u8(3);
+        let zero = vdupq_n_s32(0);
+        let py = y.qs.as_ptr();
+        // The integer dot product of each run of 16, spread over four lanes.
+        let mut runs = [zero; 16];
+        for h in 0..2 {
+            // Bytes l and 16 + l of this half; bits 2k..2k+2 belong to values 32k + l.
+            let mut q0 = vld1q_u8(x.qs.as_ptr().add(32 * h));
+            let mut q1 = vld1q_u8(x.qs.as_ptr().add(32 * h + 16));
+            for k in 0..4 {
+                let at = 128 * h + 32 * k;
+                let v0 = vreinterpretq_s8_u8(vandq_u8(q0, m3));
+                let v1 = vreinterpretq_s8_u8(vandq_u8(q1, m3));
+                runs[at / 16] = D::dot(zero, v0, load_i8x16(py.add(at)));
+                runs[at / 16 + 1] = D::dot(zero, v1, load_i8x16(py.add(at + 16)));
+                q0 = vshrq_n_u8::<2>(q0);
+                q1 = vshrq_n_u8::<2>(q1);
+            }
+        }
+        let r = [
+            sums4([runs[0], runs[1], runs[2], runs[3]]),
+            sums4([runs[4], runs[5], runs[6], runs[7]]),
+            sums4([runs[8], runs[9], runs[10], runs[11]]),
+            sums4([runs[12], runs[13], runs[14], runs[15]]),
+        ];
+        let packed = vld1q_u8(x.scales.as_ptr());
+        let sc = vreinterpretq_s8_u8(vandq_u8(packed, vdupq_n_u8(0x0F)));
+        let sumi = scaled_sum16(r, widen_i8x16(sc));
+        let m = vshrq_n_u8::<4>(packed);
+        let m16 = (
+            vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(m))),
+            vreinterpretq_s16_u16(vmovl_high_u8(m)),
+        );
+        (sumi, dot_bsums(m16, y))
+    }
+
+    /// # Safety
+    /// NEON available, and SDOT where `D` uses it.
+    #[inline(always)]
+    pub(super) unsafe fn vec_dot<D: I8Dot>(n: usize, w: &[u8], act: &[u8]) -> f32 {
+        let (xs, ys) = dot_blocks::<BlockQ2K>(n, w, act);
+        let mut sumf = 0.0f32;
+        for (x, y) in xs.iter().zip(ys) {
+            let (sumi, summ) = block_sums::<D>(x, y);
+            sumf += block_value(x, y, sumi, summ);
+        }
+        sumf
+    }
+}
+
 /// The Q2_K format.
 pub struct Q2K;
 
@@ -243,5 +307,10 @@ impl QuantFormat for Q2K {
     fn quantize_row(&self, src: &[f32], dst: &mut [u8]) {
         quantize_row(src, dst)
     }
-    simd_dispatch!(vec_dot: vec_dot_scalar, vec_dot_avx2);
+    simd_dispatch!(
+        vec_dot: vec_dot_scalar,
+        vec_dot_avx2,
+        neon: vec_dot_neon,
+        dotprod: vec_dot_neon_dotprod
+    );
 }

@@ -8,6 +8,7 @@ use gguf::GgmlType;
 
 use super::q8_k::{block_input, dot_blocks, nearest_int, BlockQ8K, QK_K};
 use super::{blocks, blocks_mut, f16_to_f32, f32_to_f16, Block, QuantFormat};
+#[cfg(target_arch = "x86_64")]
 use crate::simd;
 
 #[repr(C)]
@@ -246,9 +247,15 @@ fn vec_dot_scalar(n: usize, w: &[u8], act: &[u8]) -> f32 {
             sumi += i32::from(scale) * s;
         }
         sumi -= 4 * scales_dot_bsums(&sc, y);
-        sumf += y.d() * f16_to_f32(x.d) * sumi as f32;
+        sumf += block_value(x, y, sumi);
     }
     sumf
+}
+
+/// The float epilogue shared by the scalar and NEON kernels, so that they agree bit for bit.
+#[inline(always)]
+fn block_value(x: &BlockQ3K, y: &BlockQ8K, sumi: i32) -> f32 {
+    y.d() * f16_to_f32(x.d) * sumi as f32
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -310,6 +317,70 @@ mod avx2 {
     }
 }
 
+neon_vec_dot!(vec_dot_scalar, neon::vec_dot);
+
+#[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+mod neon {
+    use std::arch::aarch64::*;
+
+    use super::{block_value, dot_blocks, unpack_scales, BlockQ3K, BlockQ8K};
+    use crate::quant::q8_k::kneon::{dot_bsums, scaled_sum16, widen_i8x16};
+    use crate::simd::neon::{load_i8x16, sums4, I8Dot};
+
+    /// The block's `sumi` of the scalar kernel, exactly: on the values taken with +4 (0..=7),
+    /// less 4 * sum_g sc[g] * bsums[g].
+    #[inline(always)]
+    unsafe fn block_sum<D: I8Dot>(x: &BlockQ3K, y: &BlockQ8K) -> i32 {
+        let m3 = vdupq_n_u8(3);
+        let one = vdupq_n_u8(1);
+        let zero = vdupq_n_s32(0);
+        let py = y.qs.as_ptr();
+        // High bits: bit 4h + k of bytes l and 16 + l belongs to values 128h + 32k + l.
+        let mut hm0 = vld1q_u8(x.hmask.as_ptr());
+        let mut hm1 = vld1q_u8(x.hmask.as_ptr().add(16));
+        let mut runs = [zero; 16];
+        for h in 0..2 {
+            let mut q0 = vld1q_u8(x.qs.as_ptr().add(32 * h));
+            let mut q1 = vld1q_u8(x.qs.as_ptr().add(32 * h + 16));
+            for k in 0..4 {
+                let at = 128 * h + 32 * k;
+                let v0 = vorrq_u8(vandq_u8(q0, m3), vshlq_n_u8::<2>(vandq_u8(hm0, one)));
+                let v1 = vorrq_u8(vandq_u8(q1, m3), vshlq_n_u8::<2>(vandq_u8(hm1, one)));
+                let v0 = vreinterpretq_s8_u8(v0);
+                let v1 = vreinterpretq_s8_u8(v1);
+                runs[at / 16] = D::dot(zero, v0, load_i8x16(py.add(at)));
+                runs[at / 16 + 1] = D::dot(zero, v1, load_i8x16(py.add(at + 16)));
+                q0 = vshrq_n_u8::<2>(q0);
+                q1 = vshrq_n_u8::<2>(q1);
+                hm0 = vshrq_n_u8::<1>(hm0);
+                hm1 = vshrq_n_u8::<1>(hm1);
+            }
+        }
+        let r = [
+            sums4([runs[0], runs[1], runs[2], runs[3]]),
+            sums4([runs[4], runs[5], runs[6], runs[7]]),
+            sums4([runs[8], runs[9], runs[10], runs[11]]),
+            sums4([runs[12], runs[13], runs[14], runs[15]]),
+        ];
+        let sc = unpack_scales(&x.scales);
+        let sc = vld1q_s8(sc.as_ptr());
+        let sc16 = (vmovl_s8(vget_low_s8(sc)), vmovl_high_s8(sc));
+        scaled_sum16(r, widen_i8x16(sc)) - 4 * dot_bsums(sc16, y)
+    }
+
+    /// # Safety
+    /// NEON available, and SDOT where `D` uses it.
+    #[inline(always)]
+    pub(super) unsafe fn vec_dot<D: I8Dot>(n: usize, w: &[u8], act: &[u8]) -> f32 {
+        let (xs, ys) = dot_blocks::<BlockQ3K>(n, w, act);
+        let mut sumf = 0.0f32;
+        for (x, y) in xs.iter().zip(ys) {
+            sumf += block_value(x, y, block_sum::<D>(x, y));
+        }
+        sumf
+    }
+}
+
 /// The Q3_K format.
 pub struct Q3K;
 
@@ -326,7 +397,12 @@ impl QuantFormat for Q3K {
     fn quantize_row(&self, src: &[f32], dst: &mut [u8]) {
         quantize_row(src, dst)
     }
-    simd_dispatch!(vec_dot: vec_dot_scalar, vec_dot_avx2);
+    simd_dispatch!(
+        vec_dot: vec_dot_scalar,
+        vec_dot_avx2,
+        neon: vec_dot_neon,
+        dotprod: vec_dot_neon_dotprod
+    );
 }
 
 #[cfg(test)]

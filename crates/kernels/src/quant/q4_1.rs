@@ -68,7 +68,12 @@ impl QuantFormat for Q4_1 {
             }
         }
     }
-    simd_dispatch!(vec_dot: vec_dot_scalar, vec_dot_avx2);
+    simd_dispatch!(
+        vec_dot: vec_dot_scalar,
+        vec_dot_avx2,
+        neon: vec_dot_neon,
+        dotprod: vec_dot_neon_dotprod
+    );
 }
 
 fn vec_dot_scalar(n: usize, w: &[u8], a: &[u8]) -> f32 {
@@ -120,6 +125,45 @@ mod avx2 {
             let p = _mm256_cvtepi32_ps(dot_u8_i8(nibbles(&x.qs), qy));
             let d = f16_product(x.d, y.d);
             (p, d, f16_product(x.m, y.s))
+        }
+    }
+}
+
+neon_vec_dot!(vec_dot_scalar, neon::vec_dot);
+
+#[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+mod neon {
+    use super::{blocks, BlockQ4_1, BlockQ8_1, QK4_1};
+    use crate::simd::neon::{dot_blocks, f16_to_f32, load_i8x16, nibbles, BlockPair, I8Dot};
+    use std::arch::aarch64::*;
+
+    /// # Safety
+    /// NEON available, and SDOT where `D` uses it.
+    #[inline(always)]
+    pub unsafe fn vec_dot<D: I8Dot>(n: usize, w: &[u8], a: &[u8]) -> f32 {
+        dot_blocks::<Pair, D>(blocks(w), blocks(a), n / QK4_1)
+    }
+
+    struct Pair;
+
+    impl BlockPair for Pair {
+        type W = BlockQ4_1;
+        type A = BlockQ8_1;
+        const EXTRA: bool = true;
+        #[inline(always)]
+        unsafe fn products<D: I8Dot>(x: &BlockQ4_1, y: &BlockQ8_1) -> int32x4_t {
+            // Nibbles are below 16: the same values as signed bytes.
+            let (lo, hi) = nibbles(&x.qs);
+            let py = y.qs.as_ptr();
+            let s = D::dot(vdupq_n_s32(0), vreinterpretq_s8_u8(lo), load_i8x16(py));
+            D::dot(s, vreinterpretq_s8_u8(hi), load_i8x16(py.add(16)))
+        }
+        #[inline(always)]
+        unsafe fn factors(x: &BlockQ4_1, y: &BlockQ8_1) -> (f32, f32) {
+            (
+                f16_to_f32(x.d) * f16_to_f32(y.d),
+                f16_to_f32(x.m) * f16_to_f32(y.s),
+            )
         }
     }
 }

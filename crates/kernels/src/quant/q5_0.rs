@@ -80,7 +80,12 @@ impl QuantFormat for Q5_0 {
             b.qh = qh.to_le_bytes();
         }
     }
-    simd_dispatch!(vec_dot: vec_dot_scalar, vec_dot_avx2);
+    simd_dispatch!(
+        vec_dot: vec_dot_scalar,
+        vec_dot_avx2,
+        neon: vec_dot_neon,
+        dotprod: vec_dot_neon_dotprod
+    );
 }
 
 fn vec_dot_scalar(n: usize, w: &[u8], a: &[u8]) -> f32 {
@@ -138,6 +143,49 @@ mod avx2 {
             let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
             let p = _mm256_cvtepi32_ps(dot_i8_i8(qx, qy));
             (p, f16_product(x.d, y.d), 0.0)
+        }
+    }
+}
+
+neon_vec_dot!(vec_dot_scalar, neon::vec_dot);
+
+#[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+mod neon {
+    use super::{blocks, BlockQ5_0, BlockQ8_0, QK5_0};
+    use crate::simd::neon::{
+        bit_mask_bytes, dot_blocks, f16_to_f32, load_i8x16, nibbles, BlockPair, I8Dot,
+    };
+    use std::arch::aarch64::*;
+
+    /// # Safety
+    /// NEON available, and SDOT where `D` uses it.
+    #[inline(always)]
+    pub unsafe fn vec_dot<D: I8Dot>(n: usize, w: &[u8], a: &[u8]) -> f32 {
+        dot_blocks::<Pair, D>(blocks(w), blocks(a), n / QK5_0)
+    }
+
+    struct Pair;
+
+    impl BlockPair for Pair {
+        type W = BlockQ5_0;
+        type A = BlockQ8_0;
+        const EXTRA: bool = false;
+        #[inline(always)]
+        unsafe fn products<D: I8Dot>(x: &BlockQ5_0, y: &BlockQ8_0) -> int32x4_t {
+            // q - 16 as a signed byte: the nibble where the fifth bit is set, else the nibble
+            // with its upper four bits set (nibble - 16).
+            let (lo, hi) = nibbles(&x.qs);
+            let (b_lo, b_hi) = bit_mask_bytes(u32::from_le_bytes(x.qh));
+            let f0 = vdupq_n_u8(0xF0);
+            let lo = vreinterpretq_s8_u8(vorrq_u8(lo, vbicq_u8(f0, b_lo)));
+            let hi = vreinterpretq_s8_u8(vorrq_u8(hi, vbicq_u8(f0, b_hi)));
+            let py = y.qs.as_ptr();
+            let s = D::dot(vdupq_n_s32(0), lo, load_i8x16(py));
+            D::dot(s, hi, load_i8x16(py.add(16)))
+        }
+        #[inline(always)]
+        unsafe fn factors(x: &BlockQ5_0, y: &BlockQ8_0) -> (f32, f32) {
+            (f16_to_f32(x.d) * f16_to_f32(y.d), 0.0)
         }
     }
 }

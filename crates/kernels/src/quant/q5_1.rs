@@ -82,7 +82,12 @@ impl QuantFormat for Q5_1 {
             b.qh = qh.to_le_bytes();
         }
     }
-    simd_dispatch!(vec_dot: vec_dot_scalar, vec_dot_avx2);
+    simd_dispatch!(
+        vec_dot: vec_dot_scalar,
+        vec_dot_avx2,
+        neon: vec_dot_neon,
+        dotprod: vec_dot_neon_dotprod
+    );
 }
 
 fn vec_dot_scalar(n: usize, w: &[u8], a: &[u8]) -> f32 {
@@ -141,6 +146,51 @@ mod avx2 {
             let p = _mm256_cvtepi32_ps(dot_u8_i8(qx, qy));
             let d = f16_product(x.d, y.d);
             (p, d, f16_product(x.m, y.s))
+        }
+    }
+}
+
+neon_vec_dot!(vec_dot_scalar, neon::vec_dot);
+
+#[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+mod neon {
+    use super::{blocks, BlockQ5_1, BlockQ8_1, QK5_1};
+    use crate::simd::neon::{
+        bit_mask_bytes, dot_blocks, f16_to_f32, load_i8x16, nibbles, BlockPair, I8Dot,
+    };
+    use std::arch::aarch64::*;
+
+    /// # Safety
+    /// NEON available, and SDOT where `D` uses it.
+    #[inline(always)]
+    pub unsafe fn vec_dot<D: I8Dot>(n: usize, w: &[u8], a: &[u8]) -> f32 {
+        dot_blocks::<Pair, D>(blocks(w), blocks(a), n / QK5_1)
+    }
+
+    struct Pair;
+
+    impl BlockPair for Pair {
+        type W = BlockQ5_1;
+        type A = BlockQ8_1;
+        const EXTRA: bool = true;
+        #[inline(always)]
+        unsafe fn products<D: I8Dot>(x: &BlockQ5_1, y: &BlockQ8_1) -> int32x4_t {
+            // Values below 32: the same as signed bytes.
+            let (lo, hi) = nibbles(&x.qs);
+            let (b_lo, b_hi) = bit_mask_bytes(u32::from_le_bytes(x.qh));
+            let bit = vdupq_n_u8(0x10);
+            let lo = vreinterpretq_s8_u8(vorrq_u8(lo, vandq_u8(b_lo, bit)));
+            let hi = vreinterpretq_s8_u8(vorrq_u8(hi, vandq_u8(b_hi, bit)));
+            let py = y.qs.as_ptr();
+            let s = D::dot(vdupq_n_s32(0), lo, load_i8x16(py));
+            D::dot(s, hi, load_i8x16(py.add(16)))
+        }
+        #[inline(always)]
+        unsafe fn factors(x: &BlockQ5_1, y: &BlockQ8_1) -> (f32, f32) {
+            (
+                f16_to_f32(x.d) * f16_to_f32(y.d),
+                f16_to_f32(x.m) * f16_to_f32(y.s),
+            )
         }
     }
 }

@@ -12,6 +12,7 @@ use super::q4_k::{
 };
 use super::q8_k::{block_input, dot_blocks, BlockQ8K, QK_K};
 use super::{blocks, blocks_mut, f16_to_f32, f32_to_f16, Block, QuantFormat};
+#[cfg(target_arch = "x86_64")]
 use crate::simd;
 
 #[repr(C)]
@@ -159,7 +160,7 @@ fn vec_dot_scalar(n: usize, w: &[u8], act: &[u8]) -> f32 {
     sumf
 }
 
-/// The float epilogue shared by every variant, so that they agree bit for bit.
+/// The float epilogue shared by the scalar and NEON kernels, so that they agree bit for bit.
 #[inline(always)]
 fn block_value(yd: f32, d: [u8; 2], dmin: [u8; 2], sumi: i32, summ: i32) -> f32 {
     yd * f16_to_f32(d) * sumi as f32 - yd * f16_to_f32(dmin) * summ as f32
@@ -230,6 +231,81 @@ mod avx2 {
     }
 }
 
+neon_vec_dot!(vec_dot_scalar, neon::vec_dot);
+
+#[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+mod neon {
+    use std::arch::aarch64::*;
+
+    use super::{block_value, dot_blocks, unpack_scales_mins, BlockQ5K, BlockQ8K};
+    use crate::quant::q8_k::kneon::bsums;
+    use crate::simd::neon::{load_i8x16, sums4, I8Dot};
+
+    /// Eight bytes widened to two vectors of i32.
+    #[inline(always)]
+    unsafe fn widen_u8x8(v: &[u8; 8]) -> [int32x4_t; 2] {
+        let w = vmovl_u8(vld1_u8(v.as_ptr()));
+        [
+            vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(w))),
+            vreinterpretq_s32_u32(vmovl_high_u16(w)),
+        ]
+    }
+
+    /// The block's `sumi` and `summ` of the scalar kernel, exactly.
+    #[inline(always)]
+    unsafe fn block_sums<D: I8Dot>(x: &BlockQ5K, y: &BlockQ8K) -> (i32, i32) {
+        let m4 = vdupq_n_u8(0x0F);
+        let zero = vdupq_n_s32(0);
+        let py = y.qs.as_ptr();
+        // Fifth bits: bits 2j and 2j + 1 of bytes l and 16 + l belong to values 64j + l and
+        // 64j + 32 + l.
+        let mut qh = [vld1q_u8(x.qh.as_ptr()), vld1q_u8(x.qh.as_ptr().add(16))];
+        let one = vdupq_n_u8(1);
+        let two = vdupq_n_u8(2);
+        // The integer dot product of each run of 32 (0..=31), spread over four lanes.
+        let mut runs = [zero; 8];
+        for j in 0..4 {
+            let (mut lo_sum, mut hi_sum) = (zero, zero);
+            for (s, qh) in qh.iter_mut().enumerate() {
+                let q = vld1q_u8(x.qs.as_ptr().add(32 * j + 16 * s));
+                let lo = vorrq_u8(vandq_u8(q, m4), vshlq_n_u8::<4>(vandq_u8(*qh, one)));
+                let hi = vorrq_u8(vshrq_n_u8::<4>(q), vshlq_n_u8::<3>(vandq_u8(*qh, two)));
+                *qh = vshrq_n_u8::<2>(*qh);
+                let a = load_i8x16(py.add(64 * j + 16 * s));
+                let b = load_i8x16(py.add(64 * j + 32 + 16 * s));
+                lo_sum = D::dot(lo_sum, vreinterpretq_s8_u8(lo), a);
+                hi_sum = D::dot(hi_sum, vreinterpretq_s8_u8(hi), b);
+            }
+            runs[2 * j] = lo_sum;
+            runs[2 * j + 1] = hi_sum;
+        }
+        let (sc, m) = unpack_scales_mins(&x.scales);
+        let sc = widen_u8x8(&sc);
+        let r0 = sums4([runs[0], runs[1], runs[2], runs[3]]);
+        let r1 = sums4([runs[4], runs[5], runs[6], runs[7]]);
+        let sumi = vaddvq_s32(vmlaq_s32(vmulq_s32(r0, sc[0]), r1, sc[1]));
+        // Minimums: m[j] * (bsums[2j] + bsums[2j + 1]).
+        let m = widen_u8x8(&m);
+        let (b0, b1) = bsums(y);
+        let (p0, p1) = (vpaddlq_s16(b0), vpaddlq_s16(b1));
+        let summ = vaddvq_s32(vmlaq_s32(vmulq_s32(p0, m[0]), p1, m[1]));
+        (sumi, summ)
+    }
+
+    /// # Safety
+    /// NEON available, and SDOT where `D` uses it.
+    #[inline(always)]
+    pub(super) unsafe fn vec_dot<D: I8Dot>(n: usize, w: &[u8], act: &[u8]) -> f32 {
+        let (xs, ys) = dot_blocks::<BlockQ5K>(n, w, act);
+        let mut sumf = 0.0f32;
+        for (x, y) in xs.iter().zip(ys) {
+            let (sumi, summ) = block_sums::<D>(x, y);
+            sumf += block_value(y.d(), x.d, x.dmin, sumi, summ);
+        }
+        sumf
+    }
+}
+
 /// The Q5_K format.
 pub struct Q5K;
 
@@ -246,5 +322,10 @@ impl QuantFormat for Q5K {
     fn quantize_row(&self, src: &[f32], dst: &mut [u8]) {
         quantize_row(src, dst)
     }
-    simd_dispatch!(vec_dot: vec_dot_scalar, vec_dot_avx2);
+    simd_dispatch!(
+        vec_dot: vec_dot_scalar,
+        vec_dot_avx2,
+        neon: vec_dot_neon,
+        dotprod: vec_dot_neon_dotprod
+    );
 }

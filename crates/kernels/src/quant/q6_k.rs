@@ -9,6 +9,7 @@ use gguf::GgmlType;
 
 use super::q8_k::{block_input, dot_blocks, nearest_int, BlockQ8K, QK_K};
 use super::{blocks, blocks_mut, f16_to_f32, f32_to_f16, Block, QuantFormat};
+#[cfg(target_arch = "x86_64")]
 use crate::simd;
 
 #[repr(C)]
@@ -210,9 +211,15 @@ fn vec_dot_scalar(n: usize, w: &[u8], act: &[u8]) -> f32 {
             sumi += i32::from(x.scales[g]) * s;
         }
         sumi -= 32 * scales_dot_bsums(&x.scales, y);
-        sumf += y.d() * f16_to_f32(x.d) * sumi as f32;
+        sumf += block_value(x, y, sumi);
     }
     sumf
+}
+
+/// The float epilogue shared by the scalar and NEON kernels, so that they agree bit for bit.
+#[inline(always)]
+fn block_value(x: &BlockQ6K, y: &BlockQ8K, sumi: i32) -> f32 {
+    y.d() * f16_to_f32(x.d) * sumi as f32
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -292,6 +299,73 @@ mod avx2 {
     }
 }
 
+neon_vec_dot!(vec_dot_scalar, neon::vec_dot);
+
+#[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+mod neon {
+    use std::arch::aarch64::*;
+
+    use super::{block_value, dot_blocks, BlockQ6K, BlockQ8K};
+    use crate::quant::q8_k::kneon::{dot_bsums, scaled_sum16, widen_i8x16};
+    use crate::simd::neon::{load_i8x16, sums4, I8Dot};
+
+    /// The block's `sumi` of the scalar kernel, exactly: on the stored values (0..=63), less
+    /// 32 * sum_g sc[g] * bsums[g].
+    #[inline(always)]
+    unsafe fn block_sum<D: I8Dot>(x: &BlockQ6K, y: &BlockQ8K) -> i32 {
+        let m4 = vdupq_n_u8(0x0F);
+        let m2 = vdupq_n_u8(0x03);
+        let m2_mid = vdupq_n_u8(0x0C);
+        let m2_hi = vdupq_n_u8(0x30);
+        let zero = vdupq_n_s32(0);
+        let py = y.qs.as_ptr();
+        let mut runs = [zero; 16];
+        for h in 0..2 {
+            let ql = x.ql.as_ptr().add(64 * h);
+            let qh = x.qh.as_ptr().add(32 * h);
+            // Bytes l and 16 + l (the two vectors of each pair) of this half.
+            for s in 0..2 {
+                let ql0 = vld1q_u8(ql.add(16 * s));
+                let ql1 = vld1q_u8(ql.add(32 + 16 * s));
+                let qh = vld1q_u8(qh.add(16 * s));
+                // Values 0..32, 32..64, 64..96, 96..128 of this half, unsigned 0..=63.
+                let q = [
+                    vorrq_u8(vandq_u8(ql0, m4), vshlq_n_u8::<4>(vandq_u8(qh, m2))),
+                    vorrq_u8(vandq_u8(ql1, m4), vshlq_n_u8::<2>(vandq_u8(qh, m2_mid))),
+                    vorrq_u8(vshrq_n_u8::<4>(ql0), vandq_u8(qh, m2_hi)),
+                    vorrq_u8(vshrq_n_u8::<4>(ql1), vandq_u8(vshrq_n_u8::<2>(qh), m2_hi)),
+                ];
+                for (k, &qk) in q.iter().enumerate() {
+                    let at = 128 * h + 32 * k + 16 * s;
+                    let a = load_i8x16(py.add(at));
+                    runs[at / 16] = D::dot(zero, vreinterpretq_s8_u8(qk), a);
+                }
+            }
+        }
+        let r = [
+            sums4([runs[0], runs[1], runs[2], runs[3]]),
+            sums4([runs[4], runs[5], runs[6], runs[7]]),
+            sums4([runs[8], runs[9], runs[10], runs[11]]),
+            sums4([runs[12], runs[13], runs[14], runs[15]]),
+        ];
+        let sc = vld1q_s8(x.scales.as_ptr());
+        let sc16 = (vmovl_s8(vget_low_s8(sc)), vmovl_high_s8(sc));
+        scaled_sum16(r, widen_i8x16(sc)) - 32 * dot_bsums(sc16, y)
+    }
+
+    /// # Safety
+    /// NEON available, and SDOT where `D` uses it.
+    #[inline(always)]
+    pub(super) unsafe fn vec_dot<D: I8Dot>(n: usize, w: &[u8], act: &[u8]) -> f32 {
+        let (xs, ys) = dot_blocks::<BlockQ6K>(n, w, act);
+        let mut sumf = 0.0f32;
+        for (x, y) in xs.iter().zip(ys) {
+            sumf += block_value(x, y, block_sum::<D>(x, y));
+        }
+        sumf
+    }
+}
+
 /// The Q6_K format.
 pub struct Q6K;
 
@@ -308,5 +382,10 @@ impl QuantFormat for Q6K {
     fn quantize_row(&self, src: &[f32], dst: &mut [u8]) {
         quantize_row(src, dst)
     }
-    simd_dispatch!(vec_dot: vec_dot_scalar, vec_dot_avx2);
+    simd_dispatch!(
+        vec_dot: vec_dot_scalar,
+        vec_dot_avx2,
+        neon: vec_dot_neon,
+        dotprod: vec_dot_neon_dotprod
+    );
 }

@@ -40,8 +40,13 @@ impl QuantFormat for Q8_0 {
     fn quantize_row(&self, src: &[f32], dst: &mut [u8]) {
         quantize_scalar(src, dst)
     }
-    simd_dispatch!(vec_dot: vec_dot_scalar, vec_dot_avx2);
-    simd_dispatch!(quantize: quantize_scalar, quantize_avx2);
+    simd_dispatch!(
+        vec_dot: vec_dot_scalar,
+        vec_dot_avx2,
+        neon: vec_dot_neon,
+        dotprod: vec_dot_neon_dotprod
+    );
+    simd_dispatch!(quantize: quantize_scalar, quantize_avx2, neon: quantize_neon);
 }
 
 /// As ggml's reference: `d = max|x| / 127`, `q = round(x / d)` (ties away from zero).
@@ -132,6 +137,69 @@ mod avx2 {
                 continue;
             };
             let d = abs_max_32(x) / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            b.d = f32_to_f16(d);
+            scale_round_i8_32(x, id, &mut b.qs);
+        }
+    }
+}
+
+neon_vec_dot!(vec_dot_scalar, neon::vec_dot);
+
+#[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+fn quantize_neon(src: &[f32], dst: &mut [u8]) {
+    if !crate::simd::detected().neon {
+        return quantize_scalar(src, dst);
+    }
+    // SAFETY: the CPU has NEON.
+    unsafe { neon::quantize(src, blocks_mut(dst)) }
+}
+
+#[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+mod neon {
+    use super::{blocks, BlockQ8_0, QK8_0};
+    use crate::quant::f32_to_f16;
+    use crate::simd::neon::{
+        abs_max_32, dot_blocks, f16_to_f32, load_i8x16, scale_round_i8_32, BlockPair, I8Dot,
+    };
+    use std::arch::aarch64::*;
+
+    /// # Safety
+    /// NEON available, and SDOT where `D` uses it.
+    #[inline(always)]
+    pub unsafe fn vec_dot<D: I8Dot>(n: usize, w: &[u8], a: &[u8]) -> f32 {
+        dot_blocks::<Pair, D>(blocks(w), blocks(a), n / QK8_0)
+    }
+
+    struct Pair;
+
+    impl BlockPair for Pair {
+        type W = BlockQ8_0;
+        type A = BlockQ8_0;
+        const EXTRA: bool = false;
+        #[inline(always)]
+        unsafe fn products<D: I8Dot>(x: &BlockQ8_0, y: &BlockQ8_0) -> int32x4_t {
+            let (px, py) = (x.qs.as_ptr(), y.qs.as_ptr());
+            let s = D::dot(vdupq_n_s32(0), load_i8x16(px), load_i8x16(py));
+            D::dot(s, load_i8x16(px.add(16)), load_i8x16(py.add(16)))
+        }
+        #[inline(always)]
+        unsafe fn factors(x: &BlockQ8_0, y: &BlockQ8_0) -> (f32, f32) {
+            (f16_to_f32(x.d) * f16_to_f32(y.d), 0.0)
+        }
+    }
+
+    /// Same bytes as the scalar reference.
+    ///
+    /// # Safety
+    /// NEON available.
+    pub unsafe fn quantize(src: &[f32], dst: &mut [BlockQ8_0]) {
+        for (x, b) in src.chunks_exact(QK8_0).zip(dst) {
+            let Ok(x) = <&[f32; QK8_0]>::try_from(x) else {
+                continue;
+            };
+            // `max(0.0)`: a block of NaN alone gives 0, as the scalar fold.
+            let d = abs_max_32(x).max(0.0) / 127.0;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
             b.d = f32_to_f16(d);
             scale_round_i8_32(x, id, &mut b.qs);

@@ -3,7 +3,7 @@
 //! formats fold their minimums and offsets into a few multiplications).
 //!
 //! Quantizing matches ggml's `quantize_row_q8_K_ref` bit for bit (llama.cpp uses that reference
-//! for its own activations), in the scalar and the AVX2 variant alike.
+//! for its own activations), in the scalar, AVX2 and NEON variants alike.
 //!
 //! This file also holds the few helpers the other k-quant files share.
 
@@ -150,6 +150,22 @@ fn quantize_row_avx2(src: &[f32], dst: &mut [u8]) {
     }
 }
 
+/// The NEON quantizer: the same bytes as [`quantize_row`].
+#[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+fn quantize_row_neon(src: &[f32], dst: &mut [u8]) {
+    if !simd::detected().neon {
+        return quantize_row(src, dst);
+    }
+    for (i, y) in blocks_mut::<BlockQ8K>(dst)
+        .iter_mut()
+        .take(src.len() / QK_K)
+        .enumerate()
+    {
+        // SAFETY: the CPU has NEON.
+        unsafe { neon::quantize_block(block_input(src, i), y) };
+    }
+}
+
 pub fn dequantize_row(src: &[u8], dst: &mut [f32]) {
     for (x, out) in blocks::<BlockQ8K>(src)
         .iter()
@@ -175,9 +191,15 @@ fn vec_dot_scalar(n: usize, w: &[u8], act: &[u8]) -> f32 {
                 .zip(&y.qs)
                 .map(|(&a, &b)| i32::from(a) * i32::from(b))
                 .sum();
-        sumf += x.d() * y.d() * sumi as f32;
+        sumf += block_value(x, y, sumi);
     }
     sumf
+}
+
+/// The float epilogue shared by the scalar and NEON kernels, so that they agree bit for bit.
+#[inline(always)]
+fn block_value(x: &BlockQ8K, y: &BlockQ8K, sumi: i32) -> f32 {
+    x.d() * y.d() * sumi as f32
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -398,6 +420,165 @@ mod avx2 {
     }
 }
 
+neon_vec_dot!(vec_dot_scalar, neon::vec_dot);
+
+/// NEON pieces shared by the k-quant files.
+#[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+pub(crate) mod kneon {
+    use std::arch::aarch64::*;
+
+    use super::BlockQ8K;
+
+    /// The 16 run sums of a Q8_K block as two vectors of eight i16.
+    ///
+    /// # Safety
+    /// NEON must be available.
+    #[inline(always)]
+    pub(crate) unsafe fn bsums(y: &BlockQ8K) -> (int16x8_t, int16x8_t) {
+        let p = y.bsums.as_ptr().cast::<i16>();
+        (vld1q_s16(p), vld1q_s16(p.add(8)))
+    }
+
+    /// `sum_g c[g] * bsums[g]` over the 16 runs, exactly (i32), for coefficients that fit i16.
+    ///
+    /// # Safety
+    /// NEON must be available.
+    #[inline(always)]
+    pub(crate) unsafe fn dot_bsums(c: (int16x8_t, int16x8_t), y: &BlockQ8K) -> i32 {
+        let (b0, b1) = bsums(y);
+        let p = vmull_s16(vget_low_s16(c.0), vget_low_s16(b0));
+        let p = vmlal_high_s16(p, c.0, b0);
+        let p = vmlal_s16(p, vget_low_s16(c.1), vget_low_s16(b1));
+        vaddvq_s32(vmlal_high_s16(p, c.1, b1))
+    }
+
+    /// 16 signed bytes widened to four vectors of i32.
+    ///
+    /// # Safety
+    /// NEON must be available.
+    #[inline(always)]
+    pub(crate) unsafe fn widen_i8x16(v: int8x16_t) -> [int32x4_t; 4] {
+        let lo = vmovl_s8(vget_low_s8(v));
+        let hi = vmovl_high_s8(v);
+        [
+            vmovl_s16(vget_low_s16(lo)),
+            vmovl_high_s16(lo),
+            vmovl_s16(vget_low_s16(hi)),
+            vmovl_high_s16(hi),
+        ]
+    }
+
+    /// `sum_g s[g] * r[g]` for 16 runs given as four vectors of four runs (`r`) and their 16
+    /// factors (`s`), exactly (wrapping) in i32.
+    ///
+    /// # Safety
+    /// NEON must be available.
+    #[inline(always)]
+    pub(crate) unsafe fn scaled_sum16(r: [int32x4_t; 4], s: [int32x4_t; 4]) -> i32 {
+        let a = vmlaq_s32(vmulq_s32(r[0], s[0]), r[1], s[1]);
+        let b = vmlaq_s32(vmulq_s32(r[2], s[2]), r[3], s[3]);
+        vaddvq_s32(vaddq_s32(a, b))
+    }
+}
+
+#[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+mod neon {
+    use std::arch::aarch64::*;
+
+    use super::{block_value, dot_blocks, BlockQ8K, QK_K};
+    use crate::simd::neon::{load_i8x16, I8Dot};
+
+    /// Same bytes as [`super::quantize_block`].
+    ///
+    /// # Safety
+    /// NEON must be available.
+    pub(super) unsafe fn quantize_block(x: &[f32; QK_K], y: &mut BlockQ8K) {
+        let xp = x.as_ptr();
+        // Largest magnitude with the scalar `>`, which skips NaN (of any kind).
+        let mut acc = [vdupq_n_f32(0.0); 4];
+        for j in 0..QK_K / 16 {
+            for (k, acc) in acc.iter_mut().enumerate() {
+                let v = vabsq_f32(vld1q_f32(xp.add(16 * j + 4 * k)));
+                *acc = vbslq_f32(vcgtq_f32(v, *acc), v, *acc);
+            }
+        }
+        let amax = vmaxvq_f32(vmaxq_f32(
+            vmaxq_f32(acc[0], acc[1]),
+            vmaxq_f32(acc[2], acc[3]),
+        ));
+        if amax == 0.0 {
+            *y = BlockQ8K {
+                d: [0; 4],
+                qs: [0; QK_K],
+                bsums: [[0; 2]; QK_K / 16],
+            };
+            return;
+        }
+        // The first element of that magnitude gives the sign.
+        let target = vdupq_n_f32(amax);
+        let mut max = amax;
+        for j in 0..QK_K / 4 {
+            let hit = vceqq_f32(vabsq_f32(vld1q_f32(xp.add(4 * j))), target);
+            if vmaxvq_u32(hit) != 0 {
+                if let Some(v) = x[4 * j..4 * j + 4].iter().find(|v| v.abs() == amax) {
+                    max = *v;
+                }
+                break;
+            }
+        }
+        let iscale = -127.0 / max;
+        let vscale = vdupq_n_f32(iscale);
+        let magic = vdupq_n_f32(12_582_912.0);
+        let mant = vdupq_n_s32(0x007f_ffff);
+        let bias = vdupq_n_s32(0x0040_0000);
+        let cap = vdupq_n_s32(127);
+        let qs = y.qs.as_mut_ptr();
+        for j in 0..QK_K / 16 {
+            let mut q = [vdupq_n_s32(0); 4];
+            for (k, qk) in q.iter_mut().enumerate() {
+                let v = vmulq_f32(vscale, vld1q_f32(xp.add(16 * j + 4 * k)));
+                // nearest_int bit for bit: add 1.5 * 2^23 and read the mantissa.
+                let bits = vreinterpretq_s32_f32(vaddq_f32(v, magic));
+                *qk = vminq_s32(vsubq_s32(vandq_s32(bits, mant), bias), cap);
+            }
+            // Narrowing keeps the low bits, as C's store of an int into an int8_t; the run sum
+            // is taken over the stored bytes, as the scalar code does.
+            let w0 = vcombine_s16(vmovn_s32(q[0]), vmovn_s32(q[1]));
+            let w1 = vcombine_s16(vmovn_s32(q[2]), vmovn_s32(q[3]));
+            let b = vcombine_s8(vmovn_s16(w0), vmovn_s16(w1));
+            vst1q_s8(qs.add(16 * j), b);
+            y.bsums[j] = vaddlvq_s8(b).to_le_bytes();
+        }
+        y.d = (1.0 / iscale).to_le_bytes();
+    }
+
+    /// The integer dot product of two Q8_K blocks.
+    #[inline(always)]
+    unsafe fn block_sum<D: I8Dot>(x: &BlockQ8K, y: &BlockQ8K) -> i32 {
+        let (px, py) = (x.qs.as_ptr(), y.qs.as_ptr());
+        let mut acc = [vdupq_n_s32(0); 2];
+        for j in 0..QK_K / 32 {
+            for (k, acc) in acc.iter_mut().enumerate() {
+                let at = 32 * j + 16 * k;
+                *acc = D::dot(*acc, load_i8x16(px.add(at)), load_i8x16(py.add(at)));
+            }
+        }
+        vaddvq_s32(vaddq_s32(acc[0], acc[1]))
+    }
+
+    /// # Safety
+    /// NEON available, and SDOT where `D` uses it.
+    #[inline(always)]
+    pub(super) unsafe fn vec_dot<D: I8Dot>(n: usize, w: &[u8], act: &[u8]) -> f32 {
+        let (xs, ys) = dot_blocks::<BlockQ8K>(n, w, act);
+        let mut sumf = 0.0f32;
+        for (x, y) in xs.iter().zip(ys) {
+            sumf += block_value(x, y, block_sum::<D>(x, y));
+        }
+        sumf
+    }
+}
+
 /// The Q8_K format.
 pub struct Q8K;
 
@@ -414,8 +595,13 @@ impl QuantFormat for Q8K {
     fn quantize_row(&self, src: &[f32], dst: &mut [u8]) {
         quantize_row(src, dst)
     }
-    simd_dispatch!(vec_dot: vec_dot_scalar, vec_dot_avx2);
-    simd_dispatch!(quantize: quantize_row, quantize_row_avx2);
+    simd_dispatch!(
+        vec_dot: vec_dot_scalar,
+        vec_dot_avx2,
+        neon: vec_dot_neon,
+        dotprod: vec_dot_neon_dotprod
+    );
+    simd_dispatch!(quantize: quantize_row, quantize_row_avx2, neon: quantize_row_neon);
 }
 
 #[cfg(test)]
@@ -457,6 +643,8 @@ mod tests {
                 3 => {
                     x[600] = f32::NAN;
                     x[601] = f32::from_bits(0x7fc1_2345);
+                    // A signaling NaN after the largest value of its block.
+                    x[1023] = f32::from_bits(0x7f80_0001);
                 }
                 4 => {
                     x[800] = f32::INFINITY;
@@ -513,9 +701,6 @@ mod tests {
     /// Arbitrary weight bytes (scales fixed up to finite values by `fix`) against a quantized
     /// activation row: the scalar kernel equals the f64 dot product of the dequantized rows (so
     /// dot and dequantize agree on the layout), and every variant is close to it.
-    /// Arbitrary weight bytes (scales fixed up to finite values by `fix`) against a quantized
-    /// activation row: the scalar kernel equals the f64 dot product of the dequantized rows (so
-    /// dot and dequantize agree on the layout), and every variant is close to it.
     fn check_arbitrary<B: Block>(f: &dyn QuantFormat, fix: impl Fn(&mut B, usize)) {
         let nb = 6;
         let n = nb * QK_K;
@@ -562,6 +747,27 @@ mod tests {
                     "{} {name}: {got} vs scalar {want} (magnitude {mag})",
                     f.ty()
                 );
+            }
+        }
+        // The NEON kernels compute every block's integers exactly and share the scalar float
+        // epilogue: bit for bit, even against arbitrary activation bytes (whose run sums need
+        // not match their values).
+        let mut act: Vec<u8> = (0..nb * 292)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                s as u8
+            })
+            .collect();
+        for (i, y) in blocks_mut::<BlockQ8K>(&mut act).iter_mut().enumerate() {
+            y.d = (SCALES[(i + 2) % 6] * 0.5).to_le_bytes();
+        }
+        let want = f.vec_dot_scalar()(n, &w, &act);
+        for (name, v) in f.vec_dot_variants() {
+            if name.starts_with("neon") {
+                let got = v(n, &w, &act);
+                assert_eq!(got.to_bits(), want.to_bits(), "{} {name}", f.ty());
             }
         }
     }

@@ -5,12 +5,16 @@
 //! (no AVX-512 even where the CPU has it). [`detected`] reports the CPU's own capabilities,
 //! without those restrictions: tests and benchmarks use it to list every variant.
 //!
-//! There are no AArch64 (NEON) kernels yet: the scalar references run there.
+//! On AArch64 (little-endian) the kernels use NEON, and SDOT where the CPU has the `dotprod`
+//! extension (ARMv8.2: Apple M1 and later, Cortex-A76 and later, Neoverse).
 
 use std::sync::OnceLock;
 
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
+
+#[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+pub mod neon;
 
 /// What SIMD the kernels may use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -21,6 +25,10 @@ pub struct CpuFeatures {
     pub avx512: bool,
     /// AVX-512 VNNI (implies `avx512`).
     pub avx512_vnni: bool,
+    /// AArch64 NEON (Advanced SIMD), little-endian only.
+    pub neon: bool,
+    /// The AArch64 dot product instructions (SDOT/UDOT; implies `neon`).
+    pub dotprod: bool,
 }
 
 impl CpuFeatures {
@@ -39,9 +47,23 @@ impl CpuFeatures {
                 avx2,
                 avx512,
                 avx512_vnni,
+                ..CpuFeatures::default()
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+        {
+            let neon = std::arch::is_aarch64_feature_detected!("neon");
+            let dotprod = neon && std::arch::is_aarch64_feature_detected!("dotprod");
+            CpuFeatures {
+                neon,
+                dotprod,
+                ..CpuFeatures::default()
+            }
+        }
+        #[cfg(not(any(
+            target_arch = "x86_64",
+            all(target_arch = "aarch64", target_endian = "little")
+        )))]
         {
             CpuFeatures::default()
         }
@@ -70,6 +92,10 @@ impl CpuFeatures {
             "avx512"
         } else if self.avx2 {
             "avx2"
+        } else if self.dotprod {
+            "neon-dotprod"
+        } else if self.neon {
+            "neon"
         } else {
             "scalar"
         }
@@ -108,6 +134,7 @@ mod tests {
             avx2: true,
             avx512: true,
             avx512_vnni: true,
+            ..CpuFeatures::default()
         };
         assert_eq!(all.restricted(true, false), CpuFeatures::default());
         assert_eq!(
@@ -115,11 +142,24 @@ mod tests {
             CpuFeatures {
                 avx2: true,
                 avx512: false,
-                avx512_vnni: false
+                avx512_vnni: false,
+                ..CpuFeatures::default()
             }
         );
         assert_eq!(all.restricted(false, false), all);
         assert_eq!(all.describe(), "avx512-vnni");
+        let arm = CpuFeatures {
+            neon: true,
+            dotprod: true,
+            ..CpuFeatures::default()
+        };
+        assert_eq!(arm.restricted(true, false), CpuFeatures::default());
+        assert_eq!(arm.restricted(false, true), arm);
+        assert_eq!(arm.describe(), "neon-dotprod");
+        // What the crate was built for has its SIMD detected (NEON is part of every AArch64
+        // CPU; AVX2 is not part of every x86-64 one).
+        #[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+        assert!(detected().neon);
         // Detection is stable.
         assert_eq!(detected(), detected());
         assert_eq!(features(), features());
