@@ -1,13 +1,12 @@
 use anyhow::{bail, Context};
 use engine::LogitRows;
 use serde::Serialize;
-use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model file (GGUF).
-    model: PathBuf,
+    /// Model: a store name (pulled when absent) or a GGUF file.
+    model: String,
     /// Prompt sizes to test (pp): tokens evaluated from an empty cache.
     #[arg(
         short = 'p',
@@ -41,7 +40,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if a.repetitions == 0 {
         bail!("-r must be at least 1");
     }
-    let model = super::load_model(&a.model)?;
+    let model = super::load_model(&super::resolve_model(&a.model, false)?)?;
     let n_vocab = model.n_vocab() as u32;
     let threads = if a.threads.is_empty() {
         vec![super::thread_pool(None).n_threads()]

@@ -1,12 +1,11 @@
 use anyhow::{bail, Context};
 use engine::LogitRows;
 use serde::Serialize;
-use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model file (GGUF).
-    model: PathBuf,
+    /// Model: a store name (pulled when absent) or a GGUF file.
+    model: String,
     /// Comma-separated token ids, evaluated as one sequence.
     #[arg(long, value_delimiter = ',', required = true)]
     tokens: Vec<u32>,
@@ -30,7 +29,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if a.top == 0 {
         bail!("--top must be at least 1");
     }
-    let model = super::load_model(&a.model)?;
+    let model = super::load_model(&super::resolve_model(&a.model, false)?)?;
     let n_vocab = model.n_vocab();
     if let Some(&bad) = a.tokens.iter().find(|&&t| t as usize >= n_vocab) {
         bail!("token id {bad} is out of range: the model's vocabulary has {n_vocab} tokens");

@@ -88,7 +88,6 @@ pub fn peak_rss_bytes() -> Option<u64> {
 /// file, else the store's file for that model name, pulled first when it is absent (never
 /// when `offline` or HEARTH_OFFLINE is set: then a missing model is an error).
 // Until every model-taking command calls it.
-#[allow(dead_code)]
 pub fn resolve_model(name_or_path: &str, offline: bool) -> anyhow::Result<std::path::PathBuf> {
     let path = std::path::Path::new(name_or_path);
     if path.is_file() {

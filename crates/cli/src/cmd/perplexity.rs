@@ -3,8 +3,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model file (GGUF).
-    model: PathBuf,
+    /// Model: a store name (pulled when absent) or a GGUF file.
+    model: String,
     /// Text file to score.
     file: PathBuf,
     /// Tokens per chunk.
@@ -22,7 +22,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read {} as UTF-8 text", a.file.display()))?;
     // As llama-perplexity reads its file: one trailing newline is dropped.
     let text = text.strip_suffix('\n').unwrap_or(&text);
-    let model = super::load_model(&a.model)?;
+    let model = super::load_model(&super::resolve_model(&a.model, false)?)?;
     let tokens = model.tokenizer().encode(text, true, false);
     eprintln!(
         "{} tokens, {} chunks of {}",

@@ -139,8 +139,10 @@ impl Progress for Bar {
 
     fn finish(&self) {
         if let Some((pb, is_bar)) = self.current.borrow_mut().take() {
-            if is_bar {
-                pb.finish();
+            // A bar that moved stays on screen as it is (full, or where a failed source
+            // stopped); an empty bar or a spinner goes away.
+            if is_bar && pb.position() > 0 {
+                pb.abandon();
             } else {
                 pb.finish_and_clear();
             }

@@ -4,15 +4,17 @@ use engine::generate::{GenerateOptions, Generator, Timings};
 use engine::sampler::SamplerConfig;
 use engine::{Model, Session};
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model file (GGUF).
-    model: PathBuf,
+    /// Model: a store name (pulled on first use) or a GGUF file; `smollm2` when left out.
+    model: Option<String>,
     /// The prompt. Without it, prompts are read from stdin: a chat on a terminal, one prompt
     /// otherwise.
     prompt: Option<String>,
+    /// Use no network: the model must already be in the store (also HEARTH_OFFLINE=1).
+    #[arg(long)]
+    offline: bool,
     /// Use the prompt as it is, without the chat template (BOS as the model's metadata says).
     #[arg(long)]
     raw: bool,
@@ -96,9 +98,15 @@ impl Args {
     }
 }
 
-pub fn run(a: Args) -> anyhow::Result<()> {
+/// The model `run` uses when none is named.
+pub const DEFAULT_MODEL: &str = "smollm2";
+
+pub fn run(mut a: Args) -> anyhow::Result<()> {
     a.validate()?;
-    let model = super::load_model(&a.model)?;
+    let (model_arg, prompt) = model_and_prompt(a.model.take(), a.prompt.take());
+    a.prompt = prompt;
+    let path = super::resolve_model(&model_arg, a.offline)?;
+    let model = super::load_model(&path)?;
     let pool = super::thread_pool(a.threads);
     let n_threads = pool.n_threads();
     let mut chat = Chat {
@@ -133,10 +141,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         chat.answer(&tokens)?;
         return Ok(());
     }
-    eprintln!(
-        "Chatting with {}. Type /bye or press Ctrl-D to leave.",
-        a.model.display()
-    );
+    eprintln!("Chatting with {model_arg}. Type /bye or press Ctrl-D to leave.");
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
     loop {
@@ -160,6 +165,32 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         messages.push(Message::new("assistant", answer.trim()));
     }
     Ok(())
+}
+
+/// `hearth run MODEL [PROMPT]`, or `hearth run PROMPT` with the default model: a lone argument
+/// is the model when it is a file or a name the store knows, else the prompt.
+fn model_and_prompt(model: Option<String>, prompt: Option<String>) -> (String, Option<String>) {
+    match (model, prompt) {
+        (Some(m), Some(p)) => (m, Some(p)),
+        (Some(m), None) if names_a_model(&m) => (m, None),
+        (Some(p), None) => (DEFAULT_MODEL.to_string(), Some(p)),
+        (None, p) => (DEFAULT_MODEL.to_string(), p),
+    }
+}
+
+fn names_a_model(arg: &str) -> bool {
+    if std::path::Path::new(arg).is_file() || arg.to_ascii_lowercase().ends_with(".gguf") {
+        return true;
+    }
+    let Ok(name) = store::ModelName::parse(arg) else {
+        return false;
+    };
+    name.is_hf()
+        || store::catalog::lookup(&name).is_some()
+        || store::Store::open_default()
+            .ok()
+            .and_then(|s| s.find(&name).ok().flatten())
+            .is_some()
 }
 
 fn read_stdin() -> anyhow::Result<String> {

@@ -1,10 +1,9 @@
 use anyhow::Context;
-use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model file (GGUF); only its tokenizer is used.
-    model: PathBuf,
+    /// Model: a store name (pulled when absent) or a GGUF file; only its tokenizer is used.
+    model: String,
     /// Text to tokenize.
     text: String,
     /// Do not add BOS/EOS even if the model's metadata asks for them.
@@ -19,10 +18,11 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let file = gguf::GgufFile::open(&a.model)
-        .with_context(|| format!("cannot read {}", a.model.display()))?;
+    let path = super::resolve_model(&a.model, false)?;
+    let file =
+        gguf::GgufFile::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let tok = engine::tokenizer::Tokenizer::from_gguf(&file)
-        .with_context(|| format!("cannot read the tokenizer of {}", a.model.display()))?;
+        .with_context(|| format!("cannot read the tokenizer of {}", path.display()))?;
     let ids = tok.encode(&a.text, !a.no_bos, a.special);
     if a.json {
         println!("{}", serde_json::to_string(&ids)?);

