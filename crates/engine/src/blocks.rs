@@ -216,39 +216,87 @@ pub enum LogitRows {
     All,
 }
 
-/// Final norm and output projection for the rows asked for; appends to `logits`.
-#[allow(clippy::too_many_arguments)]
-pub fn output_head(
-    file: &GgufFile,
-    pool: &ThreadPool,
-    scratch: &mut Scratch,
-    norm: &[f32],
-    eps: f32,
-    head: &Mat,
-    n_tokens: usize,
-    rows: LogitRows,
-    logits: &mut Vec<f32>,
-) {
-    let dim = norm.len();
-    let (first, n) = match rows {
-        LogitRows::Last => (n_tokens - 1, 1),
-        LogitRows::All => (0, n_tokens),
-    };
-    let x = &scratch.x[first * dim..(first + n) * dim];
-    rmsnorm_rows(x, norm, eps, &mut scratch.xn);
-    scratch.acts.invalidate();
-    let mut out = std::mem::take(&mut scratch.proj);
-    linear(
-        file,
-        pool,
-        &mut scratch.acts,
-        head,
-        &scratch.xn,
-        n,
-        &mut out,
-    );
-    logits.extend_from_slice(&out[..n * head.rows]);
-    scratch.proj = out;
+/// The token embedding, the final norm and the output head every decoder has; the head is tied
+/// to the embedding when the file has no `output.weight`.
+pub struct EmbeddingAndHead {
+    pub token_embd: Mat,
+    pub output_norm: Vec<f32>,
+    pub output: Mat,
+}
+
+impl EmbeddingAndHead {
+    pub fn load(
+        t: &crate::weights::TensorLoader,
+        n_embd: usize,
+    ) -> Result<EmbeddingAndHead, EngineError> {
+        let n_vocab = t.vocab_rows("token_embd.weight", n_embd)?;
+        let token_embd = t.matrix("token_embd.weight", n_vocab, n_embd)?;
+        Ok(EmbeddingAndHead {
+            output: t
+                .opt_matrix("output.weight", n_vocab, n_embd)?
+                .unwrap_or(token_embd),
+            token_embd,
+            output_norm: t.vector("output_norm.weight", n_embd)?,
+        })
+    }
+
+    pub fn n_vocab(&self) -> usize {
+        self.output.rows
+    }
+
+    /// Embeds `tokens` (times `scale`) into `rt.scratch.x`, after checking the cache has room.
+    pub fn embed(
+        &self,
+        rt: &mut Runtime,
+        tokens: &[u32],
+        pos0: usize,
+        scale: f32,
+    ) -> Result<(), EngineError> {
+        check_room(rt.kv, pos0, tokens.len())?;
+        embed(rt.file, &self.token_embd, tokens, scale, &mut rt.scratch.x)
+    }
+
+    /// Final norm and output projection of `rt.scratch.x` for the rows asked for; appends to
+    /// `logits`.
+    pub fn logits(
+        &self,
+        rt: &mut Runtime,
+        eps: f32,
+        n_tokens: usize,
+        rows: LogitRows,
+        logits: &mut Vec<f32>,
+    ) {
+        let scratch = &mut *rt.scratch;
+        let dim = self.output_norm.len();
+        let (first, n) = match rows {
+            LogitRows::Last => (n_tokens - 1, 1),
+            LogitRows::All => (0, n_tokens),
+        };
+        let x = &scratch.x[first * dim..(first + n) * dim];
+        rmsnorm_rows(x, &self.output_norm, eps, &mut scratch.xn);
+        scratch.acts.invalidate();
+        linear(
+            rt.file,
+            rt.pool,
+            &mut scratch.acts,
+            &self.output,
+            &scratch.xn,
+            n,
+            &mut scratch.proj,
+        );
+        logits.extend_from_slice(&scratch.proj[..n * self.output.rows]);
+    }
+}
+
+impl AttnShape {
+    pub fn of(c: &crate::config::ModelConfig) -> AttnShape {
+        AttnShape {
+            n_head: c.n_head,
+            n_head_kv: c.n_head_kv,
+            head_dim: c.head_dim,
+            head_dim_v: c.head_dim_v,
+        }
+    }
 }
 
 /// Weights of one self-attention sub-block.

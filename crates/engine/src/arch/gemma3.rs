@@ -8,11 +8,12 @@
 
 use super::Architecture;
 use crate::blocks::{
-    self, AttnParams, AttnShape, AttnWeights, FfnWeights, GateActivation, LogitRows, Runtime,
+    self, AttnParams, AttnShape, AttnWeights, EmbeddingAndHead, FfnWeights, GateActivation,
+    LogitRows, Runtime,
 };
 use crate::config::ModelConfig;
 use crate::error::EngineError;
-use crate::weights::{Mat, TensorLoader};
+use crate::weights::TensorLoader;
 use gguf::GgufFile;
 use kernels::ops::{self, Rope, RopeStyle};
 
@@ -39,22 +40,14 @@ struct Gemma3 {
     window: Option<usize>,
     rope_global: Rope,
     rope_local: Rope,
-    token_embd: Mat,
+    io: EmbeddingAndHead,
     layers: Vec<Layer>,
-    output_norm: Vec<f32>,
-    output: Mat,
 }
 
 pub fn load(file: &GgufFile, c: &ModelConfig) -> Result<Box<dyn Architecture>, EngineError> {
     let t = TensorLoader::new(file, &c.arch);
-    let n_vocab = t.vocab_rows("token_embd.weight", c.n_embd)?;
-    let token_embd = t.matrix("token_embd.weight", n_vocab, c.n_embd)?;
-    let shape = AttnShape {
-        n_head: c.n_head,
-        n_head_kv: c.n_head_kv,
-        head_dim: c.head_dim,
-        head_dim_v: c.head_dim_v,
-    };
+    let io = EmbeddingAndHead::load(&t, c.n_embd)?;
+    let shape = AttnShape::of(c);
     let layers = (0..c.n_layer)
         .map(|l| {
             let v = |s: &str| t.vector(&format!("blk.{l}.{s}.weight"), c.n_embd);
@@ -83,12 +76,8 @@ pub fn load(file: &GgufFile, c: &ModelConfig) -> Result<Box<dyn Architecture>, E
         window: c.sliding_window,
         rope_global: Rope::new(RopeStyle::Neox, c.rope_dims, c.rope_base, c.rope_freq_scale),
         rope_local: Rope::new(RopeStyle::Neox, c.rope_dims, SLIDING_ROPE_BASE, 1.0),
-        output: t
-            .opt_matrix("output.weight", n_vocab, c.n_embd)?
-            .unwrap_or(token_embd),
-        token_embd,
+        io,
         layers,
-        output_norm: t.vector("output_norm.weight", c.n_embd)?,
     }))
 }
 
@@ -102,15 +91,8 @@ impl Architecture for Gemma3 {
         logits: &mut Vec<f32>,
     ) -> Result<(), EngineError> {
         let n = tokens.len();
-        blocks::check_room(rt.kv, pos0, n)?;
-        let embd_scale = (self.n_embd as f32).sqrt();
-        blocks::embed(
-            rt.file,
-            &self.token_embd,
-            tokens,
-            embd_scale,
-            &mut rt.scratch.x,
-        )?;
+        self.io
+            .embed(rt, tokens, pos0, (self.n_embd as f32).sqrt())?;
         for (l, layer) in self.layers.iter().enumerate() {
             let params = AttnParams {
                 shape: self.shape,
@@ -135,21 +117,11 @@ impl Architecture for Gemma3 {
             blocks::rmsnorm_rows_inplace(&mut s.proj, &layer.post_ffw_norm, self.eps);
             ops::add_inplace(&mut s.x, &s.proj);
         }
-        blocks::output_head(
-            rt.file,
-            rt.pool,
-            rt.scratch,
-            &self.output_norm,
-            self.eps,
-            &self.output,
-            n,
-            rows,
-            logits,
-        );
+        self.io.logits(rt, self.eps, n, rows, logits);
         Ok(())
     }
 
     fn n_vocab(&self) -> usize {
-        self.output.rows
+        self.io.n_vocab()
     }
 }

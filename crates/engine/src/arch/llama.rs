@@ -7,11 +7,12 @@
 
 use super::Architecture;
 use crate::blocks::{
-    self, AttnParams, AttnShape, AttnWeights, FfnWeights, GateActivation, LogitRows, Runtime,
+    self, AttnParams, AttnShape, AttnWeights, EmbeddingAndHead, FfnWeights, GateActivation,
+    LogitRows, Runtime,
 };
 use crate::config::ModelConfig;
 use crate::error::EngineError;
-use crate::weights::{Mat, TensorLoader};
+use crate::weights::TensorLoader;
 use gguf::GgufFile;
 use kernels::ops::{self, Rope, RopeStyle};
 
@@ -26,22 +27,14 @@ struct Llama {
     eps: f32,
     shape: AttnShape,
     rope: Rope,
-    token_embd: Mat,
+    io: EmbeddingAndHead,
     layers: Vec<Layer>,
-    output_norm: Vec<f32>,
-    output: Mat,
 }
 
 pub fn load(file: &GgufFile, c: &ModelConfig) -> Result<Box<dyn Architecture>, EngineError> {
     let t = TensorLoader::new(file, &c.arch);
-    let n_vocab = t.vocab_rows("token_embd.weight", c.n_embd)?;
-    let token_embd = t.matrix("token_embd.weight", n_vocab, c.n_embd)?;
-    let shape = AttnShape {
-        n_head: c.n_head,
-        n_head_kv: c.n_head_kv,
-        head_dim: c.head_dim,
-        head_dim_v: c.head_dim_v,
-    };
+    let io = EmbeddingAndHead::load(&t, c.n_embd)?;
+    let shape = AttnShape::of(c);
     let layers = (0..c.n_layer)
         .map(|l| {
             Ok(Layer {
@@ -61,12 +54,8 @@ pub fn load(file: &GgufFile, c: &ModelConfig) -> Result<Box<dyn Architecture>, E
             c.rope_base,
             c.rope_freq_scale,
         ),
-        output: t
-            .opt_matrix("output.weight", n_vocab, c.n_embd)?
-            .unwrap_or(token_embd),
-        token_embd,
+        io,
         layers,
-        output_norm: t.vector("output_norm.weight", c.n_embd)?,
     }))
 }
 
@@ -80,8 +69,7 @@ impl Architecture for Llama {
         logits: &mut Vec<f32>,
     ) -> Result<(), EngineError> {
         let n = tokens.len();
-        blocks::check_room(rt.kv, pos0, n)?;
-        blocks::embed(rt.file, &self.token_embd, tokens, 1.0, &mut rt.scratch.x)?;
+        self.io.embed(rt, tokens, pos0, 1.0)?;
         let params = AttnParams {
             shape: self.shape,
             rope: &self.rope,
@@ -102,21 +90,11 @@ impl Architecture for Llama {
             blocks::ffn_block(rt, &layer.ffn, GateActivation::Silu, n);
             ops::add_inplace(&mut rt.scratch.x, &rt.scratch.proj);
         }
-        blocks::output_head(
-            rt.file,
-            rt.pool,
-            rt.scratch,
-            &self.output_norm,
-            self.eps,
-            &self.output,
-            n,
-            rows,
-            logits,
-        );
+        self.io.logits(rt, self.eps, n, rows, logits);
         Ok(())
     }
 
     fn n_vocab(&self) -> usize {
-        self.output.rows
+        self.io.n_vocab()
     }
 }
