@@ -1,5 +1,14 @@
 //! `hearth`: run open-weight language models locally.
 
+/// `println!` that returns an error instead of panicking when stdout is closed (`| head`).
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod cmd;
 
 use clap::Parser;
@@ -9,9 +18,18 @@ fn main() -> ExitCode {
     let cli = cmd::Cli::parse();
     match cmd::dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // A reader that went away (`hearth tokenize … | head`) is not a failure.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -311,3 +311,25 @@ fn stop_strings_and_logit_bias() {
     ]);
     assert!(!banned.starts_with(" Paris"), "got {banned:?}");
 }
+
+/// A reader that goes away early (`hearth tokenize … | head -1`) ends the command quietly.
+#[test]
+fn closed_stdout_is_not_an_error() {
+    use std::io::Read;
+    let model = testutil::smollm2();
+    let text = "hello world ".repeat(9_000); // ~18k output lines: more than a pipe buffers
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("hearth"))
+        .args(["tokenize", model.to_str().expect("path"), &text])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut first = [0u8; 16];
+    let mut stdout = child.stdout.take().expect("stdout");
+    stdout.read_exact(&mut first).expect("some output");
+    drop(stdout);
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -102,16 +102,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 stddev: var.sqrt(),
             };
             if !a.json {
-                println!(
+                crate::outln!(
                     "{:>8} {:>3} threads {:>10.2} ± {:.2} tokens/s",
-                    r.test, r.threads, r.tokens_per_second, r.stddev
-                );
+                    r.test,
+                    r.threads,
+                    r.tokens_per_second,
+                    r.stddev
+                )?;
             }
             results.push(r);
         }
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&results)?)?;
     }
     Ok(())
 }

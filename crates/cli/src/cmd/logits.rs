@@ -50,14 +50,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .map(|row| top_k(row, a.top))
         .collect();
     if a.json {
-        println!("{}", serde_json::to_string(&rows)?);
+        crate::outln!("{}", serde_json::to_string(&rows)?)?;
     } else {
         for (pos, row) in rows.iter().enumerate() {
             let text: Vec<String> = row
                 .iter()
                 .map(|e| format!("{}:{:.4}", e.id, e.logit))
                 .collect();
-            println!("{pos}\t{}", text.join(" "));
+            crate::outln!("{pos}\t{}", text.join(" "))?;
         }
     }
     Ok(())

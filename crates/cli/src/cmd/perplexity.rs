@@ -43,12 +43,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "chunks": result.chunks,
             "ctx": result.ctx,
         });
-        println!("{out}");
+        crate::outln!("{out}")?;
     } else {
-        println!(
+        crate::outln!(
             "perplexity: {:.4} ({} chunks of {})",
-            result.perplexity, result.chunks, result.ctx
-        );
+            result.perplexity,
+            result.chunks,
+            result.ctx
+        )?;
     }
     Ok(())
 }

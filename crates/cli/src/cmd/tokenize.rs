@@ -25,11 +25,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read the tokenizer of {}", path.display()))?;
     let ids = tok.encode(&a.text, !a.no_bos, a.special);
     if a.json {
-        println!("{}", serde_json::to_string(&ids)?);
+        crate::outln!("{}", serde_json::to_string(&ids)?)?;
     } else {
         for id in ids {
             let piece = String::from_utf8_lossy(&tok.token_bytes(id, true)).into_owned();
-            println!("{id}\t{piece:?}");
+            crate::outln!("{id}\t{piece:?}")?;
         }
     }
     Ok(())
