@@ -4,23 +4,6 @@ use assert_cmd::Command;
 use serde_json::Value;
 use std::path::Path;
 
-fn golden(name: &str) -> Value {
-    let path = testutil::workspace_root()
-        .join("tests/data/golden")
-        .join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read golden file {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON in {}: {e}", path.display()))
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .expect("ids")
-        .iter()
-        .map(|x| x.as_u64().expect("id") as u32)
-        .collect()
-}
-
 fn hearth(args: &[&str]) -> String {
     let out = Command::cargo_bin("hearth")
         .expect("binary")
@@ -37,13 +20,13 @@ fn hearth(args: &[&str]) -> String {
 
 /// Free-running greedy text equals llama.cpp's up to its first near tie (top-two margin < 0.25).
 fn greedy_matches(model: &Path, golden_name: &str) {
-    let g = golden(golden_name);
+    let g = testutil::golden(golden_name);
     let file = gguf::GgufFile::open(model).expect("model opens");
     let tok = engine::tokenizer::Tokenizer::from_gguf(&file).expect("tokenizer");
     let model_arg = model.to_str().expect("UTF-8 path");
     for p in g["prompts"].as_array().expect("prompts") {
         let prompt = p["prompt"].as_str().expect("prompt");
-        let gold = ids(&p["ids"]);
+        let gold = testutil::golden_ids(&p["ids"]);
         let tie = p["first_near_tie"]
             .as_u64()
             .map_or(gold.len(), |t| t as usize);
@@ -130,7 +113,7 @@ fn tokenize_command_json() {
 
 /// `hearth perplexity` within 0.5 % of llama-perplexity's value (-c 512) on the same text.
 fn perplexity_matches(model: &Path, golden_name: &str) {
-    let g = golden(golden_name);
+    let g = testutil::golden(golden_name);
     let text = testutil::workspace_root().join("tests/data/perplexity.txt");
     let out = hearth(&[
         "perplexity",

@@ -6,7 +6,6 @@
 
 use engine::{LogitRows, Model};
 use kernels::pool::ThreadPool;
-use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -14,25 +13,8 @@ const MARGIN: f64 = 0.25;
 const MIN_ARGMAX_AGREEMENT: f64 = 0.99;
 const MAX_MEAN_ABS_DIFF: f64 = 0.25;
 
-fn golden(name: &str) -> Value {
-    let path = testutil::workspace_root()
-        .join("tests/data/golden")
-        .join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read golden file {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON in {}: {e}", path.display()))
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .expect("an array of ids")
-        .iter()
-        .map(|x| x.as_u64().expect("an id") as u32)
-        .collect()
-}
-
 fn check_model(model_path: PathBuf, golden_name: &str) {
-    let g = golden(golden_name);
+    let g = testutil::golden(golden_name);
     let model = Model::load(&model_path).expect("model loads");
     let n_vocab = model.n_vocab();
     let pool = Arc::new(ThreadPool::new(2));
@@ -40,8 +22,8 @@ fn check_model(model_path: PathBuf, golden_name: &str) {
     assert!(prompts.len() >= 8, "need at least 8 golden prompts");
     let (mut agree, mut decisive, mut diff_sum, mut diff_n) = (0usize, 0usize, 0.0f64, 0usize);
     for p in prompts {
-        let mut seq = ids(&p["prompt_ids"]);
-        seq.extend(ids(&p["continuation_ids"]));
+        let mut seq = testutil::golden_ids(&p["prompt_ids"]);
+        seq.extend(testutil::golden_ids(&p["continuation_ids"]));
         let mut session = model.session(seq.len(), pool.clone());
         let logits = session.eval(&seq, LogitRows::All).expect("eval");
         let top_ids = p["top5_ids"].as_array().expect("top5_ids");
@@ -51,7 +33,7 @@ fn check_model(model_path: PathBuf, golden_name: &str) {
         let (mut p_agree, mut p_dec, mut p_diff) = (0, 0, 0.0);
         for pos in 0..seq.len() {
             let row = &logits[pos * n_vocab..(pos + 1) * n_vocab];
-            let ref_ids = ids(&top_ids[pos]);
+            let ref_ids = testutil::golden_ids(&top_ids[pos]);
             let ref_logits: Vec<f64> = top_logits[pos]
                 .as_array()
                 .expect("logits")

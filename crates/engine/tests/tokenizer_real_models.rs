@@ -5,21 +5,9 @@
 //! (false, true) "special" and (true, false) "bos", and for each the detokenized bytes (base64)
 //! without ("d") and with ("ds") special tokens rendered. Everything must match exactly.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use engine::tokenizer::Tokenizer;
-use serde_json::Value;
-
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/golden")
-}
-
-fn read_json(name: &str) -> Value {
-    let path = golden_dir().join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
-}
 
 fn base64_decode(s: &str) -> Vec<u8> {
     let val = |c: u8| -> u32 {
@@ -47,21 +35,9 @@ fn base64_decode(s: &str) -> Vec<u8> {
     out
 }
 
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("ids is not an array: {v}"))
-        .iter()
-        .map(|x| {
-            x.as_u64()
-                .and_then(|x| u32::try_from(x).ok())
-                .unwrap_or_else(|| panic!("bad id {x}"))
-        })
-        .collect()
-}
-
 fn check_model(model: &str, path: &Path) {
-    let corpus = read_json("tokenizer_corpus.json");
-    let golden = read_json(&format!("tokens_{model}.json"));
+    let corpus = testutil::golden("tokenizer_corpus.json");
+    let golden = testutil::golden(&format!("tokens_{model}.json"));
     let strings = corpus["strings"]
         .as_array()
         .unwrap_or_else(|| panic!("corpus has no strings"));
@@ -112,7 +88,7 @@ fn check_model(model: &str, path: &Path) {
             ("bos", true, false),
         ] {
             let want = &e[mode];
-            let want_ids = ids(&want["ids"]);
+            let want_ids = testutil::golden_ids(&want["ids"]);
             let got = tok.encode(s, add_special, parse_special);
             checked += 1;
             if got != want_ids {

@@ -595,3 +595,25 @@ fn fail(what: &str, command: &str, error: &str, fix: &str) -> ! {
          cache dir   : $HEARTH_TEST_MODELS or <workspace>/.test-models\n{bar}\n"
     );
 }
+
+/// A golden file from `tests/data/golden/` (made by `scripts/golden/`), parsed; panics with the
+/// path when it is missing or not JSON.
+pub fn golden(name: &str) -> serde_json::Value {
+    let path = workspace_root().join("tests/data/golden").join(name);
+    let text = fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read golden file {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON in {}: {e}", path.display()))
+}
+
+/// A JSON array of token ids; panics on anything else.
+pub fn golden_ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("ids is not an array: {v}"))
+        .iter()
+        .map(|x| {
+            x.as_u64()
+                .and_then(|x| u32::try_from(x).ok())
+                .unwrap_or_else(|| panic!("bad id {x}"))
+        })
+        .collect()
+}
