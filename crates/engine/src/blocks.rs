@@ -92,7 +92,10 @@ pub fn linear(
         .unwrap_or(GgmlType::F32);
     let qx = acts.get(act_ty, x, n_tokens, w.cols);
     let out = sized(out, n_tokens * w.rows);
-    matmul(pool, &w.view(file), qx, out);
+    match &w.packed {
+        Some(p) => kernels::packed::matmul_packed(pool, p, qx, out),
+        None => matmul(pool, &w.view(file), qx, out),
+    }
 }
 
 /// Rows of the embedding matrix for `tokens`, into `out` (`n_tokens × cols`), times `scale`.
@@ -230,11 +233,11 @@ impl EmbeddingAndHead {
         n_embd: usize,
     ) -> Result<EmbeddingAndHead, EngineError> {
         let n_vocab = t.vocab_rows("token_embd.weight", n_embd)?;
-        let token_embd = t.matrix("token_embd.weight", n_vocab, n_embd)?;
+        let token_embd = t.table("token_embd.weight", n_vocab, n_embd)?;
         Ok(EmbeddingAndHead {
             output: t
                 .opt_matrix("output.weight", n_vocab, n_embd)?
-                .unwrap_or(token_embd),
+                .map_or_else(|| t.matrix("token_embd.weight", n_vocab, n_embd), Ok)?,
             token_embd,
             output_norm: t.vector("output_norm.weight", n_embd)?,
         })

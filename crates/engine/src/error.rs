@@ -7,6 +7,11 @@ pub enum EngineError {
     Gguf(#[from] gguf::GgufError),
     #[error(transparent)]
     Tokenizer(#[from] crate::tokenizer::TokenizerError),
+    #[error("cannot read tensor `{name}` from the model file: {source}")]
+    TensorRead {
+        name: String,
+        source: std::io::Error,
+    },
     #[error("the model's metadata has no `{key}`; it is required for the `{arch}` architecture (is the GGUF complete?)")]
     MissingHyperparameter { arch: String, key: String },
     #[error("hyperparameter `{key}` = {value} is invalid: {why}")]

@@ -1,16 +1,23 @@
-//! Typed, checked handles to tensors in the mapped model file (zero copy for matrices).
+//! Typed, checked handles to tensors in the mapped model file: zero copy, except the matrices
+//! that the packed kernels serve, which are repacked once at load time.
 
 use crate::error::EngineError;
 use gguf::{GgmlType, GgufFile};
 use kernels::matmul::QMatrix;
+use kernels::packed::PackedMatrix;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A 2-D weight in the file: `rows` rows of `cols` elements (GGUF dims `[cols, rows]`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Mat {
     pub ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
     tensor: usize,
+    /// The same matrix in the packed layout, where this CPU has kernels for it.
+    pub packed: Option<Arc<PackedMatrix>>,
 }
 
 impl Mat {
@@ -30,11 +37,64 @@ impl Mat {
 pub struct TensorLoader<'f> {
     file: &'f GgufFile,
     arch: &'f str,
+    /// Packed copies by tensor index, so that a tensor read twice (a tied output head) is
+    /// packed once.
+    packed: RefCell<HashMap<usize, Arc<PackedMatrix>>>,
+}
+
+/// Source rows read from the file per packing step.
+const PACK_ROWS: usize = 256;
+
+/// Packing is on unless HEARTH_NO_PACK is set to something other than 0 (for comparisons).
+fn packing_enabled() -> bool {
+    std::env::var_os("HEARTH_NO_PACK").is_none_or(|v| v.is_empty() || v == "0")
 }
 
 impl<'f> TensorLoader<'f> {
     pub fn new(file: &'f GgufFile, arch: &'f str) -> Self {
-        TensorLoader { file, arch }
+        TensorLoader {
+            file,
+            arch,
+            packed: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The packed copy of tensor `idx` (a checked `rows × cols` matrix), made on first use by
+    /// reading the file in slices of rows; `None` where no packed kernel serves it.
+    fn pack(
+        &self,
+        idx: usize,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Option<Arc<PackedMatrix>>, EngineError> {
+        let info = &self.file.tensors()[idx];
+        if !packing_enabled() || !PackedMatrix::supported(info.ty, rows, cols) {
+            return Ok(None);
+        }
+        if let Some(p) = self.packed.borrow().get(&idx) {
+            return Ok(Some(p.clone()));
+        }
+        let Some(mut packed) = PackedMatrix::new(info.ty, rows, cols) else {
+            return Ok(None);
+        };
+        let row_bytes = packed.src_row_bytes();
+        let mut buf = vec![0u8; PACK_ROWS.min(rows) * row_bytes];
+        let mut r = 0;
+        while r < rows {
+            let n = PACK_ROWS.min(rows - r);
+            let chunk = &mut buf[..n * row_bytes];
+            self.file
+                .read_tensor_bytes(info, (r * row_bytes) as u64, chunk)
+                .map_err(|e| EngineError::TensorRead {
+                    name: info.name.clone(),
+                    source: e,
+                })?;
+            packed.pack_rows(r, chunk);
+            r += n;
+        }
+        let packed = Arc::new(packed);
+        self.packed.borrow_mut().insert(idx, packed.clone());
+        Ok(Some(packed))
     }
 
     fn index(&self, name: &str) -> Option<usize> {
@@ -52,8 +112,16 @@ impl<'f> TensorLoader<'f> {
         self.index(name).is_some()
     }
 
-    /// A `rows × cols` matrix (GGUF dims `[cols, rows]`).
+    /// A `rows × cols` weight matrix (GGUF dims `[cols, rows]`) for products, packed where a
+    /// packed kernel serves its type.
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Mat, EngineError> {
+        let mut m = self.table(name, rows, cols)?;
+        m.packed = self.pack(m.tensor, rows, cols)?;
+        Ok(m)
+    }
+
+    /// A `rows × cols` matrix read by rows in place (an embedding table), never packed.
+    pub fn table(&self, name: &str, rows: usize, cols: usize) -> Result<Mat, EngineError> {
         let idx = self.index(name).ok_or_else(|| self.missing(name))?;
         let info = &self.file.tensors()[idx];
         let expected = [cols as u64, rows as u64];
@@ -78,6 +146,7 @@ impl<'f> TensorLoader<'f> {
             rows,
             cols,
             tensor: idx,
+            packed: None,
         })
     }
 

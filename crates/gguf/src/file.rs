@@ -32,14 +32,15 @@ impl TensorInfo {
 }
 
 enum Bytes {
-    Mapped(memmap2::Mmap),
+    /// The mapping, and the file kept open for reads that should not touch the mapping.
+    Mapped(memmap2::Mmap, std::fs::File),
     Owned(Vec<u8>),
 }
 
 impl Bytes {
     fn as_slice(&self) -> &[u8] {
         match self {
-            Bytes::Mapped(m) => m,
+            Bytes::Mapped(m, _) => m,
             Bytes::Owned(v) => v,
         }
     }
@@ -94,7 +95,8 @@ impl GgufFile {
         let bytes = if len == 0 {
             Bytes::Owned(Vec::new())
         } else {
-            Bytes::Mapped(map_file(&file).map_err(|e| io("cannot map", e))?)
+            let map = map_file(&file).map_err(|e| io("cannot map", e))?;
+            Bytes::Mapped(map, file)
         };
         Self::from_storage(bytes)
     }
@@ -242,5 +244,49 @@ impl GgufFile {
             self.bytes.as_slice().get(start..end)
         };
         range().unwrap_or(&[])
+    }
+
+    /// Copies `buf.len()` bytes of a tensor, from `offset` within it, into `buf`. For a mapped
+    /// file this reads through the file rather than the mapping, so that a tensor that is
+    /// converted once at load time does not stay resident twice (as the mapping's pages and as
+    /// the converted copy).
+    pub fn read_tensor_bytes(
+        &self,
+        t: &TensorInfo,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> std::io::Result<()> {
+        let out_of_range = || {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("bytes {offset}.. of tensor {} are past its end", t.name),
+            )
+        };
+        offset
+            .checked_add(buf.len() as u64)
+            .filter(|&end| end <= t.n_bytes)
+            .ok_or_else(out_of_range)?;
+        let start = self
+            .header
+            .data_offset
+            .checked_add(t.offset)
+            .and_then(|s| s.checked_add(offset))
+            .ok_or_else(out_of_range)?;
+        match &self.bytes {
+            #[cfg(unix)]
+            Bytes::Mapped(_, file) => {
+                use std::os::unix::fs::FileExt;
+                file.read_exact_at(buf, start)
+            }
+            other => {
+                let start = usize::try_from(start).map_err(|_| out_of_range())?;
+                let src = other
+                    .as_slice()
+                    .get(start..start + buf.len())
+                    .ok_or_else(out_of_range)?;
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+        }
     }
 }

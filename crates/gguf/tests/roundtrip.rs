@@ -249,3 +249,32 @@ fn foreign_tensor_info_gives_empty_slice() {
     t.dims = vec![u64::MAX, 2];
     assert_eq!(t.n_elements(), u64::MAX);
 }
+
+#[test]
+fn tensor_bytes_read_through_the_file_equal_the_mapped_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    sample_writer().write(&path).unwrap();
+    for file in [
+        GgufFile::open(&path).unwrap(),
+        GgufFile::from_bytes(std::fs::read(&path).unwrap()).unwrap(),
+    ] {
+        for t in file.tensors() {
+            let want = file.tensor_data(t);
+            let mut got = vec![0u8; want.len()];
+            file.read_tensor_bytes(t, 0, &mut got).unwrap();
+            assert_eq!(got, want, "{}", t.name);
+            if t.n_bytes < 2 {
+                continue;
+            }
+            let mut tail = vec![0u8; 2];
+            file.read_tensor_bytes(t, t.n_bytes - 2, &mut tail).unwrap();
+            assert_eq!(tail, want[want.len() - 2..]);
+            // Past the tensor's end, or an offset that overflows: an error, not other bytes.
+            let mut one = [0u8; 1];
+            let err = file.read_tensor_bytes(t, t.n_bytes, &mut one).unwrap_err();
+            assert!(err.to_string().contains("past its end"), "{err}");
+            assert!(file.read_tensor_bytes(t, u64::MAX, &mut one).is_err());
+        }
+    }
+}

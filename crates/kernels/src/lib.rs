@@ -4,6 +4,7 @@
 
 pub mod matmul;
 pub mod ops;
+pub mod packed;
 pub mod par;
 pub mod pool;
 pub mod quant;

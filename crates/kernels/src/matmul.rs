@@ -116,6 +116,9 @@ pub struct QuantizedActs {
     cols: usize,
     row_bytes: usize,
     buf: Vec<u8>,
+    /// For Q8_0 and Q8_1: per token and block, `d` and `s = d * Σq` as f32 (Q8_1: its stored
+    /// `s`), which the packed kernels read instead of converting them per weight row.
+    aux: Vec<f32>,
 }
 
 impl Default for QuantizedActs {
@@ -133,6 +136,7 @@ impl QuantizedActs {
             cols: 0,
             row_bytes: 0,
             buf: Vec::new(),
+            aux: Vec::new(),
         }
     }
 
@@ -165,13 +169,34 @@ impl QuantizedActs {
                 f.quantize_row_fast(src, dst);
             }
         }
+        let mut aux = std::mem::take(&mut self.aux);
+        aux.clear();
+        if matches!(act_ty, GgmlType::Q8_0 | GgmlType::Q8_1) && row_bytes > 0 {
+            let block = act_ty.block_bytes();
+            for b in self.buf[..need].chunks_exact(block) {
+                let d = crate::quant::f16_to_f32([b[0], b[1]]);
+                let s = if act_ty == GgmlType::Q8_1 {
+                    crate::quant::f16_to_f32([b[2], b[3]])
+                } else {
+                    d * b[2..].iter().map(|&q| q as i8 as i32).sum::<i32>() as f32
+                };
+                aux.extend_from_slice(&[d, s]);
+            }
+        }
         *self = QuantizedActs {
             ty: act_ty,
             n_tokens,
             cols,
             row_bytes,
             buf: std::mem::take(&mut self.buf),
+            aux,
         };
+    }
+
+    /// Token `t`'s `(d, s)` pairs, one per block (Q8_0 and Q8_1 activations only).
+    pub(crate) fn aux(&self, t: usize) -> &[f32] {
+        let per = 2 * (self.cols / self.ty.block_size());
+        &self.aux[t * per..(t + 1) * per]
     }
 
     pub fn act_type(&self) -> GgmlType {

@@ -1,0 +1,55 @@
+//! Micro-benchmark: the per-row dot-product matmul against the packed one, for one weight type
+//! and shape. `cargo run --release -p kernels --example matmul_speed -- Q4_1 1536 576 512 1`
+//! (type, rows, cols, tokens, threads). Prints the median of 7 runs of each, in GMAC/s.
+
+use gguf::GgmlType;
+use kernels::matmul::{matmul, QMatrix, QuantizedActs};
+use kernels::packed::{matmul_packed, PackedMatrix};
+use kernels::pool::ThreadPool;
+use kernels::quant::format;
+use std::time::Instant;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize, d: &str| args.get(i).cloned().unwrap_or_else(|| d.to_string());
+    let ty = match arg(0, "Q4_1").as_str() {
+        "Q4_0" => GgmlType::Q4_0,
+        "Q5_0" => GgmlType::Q5_0,
+        "Q5_1" => GgmlType::Q5_1,
+        "Q8_0" => GgmlType::Q8_0,
+        _ => GgmlType::Q4_1,
+    };
+    let num = |i: usize, d: &str| arg(i, d).parse::<usize>().expect("a number");
+    let (rows, cols, n_tokens, threads) =
+        (num(1, "1536"), num(2, "576"), num(3, "512"), num(4, "1"));
+    let f = format(ty).expect("kernels");
+    let src: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    let mut w = vec![0u8; rows * cols / 32 * ty.block_bytes()];
+    f.quantize_row(&src, &mut w);
+    let xf: Vec<f32> = (0..n_tokens * cols)
+        .map(|i| ((i * 104729 % 997) as f32 / 498.0) - 1.0)
+        .collect();
+    let mut x = QuantizedActs::new();
+    x.quantize(f.act_type(), &xf, n_tokens, cols);
+    let pool = ThreadPool::new(threads);
+    let qm = QMatrix::new(ty, rows, cols, &w).expect("shape");
+    let packed = PackedMatrix::from_rows(ty, rows, cols, &w).expect("packable");
+    let mut out = vec![0f32; rows * n_tokens];
+    let macs = (rows * cols * n_tokens) as f64;
+    let mut time = |f: &mut dyn FnMut(&mut [f32])| {
+        let mut ts: Vec<f64> = (0..7)
+            .map(|_| {
+                let t = Instant::now();
+                f(&mut out);
+                t.elapsed().as_secs_f64()
+            })
+            .collect();
+        ts.sort_by(|a, b| a.total_cmp(b));
+        macs / ts[3] / 1e9
+    };
+    let old = time(&mut |o| matmul(&pool, &qm, &x, o));
+    let new = time(&mut |o| matmul_packed(&pool, &packed, &x, o));
+    println!("{ty} {rows}x{cols} x{n_tokens} t{threads}: dot {old:.1} GMAC/s, packed {new:.1} GMAC/s ({:.2}x)", new / old);
+}

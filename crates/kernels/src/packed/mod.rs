@@ -1,0 +1,527 @@
+//! Weight matrices repacked at load time into groups of 8 interleaved rows, for products whose
+//! SIMD lanes are rows: one pass over a block of 8 rows serves every token of a prompt tile, the
+//! int8 products of a row stay in one lane (no horizontal sums), and the per-row scales are
+//! applied as vectors.
+//!
+//! Layout of one record (8 rows × one 32-element block), in the same bytes per weight as the
+//! source format (so memory and bandwidth do not grow):
+//! - `d`: the 8 rows' scales, f16;
+//! - `m`: the 8 rows' minimums, f16 (Q4_1 and Q5_1 only);
+//! - `qs`: the values. Vector `k` (0..8) of a record pairs with elements `4k..4k+4` of the
+//!   activation block: its byte `4i + j` is element `4k + j` of row `i`. 4- and 5-bit formats
+//!   store the low 4 bits as nibbles, vectors `2p` and `2p + 1` in the low and high halves of
+//!   the 32 bytes at `32p`; Q8_0 stores the signed bytes of the 8 vectors in order;
+//! - `qh` (Q5_0 and Q5_1): bit `k` of byte `b` is the fifth bit of byte `b` of vector `k`.
+//!
+//! The value of a record's row `i` against an activation block is
+//! `d_i * d_x * Σ q·x + m_i * s_x`, where `s_x = d_x * Σ x` and, for formats without a stored
+//! minimum, `m_i = -8 d_i` (Q4_0), `-16 d_i` (Q5_0) or 0 (Q8_0): the same sum the format's dot
+//! product computes, in the same block order.
+
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use crate::matmul::QuantizedActs;
+use crate::pool::ThreadPool;
+use crate::quant::f16_to_f32;
+use gguf::GgmlType;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Rows per record.
+pub const GROUP: usize = 8;
+/// Elements per block (every packed format has 32-element blocks).
+const QK: usize = 32;
+/// Tokens per tile: the accumulators of a tile stay in registers.
+const TILE_TOKENS: usize = 4;
+
+/// What differs between the packed formats.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Spec {
+    pub ty: GgmlType,
+    /// Bits per value: 4, 5 or 8 (8: signed bytes).
+    pub bits: u32,
+    pub has_min: bool,
+    /// `m = min_factor * d` where the format stores no minimum.
+    pub min_factor: f32,
+    /// Bytes of one source block.
+    pub src_block: usize,
+}
+
+impl Spec {
+    pub const fn d_off(&self) -> usize {
+        0
+    }
+    pub const fn m_off(&self) -> usize {
+        2 * GROUP
+    }
+    pub const fn qs_off(&self) -> usize {
+        if self.has_min {
+            4 * GROUP
+        } else {
+            2 * GROUP
+        }
+    }
+    pub const fn qs_bytes(&self) -> usize {
+        if self.bits == 8 {
+            GROUP * QK
+        } else {
+            GROUP * QK / 2
+        }
+    }
+    pub const fn qh_off(&self) -> usize {
+        self.qs_off() + self.qs_bytes()
+    }
+    /// Bytes of one record.
+    pub const fn record(&self) -> usize {
+        self.qh_off() + if self.bits == 5 { GROUP * QK / 8 } else { 0 }
+    }
+}
+
+pub(crate) const Q4_0: Spec = Spec {
+    ty: GgmlType::Q4_0,
+    bits: 4,
+    has_min: false,
+    min_factor: -8.0,
+    src_block: 18,
+};
+pub(crate) const Q4_1: Spec = Spec {
+    ty: GgmlType::Q4_1,
+    bits: 4,
+    has_min: true,
+    min_factor: 0.0,
+    src_block: 20,
+};
+pub(crate) const Q5_0: Spec = Spec {
+    ty: GgmlType::Q5_0,
+    bits: 5,
+    has_min: false,
+    min_factor: -16.0,
+    src_block: 22,
+};
+pub(crate) const Q5_1: Spec = Spec {
+    ty: GgmlType::Q5_1,
+    bits: 5,
+    has_min: true,
+    min_factor: 0.0,
+    src_block: 24,
+};
+pub(crate) const Q8_0: Spec = Spec {
+    ty: GgmlType::Q8_0,
+    bits: 8,
+    has_min: false,
+    min_factor: 0.0,
+    src_block: 34,
+};
+
+fn spec_of(ty: GgmlType) -> Option<Spec> {
+    [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0]
+        .into_iter()
+        .find(|s| s.ty == ty)
+}
+
+/// One source block's scale, minimum (f16 bytes; zero where the format has none) and its 32
+/// values (0..32 unsigned, or the signed byte for Q8_0, as `i32`).
+fn unpack_source(spec: &Spec, b: &[u8]) -> ([u8; 2], [u8; 2], [i32; QK]) {
+    let d = [b[0], b[1]];
+    let mut q = [0i32; QK];
+    if spec.ty == GgmlType::Q8_0 {
+        for (v, &x) in q.iter_mut().zip(&b[2..34]) {
+            *v = x as i8 as i32;
+        }
+        return (d, [0, 0], q);
+    }
+    let (m, rest) = if spec.has_min {
+        ([b[2], b[3]], &b[4..])
+    } else {
+        ([0, 0], &b[2..])
+    };
+    let (qh, qs) = if spec.bits == 5 {
+        (
+            u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]),
+            &rest[4..20],
+        )
+    } else {
+        (0, &rest[..16])
+    };
+    for e in 0..QK {
+        let nib = if e < 16 {
+            qs[e] & 0x0F
+        } else {
+            qs[e - 16] >> 4
+        } as i32;
+        q[e] = nib | (((qh >> e) & 1) as i32) << 4;
+    }
+    (d, m, q)
+}
+
+/// A weight matrix in the packed layout. Rows are a multiple of [`GROUP`], columns of 32.
+#[derive(Debug)]
+pub struct PackedMatrix {
+    spec: Spec,
+    rows: usize,
+    cols: usize,
+    data: Vec<u8>,
+}
+
+impl PackedMatrix {
+    /// Whether matrices of this type and shape can be packed, and packing pays on this CPU
+    /// (the packed kernels are for AVX2; elsewhere the format's own dot products are used).
+    pub fn supported(ty: GgmlType, rows: usize, cols: usize) -> bool {
+        Self::layout_fits(ty, rows, cols) && Self::fast_path_available()
+    }
+
+    fn layout_fits(ty: GgmlType, rows: usize, cols: usize) -> bool {
+        spec_of(ty).is_some() && rows > 0 && rows.is_multiple_of(GROUP) && cols > 0 && cols.is_multiple_of(QK)
+    }
+
+    fn fast_path_available() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::features().avx2 {
+            return true;
+        }
+        false
+    }
+
+    /// An empty packed matrix to fill with [`PackedMatrix::pack_rows`]; `None` when the type or
+    /// shape cannot be packed (see [`PackedMatrix::layout_fits`]) or the size overflows.
+    pub fn new(ty: GgmlType, rows: usize, cols: usize) -> Option<PackedMatrix> {
+        if !Self::layout_fits(ty, rows, cols) {
+            return None;
+        }
+        let spec = spec_of(ty)?;
+        let len = (rows / GROUP)
+            .checked_mul(cols / QK)?
+            .checked_mul(spec.record())?;
+        Some(PackedMatrix {
+            spec,
+            rows,
+            cols,
+            data: vec![0; len],
+        })
+    }
+
+    pub fn ty(&self) -> GgmlType {
+        self.spec.ty
+    }
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    /// Bytes of one row in the source format.
+    pub fn src_row_bytes(&self) -> usize {
+        self.cols / QK * self.spec.src_block
+    }
+    fn blocks_per_row(&self) -> usize {
+        self.cols / QK
+    }
+    fn group_bytes(&self) -> usize {
+        self.blocks_per_row() * self.spec.record()
+    }
+
+    /// Packs source rows `first_row..` (`src` holds whole rows in the source format;
+    /// `first_row` and the row count a multiple of [`GROUP`]). Panics otherwise.
+    pub fn pack_rows(&mut self, first_row: usize, src: &[u8]) {
+        let row_bytes = self.src_row_bytes();
+        assert!(first_row.is_multiple_of(GROUP), "rows start at a group");
+        assert!(
+            src.len().is_multiple_of(row_bytes * GROUP),
+            "whole groups of rows"
+        );
+        let n_groups = src.len() / (row_bytes * GROUP);
+        let (spec, nb, gb) = (self.spec, self.blocks_per_row(), self.group_bytes());
+        let g0 = first_row / GROUP;
+        assert!(g0 + n_groups <= self.rows / GROUP, "rows past the matrix");
+        for (g, rows) in src.chunks_exact(row_bytes * GROUP).enumerate() {
+            let out = &mut self.data[(g0 + g) * gb..(g0 + g + 1) * gb];
+            for b in 0..nb {
+                let rec = &mut out[b * spec.record()..(b + 1) * spec.record()];
+                pack_record(&spec, rows, row_bytes, b, rec);
+            }
+        }
+    }
+
+    /// Packs a whole matrix held in memory in the source format.
+    pub fn from_rows(ty: GgmlType, rows: usize, cols: usize, src: &[u8]) -> Option<PackedMatrix> {
+        let mut p = PackedMatrix::new(ty, rows, cols)?;
+        if src.len() != rows * p.src_row_bytes() {
+            return None;
+        }
+        p.pack_rows(0, src);
+        Some(p)
+    }
+}
+
+/// Writes the record of block `b` of the 8 rows in `rows`.
+fn pack_record(spec: &Spec, rows: &[u8], row_bytes: usize, b: usize, rec: &mut [u8]) {
+    rec.fill(0);
+    for i in 0..GROUP {
+        let off = i * row_bytes + b * spec.src_block;
+        let (d, m, q) = unpack_source(spec, &rows[off..off + spec.src_block]);
+        rec[spec.d_off() + 2 * i..spec.d_off() + 2 * i + 2].copy_from_slice(&d);
+        if spec.has_min {
+            rec[spec.m_off() + 2 * i..spec.m_off() + 2 * i + 2].copy_from_slice(&m);
+        }
+        for (e, &v) in q.iter().enumerate() {
+            let (k, byte) = (e / 4, 4 * i + e % 4);
+            if spec.bits == 8 {
+                rec[spec.qs_off() + 32 * k + byte] = v as i8 as u8;
+            } else {
+                let lo = (v & 0x0F) as u8;
+                let at = spec.qs_off() + 32 * (k / 2) + byte;
+                rec[at] |= if k % 2 == 0 { lo } else { lo << 4 };
+                if spec.bits == 5 && v & 0x10 != 0 {
+                    rec[spec.qh_off() + byte] |= 1 << k;
+                }
+            }
+        }
+    }
+}
+
+/// The value `q` of element `e` of row `i` in a record, and the row's scale and minimum.
+fn record_value(spec: &Spec, rec: &[u8], i: usize, e: usize) -> i32 {
+    let (k, byte) = (e / 4, 4 * i + e % 4);
+    if spec.bits == 8 {
+        return rec[spec.qs_off() + 32 * k + byte] as i8 as i32;
+    }
+    let packed = rec[spec.qs_off() + 32 * (k / 2) + byte];
+    let lo = if k % 2 == 0 {
+        packed & 0x0F
+    } else {
+        packed >> 4
+    } as i32;
+    let hi = if spec.bits == 5 {
+        ((rec[spec.qh_off() + byte] >> k) & 1) as i32
+    } else {
+        0
+    };
+    lo | hi << 4
+}
+
+fn record_scales(spec: &Spec, rec: &[u8], i: usize) -> (f32, f32) {
+    let at = |off: usize| f16_to_f32([rec[off + 2 * i], rec[off + 2 * i + 1]]);
+    let d = at(spec.d_off());
+    let m = if spec.has_min {
+        at(spec.m_off())
+    } else {
+        spec.min_factor * d
+    };
+    (d, m)
+}
+
+/// Activation blocks as the packed kernels read them: for token `t`, block `b`, the quantized
+/// values at `qs(t, b)` and `(d_x, s_x)` from the activations' side table.
+pub(crate) struct ActView<'a> {
+    pub acts: &'a QuantizedActs,
+    /// Bytes of one activation block and the offset of its values.
+    pub block: usize,
+    pub qs_off: usize,
+}
+
+impl ActView<'_> {
+    fn qs(&self, t: usize, b: usize) -> &[u8] {
+        let start = b * self.block + self.qs_off;
+        &self.acts.row(t)[start..start + QK]
+    }
+}
+
+/// Scalar reference of the packed product: `out[c][i]` for the 8 rows of group `g` against
+/// tokens `t0..t0 + n`.
+fn group_scalar(
+    w: &PackedMatrix,
+    x: &ActView,
+    g: usize,
+    t0: usize,
+    n: usize,
+    out: &mut [[f32; GROUP]; TILE_TOKENS],
+) {
+    let (spec, nb) = (w.spec, w.blocks_per_row());
+    let gb = w.group_bytes();
+    let group = &w.data[g * gb..(g + 1) * gb];
+    for (c, o) in out.iter_mut().enumerate().take(n) {
+        let aux = x.acts.aux(t0 + c);
+        *o = [0.0; GROUP];
+        for b in 0..nb {
+            let rec = &group[b * spec.record()..(b + 1) * spec.record()];
+            let xq = x.qs(t0 + c, b);
+            let (dx, sx) = (aux[2 * b], aux[2 * b + 1]);
+            for (i, oi) in o.iter_mut().enumerate() {
+                let dot: i32 = (0..QK)
+                    .map(|e| record_value(&spec, rec, i, e) * xq[e] as i8 as i32)
+                    .sum();
+                let (d, m) = record_scales(&spec, rec, i);
+                *oi += (d * dx) * dot as f32;
+                if spec.bits != 8 {
+                    *oi += m * sx;
+                }
+            }
+        }
+    }
+}
+
+/// The activation layout the packed format reads (its format's `act_type`).
+fn act_view<'a>(w: &PackedMatrix, x: &'a QuantizedActs) -> ActView<'a> {
+    let (block, qs_off) = match x.act_type() {
+        GgmlType::Q8_1 => (36, 4),
+        _ => (34, 2),
+    };
+    let want = if w.spec.has_min {
+        GgmlType::Q8_1
+    } else {
+        GgmlType::Q8_0
+    };
+    assert_eq!(x.act_type(), want, "activations for a packed {}", w.spec.ty);
+    assert_eq!(x.cols(), w.cols, "activation width");
+    ActView {
+        acts: x,
+        block,
+        qs_off,
+    }
+}
+
+/// Which kernel computes a tile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Kernel {
+    /// The fastest this CPU runs.
+    pub fn best() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::features().avx2 {
+            return Kernel::Avx2;
+        }
+        Kernel::Scalar
+    }
+
+    /// Every kernel this CPU can run (for tests).
+    pub fn available() -> Vec<Kernel> {
+        #[allow(unused_mut)]
+        let mut v = vec![Kernel::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::detected().avx2 {
+            v.push(Kernel::Avx2);
+        }
+        v
+    }
+}
+
+/// Output pointer shared by the threads of one product, each writing its own rows.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: every (token, row) index is written by exactly one thread (groups are claimed once),
+// and the slice outlives the dispatch.
+unsafe impl Sync for OutPtr {}
+unsafe impl Send for OutPtr {}
+
+impl OutPtr {
+    /// # Safety
+    /// `i` is within the output slice, which is alive, and no other thread accesses index `i`
+    /// during the dispatch.
+    #[inline(always)]
+    unsafe fn write(&self, i: usize, v: f32) {
+        *self.0.add(i) = v;
+    }
+}
+
+/// Packed weight bytes per unit of work when several tokens reuse them (stays in L2).
+const CHUNK_BYTES_MAX: usize = 1 << 16;
+/// Products below this many multiply-adds run on the calling thread alone.
+const PARALLEL_MIN_WORK: usize = 1 << 15;
+
+/// `out[t * rows + r] = row r · token t`, as [`crate::matmul::matmul`] computes it.
+///
+/// Panics if `x` is not in the weight format's activation type, `x.cols() != w.cols()`, or
+/// `out.len() != x.n_tokens() * w.rows()`.
+pub fn matmul_packed(pool: &ThreadPool, w: &PackedMatrix, x: &QuantizedActs, out: &mut [f32]) {
+    matmul_packed_with(Kernel::best(), pool, w, x, out)
+}
+
+/// [`matmul_packed`] with a chosen kernel (tests compare them).
+pub fn matmul_packed_with(
+    kernel: Kernel,
+    pool: &ThreadPool,
+    w: &PackedMatrix,
+    x: &QuantizedActs,
+    out: &mut [f32],
+) {
+    let view = act_view(w, x);
+    let (rows, n_tokens) = (w.rows, x.n_tokens());
+    assert_eq!(out.len(), n_tokens * rows, "output size");
+    if n_tokens == 0 {
+        return;
+    }
+    let n_groups = rows / GROUP;
+    let n_threads = if rows * w.cols * n_tokens < PARALLEL_MIN_WORK {
+        1
+    } else {
+        pool.n_threads()
+    };
+    let mut chunk = n_groups.div_ceil(n_threads * 4).max(1);
+    if n_tokens > 1 {
+        chunk = chunk.min((CHUNK_BYTES_MAX / w.group_bytes().max(1)).max(1));
+    }
+    let n_chunks = n_groups.div_ceil(chunk);
+    let next = AtomicUsize::new(0);
+    let outp = OutPtr(out.as_mut_ptr());
+    let work = |_: usize, _: usize| loop {
+        let c = next.fetch_add(1, Ordering::Relaxed);
+        if c >= n_chunks {
+            break;
+        }
+        let (g0, g1) = (c * chunk, ((c + 1) * chunk).min(n_groups));
+        let mut t0 = 0;
+        while t0 < n_tokens {
+            let n = (n_tokens - t0).min(TILE_TOKENS);
+            for g in g0..g1 {
+                let mut tile = [[0f32; GROUP]; TILE_TOKENS];
+                match kernel {
+                    Kernel::Scalar => group_scalar(w, &view, g, t0, n, &mut tile),
+                    #[cfg(target_arch = "x86_64")]
+                    Kernel::Avx2 => x86::group(w, &view, g, t0, n, &mut tile),
+                }
+                for (ci, vals) in tile.iter().enumerate().take(n) {
+                    let base = (t0 + ci) * rows + g * GROUP;
+                    for (i, &v) in vals.iter().enumerate() {
+                        // SAFETY: t0 + ci < n_tokens and g * GROUP + i < rows, so the index is
+                        // within `out` (its length was checked); group `g` belongs to chunk
+                        // `c`, which only this thread claimed.
+                        unsafe { outp.write(base + i, v) };
+                    }
+                }
+            }
+            t0 += n;
+        }
+    };
+    if n_threads == 1 {
+        work(0, 1);
+    } else {
+        pool.run(&work);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_sizes_match_the_source_formats() {
+        // Packing keeps the bytes per weight of the source format.
+        for s in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0] {
+            assert_eq!(s.record(), GROUP * s.src_block, "{}", s.ty);
+        }
+    }
+
+    #[test]
+    fn shapes_that_cannot_be_packed() {
+        assert!(PackedMatrix::new(GgmlType::Q4_1, 12, 64).is_none());
+        assert!(PackedMatrix::new(GgmlType::Q4_1, 16, 48).is_none());
+        assert!(PackedMatrix::new(GgmlType::Q4_K, 16, 256).is_none());
+        assert!(PackedMatrix::new(GgmlType::Q4_1, usize::MAX - 7, 64).is_none());
+        assert!(PackedMatrix::from_rows(GgmlType::Q4_1, 8, 32, &[0; 10]).is_none());
+    }
+}

@@ -1,0 +1,202 @@
+//! AVX2 kernel of the packed product: the 8 lanes of an accumulator are the 8 rows of a group.
+
+use super::{ActView, PackedMatrix, GROUP, TILE_TOKENS};
+use std::arch::x86_64::*;
+
+/// `out[c][i]` = row `8g + i` · token `t0 + c`, for `c < n` (at most [`TILE_TOKENS`]).
+pub(super) fn group(
+    w: &PackedMatrix,
+    x: &ActView,
+    g: usize,
+    t0: usize,
+    n: usize,
+    out: &mut [[f32; GROUP]; TILE_TOKENS],
+) {
+    assert!(
+        crate::simd::detected().avx2,
+        "the AVX2 packed kernel on a CPU without AVX2"
+    );
+    assert!((1..=TILE_TOKENS).contains(&n), "{n} tokens in a tile");
+    let (spec, nb, gb) = (w.spec, w.blocks_per_row(), w.group_bytes());
+    let group = &w.data[g * gb..(g + 1) * gb];
+    let mut xs = [std::ptr::null::<u8>(); TILE_TOKENS];
+    let mut aux = [std::ptr::null::<f32>(); TILE_TOKENS];
+    for c in 0..n {
+        let row = x.acts.row(t0 + c);
+        let a = x.acts.aux(t0 + c);
+        assert!(
+            row.len() >= nb * x.block && a.len() >= 2 * nb,
+            "activation row"
+        );
+        xs[c] = row[x.qs_off..].as_ptr();
+        aux[c] = a.as_ptr();
+    }
+    let args = Args {
+        nb,
+        group: group.as_ptr(),
+        record: spec.record(),
+        m_off: spec.m_off(),
+        qs_off: spec.qs_off(),
+        qh_off: spec.qh_off(),
+        min_factor: spec.min_factor,
+        xs,
+        x_block: x.block,
+        aux,
+    };
+    macro_rules! by_tokens {
+        ($bits:literal, $min:literal) => {
+            // SAFETY: the CPU has AVX2/FMA/F16C (asserted above); `group` holds `nb` records of
+            // this spec, each token row `nb` activation blocks and `2 * nb` aux values
+            // (asserted above), which is all the kernel reads.
+            unsafe {
+                match n {
+                    1 => tile::<$bits, $min, 1>(&args, out),
+                    2 => tile::<$bits, $min, 2>(&args, out),
+                    3 => tile::<$bits, $min, 3>(&args, out),
+                    _ => tile::<$bits, $min, 4>(&args, out),
+                }
+            }
+        };
+    }
+    match (spec.bits, spec.has_min) {
+        (4, false) => by_tokens!(4, false),
+        (4, true) => by_tokens!(4, true),
+        (5, false) => by_tokens!(5, false),
+        (5, true) => by_tokens!(5, true),
+        _ => by_tokens!(8, false),
+    }
+}
+
+struct Args {
+    nb: usize,
+    group: *const u8,
+    record: usize,
+    m_off: usize,
+    qs_off: usize,
+    qh_off: usize,
+    min_factor: f32,
+    xs: [*const u8; TILE_TOKENS],
+    x_block: usize,
+    aux: [*const f32; TILE_TOKENS],
+}
+
+/// The 8 weight vectors of one record (see the module layout): bytes `4i..4i + 4` of vector `k`
+/// are elements `4k..4k + 4` of row `i`; unsigned for 4/5 bits, signed for 8.
+///
+/// # Safety
+/// AVX2 available; `rec` readable for a whole record.
+#[inline(always)]
+unsafe fn weight_vectors<const BITS: u32>(a: &Args, rec: *const u8) -> [__m256i; 8] {
+    let q = rec.add(a.qs_off);
+    let mut v = [_mm256_setzero_si256(); 8];
+    if BITS == 8 {
+        for (k, vk) in v.iter_mut().enumerate() {
+            *vk = _mm256_loadu_si256(q.add(32 * k).cast());
+        }
+        return v;
+    }
+    let low4 = _mm256_set1_epi8(0x0F);
+    for p in 0..4 {
+        let raw = _mm256_loadu_si256(q.add(32 * p).cast());
+        v[2 * p] = _mm256_and_si256(raw, low4);
+        v[2 * p + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low4);
+    }
+    if BITS == 5 {
+        // Bit k of each qh byte becomes bit 4 of the same byte of vector k.
+        let h = _mm256_loadu_si256(rec.add(a.qh_off).cast());
+        let bit4 = _mm256_set1_epi8(0x10);
+        for (k, vk) in v.iter_mut().enumerate() {
+            let moved = if k < 4 {
+                _mm256_sll_epi16(h, _mm_cvtsi32_si128(4 - k as i32))
+            } else {
+                _mm256_srl_epi16(h, _mm_cvtsi32_si128(k as i32 - 4))
+            };
+            *vk = _mm256_or_si256(*vk, _mm256_and_si256(moved, bit4));
+        }
+    }
+    v
+}
+
+/// The 8 rows' integer dot products with one activation block (`xq`: 32 signed bytes).
+///
+/// # Safety
+/// AVX2 available; `xq` readable for 32 bytes.
+#[inline(always)]
+unsafe fn row_dots<const BITS: u32>(
+    v: &[__m256i; 8],
+    abs: &[__m256i; 8],
+    xq: *const u8,
+) -> __m256i {
+    let ones = _mm256_set1_epi16(1);
+    let bx = |k: usize| _mm256_set1_epi32(xq.add(4 * k).cast::<i32>().read_unaligned());
+    match BITS {
+        // 8 products of values below 16 by bytes of at most 127 in magnitude, two per i16:
+        // at most 8 * 2 * 15 * 127 = 30480, no overflow.
+        4 => {
+            let mut s = _mm256_maddubs_epi16(v[0], bx(0));
+            for (k, &vk) in v.iter().enumerate().skip(1) {
+                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(vk, bx(k)));
+            }
+            _mm256_madd_epi16(s, ones)
+        }
+        // Values below 32: four pairs per i16 sum (4 * 2 * 31 * 127 = 31496).
+        5 => {
+            let mut s0 = _mm256_maddubs_epi16(v[0], bx(0));
+            let mut s1 = _mm256_maddubs_epi16(v[4], bx(4));
+            for k in 1..4 {
+                s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(v[k], bx(k)));
+                s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(v[k + 4], bx(k + 4)));
+            }
+            _mm256_add_epi32(_mm256_madd_epi16(s0, ones), _mm256_madd_epi16(s1, ones))
+        }
+        // Signed weights: |w| times x with w's sign; each pair (at most 2 * 128 * 127) is
+        // widened at once.
+        _ => {
+            let mut s = _mm256_setzero_si256();
+            for k in 0..8 {
+                let p = _mm256_maddubs_epi16(abs[k], _mm256_sign_epi8(bx(k), v[k]));
+                s = _mm256_add_epi32(s, _mm256_madd_epi16(p, ones));
+            }
+            s
+        }
+    }
+}
+
+/// # Safety
+/// AVX2/FMA/F16C available; `a` describes readable memory as [`group`] checks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile<const BITS: u32, const HAS_MIN: bool, const C: usize>(
+    a: &Args,
+    out: &mut [[f32; GROUP]; TILE_TOKENS],
+) {
+    let min_factor = _mm256_set1_ps(a.min_factor);
+    let mut acc = [_mm256_setzero_ps(); C];
+    for b in 0..a.nb {
+        let rec = a.group.add(b * a.record);
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(rec.cast()));
+        let m = if HAS_MIN {
+            _mm256_cvtph_ps(_mm_loadu_si128(rec.add(a.m_off).cast()))
+        } else {
+            _mm256_mul_ps(d, min_factor)
+        };
+        let v = weight_vectors::<BITS>(a, rec);
+        let mut abs = [_mm256_setzero_si256(); 8];
+        if BITS == 8 {
+            for (a, &vk) in abs.iter_mut().zip(&v) {
+                *a = _mm256_sign_epi8(vk, vk);
+            }
+        }
+        for (c, acc) in acc.iter_mut().enumerate() {
+            let isum = row_dots::<BITS>(&v, &abs, a.xs[c].add(b * a.x_block));
+            let dx = _mm256_broadcast_ss(&*a.aux[c].add(2 * b));
+            *acc = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum), *acc);
+            if BITS != 8 {
+                let sx = _mm256_broadcast_ss(&*a.aux[c].add(2 * b + 1));
+                *acc = _mm256_fmadd_ps(m, sx, *acc);
+            }
+        }
+    }
+    for c in 0..C {
+        _mm256_storeu_ps(out[c].as_mut_ptr(), acc[c]);
+    }
+}

@@ -1,0 +1,128 @@
+//! The packed (8 interleaved rows) products against each format's scalar dot product.
+
+use gguf::GgmlType;
+use kernels::matmul::QuantizedActs;
+use kernels::packed::{matmul_packed_with, Kernel, PackedMatrix};
+use kernels::pool::ThreadPool;
+use kernels::quant::format;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+const TYPES: [GgmlType; 5] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+];
+
+/// Random blocks of `ty`: every value byte random (all bit patterns, -128 included), scales and
+/// minimums random finite f16 of either sign.
+fn random_rows(rng: &mut StdRng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    let block = ty.block_bytes();
+    let n_blocks = rows * cols / 32;
+    let mut out = vec![0u8; n_blocks * block];
+    for b in out.chunks_exact_mut(block) {
+        rng.fill(b);
+        let scales = match ty {
+            GgmlType::Q4_1 | GgmlType::Q5_1 => 2,
+            _ => 1,
+        };
+        for s in 0..scales {
+            let v = half::f16::from_f32(rng.gen_range(-0.05f32..0.05));
+            b[2 * s..2 * s + 2].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    out
+}
+
+fn reference(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &QuantizedActs) -> Vec<f32> {
+    let f = format(ty).unwrap();
+    let dot = f.vec_dot_scalar();
+    let rb = cols / 32 * ty.block_bytes();
+    let mut out = vec![0f32; rows * x.n_tokens()];
+    for t in 0..x.n_tokens() {
+        for r in 0..rows {
+            out[t * rows + r] = dot(cols, &w[r * rb..(r + 1) * rb], x.row(t));
+        }
+    }
+    out
+}
+
+fn close(a: f32, b: f32) -> bool {
+    (a - b).abs() <= 1e-4 * (1.0 + b.abs())
+}
+
+#[test]
+fn packed_products_match_the_scalar_dot_products() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let pools = [ThreadPool::new(1), ThreadPool::new(3)];
+    for ty in TYPES {
+        let act_ty = format(ty).unwrap().act_type();
+        for (rows, cols) in [(8, 32), (24, 96), (64, 256), (16, 1024)] {
+            let w = random_rows(&mut rng, ty, rows, cols);
+            let packed = PackedMatrix::from_rows(ty, rows, cols, &w).unwrap();
+            for n_tokens in [1, 2, 3, 4, 5, 9] {
+                let xf: Vec<f32> = (0..n_tokens * cols)
+                    .map(|_| rng.gen_range(-2.0f32..2.0))
+                    .collect();
+                let mut x = QuantizedActs::new();
+                x.quantize(act_ty, &xf, n_tokens, cols);
+                let want = reference(ty, &w, rows, cols, &x);
+                for kernel in Kernel::available() {
+                    for pool in &pools {
+                        let mut got = vec![f32::NAN; rows * n_tokens];
+                        matmul_packed_with(kernel, pool, &packed, &x, &mut got);
+                        for (i, (&g, &e)) in got.iter().zip(&want).enumerate() {
+                            assert!(
+                                close(g, e),
+                                "{ty} {kernel:?} {rows}x{cols}, {n_tokens} tokens, \
+                                 {} threads: [{i}] {g} vs {e}",
+                                pool.n_threads()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn kernels_agree_exactly_whatever_the_thread_count() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let (rows, cols, n_tokens) = (256, 512, 7);
+    for ty in TYPES {
+        let w = random_rows(&mut rng, ty, rows, cols);
+        let packed = PackedMatrix::from_rows(ty, rows, cols, &w).unwrap();
+        let xf: Vec<f32> = (0..n_tokens * cols).map(|_| rng.gen()).collect();
+        let mut x = QuantizedActs::new();
+        x.quantize(format(ty).unwrap().act_type(), &xf, n_tokens, cols);
+        for kernel in Kernel::available() {
+            let mut one = vec![0f32; rows * n_tokens];
+            let mut two = vec![0f32; rows * n_tokens];
+            matmul_packed_with(kernel, &ThreadPool::new(1), &packed, &x, &mut one);
+            matmul_packed_with(kernel, &ThreadPool::new(2), &packed, &x, &mut two);
+            assert_eq!(one, two, "{ty} {kernel:?}");
+        }
+    }
+}
+
+#[test]
+fn packing_in_pieces_equals_packing_at_once() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let (ty, rows, cols) = (GgmlType::Q5_1, 32, 64);
+    let w = random_rows(&mut rng, ty, rows, cols);
+    let whole = PackedMatrix::from_rows(ty, rows, cols, &w).unwrap();
+    let mut pieces = PackedMatrix::new(ty, rows, cols).unwrap();
+    let rb = pieces.src_row_bytes();
+    pieces.pack_rows(16, &w[16 * rb..]);
+    pieces.pack_rows(0, &w[..16 * rb]);
+    let xf: Vec<f32> = (0..cols).map(|i| i as f32 / 10.0).collect();
+    let mut x = QuantizedActs::new();
+    x.quantize(GgmlType::Q8_1, &xf, 1, cols);
+    let (mut a, mut b) = (vec![0f32; rows], vec![0f32; rows]);
+    let pool = ThreadPool::new(1);
+    matmul_packed_with(Kernel::Scalar, &pool, &whole, &x, &mut a);
+    matmul_packed_with(Kernel::Scalar, &pool, &pieces, &x, &mut b);
+    assert_eq!(a, b);
+}
