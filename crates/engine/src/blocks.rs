@@ -188,29 +188,40 @@ pub fn attention(
         let mut qh = [0u8; 2 * MAX_HEAD_DIM];
         let qh = &mut qh[..2 * head_dim];
         f16::from_f32(&q[(t * n_head + h) * head_dim..][..head_dim], qh);
-        // Online softmax: one pass, rescaling the accumulator when the running max grows.
+        // Online softmax over tiles of positions: scores of a tile, one rescale of the
+        // accumulator when the running max grows, then the tile's values in one pass.
         acc.fill(0.0);
         let mut max = f32::NEG_INFINITY;
         let mut sum = 0.0f32;
-        for p in first..=pos {
-            let k = &keys[p * k_row + g * head_dim * 2..][..head_dim * 2];
-            let s = f16::dot(head_dim, qh, k) * scale;
-            if s > max {
-                let corr = (max - s).exp();
+        let mut scores = [0f32; ATTN_TILE];
+        let mut p0 = first;
+        while p0 <= pos {
+            let n = (pos + 1 - p0).min(ATTN_TILE);
+            let scores = &mut scores[..n];
+            for (i, s) in scores.iter_mut().enumerate() {
+                let k = &keys[(p0 + i) * k_row + g * head_dim * 2..][..head_dim * 2];
+                *s = f16::dot(head_dim, qh, k) * scale;
+            }
+            let tile_max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            if tile_max > max {
+                let corr = (max - tile_max).exp();
                 sum *= corr;
                 ops::scale_inplace(acc, corr);
-                max = s;
+                max = tile_max;
             }
-            let w = (s - max).exp();
-            sum += w;
-            let v = &values[p * v_row + g * head_dim_v * 2..][..head_dim_v * 2];
-            f16::axpy(acc, w, v);
+            sum += ops::exp_shifted_inplace(scores, max);
+            let v0 = p0 * v_row + g * head_dim_v * 2;
+            f16::weighted_sum(acc, scores, &values[v0..], v_row);
+            p0 += n;
         }
         if sum > 0.0 {
             ops::scale_inplace(acc, 1.0 / sum);
         }
     });
 }
+
+/// Positions per attention tile (scores on the stack).
+const ATTN_TILE: usize = 64;
 
 /// Which positions of a batch get logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -103,6 +103,18 @@ pub fn swiglu_inplace(gate: &mut [f32], up: &[f32]) {
 
 /// GELU (tanh approximation) of gate times up, in place in `gate` (GeGLU).
 pub fn geglu_inplace(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "gate and up lengths");
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::features().avx2 {
+        // SAFETY: AVX2, FMA and F16C were detected; the lengths are equal.
+        unsafe { geglu_avx2(gate, up) };
+        return;
+    }
+    geglu_scalar(gate, up);
+}
+
+/// The reference of [`geglu_inplace`].
+pub fn geglu_scalar(gate: &mut [f32], up: &[f32]) {
     for (g, &u) in gate.iter_mut().zip(up) {
         *g = gelu(*g) * u;
     }
@@ -112,6 +124,65 @@ pub fn geglu_inplace(gate: &mut [f32], up: &[f32]) {
 pub fn gelu(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)).tanh())
+}
+
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C; `gate.len() == up.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn geglu_avx2(gate: &mut [f32], up: &[f32]) {
+    use std::arch::x86_64::*;
+    let n8 = gate.len() / 8 * 8;
+    let (gp, upp) = (gate.as_mut_ptr(), up.as_ptr());
+    for i in (0..n8).step_by(8) {
+        let x = _mm256_loadu_ps(gp.add(i));
+        // gelu(x) = x (1 + tanh u) / 2 = x / (1 + e^(-2u)): no cancellation at either end.
+        let x2 = _mm256_mul_ps(x, x);
+        let inner = _mm256_fmadd_ps(x2, _mm256_set1_ps(0.044_715), _mm256_set1_ps(1.0));
+        let minus_2u = _mm256_mul_ps(_mm256_mul_ps(x, inner), _mm256_set1_ps(-2.0 * 0.797_884_6));
+        let e = crate::simd::x86::exp_ps(minus_2u);
+        let g = _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0), e));
+        _mm256_storeu_ps(gp.add(i), _mm256_mul_ps(g, _mm256_loadu_ps(upp.add(i))));
+    }
+    geglu_scalar(&mut gate[n8..], &up[n8..]);
+}
+
+/// x[i] = e^(x[i] - shift), returning the sum of the results (softmax numerators).
+pub fn exp_shifted_inplace(x: &mut [f32], shift: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::features().avx2 {
+        // SAFETY: AVX2, FMA and F16C were detected.
+        return unsafe { exp_shifted_avx2(x, shift) };
+    }
+    exp_shifted_scalar(x, shift)
+}
+
+/// The reference of [`exp_shifted_inplace`].
+pub fn exp_shifted_scalar(x: &mut [f32], shift: f32) -> f32 {
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - shift).exp();
+        sum += *v;
+    }
+    sum
+}
+
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exp_shifted_avx2(x: &mut [f32], shift: f32) -> f32 {
+    use std::arch::x86_64::*;
+    let n8 = x.len() / 8 * 8;
+    let p = x.as_mut_ptr();
+    let sh = _mm256_set1_ps(shift);
+    let mut sum = _mm256_setzero_ps();
+    for i in (0..n8).step_by(8) {
+        let e = crate::simd::x86::exp_ps(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), sh));
+        _mm256_storeu_ps(p.add(i), e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    crate::simd::x86::hsum_ps(sum) + exp_shifted_scalar(&mut x[n8..], shift)
 }
 
 /// a += b
@@ -249,6 +320,83 @@ pub mod f16 {
             return;
         }
         axpy_scalar(y, a, x);
+    }
+
+    /// acc[j] += Σ_p w[p] · row_p[j] for the f16 rows `row_p = rows[p * stride..]` (bytes),
+    /// `p < w.len()`: the value side of attention over a tile of positions.
+    ///
+    /// Panics if `rows` is too short for `w.len()` rows of `acc.len()` elements.
+    pub fn weighted_sum(acc: &mut [f32], w: &[f32], rows: &[u8], stride: usize) {
+        if w.is_empty() {
+            return;
+        }
+        let need = (w.len() - 1)
+            .checked_mul(stride)
+            .and_then(|s| s.checked_add(2 * acc.len()));
+        assert!(
+            need.is_some_and(|n| n <= rows.len()),
+            "f16 rows for a weighted sum"
+        );
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::features().avx2 {
+            // SAFETY: AVX2, FMA and F16C were detected; the rows were checked above.
+            unsafe { weighted_sum_avx2(acc, w, rows, stride) };
+            return;
+        }
+        weighted_sum_scalar(acc, w, rows, stride);
+    }
+
+    /// The reference of [`weighted_sum`].
+    pub fn weighted_sum_scalar(acc: &mut [f32], w: &[f32], rows: &[u8], stride: usize) {
+        for (p, &wp) in w.iter().enumerate() {
+            axpy_scalar(acc, wp, &rows[p * stride..p * stride + 2 * acc.len()]);
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C, and `rows` hold `w.len()` rows as checked by
+    /// [`weighted_sum`].
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn weighted_sum_avx2(acc: &mut [f32], w: &[f32], rows: &[u8], stride: usize) {
+        use crate::simd::x86::load_f16x8;
+        use std::arch::x86_64::*;
+        const REGS: usize = 8;
+        let n8 = acc.len() / 8 * 8;
+        let (ap, rp) = (acc.as_mut_ptr(), rows.as_ptr());
+        // Column chunks of up to 64 stay in registers across all positions.
+        let mut j = 0;
+        while j < n8 {
+            let width = (n8 - j).min(8 * REGS) / 8;
+            let mut a = [_mm256_setzero_ps(); REGS];
+            for (i, ai) in a.iter_mut().enumerate().take(width) {
+                *ai = _mm256_loadu_ps(ap.add(j + 8 * i));
+            }
+            for (p, &wp) in w.iter().enumerate() {
+                let wv = _mm256_set1_ps(wp);
+                let row = rp.add(p * stride + 2 * j);
+                if width == REGS {
+                    for (i, ai) in a.iter_mut().enumerate() {
+                        *ai = _mm256_fmadd_ps(wv, load_f16x8(row.add(16 * i)), *ai);
+                    }
+                } else {
+                    for (i, ai) in a.iter_mut().enumerate().take(width) {
+                        *ai = _mm256_fmadd_ps(wv, load_f16x8(row.add(16 * i)), *ai);
+                    }
+                }
+            }
+            for (i, ai) in a.iter().enumerate().take(width) {
+                _mm256_storeu_ps(ap.add(j + 8 * i), *ai);
+            }
+            j += 8 * width;
+        }
+        let tail = acc.len() - n8;
+        if tail > 0 {
+            for (p, &wp) in w.iter().enumerate() {
+                let start = p * stride + 2 * n8;
+                axpy_scalar(&mut acc[n8..], wp, &rows[start..start + 2 * tail]);
+            }
+        }
     }
 
     pub fn axpy_scalar(y: &mut [f32], a: f32, x: &[u8]) {

@@ -243,3 +243,53 @@ pub unsafe fn dot_blocks<K: BlockPair>(w: &[K::W], a: &[K::A], nb: usize) -> f32
     }
     hsum_ps(_mm256_add_ps(acc0, acc1)) + extra
 }
+
+/// e^x for 8 lanes, within 2 ulp of the correctly rounded result for x in [-87, 88.7]
+/// (Cody-Waite reduction by ln 2, degree-6 polynomial); exactly 0 below -87.3 (where e^x is
+/// below f32's normal range), +inf above 88.72, NaN for NaN.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn exp_ps(x: __m256) -> __m256 {
+    let too_small = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(-87.33));
+    let too_large = _mm256_cmp_ps::<_CMP_GT_OQ>(x, _mm256_set1_ps(88.72));
+    let xc = _mm256_min_ps(
+        _mm256_max_ps(x, _mm256_set1_ps(-87.33)),
+        _mm256_set1_ps(88.72),
+    );
+    // x = n ln2 + r, |r| <= ln2 / 2; ln 2 split in two so n * hi is exact.
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+        xc,
+        _mm256_set1_ps(std::f32::consts::LOG2_E),
+    ));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), xc);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+    let mut p = _mm256_set1_ps(1.987_569_1e-4);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.398_2e-3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.333_452e-3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.166_579_6e-2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.166_666_65));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5));
+    p = _mm256_fmadd_ps(
+        p,
+        _mm256_mul_ps(r, r),
+        _mm256_add_ps(r, _mm256_set1_ps(1.0)),
+    );
+    // 2^n in two steps (n up to 128 does not fit one exponent field).
+    let ni = _mm256_cvtps_epi32(n);
+    let half = _mm256_srai_epi32::<1>(ni);
+    let pow = |k: __m256i| {
+        _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+            k,
+            _mm256_set1_epi32(127),
+        )))
+    };
+    let y = _mm256_mul_ps(_mm256_mul_ps(p, pow(half)), pow(_mm256_sub_epi32(ni, half)));
+    let y = _mm256_andnot_ps(too_small, y);
+    let y = _mm256_blendv_ps(y, _mm256_set1_ps(f32::INFINITY), too_large);
+    // NaN in, NaN out (the clamps above turned it into a number).
+    let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x);
+    _mm256_blendv_ps(y, x, nan)
+}
