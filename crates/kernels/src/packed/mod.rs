@@ -119,41 +119,6 @@ fn spec_of(ty: GgmlType) -> Option<Spec> {
         .find(|s| s.ty == ty)
 }
 
-/// One source block's scale, minimum (f16 bytes; zero where the format has none) and its 32
-/// values (0..32 unsigned, or the signed byte for Q8_0, as `i32`).
-fn unpack_source(spec: &Spec, b: &[u8]) -> ([u8; 2], [u8; 2], [i32; QK]) {
-    let d = [b[0], b[1]];
-    let mut q = [0i32; QK];
-    if spec.ty == GgmlType::Q8_0 {
-        for (v, &x) in q.iter_mut().zip(&b[2..34]) {
-            *v = x as i8 as i32;
-        }
-        return (d, [0, 0], q);
-    }
-    let (m, rest) = if spec.has_min {
-        ([b[2], b[3]], &b[4..])
-    } else {
-        ([0, 0], &b[2..])
-    };
-    let (qh, qs) = if spec.bits == 5 {
-        (
-            u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]),
-            &rest[4..20],
-        )
-    } else {
-        (0, &rest[..16])
-    };
-    for e in 0..QK {
-        let nib = if e < 16 {
-            qs[e] & 0x0F
-        } else {
-            qs[e - 16] >> 4
-        } as i32;
-        q[e] = nib | (((qh >> e) & 1) as i32) << 4;
-    }
-    (d, m, q)
-}
-
 /// A weight matrix in the packed layout. Rows are a multiple of [`GROUP`], columns of 32.
 #[derive(Debug)]
 pub struct PackedMatrix {
@@ -171,7 +136,11 @@ impl PackedMatrix {
     }
 
     fn layout_fits(ty: GgmlType, rows: usize, cols: usize) -> bool {
-        spec_of(ty).is_some() && rows > 0 && rows.is_multiple_of(GROUP) && cols > 0 && cols.is_multiple_of(QK)
+        spec_of(ty).is_some()
+            && rows > 0
+            && rows.is_multiple_of(GROUP)
+            && cols > 0
+            && cols.is_multiple_of(QK)
     }
 
     fn fast_path_available() -> bool {
@@ -253,27 +222,58 @@ impl PackedMatrix {
     }
 }
 
-/// Writes the record of block `b` of the 8 rows in `rows`.
+/// Writes the record of block `b` of the 8 rows in `rows`, byte by byte from the source
+/// layout (load time is part of the time to first token, so no per-element unpacking).
 fn pack_record(spec: &Spec, rows: &[u8], row_bytes: usize, b: usize, rec: &mut [u8]) {
-    rec.fill(0);
+    let (qs_off, qh_off) = (spec.qs_off(), spec.qh_off());
     for i in 0..GROUP {
         let off = i * row_bytes + b * spec.src_block;
-        let (d, m, q) = unpack_source(spec, &rows[off..off + spec.src_block]);
-        rec[spec.d_off() + 2 * i..spec.d_off() + 2 * i + 2].copy_from_slice(&d);
+        let src = &rows[off..off + spec.src_block];
+        rec[spec.d_off() + 2 * i..spec.d_off() + 2 * i + 2].copy_from_slice(&src[..2]);
+        let mut at = 2;
         if spec.has_min {
-            rec[spec.m_off() + 2 * i..spec.m_off() + 2 * i + 2].copy_from_slice(&m);
+            rec[spec.m_off() + 2 * i..spec.m_off() + 2 * i + 2].copy_from_slice(&src[2..4]);
+            at = 4;
         }
-        for (e, &v) in q.iter().enumerate() {
-            let (k, byte) = (e / 4, 4 * i + e % 4);
-            if spec.bits == 8 {
-                rec[spec.qs_off() + 32 * k + byte] = v as i8 as u8;
-            } else {
-                let lo = (v & 0x0F) as u8;
-                let at = spec.qs_off() + 32 * (k / 2) + byte;
-                rec[at] |= if k % 2 == 0 { lo } else { lo << 4 };
-                if spec.bits == 5 && v & 0x10 != 0 {
-                    rec[spec.qh_off() + byte] |= 1 << k;
+        if spec.bits == 8 {
+            // Elements 4k..4k + 4 go to bytes 4i.. of vector k.
+            let qs = &src[at..at + QK];
+            for k in 0..QK / 4 {
+                let dst = qs_off + 32 * k + 4 * i;
+                rec[dst..dst + 4].copy_from_slice(&qs[4 * k..4 * k + 4]);
+            }
+            continue;
+        }
+        let qh = if spec.bits == 5 {
+            let h = u32::from_le_bytes([src[at], src[at + 1], src[at + 2], src[at + 3]]);
+            at += 4;
+            h
+        } else {
+            0
+        };
+        let qs = &src[at..at + QK / 2];
+        // Byte 4i + j of the 32 bytes at 32p holds elements 8p + j (low nibble) and
+        // 8p + 4 + j (high nibble); source element e < 16 is the low nibble of qs[e], e >= 16
+        // the high nibble of qs[e - 16].
+        for p in 0..4 {
+            for j in 0..4 {
+                let (e0, e1) = (8 * p + j, 8 * p + 4 + j);
+                let byte = if p < 2 {
+                    (qs[e0] & 0x0F) | (qs[e1] & 0x0F) << 4
+                } else {
+                    (qs[e0 - 16] >> 4) | (qs[e1 - 16] & 0xF0)
+                };
+                rec[qs_off + 32 * p + 4 * i + j] = byte;
+            }
+        }
+        if spec.bits == 5 {
+            // Bit k of byte 4i + j: the fifth bit of element 4k + j.
+            for j in 0..4 {
+                let mut bits = 0u8;
+                for k in 0..8 {
+                    bits |= (((qh >> (4 * k + j)) & 1) as u8) << k;
                 }
+                rec[qh_off + 4 * i + j] = bits;
             }
         }
     }
