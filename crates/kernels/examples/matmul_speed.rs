@@ -17,6 +17,8 @@ fn main() {
         "Q5_0" => GgmlType::Q5_0,
         "Q5_1" => GgmlType::Q5_1,
         "Q8_0" => GgmlType::Q8_0,
+        "Q4_K" => GgmlType::Q4_K,
+        "Q6_K" => GgmlType::Q6_K,
         _ => GgmlType::Q4_1,
     };
     let num = |i: usize, d: &str| arg(i, d).parse::<usize>().expect("a number");
@@ -26,7 +28,7 @@ fn main() {
     let src: Vec<f32> = (0..rows * cols)
         .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
         .collect();
-    let mut w = vec![0u8; rows * cols / 32 * ty.block_bytes()];
+    let mut w = vec![0u8; rows * cols / ty.block_size() * ty.block_bytes()];
     f.quantize_row(&src, &mut w);
     let xf: Vec<f32> = (0..n_tokens * cols)
         .map(|i| ((i * 104729 % 997) as f32 / 498.0) - 1.0)

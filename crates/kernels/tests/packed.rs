@@ -7,29 +7,33 @@ use kernels::pool::ThreadPool;
 use kernels::quant::format;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-const TYPES: [GgmlType; 5] = [
+const TYPES: [GgmlType; 7] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
     GgmlType::Q5_1,
     GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q6_K,
 ];
 
 /// Random blocks of `ty`: every value byte random (all bit patterns, -128 included), scales and
 /// minimums random finite f16 of either sign.
 fn random_rows(rng: &mut StdRng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
     let block = ty.block_bytes();
-    let n_blocks = rows * cols / 32;
+    let n_blocks = rows * cols / ty.block_size();
     let mut out = vec![0u8; n_blocks * block];
     for b in out.chunks_exact_mut(block) {
         rng.fill(b);
-        let scales = match ty {
-            GgmlType::Q4_1 | GgmlType::Q5_1 => 2,
-            _ => 1,
+        // Byte offsets of the f16 scales (and minimums) of each format.
+        let scales: &[usize] = match ty {
+            GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K => &[0, 2],
+            GgmlType::Q6_K => &[208],
+            _ => &[0],
         };
-        for s in 0..scales {
+        for &at in scales {
             let v = half::f16::from_f32(rng.gen_range(-0.05f32..0.05));
-            b[2 * s..2 * s + 2].copy_from_slice(&v.to_le_bytes());
+            b[at..at + 2].copy_from_slice(&v.to_le_bytes());
         }
     }
     out
@@ -38,7 +42,7 @@ fn random_rows(rng: &mut StdRng, ty: GgmlType, rows: usize, cols: usize) -> Vec<
 fn reference(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &QuantizedActs) -> Vec<f32> {
     let f = format(ty).unwrap();
     let dot = f.vec_dot_scalar();
-    let rb = cols / 32 * ty.block_bytes();
+    let rb = cols / ty.block_size() * ty.block_bytes();
     let mut out = vec![0f32; rows * x.n_tokens()];
     for t in 0..x.n_tokens() {
         for r in 0..rows {
@@ -58,7 +62,12 @@ fn packed_products_match_the_scalar_dot_products() {
     let pools = [ThreadPool::new(1), ThreadPool::new(3)];
     for ty in TYPES {
         let act_ty = format(ty).unwrap().act_type();
-        for (rows, cols) in [(8, 32), (24, 96), (64, 256), (16, 1024)] {
+        let shapes: &[(usize, usize)] = if ty.block_size() == 256 {
+            &[(8, 256), (24, 512), (16, 1024)]
+        } else {
+            &[(8, 32), (24, 96), (64, 256), (16, 1024)]
+        };
+        for &(rows, cols) in shapes {
             let w = random_rows(&mut rng, ty, rows, cols);
             let packed = PackedMatrix::from_rows(ty, rows, cols, &w).unwrap();
             for n_tokens in [1, 2, 3, 4, 5, 9] {

@@ -18,8 +18,11 @@
 //! minimum, `m_i = -8 d_i` (Q4_0), `-16 d_i` (Q5_0) or 0 (Q8_0): the same sum the format's dot
 //! product computes, in the same block order.
 
+mod kquant;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_k;
 
 use crate::matmul::QuantizedActs;
 use crate::pool::ThreadPool;
@@ -73,7 +76,23 @@ impl Spec {
     }
     /// Bytes of one record.
     pub const fn record(&self) -> usize {
-        self.qh_off() + if self.bits == 5 { GROUP * QK / 8 } else { 0 }
+        match self.ty {
+            GgmlType::Q4_K => kquant::Q4K_RECORD,
+            GgmlType::Q6_K => kquant::Q6K_RECORD,
+            _ => self.qh_off() + if self.bits == 5 { GROUP * QK / 8 } else { 0 },
+        }
+    }
+    /// Whether this is a 256-element k-quant (see [`kquant`]).
+    pub const fn is_k(&self) -> bool {
+        matches!(self.ty, GgmlType::Q4_K | GgmlType::Q6_K)
+    }
+    /// Elements per block.
+    pub const fn qk(&self) -> usize {
+        if self.is_k() {
+            kquant::QK_K
+        } else {
+            QK
+        }
     }
 }
 
@@ -113,8 +132,23 @@ pub(crate) const Q8_0: Spec = Spec {
     src_block: 34,
 };
 
+pub(crate) const Q4_K: Spec = Spec {
+    ty: GgmlType::Q4_K,
+    bits: 4,
+    has_min: true,
+    min_factor: 0.0,
+    src_block: 144,
+};
+pub(crate) const Q6_K: Spec = Spec {
+    ty: GgmlType::Q6_K,
+    bits: 6,
+    has_min: false,
+    min_factor: 0.0,
+    src_block: 210,
+};
+
 fn spec_of(ty: GgmlType) -> Option<Spec> {
-    [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0]
+    [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K]
         .into_iter()
         .find(|s| s.ty == ty)
 }
@@ -136,11 +170,9 @@ impl PackedMatrix {
     }
 
     fn layout_fits(ty: GgmlType, rows: usize, cols: usize) -> bool {
-        spec_of(ty).is_some()
-            && rows > 0
-            && rows.is_multiple_of(GROUP)
-            && cols > 0
-            && cols.is_multiple_of(QK)
+        spec_of(ty).is_some_and(|s| {
+            rows > 0 && rows.is_multiple_of(GROUP) && cols > 0 && cols.is_multiple_of(s.qk())
+        })
     }
 
     fn fast_path_available() -> bool {
@@ -159,7 +191,7 @@ impl PackedMatrix {
         }
         let spec = spec_of(ty)?;
         let len = (rows / GROUP)
-            .checked_mul(cols / QK)?
+            .checked_mul(cols / spec.qk())?
             .checked_mul(spec.record())?;
         Some(PackedMatrix {
             spec,
@@ -180,10 +212,10 @@ impl PackedMatrix {
     }
     /// Bytes of one row in the source format.
     pub fn src_row_bytes(&self) -> usize {
-        self.cols / QK * self.spec.src_block
+        self.cols / self.spec.qk() * self.spec.src_block
     }
     fn blocks_per_row(&self) -> usize {
-        self.cols / QK
+        self.cols / self.spec.qk()
     }
     fn group_bytes(&self) -> usize {
         self.blocks_per_row() * self.spec.record()
@@ -225,6 +257,11 @@ impl PackedMatrix {
 /// Writes the record of block `b` of the 8 rows in `rows`, byte by byte from the source
 /// layout (load time is part of the time to first token, so no per-element unpacking).
 fn pack_record(spec: &Spec, rows: &[u8], row_bytes: usize, b: usize, rec: &mut [u8]) {
+    match spec.ty {
+        GgmlType::Q4_K => return kquant::pack_q4k(rows, row_bytes, b, rec),
+        GgmlType::Q6_K => return kquant::pack_q6k(rows, row_bytes, b, rec),
+        _ => {}
+    }
     let (qs_off, qh_off) = (spec.qs_off(), spec.qh_off());
     for i in 0..GROUP {
         let off = i * row_bytes + b * spec.src_block;
@@ -339,6 +376,10 @@ fn group_scalar(
     let (spec, nb) = (w.spec, w.blocks_per_row());
     let gb = w.group_bytes();
     let group = &w.data[g * gb..(g + 1) * gb];
+    if spec.is_k() {
+        kquant::group_scalar(spec.ty == GgmlType::Q6_K, group, nb, x, t0, n, out);
+        return;
+    }
     for (c, o) in out.iter_mut().enumerate().take(n) {
         let aux = x.acts.aux(t0 + c);
         *o = [0.0; GROUP];
@@ -364,9 +405,12 @@ fn group_scalar(
 fn act_view<'a>(w: &PackedMatrix, x: &'a QuantizedActs) -> ActView<'a> {
     let (block, qs_off) = match x.act_type() {
         GgmlType::Q8_1 => (36, 4),
+        GgmlType::Q8_K => (kquant::Q8K_BLOCK, kquant::Q8K_QS),
         _ => (34, 2),
     };
-    let want = if w.spec.has_min {
+    let want = if w.spec.is_k() {
+        GgmlType::Q8_K
+    } else if w.spec.has_min {
         GgmlType::Q8_1
     } else {
         GgmlType::Q8_0
@@ -511,16 +555,19 @@ mod tests {
     #[test]
     fn record_sizes_match_the_source_formats() {
         // Packing keeps the bytes per weight of the source format.
-        for s in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0] {
+        for s in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q6_K] {
             assert_eq!(s.record(), GROUP * s.src_block, "{}", s.ty);
         }
+        // Q4_K keeps its 6-bit scales unpacked: 32 bytes more per 8 rows × 256.
+        assert_eq!(Q4_K.record(), GROUP * Q4_K.src_block + 32);
     }
 
     #[test]
     fn shapes_that_cannot_be_packed() {
         assert!(PackedMatrix::new(GgmlType::Q4_1, 12, 64).is_none());
         assert!(PackedMatrix::new(GgmlType::Q4_1, 16, 48).is_none());
-        assert!(PackedMatrix::new(GgmlType::Q4_K, 16, 256).is_none());
+        assert!(PackedMatrix::new(GgmlType::Q4_K, 16, 128).is_none());
+        assert!(PackedMatrix::new(GgmlType::Q2_K, 16, 256).is_none());
         assert!(PackedMatrix::new(GgmlType::Q4_1, usize::MAX - 7, 64).is_none());
         assert!(PackedMatrix::from_rows(GgmlType::Q4_1, 8, 32, &[0; 10]).is_none());
     }

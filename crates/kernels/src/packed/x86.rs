@@ -17,6 +17,9 @@ pub(super) fn group(
         "the AVX2 packed kernel on a CPU without AVX2"
     );
     assert!((1..=TILE_TOKENS).contains(&n), "{n} tokens in a tile");
+    if w.spec.is_k() {
+        return super::x86_k::group(w, x, g, t0, n, out);
+    }
     let (spec, nb, gb) = (w.spec, w.blocks_per_row(), w.group_bytes());
     let group = &w.data[g * gb..(g + 1) * gb];
     let mut xs = [std::ptr::null::<u8>(); TILE_TOKENS];

@@ -1,0 +1,206 @@
+//! Packed records of the k-quant formats Q4_K and Q6_K: 8 interleaved rows × one 256-element
+//! super-block, dotted against Q8_K activations.
+//!
+//! Within a record, every 32-element run is stored as the 32-element formats store a block (see
+//! the parent module): 128 bytes of nibbles whose vector `k` holds elements `4k..4k + 4` of the
+//! 8 rows.
+//!
+//! Q4_K (1184 bytes, 32 more than the source's 1152, for unpacked scales):
+//! - `d[8]`, `dmin[8]` f16;
+//! - `sc[s][row]` u8 for the 8 runs `s` of 32;
+//! - `m[t][row][2]` u8: the minimums of runs `2t` and `2t + 1`, side by side (a 16-bit pair
+//!   lines up with a pair of activation run sums in one multiply-add);
+//! - the 8 runs of nibbles.
+//!
+//! Q6_K (1680 bytes, as the source):
+//! - `d[8]` f16;
+//! - `sc[t][row][2]` i8: the scales of the 16-element runs `2t` and `2t + 1`;
+//! - the low 4 bits of the 8 runs of 32 as nibbles;
+//! - the high 2 bits: per run of 32, two 32-byte vectors; bits `2m, 2m + 1` of byte `b` of the
+//!   first (second) belong to byte `b` of vector `m` (`4 + m`).
+//!
+//! Row `i` against a Q8_K block (`d_x`, values `x`, sums `bsum` of each 16 values):
+//! - Q4_K: `d_x (d_i Σ_s sc_is Σ q·x − dmin_i Σ_s m_is (bsum_2s + bsum_2s+1))`;
+//! - Q6_K: `d_x d_i Σ_r sc_ir (Σ q·x − 32 bsum_r)` over the 16 runs `r` of 16 (q in 0..64).
+
+use super::{ActView, GROUP};
+use crate::quant::f16_to_f32;
+use crate::quant::q4_k::unpack_scales_mins;
+
+pub(crate) const QK_K: usize = 256;
+pub(crate) const Q4K_RECORD: usize = 1184;
+pub(crate) const Q6K_RECORD: usize = 1680;
+
+pub(crate) mod q4k {
+    pub const D: usize = 0;
+    pub const DMIN: usize = 16;
+    pub const SC: usize = 32;
+    pub const M: usize = 96;
+    pub const QS: usize = 160;
+}
+
+pub(crate) mod q6k {
+    pub const D: usize = 0;
+    pub const SC: usize = 16;
+    pub const QL: usize = 144;
+    pub const QH: usize = 1168;
+}
+
+/// Q8_K block: f32 `d`, 256 values, 16 i16 sums.
+pub(crate) const Q8K_BLOCK: usize = 292;
+pub(crate) const Q8K_QS: usize = 4;
+pub(crate) const Q8K_BSUMS: usize = 260;
+
+/// Writes the nibbles (low 4 bits of `q[e]`, 32 values of row `i`) of one run into the 128
+/// bytes at `out`.
+fn put_nibbles(out: &mut [u8], i: usize, q: &[u8; 32]) {
+    for p in 0..4 {
+        for j in 0..4 {
+            out[32 * p + 4 * i + j] = (q[8 * p + j] & 0x0F) | (q[8 * p + 4 + j] & 0x0F) << 4;
+        }
+    }
+}
+
+fn get_nibble(run: &[u8], i: usize, e: usize) -> u8 {
+    let (k, j) = (e / 4, e % 4);
+    let b = run[32 * (k / 2) + 4 * i + j];
+    if k % 2 == 0 {
+        b & 0x0F
+    } else {
+        b >> 4
+    }
+}
+
+pub(crate) fn pack_q4k(rows: &[u8], row_bytes: usize, b: usize, rec: &mut [u8]) {
+    for i in 0..GROUP {
+        let off = i * row_bytes + b * 144;
+        let src = &rows[off..off + 144];
+        rec[q4k::D + 2 * i..q4k::D + 2 * i + 2].copy_from_slice(&src[0..2]);
+        rec[q4k::DMIN + 2 * i..q4k::DMIN + 2 * i + 2].copy_from_slice(&src[2..4]);
+        let mut packed = [0u8; 12];
+        packed.copy_from_slice(&src[4..16]);
+        let (sc, m) = unpack_scales_mins(&packed);
+        for s in 0..8 {
+            rec[q4k::SC + 8 * s + i] = sc[s];
+        }
+        for t in 0..4 {
+            rec[q4k::M + 16 * t + 2 * i] = m[2 * t];
+            rec[q4k::M + 16 * t + 2 * i + 1] = m[2 * t + 1];
+        }
+        let qs = &src[16..144];
+        for s in 0..8 {
+            let (chunk, high) = (s / 2, s % 2 == 1);
+            let mut q = [0u8; 32];
+            for (e, v) in q.iter_mut().enumerate() {
+                let byte = qs[32 * chunk + e];
+                *v = if high { byte >> 4 } else { byte & 0x0F };
+            }
+            put_nibbles(&mut rec[q4k::QS + 128 * s..q4k::QS + 128 * (s + 1)], i, &q);
+        }
+    }
+}
+
+/// Element `e` (0..256) of a Q6_K source block, 0..64.
+fn q6k_source_value(src: &[u8], e: usize) -> u8 {
+    let (ql, qh) = (&src[0..128], &src[128..192]);
+    let (n, r) = (e / 128, e % 128);
+    let (quarter, l) = (r / 32, r % 32);
+    let lo_byte = ql[64 * n + l + if quarter % 2 == 1 { 32 } else { 0 }];
+    let lo = if quarter < 2 {
+        lo_byte & 0x0F
+    } else {
+        lo_byte >> 4
+    };
+    let hi = (qh[32 * n + l] >> (2 * quarter)) & 3;
+    lo | hi << 4
+}
+
+pub(crate) fn pack_q6k(rows: &[u8], row_bytes: usize, b: usize, rec: &mut [u8]) {
+    rec[q6k::QH..q6k::QH + 512].fill(0);
+    for i in 0..GROUP {
+        let off = i * row_bytes + b * 210;
+        let src = &rows[off..off + 210];
+        rec[q6k::D + 2 * i..q6k::D + 2 * i + 2].copy_from_slice(&src[208..210]);
+        for t in 0..8 {
+            rec[q6k::SC + 16 * t + 2 * i] = src[192 + 2 * t];
+            rec[q6k::SC + 16 * t + 2 * i + 1] = src[192 + 2 * t + 1];
+        }
+        for t in 0..8 {
+            let mut q = [0u8; 32];
+            for (e, v) in q.iter_mut().enumerate() {
+                *v = q6k_source_value(src, 32 * t + e);
+            }
+            put_nibbles(&mut rec[q6k::QL + 128 * t..q6k::QL + 128 * (t + 1)], i, &q);
+            for (e, &v) in q.iter().enumerate() {
+                let (k, j) = (e / 4, e % 4);
+                let at = q6k::QH + 64 * t + 32 * (k / 4) + 4 * i + j;
+                rec[at] |= (v >> 4) << (2 * (k % 4));
+            }
+        }
+    }
+}
+
+fn q6k_value(rec: &[u8], i: usize, e: usize) -> i32 {
+    let (t, r) = (e / 32, e % 32);
+    let lo = get_nibble(&rec[q6k::QL + 128 * t..], i, r);
+    let (k, j) = (r / 4, r % 4);
+    let hi = (rec[q6k::QH + 64 * t + 32 * (k / 4) + 4 * i + j] >> (2 * (k % 4))) & 3;
+    (lo | hi << 4) as i32
+}
+
+fn f16_at(rec: &[u8], off: usize, i: usize) -> f32 {
+    f16_to_f32([rec[off + 2 * i], rec[off + 2 * i + 1]])
+}
+
+/// Scalar reference: `out[c][i]` for the 8 rows of `group` (records of `nb` super-blocks)
+/// against tokens `t0..t0 + n`.
+pub(crate) fn group_scalar(
+    q6: bool,
+    group: &[u8],
+    nb: usize,
+    x: &ActView,
+    t0: usize,
+    n: usize,
+    out: &mut [[f32; GROUP]],
+) {
+    let record = if q6 { Q6K_RECORD } else { Q4K_RECORD };
+    for (c, o) in out.iter_mut().enumerate().take(n) {
+        let row = x.acts.row(t0 + c);
+        *o = [0.0; GROUP];
+        for b in 0..nb {
+            let rec = &group[b * record..(b + 1) * record];
+            let xb = &row[b * Q8K_BLOCK..(b + 1) * Q8K_BLOCK];
+            let dx = f32::from_le_bytes([xb[0], xb[1], xb[2], xb[3]]);
+            let xq = |e: usize| xb[Q8K_QS + e] as i8 as i32;
+            let bsum = |r: usize| {
+                i16::from_le_bytes([xb[Q8K_BSUMS + 2 * r], xb[Q8K_BSUMS + 2 * r + 1]]) as i32
+            };
+            for (i, oi) in o.iter_mut().enumerate() {
+                if q6 {
+                    let mut total = 0i32;
+                    for r in 0..16 {
+                        let sc = rec[q6k::SC + 16 * (r / 2) + 2 * i + r % 2] as i8 as i32;
+                        let dot: i32 = (16 * r..16 * r + 16)
+                            .map(|e| q6k_value(rec, i, e) * xq(e))
+                            .sum();
+                        total += sc * (dot - 32 * bsum(r));
+                    }
+                    *oi += dx * f16_at(rec, q6k::D, i) * total as f32;
+                } else {
+                    let (mut sums, mut mins) = (0i32, 0i32);
+                    for s in 0..8 {
+                        let run = &rec[q4k::QS + 128 * s..];
+                        let dot: i32 = (0..32)
+                            .map(|e| get_nibble(run, i, e) as i32 * xq(32 * s + e))
+                            .sum();
+                        sums += rec[q4k::SC + 8 * s + i] as i32 * dot;
+                        let m = rec[q4k::M + 16 * (s / 2) + 2 * i + s % 2] as i32;
+                        mins += m * (bsum(2 * s) + bsum(2 * s + 1));
+                    }
+                    *oi += dx * f16_at(rec, q4k::D, i) * sums as f32
+                        - dx * f16_at(rec, q4k::DMIN, i) * mins as f32;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! AVX2 kernels of the packed k-quants (layouts in [`super::kquant`]): lanes are the 8 rows.
+
+use super::kquant::{q4k, q6k, Q8K_BLOCK, Q8K_BSUMS, Q8K_QS};
+use super::{ActView, PackedMatrix, GROUP, TILE_TOKENS};
+use gguf::GgmlType;
+use std::arch::x86_64::*;
+
+/// `out[c][i]` = row `8g + i` · token `t0 + c`, for `c < n`; the caller checked AVX2 and `n`.
+pub(super) fn group(
+    w: &PackedMatrix,
+    x: &ActView,
+    g: usize,
+    t0: usize,
+    n: usize,
+    out: &mut [[f32; GROUP]; TILE_TOKENS],
+) {
+    assert!(crate::simd::detected().avx2 && (1..=TILE_TOKENS).contains(&n));
+    let (nb, gb) = (w.blocks_per_row(), w.group_bytes());
+    let group = &w.data[g * gb..(g + 1) * gb];
+    let mut xs = [std::ptr::null::<u8>(); TILE_TOKENS];
+    for (c, xc) in xs.iter_mut().enumerate().take(n) {
+        let row = x.acts.row(t0 + c);
+        assert!(row.len() >= nb * Q8K_BLOCK, "activation row");
+        *xc = row.as_ptr();
+    }
+    let args = Args {
+        nb,
+        group: group.as_ptr(),
+        record: w.spec.record(),
+        xs,
+    };
+    macro_rules! by_tokens {
+        ($kernel:ident) => {
+            // SAFETY: AVX2/FMA/F16C present (asserted); `group` holds `nb` records and every
+            // token row `nb` Q8_K blocks (asserted), which is all the kernel reads.
+            unsafe {
+                match n {
+                    1 => $kernel::<1>(&args, out),
+                    2 => $kernel::<2>(&args, out),
+                    3 => $kernel::<3>(&args, out),
+                    _ => $kernel::<4>(&args, out),
+                }
+            }
+        };
+    }
+    if w.spec.ty == GgmlType::Q6_K {
+        by_tokens!(tile_q6k)
+    } else {
+        by_tokens!(tile_q4k)
+    }
+}
+
+struct Args {
+    nb: usize,
+    group: *const u8,
+    record: usize,
+    xs: [*const u8; TILE_TOKENS],
+}
+
+/// The 8 nibble vectors of one 32-element run (128 bytes at `p`).
+///
+/// # Safety
+/// AVX2; `p` readable for 128 bytes.
+#[inline(always)]
+unsafe fn nibble_vectors(p: *const u8) -> [__m256i; 8] {
+    let low4 = _mm256_set1_epi8(0x0F);
+    let mut v = [_mm256_setzero_si256(); 8];
+    for q in 0..4 {
+        let raw = _mm256_loadu_si256(p.add(32 * q).cast());
+        v[2 * q] = _mm256_and_si256(raw, low4);
+        v[2 * q + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low4);
+    }
+    v
+}
+
+/// Broadcast of the 4 activation bytes `xq[4k..4k + 4]`.
+///
+/// # Safety
+/// AVX2; `xq` readable for `4k + 4` bytes.
+#[inline(always)]
+unsafe fn bx(xq: *const u8, k: usize) -> __m256i {
+    _mm256_set1_epi32(xq.add(4 * k).cast::<i32>().read_unaligned())
+}
+
+/// # Safety
+/// AVX2/FMA/F16C; `a` as [`group`] checks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_q4k<const C: usize>(a: &Args, out: &mut [[f32; GROUP]; TILE_TOKENS]) {
+    let mut acc = [_mm256_setzero_ps(); C];
+    for b in 0..a.nb {
+        let rec = a.group.add(b * a.record);
+        let mut sums = [_mm256_setzero_si256(); C];
+        for s in 0..8 {
+            let v = nibble_vectors(rec.add(q4k::QS + 128 * s));
+            // Each row's scale in both 16-bit halves of its lane.
+            let sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64(rec.add(q4k::SC + 8 * s).cast()));
+            let sc = _mm256_or_si256(sc, _mm256_slli_epi32::<16>(sc));
+            for (c, sum) in sums.iter_mut().enumerate() {
+                let xq = a.xs[c].add(b * Q8K_BLOCK + Q8K_QS + 32 * s);
+                // 8 pairs of (value < 16) × (|x| <= 128): at most 30720 per i16.
+                let mut p = _mm256_maddubs_epi16(v[0], bx(xq, 0));
+                for (k, &vk) in v.iter().enumerate().skip(1) {
+                    p = _mm256_add_epi16(p, _mm256_maddubs_epi16(vk, bx(xq, k)));
+                }
+                *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(p, sc));
+            }
+        }
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(q4k::D).cast()));
+        let dmin = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(q4k::DMIN).cast()));
+        for (c, acc) in acc.iter_mut().enumerate() {
+            let xb = a.xs[c].add(b * Q8K_BLOCK);
+            let dx = _mm256_set1_ps(xb.cast::<f32>().read_unaligned());
+            // Sums of the activation runs of 32 (pairs of the 16-element sums), two runs per
+            // 32-bit lane, against the rows' minimum pairs.
+            let bs = _mm256_madd_epi16(
+                _mm256_loadu_si256(xb.add(Q8K_BSUMS).cast()),
+                _mm256_set1_epi16(1),
+            );
+            let mut run = [0i32; 8];
+            _mm256_storeu_si256(run.as_mut_ptr().cast(), bs);
+            let mut mins = _mm256_setzero_si256();
+            for t in 0..4 {
+                let pair = (run[2 * t] as u32 & 0xFFFF) | (run[2 * t + 1] as u32) << 16;
+                let m = _mm256_cvtepu8_epi16(_mm_loadu_si128(rec.add(q4k::M + 16 * t).cast()));
+                mins = _mm256_add_epi32(mins, _mm256_madd_epi16(m, _mm256_set1_epi32(pair as i32)));
+            }
+            *acc = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(sums[c]), *acc);
+            *acc = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dx), _mm256_cvtepi32_ps(mins), *acc);
+        }
+    }
+    for (o, acc) in out.iter_mut().zip(&acc) {
+        _mm256_storeu_ps(o.as_mut_ptr(), *acc);
+    }
+}
+
+/// # Safety
+/// AVX2/FMA/F16C; `a` as [`group`] checks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_q6k<const C: usize>(a: &Args, out: &mut [[f32; GROUP]; TILE_TOKENS]) {
+    let mut acc = [_mm256_setzero_ps(); C];
+    let bits45 = _mm256_set1_epi8(0x30);
+    // Within each 32-bit lane (one row): the scale of the first or second 16-element run in
+    // both 16-bit halves.
+    // (pshufb indexes bytes within each 128-bit half.)
+    let dup_first = _mm256_setr_epi8(
+        0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13, 0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12,
+        13, 12, 13,
+    );
+    let dup_second = _mm256_setr_epi8(
+        2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15, 2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10,
+        11, 14, 15, 14, 15,
+    );
+    for b in 0..a.nb {
+        let rec = a.group.add(b * a.record);
+        let mut sums = [_mm256_setzero_si256(); C];
+        for t in 0..8 {
+            let mut v = nibble_vectors(rec.add(q6k::QL + 128 * t));
+            let h0 = _mm256_loadu_si256(rec.add(q6k::QH + 64 * t).cast());
+            let h1 = _mm256_loadu_si256(rec.add(q6k::QH + 64 * t + 32).cast());
+            // Bits 2m, 2m + 1 to bits 4, 5.
+            let up = |h: __m256i, m: usize| {
+                let moved = match m {
+                    0 => _mm256_slli_epi16::<4>(h),
+                    1 => _mm256_slli_epi16::<2>(h),
+                    2 => h,
+                    _ => _mm256_srli_epi16::<2>(h),
+                };
+                _mm256_and_si256(moved, bits45)
+            };
+            for m in 0..4 {
+                v[m] = _mm256_or_si256(v[m], up(h0, m));
+                v[4 + m] = _mm256_or_si256(v[4 + m], up(h1, m));
+            }
+            let scp = _mm256_cvtepi8_epi16(_mm_loadu_si128(rec.add(q6k::SC + 16 * t).cast()));
+            let sc0 = _mm256_shuffle_epi8(scp, dup_first);
+            let sc1 = _mm256_shuffle_epi8(scp, dup_second);
+            for (c, sum) in sums.iter_mut().enumerate() {
+                let xb = a.xs[c].add(b * Q8K_BLOCK);
+                let xq = xb.add(Q8K_QS + 32 * t);
+                // Values below 64: two pairs per i16 sum at most (2 * 2 * 63 * 128 = 32256).
+                let pair = |k: usize| {
+                    _mm256_add_epi16(
+                        _mm256_maddubs_epi16(v[k], bx(xq, k)),
+                        _mm256_maddubs_epi16(v[k + 1], bx(xq, k + 1)),
+                    )
+                };
+                let first = _mm256_add_epi32(
+                    _mm256_madd_epi16(pair(0), sc0),
+                    _mm256_madd_epi16(pair(2), sc0),
+                );
+                let second = _mm256_add_epi32(
+                    _mm256_madd_epi16(pair(4), sc1),
+                    _mm256_madd_epi16(pair(6), sc1),
+                );
+                // The -32 offset: 32 Σ sc_r bsum_r over the two runs.
+                let bsums =
+                    _mm256_set1_epi32(xb.add(Q8K_BSUMS + 4 * t).cast::<i32>().read_unaligned());
+                let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(scp, bsums));
+                *sum = _mm256_add_epi32(
+                    *sum,
+                    _mm256_sub_epi32(_mm256_add_epi32(first, second), offset),
+                );
+            }
+        }
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(q6k::D).cast()));
+        for (c, acc) in acc.iter_mut().enumerate() {
+            let dx = _mm256_set1_ps(a.xs[c].add(b * Q8K_BLOCK).cast::<f32>().read_unaligned());
+            *acc = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(sums[c]), *acc);
+        }
+    }
+    for (o, acc) in out.iter_mut().zip(&acc) {
+        _mm256_storeu_ps(o.as_mut_ptr(), *acc);
+    }
+}
