@@ -98,6 +98,44 @@ pub fn linear(
     }
 }
 
+/// Several products of the same input (`outs[m] = x · ws[m]ᵀ`), in one dispatch of the pool
+/// where every matrix is packed for the same activation type; otherwise one by one.
+pub fn linear_many(
+    file: &GgufFile,
+    pool: &ThreadPool,
+    acts: &mut ActCache,
+    ws: &[&Mat],
+    x: &[f32],
+    n_tokens: usize,
+    outs: &mut [&mut Vec<f32>],
+) {
+    let act_of = |w: &Mat| kernels::quant::format(w.ty).map(|f| f.act_type());
+    let n = ws.len();
+    let all_packed = ws.iter().all(|w| w.packed.is_some());
+    let same_acts = ws.iter().all(|w| act_of(w) == act_of(ws[0]));
+    if let (true, true, true, Some(first)) = (
+        all_packed,
+        same_acts,
+        (2..=4).contains(&n) && outs.len() == n,
+        ws[0].packed.as_deref(),
+    ) {
+        // Fixed arrays: no allocation per layer in the decode loop.
+        let mut packed = [first; 4];
+        let mut slices: [&mut [f32]; 4] = Default::default();
+        for (i, (w, out)) in ws.iter().zip(outs.iter_mut()).enumerate() {
+            packed[i] = w.packed.as_deref().unwrap_or(first);
+            slices[i] = sized(out, n_tokens * w.rows);
+        }
+        let act_ty = act_of(ws[0]).unwrap_or(GgmlType::F32);
+        let qx = acts.get(act_ty, x, n_tokens, ws[0].cols);
+        kernels::packed::matmul_packed_many(pool, &packed[..n], qx, &mut slices[..n]);
+        return;
+    }
+    for (w, out) in ws.iter().zip(outs.iter_mut()) {
+        linear(file, pool, acts, w, x, n_tokens, out);
+    }
+}
+
 /// Rows of the embedding matrix for `tokens`, into `out` (`n_tokens × cols`), times `scale`.
 pub fn embed(
     file: &GgufFile,
@@ -372,9 +410,15 @@ pub fn attention_block(
     let s = &mut *rt.scratch;
     let (file, pool) = (rt.file, rt.pool);
     s.acts.invalidate();
-    linear(file, pool, &mut s.acts, &w.wq, &s.xn, n_tokens, &mut s.q);
-    linear(file, pool, &mut s.acts, &w.wk, &s.xn, n_tokens, &mut s.k);
-    linear(file, pool, &mut s.acts, &w.wv, &s.xn, n_tokens, &mut s.v);
+    linear_many(
+        file,
+        pool,
+        &mut s.acts,
+        &[&w.wq, &w.wk, &w.wv],
+        &s.xn,
+        n_tokens,
+        &mut [&mut s.q, &mut s.k, &mut s.v],
+    );
     if let Some(qn) = &w.q_norm {
         rmsnorm_rows_inplace(&mut s.q, qn, p.eps);
     }
@@ -449,16 +493,15 @@ pub fn ffn_block(rt: &mut Runtime, w: &FfnWeights, act: GateActivation, n_tokens
     let s = &mut *rt.scratch;
     let (file, pool) = (rt.file, rt.pool);
     s.acts.invalidate();
-    linear(
+    linear_many(
         file,
         pool,
         &mut s.acts,
-        &w.gate,
+        &[&w.gate, &w.up],
         &s.xn,
         n_tokens,
-        &mut s.gate,
+        &mut [&mut s.gate, &mut s.up],
     );
-    linear(file, pool, &mut s.acts, &w.up, &s.xn, n_tokens, &mut s.up);
     match act {
         GateActivation::Silu => ops::swiglu_inplace(&mut s.gate, &s.up),
         GateActivation::GeluTanh => ops::geglu_inplace(&mut s.gate, &s.up),

@@ -135,3 +135,40 @@ fn packing_in_pieces_equals_packing_at_once() {
     matmul_packed_with(Kernel::Scalar, &pool, &pieces, &x, &mut b);
     assert_eq!(a, b);
 }
+
+#[test]
+fn several_products_in_one_dispatch_equal_one_at_a_time() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let cols = 512;
+    let shapes = [
+        (GgmlType::Q4_K, 64),
+        (GgmlType::Q6_K, 16),
+        (GgmlType::Q4_K, 128),
+    ];
+    let mats: Vec<PackedMatrix> = shapes
+        .iter()
+        .map(|&(ty, rows)| {
+            PackedMatrix::from_rows(ty, rows, cols, &random_rows(&mut rng, ty, rows, cols)).unwrap()
+        })
+        .collect();
+    let pool = ThreadPool::new(2);
+    for n_tokens in [1, 6] {
+        let xf: Vec<f32> = (0..n_tokens * cols)
+            .map(|_| rng.gen_range(-1.0f32..1.0))
+            .collect();
+        let mut x = QuantizedActs::new();
+        x.quantize(GgmlType::Q8_K, &xf, n_tokens, cols);
+        let mut together: Vec<Vec<f32>> = mats
+            .iter()
+            .map(|m| vec![0.0; m.rows() * n_tokens])
+            .collect();
+        let refs: Vec<&PackedMatrix> = mats.iter().collect();
+        let mut outs: Vec<&mut [f32]> = together.iter_mut().map(|v| v.as_mut_slice()).collect();
+        kernels::packed::matmul_packed_many(&pool, &refs, &x, &mut outs);
+        for (m, got) in mats.iter().zip(&together) {
+            let mut alone = vec![0.0; m.rows() * n_tokens];
+            kernels::packed::matmul_packed(&pool, m, &x, &mut alone);
+            assert_eq!(&alone, got, "{} tokens", n_tokens);
+        }
+    }
+}

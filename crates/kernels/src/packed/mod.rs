@@ -493,58 +493,126 @@ pub fn matmul_packed_with(
     x: &QuantizedActs,
     out: &mut [f32],
 ) {
-    let view = act_view(w, x);
-    let (rows, n_tokens) = (w.rows, x.n_tokens());
-    assert_eq!(out.len(), n_tokens * rows, "output size");
-    if n_tokens == 0 {
+    matmul_packed_many_with(kernel, pool, &[w], x, &mut [out])
+}
+
+/// Several products of the same activations (the query, key and value projections; the gate
+/// and up projections) in one dispatch of the pool: `outs[m] = ws[m] · x` as
+/// [`matmul_packed`] computes each. One dispatch instead of several matters when a token's
+/// whole forward pass takes a few milliseconds.
+///
+/// Panics as [`matmul_packed`] for any pair, or if the slices differ in length.
+pub fn matmul_packed_many(
+    pool: &ThreadPool,
+    ws: &[&PackedMatrix],
+    x: &QuantizedActs,
+    outs: &mut [&mut [f32]],
+) {
+    matmul_packed_many_with(Kernel::best(), pool, ws, x, outs)
+}
+
+/// Most matrices of one [`matmul_packed_many`] call.
+const MAX_MANY: usize = 4;
+
+/// One matrix's share of a dispatch.
+struct Job<'a> {
+    w: &'a PackedMatrix,
+    view: ActView<'a>,
+    out: OutPtr,
+    chunk: usize,
+    n_chunks: usize,
+}
+
+/// [`matmul_packed_many`] with a chosen kernel.
+pub fn matmul_packed_many_with(
+    kernel: Kernel,
+    pool: &ThreadPool,
+    ws: &[&PackedMatrix],
+    x: &QuantizedActs,
+    outs: &mut [&mut [f32]],
+) {
+    assert_eq!(ws.len(), outs.len(), "one output per matrix");
+    assert!(ws.len() <= MAX_MANY, "at most {MAX_MANY} matrices at once");
+    let n_tokens = x.n_tokens();
+    if n_tokens == 0 || ws.is_empty() {
         return;
     }
-    let n_groups = rows / GROUP;
-    let n_threads = if rows * w.cols * n_tokens < PARALLEL_MIN_WORK {
+    let work_total: usize = ws.iter().map(|w| w.rows * w.cols * n_tokens).sum();
+    let n_threads = if work_total < PARALLEL_MIN_WORK {
         1
     } else {
         pool.n_threads()
     };
-    let mut chunk = n_groups.div_ceil(n_threads * 4).max(1);
-    if n_tokens > 1 {
-        chunk = chunk.min((CHUNK_BYTES_MAX / w.group_bytes().max(1)).max(1));
-    }
-    let n_chunks = n_groups.div_ceil(chunk);
+    let n_jobs = ws.len();
+    // On the stack: no allocation per product in the decode loop.
+    let jobs: [Option<Job>; MAX_MANY] = std::array::from_fn(|m| {
+        let w = *ws.get(m)?;
+        let out = &mut *outs[m];
+        let view = act_view(w, x);
+        assert_eq!(out.len(), n_tokens * w.rows, "output size");
+        let n_groups = w.rows / GROUP;
+        let mut chunk = n_groups.div_ceil(n_threads * 4).max(1);
+        if n_tokens > 1 {
+            chunk = chunk.min((CHUNK_BYTES_MAX / w.group_bytes().max(1)).max(1));
+        }
+        Some(Job {
+            w,
+            view,
+            out: OutPtr(out.as_mut_ptr()),
+            chunk,
+            n_chunks: n_groups.div_ceil(chunk),
+        })
+    });
+    let jobs = &jobs[..n_jobs];
+    let chunks_of = |j: &Option<Job>| j.as_ref().map_or(0, |j| j.n_chunks);
+    let total_chunks: usize = jobs.iter().map(chunks_of).sum();
     let next = AtomicUsize::new(0);
-    let outp = OutPtr(out.as_mut_ptr());
     let work = |_: usize, _: usize| loop {
-        let c = next.fetch_add(1, Ordering::Relaxed);
-        if c >= n_chunks {
+        let mut c = next.fetch_add(1, Ordering::Relaxed);
+        if c >= total_chunks {
             break;
         }
-        let (g0, g1) = (c * chunk, ((c + 1) * chunk).min(n_groups));
-        let mut t0 = 0;
-        while t0 < n_tokens {
-            let n = (n_tokens - t0).min(TILE_TOKENS);
-            for g in g0..g1 {
-                let mut tile = [[0f32; GROUP]; TILE_TOKENS];
-                match kernel {
-                    Kernel::Scalar => group_scalar(w, &view, g, t0, n, &mut tile),
-                    #[cfg(target_arch = "x86_64")]
-                    Kernel::Avx2 => x86::group(w, &view, g, t0, n, &mut tile),
-                }
-                for (ci, vals) in tile.iter().enumerate().take(n) {
-                    let base = (t0 + ci) * rows + g * GROUP;
-                    for (i, &v) in vals.iter().enumerate() {
-                        // SAFETY: t0 + ci < n_tokens and g * GROUP + i < rows, so the index is
-                        // within `out` (its length was checked); group `g` belongs to chunk
-                        // `c`, which only this thread claimed.
-                        unsafe { outp.write(base + i, v) };
-                    }
-                }
+        for job in jobs.iter().flatten() {
+            if c < job.n_chunks {
+                run_chunk(kernel, job, c, n_tokens);
+                break;
             }
-            t0 += n;
+            c -= job.n_chunks;
         }
     };
     if n_threads == 1 {
         work(0, 1);
     } else {
         pool.run(&work);
+    }
+}
+
+/// Groups of chunk `c` of a job, for every token tile.
+fn run_chunk(kernel: Kernel, job: &Job, c: usize, n_tokens: usize) {
+    let (w, rows) = (job.w, job.w.rows);
+    let n_groups = rows / GROUP;
+    let (g0, g1) = (c * job.chunk, ((c + 1) * job.chunk).min(n_groups));
+    let mut t0 = 0;
+    while t0 < n_tokens {
+        let n = (n_tokens - t0).min(TILE_TOKENS);
+        for g in g0..g1 {
+            let mut tile = [[0f32; GROUP]; TILE_TOKENS];
+            match kernel {
+                Kernel::Scalar => group_scalar(w, &job.view, g, t0, n, &mut tile),
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Avx2 => x86::group(w, &job.view, g, t0, n, &mut tile),
+            }
+            for (ci, vals) in tile.iter().enumerate().take(n) {
+                let base = (t0 + ci) * rows + g * GROUP;
+                for (i, &v) in vals.iter().enumerate() {
+                    // SAFETY: t0 + ci < n_tokens and g * GROUP + i < rows, so the index is
+                    // within the job's output (its length was checked); group `g` belongs to
+                    // chunk `c` of this job, which only this thread claimed.
+                    unsafe { job.out.write(base + i, v) };
+                }
+            }
+        }
+        t0 += n;
     }
 }
 
