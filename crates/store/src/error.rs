@@ -13,6 +13,23 @@ pub enum StoreError {
     #[error("{name} is not in the store")]
     NotFound { name: String },
 
+    #[error("{name} already exists in the store; pick another name, or replace it with --force")]
+    AlreadyExists { name: String },
+
+    #[error("{what}: {reason}")]
+    Refused { what: String, reason: String },
+
+    #[error("invalid option {key}: {reason}")]
+    InvalidParam { key: String, reason: String },
+
+    #[error(
+        "the file list the hub gave for {repo} was refused, and nothing was downloaded: {reason}"
+    )]
+    BadListing { repo: String, reason: String },
+
+    #[error("{name}: {reason}")]
+    NoHubFile { name: String, reason: String },
+
     #[error("{name} is not a model hearth knows; known models: {known}")]
     UnknownModel { name: String, known: String },
 

@@ -1,6 +1,7 @@
 //! Downloads over HTTP(S) into a `.partial` file: hashed while written, resumed with a Range
 //! request after the partial file is re-hashed, restarted when the server ignores the range,
-//! and verified (size and sha256) before the caller may promote it.
+//! and verified (size and sha256) before the caller may promote it. Also small JSON requests
+//! (the hub's file listing).
 
 use crate::fsutil::{finish, hash_file};
 use crate::name::Digest;
@@ -31,8 +32,11 @@ pub struct Download<'a> {
     pub url: &'a str,
     /// Sent as `Authorization: Bearer …`.
     pub token: Option<&'a str>,
-    pub size: u64,
-    pub digest: &'a Digest,
+    /// The expected size; `None`: the server's Content-Length (or Content-Range) is taken, and
+    /// a response that gives neither is refused (a cut connection would look complete).
+    pub size: Option<u64>,
+    /// The expected sha256; `None`: the hash is computed and returned, checked against nothing.
+    pub digest: Option<&'a Digest>,
     /// Where the bytes go; kept between attempts (and between processes) for resuming.
     pub partial: &'a Path,
     /// Further attempts after a failure that may be transient, counted since the last progress.
@@ -42,21 +46,30 @@ pub struct Download<'a> {
     pub label: &'a str,
 }
 
-/// Fetches `d.url` into `d.partial` until it holds exactly `d.size` bytes with `d.digest`.
-/// On a hash or size mismatch the partial file is deleted; on an interruption it is kept.
-pub fn download(agent: &ureq::Agent, d: &Download) -> Result<(), StoreError> {
+/// What a download produced: the partial file's size and sha256.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fetched {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// Fetches `d.url` into `d.partial` until it holds exactly the expected bytes (`d.size` and
+/// `d.digest` when given). On a hash or size mismatch the partial file is deleted; on an
+/// interruption it is kept.
+pub fn download(agent: &ureq::Agent, d: &Download) -> Result<Fetched, StoreError> {
     let mut state = resume_state(d)?;
-    d.progress.begin(d.label, Some(d.size));
+    d.progress.begin(d.label, d.size);
     d.progress.advance_to(state.have);
     if state.have > 0 {
+        let of = d.size.map(|s| format!(" of {s}")).unwrap_or_default();
         d.progress.note(&format!(
-            "resuming at byte {} of {} (the partial file re-hashed)",
-            state.have, d.size
+            "resuming at byte {}{of} (the partial file re-hashed)",
+            state.have
         ));
     }
     let mut failures = 0u32;
     let mut answered = false;
-    while state.have < d.size {
+    while state.total != Some(state.have) {
         let before = state.have;
         match attempt(agent, d, &mut state, &mut answered) {
             Ok(()) => {}
@@ -85,12 +98,13 @@ pub fn download(agent: &ureq::Agent, d: &Download) -> Result<(), StoreError> {
         }
     }
     d.progress.finish();
+    let size = state.have;
     let got = finish(state.hasher);
-    if got != *d.digest {
+    if let Some(expected) = d.digest.filter(|e| **e != got) {
         let _ = std::fs::remove_file(d.partial);
         return Err(StoreError::HashMismatch {
             what: d.url.to_owned(),
-            expected: d.digest.to_string(),
+            expected: expected.to_string(),
             got: got.to_string(),
         });
     }
@@ -99,29 +113,43 @@ pub fn download(agent: &ureq::Agent, d: &Download) -> Result<(), StoreError> {
         .map_err(StoreError::io(format!(
             "cannot sync {}",
             d.partial.display()
-        )))
+        )))?;
+    Ok(Fetched { digest: got, size })
 }
 
 struct State {
     hasher: Sha256,
     have: u64,
+    /// The full size, once known (given, or learned from the first response).
+    total: Option<u64>,
+}
+
+impl State {
+    /// Forgets the bytes received (the partial file was truncated); the size stays known.
+    fn restart(&mut self) {
+        self.hasher = Sha256::new();
+        self.have = 0;
+    }
 }
 
 /// Re-hashes what a previous attempt left; a partial file longer than the model is discarded.
 fn resume_state(d: &Download) -> Result<State, StoreError> {
+    let fresh = || State {
+        hasher: Sha256::new(),
+        have: 0,
+        total: d.size,
+    };
     match hash_file(d.partial) {
-        Ok((hasher, have)) if have <= d.size => Ok(State { hasher, have }),
+        Ok((hasher, have)) if d.size.is_none_or(|s| have <= s) => Ok(State {
+            hasher,
+            have,
+            total: d.size,
+        }),
         Ok(_) => {
             truncate(d.partial)?;
-            Ok(State {
-                hasher: Sha256::new(),
-                have: 0,
-            })
+            Ok(fresh())
         }
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(State {
-            hasher: Sha256::new(),
-            have: 0,
-        }),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(fresh()),
         Err(e) => Err(StoreError::io(format!(
             "cannot read {}",
             d.partial.display()
@@ -181,14 +209,18 @@ fn attempt(
             let (start, end, total) = parse_content_range(&range).ok_or_else(|| {
                 http_err(d, format!("206 with a bad Content-Range {range:?}"), false)
             })?;
-            if start != state.have || end.checked_add(1) != Some(d.size) {
+            let Some(expected) = state.total.or(total) else {
+                return Err(http_err(
+                    d,
+                    format!("206 without the file's size (Content-Range {range:?})"),
+                    false,
+                ));
+            };
+            if start != state.have || end.checked_add(1) != Some(expected) {
                 // Not the range asked for: start again from the first byte.
                 let asked = state.have;
                 truncate(d.partial)?;
-                *state = State {
-                    hasher: Sha256::new(),
-                    have: 0,
-                };
+                state.restart();
                 d.progress.advance_to(0);
                 return Err(http_err(
                     d,
@@ -196,42 +228,48 @@ fn attempt(
                     true,
                 ));
             }
-            if total.is_some_and(|t| t != d.size) {
+            if let Some(t) = total.filter(|&t| t != expected) {
                 return Err(StoreError::SizeMismatch {
                     what: format!("{} (Content-Range)", d.url),
-                    expected: d.size,
-                    got: total.unwrap_or_default(),
+                    expected,
+                    got: t,
                 });
             }
+            learn_total(d, state, expected);
         }
         200 => {
             if state.have > 0 {
                 d.progress
                     .note("the server ignored the range request; starting over");
                 truncate(d.partial)?;
-                *state = State {
-                    hasher: Sha256::new(),
-                    have: 0,
-                };
+                state.restart();
                 d.progress.advance_to(0);
             }
-            if let Some(len) = header("content-length").and_then(|v| v.parse::<u64>().ok()) {
-                if len != d.size {
+            let len = header("content-length").and_then(|v| v.parse::<u64>().ok());
+            match (state.total, len) {
+                (Some(expected), Some(len)) if len != expected => {
                     return Err(StoreError::SizeMismatch {
                         what: format!("{} (Content-Length)", d.url),
-                        expected: d.size,
+                        expected,
                         got: len,
                     });
+                }
+                (Some(_), _) => {}
+                (None, Some(len)) => learn_total(d, state, len),
+                (None, None) => {
+                    return Err(http_err(
+                        d,
+                        "the server did not say how large the file is (no Content-Length), \
+                         so a complete download cannot be told from a cut one",
+                        false,
+                    ))
                 }
             }
         }
         416 => {
             // The server cannot serve the range: start again from the first byte.
             truncate(d.partial)?;
-            *state = State {
-                hasher: Sha256::new(),
-                have: 0,
-            };
+            state.restart();
             return Err(http_err(d, "HTTP 416 for the resume range", true));
         }
         401 | 403 => {
@@ -265,12 +303,14 @@ fn attempt(
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => break Err(http_err(d, format!("transfer interrupted: {e}"), true)),
         };
-        if state.have + n as u64 > d.size {
+        // The total is known here: both branches above set it or returned.
+        let expected = state.total.unwrap_or(0);
+        if state.have + n as u64 > expected {
             drop(out);
             let _ = std::fs::remove_file(d.partial);
             return Err(StoreError::SizeMismatch {
                 what: format!("{} (the server sent more bytes)", d.url),
-                expected: d.size,
+                expected,
                 got: state.have + n as u64,
             });
         }
@@ -282,17 +322,77 @@ fn attempt(
     // What was received stays on disk for the next attempt, matching `state`.
     out.flush().map_err(write_err)?;
     result?;
-    if state.have < d.size {
+    let expected = state.total.unwrap_or(0);
+    if state.have < expected {
         return Err(http_err(
             d,
             format!(
-                "the connection closed after {} of {} bytes",
-                state.have, d.size
+                "the connection closed after {} of {expected} bytes",
+                state.have
             ),
             true,
         ));
     }
     Ok(())
+}
+
+/// Records a size the server announced; the progress bar gets its total.
+fn learn_total(d: &Download, state: &mut State, total: u64) {
+    if state.total.is_none() {
+        state.total = Some(total);
+        d.progress.begin(d.label, Some(total));
+        d.progress.advance_to(state.have);
+    }
+}
+
+/// The largest JSON answer accepted (a hub listing of a repository with thousands of files
+/// is a few hundred kB).
+pub const MAX_JSON_BYTES: u64 = 16 << 20;
+
+/// GET `url` and return its body (at most [`MAX_JSON_BYTES`]); statuses other than 200 are
+/// errors, retryable for 408, 429 and 5xx. `what` names the request in messages.
+pub fn get_small(
+    agent: &ureq::Agent,
+    url: &str,
+    token: Option<&str>,
+    what: &str,
+) -> Result<Vec<u8>, StoreError> {
+    let err = |reason: String, retryable: bool| StoreError::Http {
+        url: url.to_owned(),
+        reason,
+        retryable,
+    };
+    let mut req = agent.get(url).header("Accept", "application/json");
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    let resp = req.call().map_err(|e| err(e.to_string(), false))?;
+    let status = resp.status().as_u16();
+    match status {
+        200 => {}
+        401 | 403 => {
+            return Err(err(
+                format!(
+                    "{what}: access denied (HTTP {status}); check the name, and set HF_TOKEN \
+                     if the repository is private or gated"
+                ),
+                false,
+            ))
+        }
+        404 => {
+            return Err(err(
+                format!("{what}: not found (HTTP 404); check the name"),
+                false,
+            ))
+        }
+        408 | 429 | 500..=599 => return Err(err(format!("{what}: HTTP {status}"), true)),
+        _ => return Err(err(format!("{what}: unexpected HTTP {status}"), false)),
+    }
+    resp.into_body()
+        .with_config()
+        .limit(MAX_JSON_BYTES)
+        .read_to_vec()
+        .map_err(|e| err(format!("{what}: cannot read the answer: {e}"), true))
 }
 
 /// `bytes START-END/TOTAL` (TOTAL may be `*`).

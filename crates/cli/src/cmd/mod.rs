@@ -1,6 +1,8 @@
 //! Subcommands: one module each.
 
 mod bench;
+mod cp;
+mod create;
 mod list;
 mod logits;
 mod perplexity;
@@ -46,6 +48,10 @@ enum Command {
     Show(show::Args),
     /// Remove models from the store; files no other model uses are deleted.
     Rm(rm::Args),
+    /// Give a model a second name (no bytes are copied).
+    Cp(cp::Args),
+    /// Make a model from a GGUF file, or a preset of another model (system prompt, options).
+    Create(create::Args),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -59,6 +65,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::List(a) => list::run(a),
         Command::Show(a) => show::run(a),
         Command::Rm(a) => rm::run(a),
+        Command::Cp(a) => cp::run(a),
+        Command::Create(a) => create::run(a),
     }
 }
 

@@ -8,11 +8,12 @@ use std::cell::RefCell;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
-use store::{ModelName, Progress, PullOptions, PullOutcome, PullReport, Store};
+use store::{ModelName, Progress, PullOptions, PullOutcome, PullReport, Resolved, Store};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model name: smollm2 (= smollm2:135m), gemma3:270m, …
+    /// Model name: smollm2 (= smollm2:135m), gemma3:270m, hf.co/ORG/REPO[:QUANT] (Q4_K_M when
+    /// left out), hf.co/ORG/REPO/FILE.gguf
     name: String,
     /// Use no network at all: succeed only when the model is already in the store
     /// (also HEARTH_OFFLINE=1).
@@ -72,6 +73,13 @@ pub fn pull_with_progress(
 /// The GGUF file for a store name, pulled first when it is absent (unless offline).
 /// `arg` is what the user typed; the caller has already checked that it is not a file.
 pub fn resolve(arg: &str, offline: bool) -> anyhow::Result<PathBuf> {
+    resolve_store(arg, offline).map(|r| r.path)
+}
+
+/// A store model with what its manifest adds (a preset's system prompt and sampler options,
+/// for `run` and the server to apply unless the user overrides them), pulled first when it
+/// is absent (unless offline). The caller has already checked that `arg` is not a file.
+pub fn resolve_store(arg: &str, offline: bool) -> anyhow::Result<Resolved> {
     let looks_like_file = arg.to_ascii_lowercase().ends_with(".gguf")
         && !arg.starts_with("hf.co/")
         && !arg.starts_with("huggingface.co/");
@@ -81,15 +89,15 @@ pub fn resolve(arg: &str, offline: bool) -> anyhow::Result<PathBuf> {
     let name = ModelName::parse(arg)?;
     let store = Store::open_default()?;
     // A broken manifest is repaired by pulling again.
-    if let Ok(Some((_, path))) = store.find(&name) {
-        return Ok(path);
+    if let Ok(Some(resolved)) = store.resolve(&name) {
+        return Ok(resolved);
     }
     if !offline && !store::offline_from_env() {
         eprintln!("{name} is not in the store yet; pulling it");
     }
     let report = pull_with_progress(&store, &name, offline)
         .with_context(|| format!("cannot get model {name}"))?;
-    Ok(report.path)
+    Ok(Resolved::new(report.manifest, report.path))
 }
 
 /// Progress on stderr with indicatif: a bar with bytes, rate and ETA, or a spinner when the

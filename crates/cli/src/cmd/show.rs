@@ -1,5 +1,5 @@
 //! `hearth show NAME|FILE [--json] [--template]`: what a model is, from its manifest and its
-//! GGUF metadata.
+//! GGUF metadata; for a preset also its base model, system prompt and options.
 
 use super::pull::{clean, emit, human_bytes};
 use anyhow::bail;
@@ -49,6 +49,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "size": info.file_size,
             "modified": manifest.as_ref().map(|m| m.modified.clone()),
             "source": manifest.as_ref().and_then(|m| m.source.clone()),
+            "base": manifest.as_ref().and_then(|m| m.base.as_ref().map(ToString::to_string)),
+            "system": manifest.as_ref().and_then(|m| m.system.clone()),
+            "params": manifest.as_ref().map(|m| m.params.clone()).unwrap_or_default(),
             "license": license,
             "architecture": info.architecture,
             "model_name": info.model_name,
@@ -106,6 +109,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     ];
     rows.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
     if let Some(m) = &manifest {
+        if let Some(base) = &m.base {
+            rows.push(("base model", base.to_string()));
+        }
+        if let Some(system) = &m.system {
+            rows.push(("system prompt", one_line(system)));
+        }
+        if !m.params.is_empty() {
+            rows.push(("options", clean(&m.params.entries().join(" "))));
+        }
+    }
+    if let Some(m) = &manifest {
         rows.push(("modified", m.modified.clone()));
     }
     // Fixed, so that scripts and people see the same layout for every model.
@@ -115,4 +129,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         out.push_str(&format!("{k:<width$}  {v}\n"));
     }
     emit(&out)
+}
+
+/// A system prompt on one line: newlines shown as `⏎`, long ones cut (`--json` has it whole).
+fn one_line(text: &str) -> String {
+    const MAX: usize = 100;
+    let flat: String = clean(&text.replace("\r\n", "\n"))
+        .replace('\n', " ⏎ ")
+        .replace('\t', " ");
+    let n = flat.chars().count();
+    if n <= MAX {
+        return flat;
+    }
+    let cut: String = flat.chars().take(MAX).collect();
+    format!("{cut}… ({} characters in all)", text.chars().count())
 }

@@ -48,6 +48,8 @@ struct State {
     always: Option<Fault>,
     /// Bytes per second, 0 for unlimited.
     rate: usize,
+    /// When set, faults apply only to paths starting with it (not to an API listing, say).
+    fault_prefix: Option<String>,
     log: Vec<Request>,
 }
 
@@ -100,6 +102,10 @@ impl Server {
         self.with(|s| s.always = f);
     }
 
+    pub fn set_fault_prefix(&self, prefix: &str) {
+        self.with(|s| s.fault_prefix = Some(prefix.to_owned()));
+    }
+
     pub fn set_rate(&self, bytes_per_second: usize) {
         self.with(|s| s.rate = bytes_per_second);
     }
@@ -138,7 +144,8 @@ fn handle(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
         let redirect = s.redirects.get(&path).cloned();
         let file = s.files.get(&path).cloned();
-        let fault = if redirect.is_none() && file.is_some() {
+        let faulty = s.fault_prefix.as_ref().is_none_or(|p| path.starts_with(p));
+        let fault = if redirect.is_none() && file.is_some() && faulty {
             s.faults.pop_front().or_else(|| s.always.clone())
         } else {
             None
