@@ -1,6 +1,13 @@
 //! Chat prompts: renders the model's `tokenizer.chat_template` (a Jinja template) with minijinja,
 //! sandboxed and bounded, or a built-in format when the file has none.
+//!
+//! The environment matches what Hugging Face transformers gives templates (`trim_blocks`,
+//! `lstrip_blocks`, `raise_exception`, `strftime_now`, its `tojson`), so prompts agree with
+//! theirs byte for byte (`tests/data/templates/`).
 
+mod pyjson;
+
+use minijinja::value::{Kwargs, Value};
 use minijinja::{context, Environment, Error as JinjaError, ErrorKind};
 
 /// One turn of a conversation.
@@ -27,23 +34,20 @@ pub enum ChatError {
     Render(String),
     #[error("the rendered prompt exceeds {MAX_OUTPUT} bytes")]
     TooLong,
+    #[error("the model's chat template reads `{0}`, which is not allowed")]
+    Unsafe(String),
 }
 
 /// Bounds on template work: no template of a real model needs more.
 const FUEL: u64 = 5_000_000;
 const MAX_OUTPUT: usize = 16 << 20;
+const MAX_DEPTH: usize = 100;
 
-/// Gemma's turn format, used when a Gemma file carries no template.
-const GEMMA_TEMPLATE: &str = "{{ bos_token }}{% for message in messages %}\
-{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}\
-{% if role == 'system' %}{% set role = 'user' %}{% endif %}\
-{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}\
-{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}";
+/// Gemma 3's own template (google/gemma-3-*-it), for Gemma files that carry none.
+pub const GEMMA3_TEMPLATE: &str = include_str!("chat/gemma3.jinja");
 
-/// ChatML, the most common format, for files without a template.
-const CHATML_TEMPLATE: &str = "{% for message in messages %}\
-{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}\
-{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+/// ChatML, the most common format, for other files without a template.
+pub const CHATML_TEMPLATE: &str = include_str!("chat/chatml.jinja");
 
 /// A chat template ready to render.
 pub struct ChatTemplate {
@@ -57,7 +61,7 @@ impl ChatTemplate {
     pub fn new(template: Option<&str>, arch: &str, bos: &str, eos: &str) -> ChatTemplate {
         let source = match template {
             Some(t) => t.to_string(),
-            None if arch.starts_with("gemma") => GEMMA_TEMPLATE.to_string(),
+            None if arch.starts_with("gemma") => GEMMA3_TEMPLATE.to_string(),
             None => CHATML_TEMPLATE.to_string(),
         };
         ChatTemplate {
@@ -73,38 +77,180 @@ impl ChatTemplate {
         messages: &[Message],
         add_generation_prompt: bool,
     ) -> Result<String, ChatError> {
-        let mut env = Environment::new();
-        minijinja_contrib::add_to_environment(&mut env);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.set_fuel(Some(FUEL));
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> Result<String, JinjaError> {
-                Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
-            },
-        );
-        env.add_template("chat", &self.source)
-            .map_err(|e| ChatError::Syntax(e.to_string()))?;
+        if let Some(name) = dunder_access(&self.source) {
+            return Err(ChatError::Unsafe(name));
+        }
+        let env = environment();
         let tmpl = env
-            .get_template("chat")
+            .template_from_str(&self.source)
             .map_err(|e| ChatError::Syntax(e.to_string()))?;
         let msgs: Vec<_> = messages
             .iter()
             .map(|m| context! { role => m.role, content => m.content })
             .collect();
-        let out = tmpl
-            .render(context! {
-                messages => msgs,
-                add_generation_prompt => add_generation_prompt,
-                bos_token => self.bos,
-                eos_token => self.eos,
-            })
-            .map_err(|e| ChatError::Render(e.to_string()))?;
-        if out.len() > MAX_OUTPUT {
-            return Err(ChatError::TooLong);
+        let ctx = context! {
+            messages => msgs,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => self.bos,
+            eos_token => self.eos,
+            // transformers passes these as None when a chat has none.
+            tools => Value::from(()),
+            documents => Value::from(()),
+        };
+        let mut out = Bounded(Vec::new());
+        match tmpl.render_captured_to(ctx, &mut out) {
+            Ok(_) => {}
+            Err(_) if out.0.len() > MAX_OUTPUT => return Err(ChatError::TooLong),
+            Err(e) => return Err(ChatError::Render(render_error(&e))),
         }
-        Ok(out)
+        String::from_utf8(out.0).map_err(|e| ChatError::Render(e.to_string()))
     }
+}
+
+/// The template environment: Jinja as transformers configures it, plus bounds on work.
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    minijinja_contrib::add_to_environment(&mut env);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_fuel(Some(FUEL));
+    env.set_recursion_limit(MAX_DEPTH);
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> Result<String, JinjaError> {
+            Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
+        },
+    );
+    env.add_function("strftime_now", strftime_now);
+    env.add_filter(
+        "tojson",
+        |v: Value, indent: Option<Value>, kwargs: Kwargs| -> Result<Value, JinjaError> {
+            let text = pyjson::Style::from_args(indent, &kwargs)?.dumps(&v)?;
+            // Safe: the text goes into a prompt, not HTML.
+            Ok(Value::from_safe_string(text))
+        },
+    );
+    env
+}
+
+/// `strftime_now(format)`: the local time now, formatted as Python's `strftime` does.
+fn strftime_now(format: String) -> Result<String, JinjaError> {
+    use chrono::format::{Item, StrftimeItems};
+    use std::fmt::Write as _;
+    let items: Vec<Item> = StrftimeItems::new(&format).collect();
+    if items.iter().any(|i| matches!(i, Item::Error)) {
+        return Err(JinjaError::new(
+            ErrorKind::InvalidOperation,
+            format!("strftime_now: invalid format {format:?}"),
+        ));
+    }
+    let mut out = String::new();
+    write!(
+        out,
+        "{}",
+        chrono::Local::now().format_with_items(items.into_iter())
+    )
+    .map_err(|_| {
+        JinjaError::new(
+            ErrorKind::InvalidOperation,
+            format!("strftime_now: cannot format {format:?}"),
+        )
+    })?;
+    Ok(out)
+}
+
+/// The error with its cause (minijinja keeps `raise_exception`'s message in the chain).
+fn render_error(e: &JinjaError) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Output capped at `MAX_OUTPUT` bytes: writing past it fails, which ends the render.
+struct Bounded(Vec<u8>);
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_OUTPUT {
+            self.0.resize(MAX_OUTPUT + 1, 0);
+            return Err(std::io::Error::other("output too long"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A `.__name__` or `['__name__']` inside a template tag: Python's object internals, which
+/// transformers' sandbox hides and no real template reads. Refused rather than rendered as "".
+fn dunder_access(source: &str) -> Option<String> {
+    let mut rest = source;
+    while let Some(open) = rest.find(['{']) {
+        let after = &rest[open + 1..];
+        let close = match after.chars().next() {
+            Some('{') => "}}",
+            Some('%') => "%}",
+            _ => {
+                rest = after;
+                continue;
+            }
+        };
+        let body = &after[1..];
+        let end = body.find(close).unwrap_or(body.len());
+        if let Some(name) = dunder_in_tag(&body[..end]) {
+            return Some(name);
+        }
+        rest = &body[end..];
+    }
+    None
+}
+
+fn dunder_in_tag(tag: &str) -> Option<String> {
+    let ident = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let bytes = tag.as_bytes();
+    let mut i = 0;
+    let mut last_significant = b' ';
+    while i < bytes.len() {
+        let c = bytes[i];
+        if c == b'\'' || c == b'"' {
+            let start = i + 1;
+            let mut j = start;
+            while j < bytes.len() && bytes[j] != c {
+                j += if bytes[j] == b'\\' { 2 } else { 1 };
+            }
+            let lit = &tag[start..j.min(bytes.len())];
+            if last_significant == b'[' && lit.starts_with("__") {
+                return Some(lit.to_string());
+            }
+            i = j + 1;
+            last_significant = c;
+            continue;
+        }
+        if c == b'.' {
+            let name = ident(tag[i + 1..].trim_start());
+            if name.starts_with("__") {
+                return Some(name);
+            }
+        }
+        if !c.is_ascii_whitespace() {
+            last_significant = c;
+        }
+        i += 1;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -129,6 +275,7 @@ mod tests {
         let out = t
             .render(
                 &[
+                    Message::new("system", "Be brief."),
                     Message::new("user", "Hi "),
                     Message::new("assistant", "Hello"),
                     Message::new("user", "Bye"),
@@ -138,8 +285,16 @@ mod tests {
             .unwrap();
         assert_eq!(
             out,
-            "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\nHello<end_of_turn>\n<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
+            "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello<end_of_turn>\n<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
         );
+        // Gemma refuses two user turns in a row, clearly.
+        let e = t
+            .render(
+                &[Message::new("user", "a"), Message::new("user", "b")],
+                true,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("must alternate"), "{e}");
     }
 
     #[test]
@@ -163,5 +318,91 @@ mod tests {
             "",
         );
         assert!(matches!(t.render(&[], true), Err(ChatError::Render(_))));
+    }
+
+    fn render_source(source: &str, messages: &[Message]) -> Result<String, ChatError> {
+        ChatTemplate::new(Some(source), "llama", "<s>", "</s>").render(messages, true)
+    }
+
+    #[test]
+    fn tojson_is_pythons_json_dumps() {
+        let msgs = [Message::new("user", "Hi \"there\"\né <b>&")];
+        assert_eq!(
+            render_source("{{ messages | tojson }}", &msgs).unwrap(),
+            r#"[{"role": "user", "content": "Hi \"there\"\né <b>&"}]"#
+        );
+        assert_eq!(
+            render_source(
+                "{{ {'b': 1, 'a': [1.5, none, true]} | tojson(indent=2) }}",
+                &[]
+            )
+            .unwrap(),
+            "{\n  \"b\": 1,\n  \"a\": [\n    1.5,\n    null,\n    true\n  ]\n}"
+        );
+        assert_eq!(
+            render_source(
+                "{{ {'b': 1, 'a': 2} | tojson(sort_keys=true, separators=[',', ':']) }}",
+                &[]
+            )
+            .unwrap(),
+            r#"{"a":2,"b":1}"#
+        );
+        assert_eq!(
+            render_source("{{ 'é' | tojson(ensure_ascii=true) }}", &[]).unwrap(),
+            r#""\u00e9""#
+        );
+        let e = render_source("{{ 1 | tojson(bogus=1) }}", &[]).unwrap_err();
+        assert!(matches!(e, ChatError::Render(_)), "{e}");
+    }
+
+    #[test]
+    fn strftime_now_formats_the_local_time() {
+        let year = render_source("{{ strftime_now('%Y') }}", &[]).unwrap();
+        assert_eq!(year, chrono::Local::now().format("%Y").to_string());
+        let day = render_source("{{ strftime_now('%d %b %Y') }}", &[]).unwrap();
+        assert_eq!(day.len(), 11, "{day}");
+        let e = render_source("{{ strftime_now('%Q') }}", &[]).unwrap_err();
+        assert!(e.to_string().contains("strftime_now"), "{e}");
+    }
+
+    #[test]
+    fn trims_blocks_like_transformers() {
+        let src = "{% for m in messages %}\n  {% if m.role == 'user' %}\n[{{ m.content }}]\n  {% endif %}\n{% endfor %}";
+        let out = render_source(src, &[Message::new("user", "a"), Message::new("user", "b")]);
+        assert_eq!(out.unwrap(), "[a]\n[b]\n");
+    }
+
+    #[test]
+    fn hostile_templates_fail_clearly_and_quickly() {
+        let start = std::time::Instant::now();
+        for (src, want) in [
+            ("{{ ''.__class__ }}", "__class__"),
+            ("{{ messages.__class__.__mro__ }}", "__class__"),
+            ("{% set x = ''['__class__'] %}", "__class__"),
+            ("{% for i in range(10**9) %}x{% endfor %}", "range"),
+            (
+                "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+                "recursion",
+            ),
+            (
+                "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+                "fuel",
+            ),
+        ] {
+            let e = render_source(src, &[]).unwrap_err().to_string();
+            assert!(e.contains(want), "{src}: {e}");
+        }
+        // Output past the bound stops the render, however it is produced.
+        let huge = "{% set s = 'x' * 10000000 %}{% for i in range(10) %}{{ s }}{% endfor %}";
+        assert!(matches!(render_source(huge, &[]), Err(ChatError::TooLong)));
+        assert!(start.elapsed() < std::time::Duration::from_secs(60));
+    }
+
+    #[test]
+    fn dunder_scan_ignores_text_and_strings() {
+        assert_eq!(dunder_access("a.__b {{ x }} {% if y %}"), None);
+        assert_eq!(dunder_access("{{ '.__x' + \"a.__y\" }}"), None);
+        assert_eq!(dunder_access("{%}"), None);
+        assert_eq!(dunder_access("{{ x . __y }}"), Some("__y".into()));
     }
 }

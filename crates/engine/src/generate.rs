@@ -5,6 +5,8 @@ use crate::error::EngineError;
 use crate::model::Session;
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::tokenizer::StreamDecoder;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -18,6 +20,30 @@ pub struct GenerateOptions {
     /// Generation stops before any of these strings; they are never output, even when they
     /// span several tokens.
     pub stop: Vec<String>,
+    /// Generation ends (`StopReason::Cancelled`) soon after this flag is set: a Ctrl-C or a
+    /// client that went away. The prompt is checked between batches, generation every token.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            max_tokens: 512,
+            sampler: SamplerConfig::default(),
+            stop_at_eog: true,
+            render_special: false,
+            stop: Vec::new(),
+            cancel: None,
+        }
+    }
+}
+
+impl GenerateOptions {
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
 }
 
 /// Why generation ended.
@@ -27,6 +53,8 @@ pub enum StopReason {
     EndOfGeneration,
     StopString,
     ContextFull,
+    /// The `cancel` flag was set.
+    Cancelled,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -35,6 +63,8 @@ pub struct Timings {
     pub prompt_time: Duration,
     pub generated_tokens: usize,
     pub generation_time: Duration,
+    /// From the start of prompt evaluation to the first generated token (None when none was).
+    pub first_token: Option<Duration>,
 }
 
 impl Timings {
@@ -68,6 +98,33 @@ pub struct Generator<'a, 'm> {
     flushed: bool,
     /// Text held back because it could be the start of a stop string.
     held: String,
+    /// When prompt evaluation began (for the time to first token).
+    start: Instant,
+}
+
+/// Evaluates `prompt` (in batches when it can be cancelled, so that a Ctrl-C does not wait
+/// for a long prompt). Returns the last logits and how many tokens were evaluated.
+fn eval_prompt(
+    session: &mut Session<'_>,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+) -> Result<(Vec<f32>, usize), EngineError> {
+    if opts.cancel.is_none() {
+        return Ok((
+            session.eval(prompt, LogitRows::Last)?.to_vec(),
+            prompt.len(),
+        ));
+    }
+    let mut logits = Vec::new();
+    let mut done = 0;
+    for chunk in prompt.chunks(crate::model::DEFAULT_BATCH) {
+        if opts.cancelled() {
+            break;
+        }
+        logits = session.eval(chunk, LogitRows::Last)?.to_vec();
+        done += chunk.len();
+    }
+    Ok((logits, done))
 }
 
 impl<'a, 'm> Generator<'a, 'm> {
@@ -78,12 +135,13 @@ impl<'a, 'm> Generator<'a, 'm> {
         opts: GenerateOptions,
     ) -> Result<Self, EngineError> {
         let start = Instant::now();
-        let logits = session.eval(prompt, LogitRows::Last)?.to_vec();
+        let (logits, evaluated) = eval_prompt(session, prompt, &opts)?;
         let timings = Timings {
-            prompt_tokens: prompt.len(),
+            prompt_tokens: evaluated,
             prompt_time: start.elapsed(),
             ..Timings::default()
         };
+        let stop = (evaluated < prompt.len()).then_some(StopReason::Cancelled);
         let mut sampler = Sampler::new(opts.sampler.clone());
         for &t in prompt {
             sampler.accept(t);
@@ -96,8 +154,9 @@ impl<'a, 'm> Generator<'a, 'm> {
             logits,
             tokens: Vec::new(),
             timings,
-            stop: None,
+            stop,
             flushed: false,
+            start,
             held: String::new(),
         })
     }
@@ -117,6 +176,10 @@ impl<'a, 'm> Generator<'a, 'm> {
     }
 
     fn step(&mut self) -> Result<Option<String>, EngineError> {
+        if self.opts.cancelled() {
+            self.stop = Some(StopReason::Cancelled);
+            return Ok(None);
+        }
         if self.tokens.len() >= self.opts.max_tokens {
             self.stop = Some(StopReason::MaxTokens);
             return Ok(None);
@@ -135,6 +198,9 @@ impl<'a, 'm> Generator<'a, 'm> {
         let bytes = tokenizer.token_bytes(token, self.opts.render_special);
         self.tokens.push(token);
         self.timings.generated_tokens += 1;
+        if self.timings.first_token.is_none() {
+            self.timings.first_token = Some(self.start.elapsed());
+        }
         let piece = self.decoder.push(&bytes);
         // The last token needs no forward pass: nothing will read its logits.
         if self.tokens.len() < self.opts.max_tokens {
@@ -247,7 +313,58 @@ impl Iterator for Generator<'_, '_> {
 
 #[cfg(test)]
 mod tests {
-    use super::longest_suffix_prefix;
+    use super::*;
+    use crate::Model;
+    use kernels::pool::ThreadPool;
+
+    fn synthetic() -> Model {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/data/synthetic/llama_f32.gguf");
+        Model::load(&path).expect("synthetic model")
+    }
+
+    fn options(cancel: &Arc<AtomicBool>, max_tokens: usize) -> GenerateOptions {
+        GenerateOptions {
+            max_tokens,
+            sampler: SamplerConfig::greedy(),
+            stop_at_eog: false,
+            cancel: Some(Arc::clone(cancel)),
+            ..GenerateOptions::default()
+        }
+    }
+
+    #[test]
+    fn a_set_flag_stops_generation_and_the_prompt() {
+        let model = synthetic();
+        let pool = Arc::new(ThreadPool::new(1));
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut session = model.session(64, Arc::clone(&pool));
+        let mut gen = Generator::new(&mut session, &[1, 5, 9], options(&cancel, 20)).unwrap();
+        let mut pieces = 0;
+        while let Some(p) = gen.next() {
+            p.unwrap();
+            pieces += 1;
+            if gen.tokens().len() >= 3 {
+                cancel.store(true, Ordering::Relaxed);
+            }
+        }
+        assert_eq!(gen.stop_reason(), Some(StopReason::Cancelled));
+        assert_eq!(gen.tokens().len(), 3, "{pieces} pieces");
+        let t = gen.timings().clone();
+        assert_eq!(t.prompt_tokens, 3);
+        assert!(t.first_token.is_some());
+        drop(gen);
+        // Every generated token but none after the flag was evaluated.
+        assert_eq!(session.pos(), 3 + 3);
+
+        // Set before the prompt: nothing is evaluated or generated.
+        let mut session = model.session(64, pool);
+        let gen = Generator::new(&mut session, &[1, 5, 9], options(&cancel, 20)).unwrap();
+        assert_eq!(gen.stop_reason(), Some(StopReason::Cancelled));
+        assert_eq!(gen.timings().prompt_tokens, 0);
+        assert_eq!(gen.count(), 0);
+        assert_eq!(session.pos(), 0);
+    }
 
     #[test]
     fn suffix_prefix() {

@@ -57,43 +57,55 @@ impl SamplerConfig {
         }
     }
 
-    /// Checks every value's range; the error names the setting and its range.
-    pub fn validate(&self) -> Result<(), String> {
-        let unit = |name: &str, v: f32| {
-            if (0.0..=1.0).contains(&v) {
-                Ok(())
-            } else {
-                Err(format!("{name} must be between 0 and 1 (got {v})"))
-            }
+    /// Checks every value's range; the error names the setting (as `/set` spells it: `top_p`)
+    /// and its range.
+    pub fn validate(&self) -> Result<(), SettingError> {
+        let bad = |option, range, got: f32| {
+            Err(SettingError {
+                option,
+                range,
+                got: got.to_string(),
+            })
         };
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return Err(format!(
-                "temperature must be a finite number >= 0 (got {})",
-                self.temperature
-            ));
-        }
-        unit("top-p", self.top_p)?;
-        unit("min-p", self.min_p)?;
-        unit("typical-p", self.typical_p)?;
-        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
-            return Err(format!(
-                "repeat-penalty must be a finite number > 0 (got {})",
-                self.repeat_penalty
-            ));
+            return bad("temperature", "a number >= 0", self.temperature);
         }
         for (name, v) in [
-            ("presence-penalty", self.presence_penalty),
-            ("frequency-penalty", self.frequency_penalty),
+            ("top_p", self.top_p),
+            ("min_p", self.min_p),
+            ("typical_p", self.typical_p),
         ] {
-            if !(-2.0..=2.0).contains(&v) {
-                return Err(format!("{name} must be between -2 and 2 (got {v})"));
+            if !(0.0..=1.0).contains(&v) {
+                return bad(name, "between 0 and 1", v);
             }
         }
-        if let Some((id, b)) = self.logit_bias.iter().find(|(_, b)| b.is_nan()) {
-            return Err(format!("logit bias for token {id} is {b}, not a number"));
+        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
+            return bad("repeat_penalty", "a number > 0", self.repeat_penalty);
+        }
+        for (name, v) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
+            if !(-2.0..=2.0).contains(&v) {
+                return bad(name, "between -2 and 2", v);
+            }
+        }
+        if let Some(&(_, b)) = self.logit_bias.iter().find(|(_, b)| b.is_nan()) {
+            return bad("logit_bias", "a number or -inf", b);
         }
         Ok(())
     }
+}
+
+/// A setting outside its range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{option} must be {range} (got {got})")]
+pub struct SettingError {
+    /// The setting's name in snake case (`top_p`).
+    pub option: &'static str,
+    /// The allowed values, in words: "between 0 and 1".
+    pub range: &'static str,
+    pub got: String,
 }
 
 pub struct Sampler {
@@ -483,16 +495,19 @@ mod tests {
         let names = [
             "temperature",
             "temperature",
-            "top-p",
-            "min-p",
-            "typical-p",
-            "repeat-penalty",
-            "presence-penalty",
+            "top_p",
+            "min_p",
+            "typical_p",
+            "repeat_penalty",
+            "presence_penalty",
         ];
         for (cfg, name) in bad.iter().zip(names) {
             let e = cfg.validate().unwrap_err();
-            assert!(e.contains(name), "{e}");
+            assert_eq!(e.option, name);
+            assert!(e.to_string().contains(name), "{e}");
         }
+        let e = bad[2].validate().unwrap_err().to_string();
+        assert_eq!(e, "top_p must be between 0 and 1 (got 2)");
         assert!(SamplerConfig::default().validate().is_ok());
     }
 }
