@@ -42,9 +42,6 @@ pub struct TensorLoader<'f> {
     packed: RefCell<HashMap<usize, Arc<PackedMatrix>>>,
 }
 
-/// Source rows read from the file per packing step.
-const PACK_ROWS: usize = 256;
-
 /// Packing is on unless HEARTH_NO_PACK is set to something other than 0 (for comparisons).
 fn packing_enabled() -> bool {
     std::env::var_os("HEARTH_NO_PACK").is_none_or(|v| v.is_empty() || v == "0")
@@ -77,21 +74,18 @@ impl<'f> TensorLoader<'f> {
         let Some(mut packed) = PackedMatrix::new(info.ty, rows, cols) else {
             return Ok(None);
         };
+        // Threads pack slices of rows read through the file (a cold start packs every matrix).
         let row_bytes = packed.src_row_bytes();
-        let mut buf = vec![0u8; PACK_ROWS.min(rows) * row_bytes];
-        let mut r = 0;
-        while r < rows {
-            let n = PACK_ROWS.min(rows - r);
-            let chunk = &mut buf[..n * row_bytes];
-            self.file
-                .read_tensor_bytes(info, (r * row_bytes) as u64, chunk)
-                .map_err(|e| EngineError::TensorRead {
-                    name: info.name.clone(),
-                    source: e,
-                })?;
-            packed.pack_rows(r, chunk);
-            r += n;
-        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        packed
+            .pack_with(threads, |first_row, buf| {
+                self.file
+                    .read_tensor_bytes(info, (first_row * row_bytes) as u64, buf)
+            })
+            .map_err(|e| EngineError::TensorRead {
+                name: info.name.clone(),
+                source: e,
+            })?;
         let packed = Arc::new(packed);
         self.packed.borrow_mut().insert(idx, packed.clone());
         Ok(Some(packed))

@@ -172,3 +172,44 @@ fn several_products_in_one_dispatch_equal_one_at_a_time() {
         }
     }
 }
+
+#[test]
+fn packing_on_threads_equals_packing_at_once_and_reports_read_errors() {
+    let mut rng = StdRng::seed_from_u64(9);
+    for (ty, rows, cols) in [
+        (GgmlType::Q4_K, 72, 512),
+        (GgmlType::Q5_0, 40, 96),
+        (GgmlType::Q6_K, 8, 256),
+    ] {
+        let w = random_rows(&mut rng, ty, rows, cols);
+        let whole = PackedMatrix::from_rows(ty, rows, cols, &w).unwrap();
+        for threads in [1, 2, 3, 16] {
+            let mut p = PackedMatrix::new(ty, rows, cols).unwrap();
+            let rb = p.src_row_bytes();
+            p.pack_with(threads, |first, buf: &mut [u8]| {
+                buf.copy_from_slice(&w[first * rb..first * rb + buf.len()]);
+                Ok::<(), String>(())
+            })
+            .unwrap();
+            let xf: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
+            let mut x = QuantizedActs::new();
+            x.quantize(format(ty).unwrap().act_type(), &xf, 1, cols);
+            let pool = ThreadPool::new(1);
+            let (mut a, mut b) = (vec![0f32; rows], vec![0f32; rows]);
+            matmul_packed_with(Kernel::Scalar, &pool, &whole, &x, &mut a);
+            matmul_packed_with(Kernel::Scalar, &pool, &p, &x, &mut b);
+            assert_eq!(a, b, "{ty} on {threads} threads");
+        }
+        let mut p = PackedMatrix::new(ty, rows, cols).unwrap();
+        let rb = p.src_row_bytes();
+        // The slice that reaches the last row fails.
+        let err = p.pack_with(2, |first, buf: &mut [u8]| {
+            if first + buf.len() / rb >= rows {
+                Err(format!("short read at row {first}"))
+            } else {
+                Ok(())
+            }
+        });
+        assert!(err.is_err_and(|e| e.starts_with("short read")), "{ty}");
+    }
+}

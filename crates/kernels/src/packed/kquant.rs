@@ -23,7 +23,7 @@
 //! - Q4_K: `d_x (d_i Σ_s sc_is Σ q·x − dmin_i Σ_s m_is (bsum_2s + bsum_2s+1))`;
 //! - Q6_K: `d_x d_i Σ_r sc_ir (Σ q·x − 32 bsum_r)` over the 16 runs `r` of 16 (q in 0..64).
 
-use super::{ActView, GROUP};
+use super::{nibble_quad, rd32, wr32, ActView, GROUP};
 use crate::quant::f16_to_f32;
 use crate::quant::q4_k::unpack_scales_mins;
 
@@ -51,16 +51,6 @@ pub(crate) const Q8K_BLOCK: usize = 292;
 pub(crate) const Q8K_QS: usize = 4;
 pub(crate) const Q8K_BSUMS: usize = 260;
 
-/// Writes the nibbles (low 4 bits of `q[e]`, 32 values of row `i`) of one run into the 128
-/// bytes at `out`.
-fn put_nibbles(out: &mut [u8], i: usize, q: &[u8; 32]) {
-    for p in 0..4 {
-        for j in 0..4 {
-            out[32 * p + 4 * i + j] = (q[8 * p + j] & 0x0F) | (q[8 * p + 4 + j] & 0x0F) << 4;
-        }
-    }
-}
-
 fn get_nibble(run: &[u8], i: usize, e: usize) -> u8 {
     let (k, j) = (e / 4, e % 4);
     let b = run[32 * (k / 2) + 4 * i + j];
@@ -87,32 +77,17 @@ pub(crate) fn pack_q4k(rows: &[u8], row_bytes: usize, b: usize, rec: &mut [u8]) 
             rec[q4k::M + 16 * t + 2 * i] = m[2 * t];
             rec[q4k::M + 16 * t + 2 * i + 1] = m[2 * t + 1];
         }
+        // Runs 2c and 2c + 1 are the low and high nibbles of the 32 bytes at 32c.
         let qs = &src[16..144];
         for s in 0..8 {
-            let (chunk, high) = (s / 2, s % 2 == 1);
-            let mut q = [0u8; 32];
-            for (e, v) in q.iter_mut().enumerate() {
-                let byte = qs[32 * chunk + e];
-                *v = if high { byte >> 4 } else { byte & 0x0F };
+            let run = 32 * (s / 2);
+            for p in 0..4 {
+                let at = run + 8 * p;
+                let quad = nibble_quad(rd32(qs, at), rd32(qs, at + 4), s % 2 == 1);
+                wr32(rec, q4k::QS + 128 * s + 32 * p + 4 * i, quad);
             }
-            put_nibbles(&mut rec[q4k::QS + 128 * s..q4k::QS + 128 * (s + 1)], i, &q);
         }
     }
-}
-
-/// Element `e` (0..256) of a Q6_K source block, 0..64.
-fn q6k_source_value(src: &[u8], e: usize) -> u8 {
-    let (ql, qh) = (&src[0..128], &src[128..192]);
-    let (n, r) = (e / 128, e % 128);
-    let (quarter, l) = (r / 32, r % 32);
-    let lo_byte = ql[64 * n + l + if quarter % 2 == 1 { 32 } else { 0 }];
-    let lo = if quarter < 2 {
-        lo_byte & 0x0F
-    } else {
-        lo_byte >> 4
-    };
-    let hi = (qh[32 * n + l] >> (2 * quarter)) & 3;
-    lo | hi << 4
 }
 
 pub(crate) fn pack_q6k(rows: &[u8], row_bytes: usize, b: usize, rec: &mut [u8]) {
@@ -125,16 +100,28 @@ pub(crate) fn pack_q6k(rows: &[u8], row_bytes: usize, b: usize, rec: &mut [u8]) 
             rec[q6k::SC + 16 * t + 2 * i] = src[192 + 2 * t];
             rec[q6k::SC + 16 * t + 2 * i + 1] = src[192 + 2 * t + 1];
         }
+        // Run t of 32: half n = t / 4 of the block, quarter t % 4 of that half. Its low 4 bits
+        // are the low (quarters 0, 1) or high (2, 3) nibbles of ql[64n + 32 (t odd) ..]; its
+        // high 2 bits are bits 2 (t % 4).. of qh[32n ..].
+        let (ql, qh) = (&src[0..128], &src[128..192]);
         for t in 0..8 {
-            let mut q = [0u8; 32];
-            for (e, v) in q.iter_mut().enumerate() {
-                *v = q6k_source_value(src, 32 * t + e);
+            let (n, quarter) = (t / 4, t % 4);
+            let lo_at = 64 * n + if quarter % 2 == 1 { 32 } else { 0 };
+            for p in 0..4 {
+                let at = lo_at + 8 * p;
+                let quad = nibble_quad(rd32(ql, at), rd32(ql, at + 4), quarter >= 2);
+                wr32(rec, q6k::QL + 128 * t + 32 * p + 4 * i, quad);
             }
-            put_nibbles(&mut rec[q6k::QL + 128 * t..q6k::QL + 128 * (t + 1)], i, &q);
-            for (e, &v) in q.iter().enumerate() {
-                let (k, j) = (e / 4, e % 4);
-                let at = q6k::QH + 64 * t + 32 * (k / 4) + 4 * i + j;
-                rec[at] |= (v >> 4) << (2 * (k % 4));
+            // Vector k (elements 4k..4k + 4) puts its 2-bit values at bits 2 (k % 4) of the
+            // bytes of the k / 4-th high-bit vector.
+            for h in 0..2 {
+                let mut word = 0u32;
+                for m in 0..4 {
+                    let k = 4 * h + m;
+                    let bits = (rd32(qh, 32 * n + 4 * k) >> (2 * quarter)) & 0x0303_0303;
+                    word |= bits << (2 * m);
+                }
+                wr32(rec, q6k::QH + 64 * t + 32 * h + 4 * i, word);
             }
         }
     }

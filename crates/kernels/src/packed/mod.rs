@@ -226,21 +226,62 @@ impl PackedMatrix {
     pub fn pack_rows(&mut self, first_row: usize, src: &[u8]) {
         let row_bytes = self.src_row_bytes();
         assert!(first_row.is_multiple_of(GROUP), "rows start at a group");
-        assert!(
-            src.len().is_multiple_of(row_bytes * GROUP),
-            "whole groups of rows"
-        );
-        let n_groups = src.len() / (row_bytes * GROUP);
-        let (spec, nb, gb) = (self.spec, self.blocks_per_row(), self.group_bytes());
         let g0 = first_row / GROUP;
-        assert!(g0 + n_groups <= self.rows / GROUP, "rows past the matrix");
-        for (g, rows) in src.chunks_exact(row_bytes * GROUP).enumerate() {
-            let out = &mut self.data[(g0 + g) * gb..(g0 + g + 1) * gb];
-            for b in 0..nb {
-                let rec = &mut out[b * spec.record()..(b + 1) * spec.record()];
-                pack_record(&spec, rows, row_bytes, b, rec);
+        let gb = self.group_bytes();
+        let (spec, nb) = (self.spec, self.blocks_per_row());
+        pack_groups(&spec, nb, row_bytes, &mut self.data[g0 * gb..], src);
+    }
+
+    /// Fills the whole matrix on `n_threads` threads, each packing its own share of the rows:
+    /// `read(first_row, buf)` fills `buf` with whole source rows from `first_row` on (the
+    /// model file, read in slices so that nothing holds the whole source at once). The first
+    /// error of any thread is returned.
+    pub fn pack_with<E: Send>(
+        &mut self,
+        n_threads: usize,
+        read: impl Fn(usize, &mut [u8]) -> Result<(), E> + Sync,
+    ) -> Result<(), E> {
+        /// Source rows read per step.
+        const STEP_ROWS: usize = 256;
+        let row_bytes = self.src_row_bytes();
+        let (spec, nb, gb) = (self.spec, self.blocks_per_row(), self.group_bytes());
+        let n_groups = self.rows / GROUP;
+        let per_part = n_groups.div_ceil(n_threads.max(1)).max(1);
+        let read = &read;
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = self
+                .data
+                .chunks_mut(per_part * gb)
+                .enumerate()
+                .map(|(part, out)| {
+                    scope.spawn(move || {
+                        let groups = out.len() / gb;
+                        let step = (STEP_ROWS / GROUP).max(1);
+                        let mut buf = vec![0u8; step.min(groups) * GROUP * row_bytes];
+                        let mut g = 0;
+                        while g < groups {
+                            let n = step.min(groups - g);
+                            let chunk = &mut buf[..n * GROUP * row_bytes];
+                            read((part * per_part + g) * GROUP, chunk)?;
+                            pack_groups(&spec, nb, row_bytes, &mut out[g * gb..], chunk);
+                            g += n;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            let mut first = Ok(());
+            for handle in parts {
+                let result = match handle.join() {
+                    Ok(r) => r,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                };
+                if first.is_ok() {
+                    first = result;
+                }
             }
-        }
+            first
+        })
     }
 
     /// Packs a whole matrix held in memory in the source format.
@@ -251,6 +292,48 @@ impl PackedMatrix {
         }
         p.pack_rows(0, src);
         Some(p)
+    }
+}
+
+/// Packs the groups of rows in `src` (whole groups) into the start of `out`.
+fn pack_groups(spec: &Spec, nb: usize, row_bytes: usize, out: &mut [u8], src: &[u8]) {
+    assert!(
+        src.len().is_multiple_of(row_bytes * GROUP),
+        "whole groups of rows"
+    );
+    let gb = nb * spec.record();
+    assert!(
+        src.len() / (row_bytes * GROUP) * gb <= out.len(),
+        "rows past the matrix"
+    );
+    for (g, rows) in src.chunks_exact(row_bytes * GROUP).enumerate() {
+        let out = &mut out[g * gb..(g + 1) * gb];
+        for b in 0..nb {
+            let rec = &mut out[b * spec.record()..(b + 1) * spec.record()];
+            pack_record(spec, rows, row_bytes, b, rec);
+        }
+    }
+}
+
+/// Little-endian u32 at `at`.
+#[inline(always)]
+pub(crate) fn rd32(s: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([s[at], s[at + 1], s[at + 2], s[at + 3]])
+}
+
+#[inline(always)]
+pub(crate) fn wr32(d: &mut [u8], at: usize, v: u32) {
+    d[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Four bytes of packed nibbles from two runs of four source nibbles each (`a`: elements
+/// `j`, `b`: elements `j + 4`, both taken from the low (`high == false`) or high nibbles).
+#[inline(always)]
+pub(crate) fn nibble_quad(a: u32, b: u32, high: bool) -> u32 {
+    if high {
+        ((a >> 4) & 0x0F0F_0F0F) | (b & 0xF0F0_F0F0)
+    } else {
+        (a & 0x0F0F_0F0F) | ((b & 0x0F0F_0F0F) << 4)
     }
 }
 
@@ -291,17 +374,11 @@ fn pack_record(spec: &Spec, rows: &[u8], row_bytes: usize, b: usize, rec: &mut [
         let qs = &src[at..at + QK / 2];
         // Byte 4i + j of the 32 bytes at 32p holds elements 8p + j (low nibble) and
         // 8p + 4 + j (high nibble); source element e < 16 is the low nibble of qs[e], e >= 16
-        // the high nibble of qs[e - 16].
+        // the high nibble of qs[e - 16]. Four bytes at a time.
         for p in 0..4 {
-            for j in 0..4 {
-                let (e0, e1) = (8 * p + j, 8 * p + 4 + j);
-                let byte = if p < 2 {
-                    (qs[e0] & 0x0F) | (qs[e1] & 0x0F) << 4
-                } else {
-                    (qs[e0 - 16] >> 4) | (qs[e1 - 16] & 0xF0)
-                };
-                rec[qs_off + 32 * p + 4 * i + j] = byte;
-            }
+            let at = 8 * (p % 2);
+            let quad = nibble_quad(rd32(qs, at), rd32(qs, at + 4), p >= 2);
+            wr32(rec, qs_off + 32 * p + 4 * i, quad);
         }
         if spec.bits == 5 {
             // Bit k of byte 4i + j: the fifth bit of element 4k + j.
