@@ -89,6 +89,9 @@ unsafe fn tile_q4k<const C: usize>(a: &Args, out: &mut [[f32; GROUP]; TILE_TOKEN
     let mut acc = [_mm256_setzero_ps(); C];
     for b in 0..a.nb {
         let rec = a.group.add(b * a.record);
+        if C == 1 {
+            super::x86::prefetch_ahead(rec, a.record);
+        }
         let mut sums = [_mm256_setzero_si256(); C];
         for s in 0..8 {
             let v = nibble_vectors(rec.add(q4k::QS + 128 * s));
@@ -152,6 +155,9 @@ unsafe fn tile_q6k<const C: usize>(a: &Args, out: &mut [[f32; GROUP]; TILE_TOKEN
     );
     for b in 0..a.nb {
         let rec = a.group.add(b * a.record);
+        if C == 1 {
+            super::x86::prefetch_ahead(rec, a.record);
+        }
         let mut sums = [_mm256_setzero_si256(); C];
         for t in 0..8 {
             let mut v = nibble_vectors(rec.add(q6k::QL + 128 * t));
