@@ -224,11 +224,12 @@ const PARALLEL_MIN_WORK: usize = 1 << 15;
 /// Weight bytes in one unit of work when several tokens share it (kept within the L2 cache).
 const CHUNK_BYTES_MAX: usize = 1 << 17;
 
-/// The output, written by several threads at disjoint indices.
+/// The output of a product, written by several threads at disjoint indices (here and in
+/// `packed`).
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: each index is written by exactly one thread (see `matmul`), and the slice outlives
-// the dispatch.
+pub(crate) struct OutPtr(pub(crate) *mut f32);
+// SAFETY: users write each index from exactly one thread (see `matmul` and
+// `packed::matmul_packed_many_with`), and the slice outlives the dispatch.
 unsafe impl Sync for OutPtr {}
 unsafe impl Send for OutPtr {}
 
@@ -237,7 +238,7 @@ impl OutPtr {
     /// `i` is within the output slice, which is alive, and no other thread accesses index `i`
     /// during the dispatch.
     #[inline(always)]
-    unsafe fn write(&self, i: usize, v: f32) {
+    pub(crate) unsafe fn write(&self, i: usize, v: f32) {
         *self.0.add(i) = v;
     }
 }

@@ -24,7 +24,7 @@ mod x86;
 #[cfg(target_arch = "x86_64")]
 mod x86_k;
 
-use crate::matmul::QuantizedActs;
+use crate::matmul::{OutPtr, QuantizedActs};
 use crate::pool::ThreadPool;
 use crate::quant::f16_to_f32;
 use gguf::GgmlType;
@@ -531,23 +531,6 @@ impl Kernel {
     }
 }
 
-/// Output pointer shared by the threads of one product, each writing its own rows.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: every (token, row) index is written by exactly one thread (groups are claimed once),
-// and the slice outlives the dispatch.
-unsafe impl Sync for OutPtr {}
-unsafe impl Send for OutPtr {}
-
-impl OutPtr {
-    /// # Safety
-    /// `i` is within the output slice, which is alive, and no other thread accesses index `i`
-    /// during the dispatch.
-    #[inline(always)]
-    unsafe fn write(&self, i: usize, v: f32) {
-        *self.0.add(i) = v;
-    }
-}
 
 /// Packed weight bytes per unit of work when several tokens reuse them (stays in L2).
 const CHUNK_BYTES_MAX: usize = 1 << 16;
