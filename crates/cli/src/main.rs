@@ -10,6 +10,7 @@ macro_rules! outln {
 }
 
 mod cmd;
+mod insight;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -3,12 +3,15 @@
 mod bench;
 mod cp;
 mod create;
+mod fit;
+mod hw;
 mod list;
 mod logits;
 mod perplexity;
 mod pull;
 mod rm;
 mod run;
+mod serve;
 mod show;
 mod tokenize;
 
@@ -52,6 +55,12 @@ enum Command {
     Cp(cp::Args),
     /// Make a model from a GGUF file, or a preset of another model (system prompt, options).
     Create(create::Args),
+    /// Describe this machine: CPU, SIMD and kernel path, memory, GPUs, free disk.
+    Hw(hw::Args),
+    /// Will a model run here? Memory needed at a context size against memory available.
+    Fit(fit::Args),
+    /// Serve the OpenAI- and Ollama-compatible HTTP API (127.0.0.1:11434 by default).
+    Serve(serve::Args),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -67,6 +76,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Rm(a) => rm::run(a),
         Command::Cp(a) => cp::run(a),
         Command::Create(a) => create::run(a),
+        Command::Hw(a) => hw::run(a),
+        Command::Fit(a) => fit::run(a),
+        Command::Serve(a) => serve::run(a),
     }
 }
 

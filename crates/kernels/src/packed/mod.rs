@@ -531,7 +531,6 @@ impl Kernel {
     }
 }
 
-
 /// Packed weight bytes per unit of work when several tokens reuse them (stays in L2).
 const CHUNK_BYTES_MAX: usize = 1 << 16;
 /// Products below this many multiply-adds run on the calling thread alone.

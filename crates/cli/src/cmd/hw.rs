@@ -1,0 +1,87 @@
+//! `hearth hw`: the CPU, SIMD features and kernel path, memory, GPUs and free disk space.
+
+use crate::insight::{human, system::Hardware};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let hw = Hardware::probe();
+    if a.json {
+        crate::outln!("{}", serde_json::to_string_pretty(&hw)?)?;
+        return Ok(());
+    }
+    let unknown = || "unknown".to_owned();
+    let count = |n: Option<usize>| n.map_or_else(unknown, |n| n.to_string());
+    let bytes = |b: Option<u64>| b.map_or_else(unknown, human);
+    let c = &hw.cpu;
+    let s = &hw.simd;
+    let mut out = String::new();
+    out.push_str(&format!(
+        "cpu        {} ({})\n",
+        c.model.clone().unwrap_or_else(unknown),
+        c.arch
+    ));
+    out.push_str(&format!(
+        "cores      {} physical, {} threads ({} usable)\n",
+        count(c.cores),
+        count(c.threads),
+        c.usable_threads
+    ));
+    let flags: Vec<&str> = [
+        (s.avx2, "AVX2"),
+        (s.fma, "FMA"),
+        (s.f16c, "F16C"),
+        (s.avx512f, "AVX-512F"),
+        (s.avx512_vnni, "AVX-512 VNNI"),
+        (s.neon, "NEON"),
+        (s.dotprod, "dotprod"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, n)| *n)
+    .collect();
+    let flags = if flags.is_empty() {
+        "none".to_owned()
+    } else {
+        flags.join(" ")
+    };
+    out.push_str(&format!("simd       {flags}\n"));
+    out.push_str(&format!("kernels    {}", hw.kernels.description));
+    if !hw.kernels.restricted_by.is_empty() {
+        out.push_str(&format!(
+            " (restricted by {})",
+            hw.kernels.restricted_by.join(", ")
+        ));
+    }
+    out.push('\n');
+    out.push_str(&format!(
+        "memory     {} total, {} available\n",
+        bytes(hw.memory.total_bytes),
+        bytes(hw.memory.available_bytes)
+    ));
+    if hw.gpus.is_empty() {
+        out.push_str("gpus       none found (hearth runs on the CPU)\n");
+    }
+    for g in &hw.gpus {
+        out.push_str(&format!(
+            "gpu        {} ({})\n",
+            g.name,
+            bytes(g.memory_bytes)
+        ));
+    }
+    match &hw.disk {
+        Some(d) => out.push_str(&format!(
+            "disk       {} free under {}\n",
+            bytes(d.free_bytes),
+            d.path.display()
+        )),
+        None => out.push_str("disk       unknown (no store directory: set HEARTH_HOME)\n"),
+    }
+    crate::outln!("{}", out.trim_end())?;
+    Ok(())
+}

@@ -1,0 +1,41 @@
+//! `hearth serve`: the OpenAI- and Ollama-compatible HTTP server (crate `server`).
+
+use anyhow::Context;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address to listen on. Anything but loopback requires --api-key.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port (0: any free port; the address is printed on stderr).
+    #[arg(long, default_value_t = 11434)]
+    port: u16,
+    /// Require `Authorization: Bearer KEY` on every request.
+    #[arg(long)]
+    api_key: Option<String>,
+    /// Allow browser pages from this origin (CORS); repeat for more. None: no CORS headers.
+    #[arg(long = "cors-origin")]
+    cors_origins: Vec<String>,
+    /// Inference threads (default: every core).
+    #[arg(long, short = 't')]
+    threads: Option<usize>,
+    /// Context size in tokens (requests may ask for less).
+    #[arg(long = "ctx", default_value_t = server::DEFAULT_CTX)]
+    ctx: usize,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let config = server::Config {
+        host: a.host,
+        port: a.port,
+        api_key: a.api_key,
+        cors_origins: a.cors_origins,
+        threads: a.threads,
+        n_ctx: a.ctx,
+        queue_capacity: server::QUEUE_CAPACITY,
+    };
+    server::serve_blocking(config, Box::new(server::models::StoreModels), |addr| {
+        eprintln!("hearth listening on http://{addr}");
+    })
+    .context("the server stopped")
+}

@@ -1,0 +1,198 @@
+//! The two dialects, and what they share: turning a checked request into a job and reading
+//! its events back.
+
+pub mod ollama;
+pub mod openai;
+
+use crate::error::ApiError;
+use crate::models::ModelRef;
+use crate::params::SamplerRequest;
+use crate::worker::{Budget, CancelOnDrop, Event, Input, Job, Summary};
+use crate::AppState;
+use engine::sampler::SamplerConfig;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// A checked generation request.
+pub struct GenSpec {
+    pub model: String,
+    pub input: Input,
+    /// None: the preset's `num_predict`, else the server default, shortened to fit.
+    pub budget: Option<Budget>,
+    pub budget_param: &'static str,
+    pub sampler: SamplerRequest,
+    pub stop: Vec<String>,
+    pub n_ctx: Option<usize>,
+    /// Prepend the preset's system prompt when the chat has none.
+    pub use_preset_system: bool,
+}
+
+/// A job that has started (its prompt evaluated): events follow on `rx`. Dropping it cancels
+/// the job.
+pub struct Running {
+    pub model: ModelRef,
+    pub rx: mpsc::Receiver<Event>,
+    pub _cancel: CancelOnDrop,
+}
+
+/// Resolves the model, queues the job and waits until its prompt is evaluated, so that any
+/// error (bad model, prompt too long, full queue) is still an HTTP status.
+pub async fn start(state: &AppState, mut spec: GenSpec) -> Result<Running, ApiError> {
+    let s = &state.inner;
+    let models = Arc::clone(&state.inner);
+    let name = spec.model.clone();
+    let model = tokio::task::spawn_blocking(move || models.models.resolve(&name))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let n_ctx = spec.n_ctx.unwrap_or(s.config.n_ctx);
+    let sampler = sampler(&model.params, &spec.sampler, n_ctx)?;
+    if spec.use_preset_system {
+        if let (Input::Chat(msgs), Some(system)) = (&mut spec.input, &model.system) {
+            if !msgs.iter().any(|m| m.role == "system") {
+                msgs.insert(0, engine::chat::Message::new("system", system));
+            }
+        }
+    }
+    let budget = spec.budget.unwrap_or(Budget::Default(
+        model
+            .params
+            .num_predict
+            .map_or(crate::worker::DEFAULT_MAX_TOKENS, |n| n as usize),
+    ));
+    let (tx, mut rx) = mpsc::channel(64);
+    let cancel = Arc::new(AtomicBool::new(false));
+    let guard = CancelOnDrop(Arc::clone(&cancel));
+    s.worker.submit(Job {
+        model: model.clone(),
+        input: spec.input,
+        budget,
+        budget_param: spec.budget_param,
+        sampler,
+        stop: spec.stop,
+        n_ctx,
+        events: tx,
+        cancel,
+        queued: Instant::now(),
+    })?;
+    match rx.recv().await {
+        Some(Event::Started) => Ok(Running {
+            model,
+            rx,
+            _cancel: guard,
+        }),
+        Some(Event::Error(e)) => Err(e),
+        _ => Err(ApiError::internal(
+            "the inference worker ended the request early",
+        )),
+    }
+}
+
+/// Reads every event: the whole text and the summary.
+pub async fn collect(mut run: Running) -> Result<(String, Summary), ApiError> {
+    let mut text = String::new();
+    while let Some(ev) = run.rx.recv().await {
+        match ev {
+            Event::Piece(p) => text.push_str(&p),
+            Event::Done(s) => return Ok((text, s)),
+            Event::Error(e) => return Err(e),
+            Event::Started => {}
+        }
+    }
+    Err(ApiError::internal(
+        "the inference worker ended the request early",
+    ))
+}
+
+/// The sampler: the request's settings over the preset's over the engine's defaults.
+fn sampler(p: &store::Params, r: &SamplerRequest, n_ctx: usize) -> Result<SamplerConfig, ApiError> {
+    let d = SamplerConfig::default();
+    let f = |req: Option<f32>, preset: Option<f64>, default: f32| {
+        req.or(preset.map(|x| x as f32)).unwrap_or(default)
+    };
+    let config = SamplerConfig {
+        temperature: f(r.temperature, p.temperature, d.temperature),
+        top_k: r.top_k.or(p.top_k.map(|x| x as usize)).unwrap_or(d.top_k),
+        top_p: f(r.top_p, p.top_p, d.top_p),
+        min_p: f(r.min_p, p.min_p, d.min_p),
+        typical_p: f(r.typical_p, p.typical_p, d.typical_p),
+        repeat_penalty: f(r.repeat_penalty, p.repeat_penalty, d.repeat_penalty),
+        presence_penalty: f(r.presence_penalty, p.presence_penalty, d.presence_penalty),
+        frequency_penalty: f(
+            r.frequency_penalty,
+            p.frequency_penalty,
+            d.frequency_penalty,
+        ),
+        penalty_last_n: match r.repeat_last_n {
+            Some(-1) => n_ctx,
+            Some(n) => n as usize,
+            None => p.repeat_last_n.map_or(d.penalty_last_n, |x| x as usize),
+        },
+        logit_bias: Vec::new(),
+        seed: r.seed.or(p.seed).unwrap_or_else(random_seed),
+    };
+    config
+        .validate()
+        .map_err(|e| ApiError::invalid(e.option, e.to_string()))?;
+    Ok(config)
+}
+
+/// A fresh seed per request when none is given (as Ollama and OpenAI behave).
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A short unique id for responses.
+pub fn request_id(prefix: &str) -> String {
+    format!("{prefix}-{:016x}", random_seed())
+}
+
+/// Streams a running job: `format` turns each event into the chunks to send (already
+/// serialized). A client that goes away closes the channel, which ends the task and with it
+/// the job.
+pub fn relay<F>(run: Running, mut format: F) -> impl futures_util::Stream<Item = String>
+where
+    F: FnMut(&Event) -> Vec<String> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel::<String>(16);
+    tokio::spawn(async move {
+        // The whole job (its cancel guard included) lives as long as this task.
+        let mut run = run;
+        loop {
+            let ev = tokio::select! {
+                ev = run.rx.recv() => ev,
+                _ = tx.closed() => return,
+            };
+            let ev = ev.unwrap_or_else(|| {
+                Event::Error(ApiError::internal(
+                    "the inference worker ended the request early",
+                ))
+            });
+            let last = matches!(ev, Event::Done(_) | Event::Error(_));
+            for out in format(&ev) {
+                if tx.send(out).await.is_err() {
+                    return;
+                }
+            }
+            if last {
+                return;
+            }
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
+}
