@@ -175,8 +175,18 @@ impl<'f> TensorLoader<'f> {
                 name: name.to_string(),
                 ty: info.ty,
             })?;
+        // Read through the file, not the mapping: the kernel may map a whole large page-cache
+        // folio (megabytes of neighbouring weights, already packed) on a fault in a small
+        // norm vector, and those pages would count as resident for the whole run.
+        let mut bytes = vec![0u8; self.file.tensor_data(info).len()];
+        self.file
+            .read_tensor_bytes(info, 0, &mut bytes)
+            .map_err(|e| EngineError::TensorRead {
+                name: name.to_string(),
+                source: e,
+            })?;
         let mut out = vec![0.0; len];
-        format.dequantize_row(self.file.tensor_data(info), &mut out);
+        format.dequantize_row(&bytes, &mut out);
         Ok(out)
     }
 
