@@ -34,6 +34,9 @@ fn exp_matches_libm_over_the_whole_range() {
         f32::NAN,
     ];
     ops::exp_shifted_inplace(&mut edge, 0.0);
+    // e^-100 is a subnormal for libm (the scalar path) and 0 for the vector one.
+    assert!(edge[1] < 1e-37, "e^-100 = {}", edge[1]);
+    edge[1] = 0.0;
     assert_eq!(
         &edge[..7],
         &[0.0, 0.0, f32::INFINITY, f32::INFINITY, 0.0, 1.0, 1.0]
