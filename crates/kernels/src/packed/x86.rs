@@ -91,19 +91,10 @@ struct Args {
 #[inline(always)]
 unsafe fn weight_vectors<const BITS: u32>(a: &Args, rec: *const u8) -> [__m256i; 8] {
     let q = rec.add(a.qs_off);
-    let mut v = [_mm256_setzero_si256(); 8];
     if BITS == 8 {
-        for (k, vk) in v.iter_mut().enumerate() {
-            *vk = _mm256_loadu_si256(q.add(32 * k).cast());
-        }
-        return v;
+        return std::array::from_fn(|k| _mm256_loadu_si256(q.add(32 * k).cast()));
     }
-    let low4 = _mm256_set1_epi8(0x0F);
-    for p in 0..4 {
-        let raw = _mm256_loadu_si256(q.add(32 * p).cast());
-        v[2 * p] = _mm256_and_si256(raw, low4);
-        v[2 * p + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low4);
-    }
+    let mut v = nibble_vectors(q);
     if BITS == 5 {
         // Bit k of each qh byte becomes bit 4 of the same byte of vector k.
         let h = _mm256_loadu_si256(rec.add(a.qh_off).cast());
@@ -120,6 +111,32 @@ unsafe fn weight_vectors<const BITS: u32>(a: &Args, rec: *const u8) -> [__m256i;
     v
 }
 
+/// The 8 nibble vectors of one 32-element run (128 bytes at `p`, laid out as the module says),
+/// for the 32-element formats and each run of a k-quant record.
+///
+/// # Safety
+/// AVX2; `p` readable for 128 bytes.
+#[inline(always)]
+pub(super) unsafe fn nibble_vectors(p: *const u8) -> [__m256i; 8] {
+    let low4 = _mm256_set1_epi8(0x0F);
+    let mut v = [_mm256_setzero_si256(); 8];
+    for q in 0..4 {
+        let raw = _mm256_loadu_si256(p.add(32 * q).cast());
+        v[2 * q] = _mm256_and_si256(raw, low4);
+        v[2 * q + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low4);
+    }
+    v
+}
+
+/// Broadcast of the 4 activation bytes `xq[4k..4k + 4]`.
+///
+/// # Safety
+/// AVX2; `xq` readable for `4k + 4` bytes.
+#[inline(always)]
+pub(super) unsafe fn bx(xq: *const u8, k: usize) -> __m256i {
+    _mm256_set1_epi32(xq.add(4 * k).cast::<i32>().read_unaligned())
+}
+
 /// The 8 rows' integer dot products with one activation block (`xq`: 32 signed bytes).
 ///
 /// # Safety
@@ -131,7 +148,7 @@ unsafe fn row_dots<const BITS: u32>(
     xq: *const u8,
 ) -> __m256i {
     let ones = _mm256_set1_epi16(1);
-    let bx = |k: usize| _mm256_set1_epi32(xq.add(4 * k).cast::<i32>().read_unaligned());
+    let bx = |k: usize| bx(xq, k);
     match BITS {
         // 8 products of values below 16 by bytes of at most 127 in magnitude, two per i16:
         // at most 8 * 2 * 15 * 127 = 30480, no overflow.

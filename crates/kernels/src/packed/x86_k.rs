@@ -1,6 +1,7 @@
 //! AVX2 kernels of the packed k-quants (layouts in [`super::kquant`]): lanes are the 8 rows.
 
 use super::kquant::{q4k, q6k, Q8K_BLOCK, Q8K_BSUMS, Q8K_QS};
+use super::x86::{bx, nibble_vectors};
 use super::{ActView, PackedMatrix, GROUP, TILE_TOKENS};
 use gguf::GgmlType;
 use std::arch::x86_64::*;
@@ -55,31 +56,6 @@ struct Args {
     group: *const u8,
     record: usize,
     xs: [*const u8; TILE_TOKENS],
-}
-
-/// The 8 nibble vectors of one 32-element run (128 bytes at `p`).
-///
-/// # Safety
-/// AVX2; `p` readable for 128 bytes.
-#[inline(always)]
-unsafe fn nibble_vectors(p: *const u8) -> [__m256i; 8] {
-    let low4 = _mm256_set1_epi8(0x0F);
-    let mut v = [_mm256_setzero_si256(); 8];
-    for q in 0..4 {
-        let raw = _mm256_loadu_si256(p.add(32 * q).cast());
-        v[2 * q] = _mm256_and_si256(raw, low4);
-        v[2 * q + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low4);
-    }
-    v
-}
-
-/// Broadcast of the 4 activation bytes `xq[4k..4k + 4]`.
-///
-/// # Safety
-/// AVX2; `xq` readable for `4k + 4` bytes.
-#[inline(always)]
-unsafe fn bx(xq: *const u8, k: usize) -> __m256i {
-    _mm256_set1_epi32(xq.add(4 * k).cast::<i32>().read_unaligned())
 }
 
 /// # Safety
