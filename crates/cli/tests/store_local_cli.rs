@@ -2,64 +2,22 @@
 //! imitation of the hub, and `rm` of a model while `hearth run` uses it. No network, no real
 //! model: the synthetic GGUFs of tests/data/synthetic are imported with `create`.
 
+#[path = "common/store_cmd.rs"]
+mod store_cmd;
 #[path = "../../store/tests/support/mod.rs"]
 mod support;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+use store_cmd::{fails, hearth, ok};
 use support::{sha256_hex, Server};
 
 fn synthetic(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/data/synthetic")
         .join(file)
-}
-
-/// `hearth` with HEARTH_HOME set and the store's other settings cleared from the environment.
-fn hearth(home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_hearth"));
-    c.env("HEARTH_HOME", home);
-    for k in [
-        "HEARTH_OFFLINE",
-        "HEARTH_SOURCE",
-        "HEARTH_PYTHON",
-        "HF_ENDPOINT",
-        "HF_TOKEN",
-    ] {
-        c.env_remove(k);
-    }
-    c.stdin(Stdio::null());
-    c
-}
-
-fn run(c: &mut Command) -> (i32, String, String) {
-    let out: Output = c.output().expect("hearth runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ok(c: &mut Command) -> String {
-    let (code, stdout, stderr) = run(c);
-    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
-    stdout
-}
-
-fn fails(c: &mut Command, needle: &str) -> String {
-    let (code, stdout, stderr) = run(c);
-    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
-    assert!(stderr.starts_with("error:"), "{stderr}");
-    assert!(
-        stderr.contains(needle),
-        "expected {needle:?} in stderr: {stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(stdout.is_empty(), "{stdout}");
-    stderr
 }
 
 fn names_in(dir: &Path) -> Vec<String> {
