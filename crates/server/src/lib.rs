@@ -8,6 +8,7 @@ pub mod api;
 pub mod error;
 pub mod models;
 pub mod params;
+pub mod web;
 pub mod worker;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -158,7 +159,8 @@ pub fn app(state: AppState) -> Router {
     let mut router = Router::new()
         .merge(api::openai::routes())
         .merge(api::ollama::routes())
-        .route("/", axum::routing::get(|| async { "hearth is running" }))
+        .merge(api::manage::routes())
+        .merge(web::routes())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard));
     let origins = &state.inner.config.cors_origins;
