@@ -12,11 +12,27 @@ use kernels::par::par_chunks_mut;
 use kernels::pool::ThreadPool;
 
 /// Everything a forward pass works with besides the weights.
-pub struct Runtime<'a> {
+pub struct Runtime<'a, 'k> {
     pub file: &'a GgufFile,
     pub pool: &'a ThreadPool,
-    pub kv: &'a mut KvCache,
+    /// The sequences of the batch; their tokens lie one sequence after another.
+    pub seqs: &'a mut [SeqPart<'k>],
     pub scratch: &'a mut Scratch,
+}
+
+/// One sequence's share of a batch: its cache and the positions its tokens take.
+pub struct SeqPart<'k> {
+    pub kv: &'k mut KvCache,
+    /// Position of the sequence's first token in this batch.
+    pub pos0: usize,
+    pub n_tokens: usize,
+}
+
+impl Runtime<'_, '_> {
+    /// Tokens in the batch.
+    pub fn n_tokens(&self) -> usize {
+        self.seqs.iter().map(|s| s.n_tokens).sum()
+    }
 }
 
 /// Reusable buffers, grown to the largest batch seen and never shrunk, so decoding does not
@@ -33,6 +49,8 @@ pub struct Scratch {
     pub gate: Vec<f32>,
     pub up: Vec<f32>,
     pub acts: ActCache,
+    /// For each token of the batch: its sequence and position.
+    pub token_seq: Vec<(usize, usize)>,
 }
 
 /// Resizes `buf` to `len` elements without shrinking its capacity.
@@ -189,17 +207,17 @@ pub struct AttnShape {
     pub head_dim_v: usize,
 }
 
-/// Causal attention of `n_tokens` queries at positions `pos0..` over the cached keys and values
-/// of `layer` (the current tokens already stored). With a sliding `window`, a query at p sees
-/// keys at positions p - window + 1 ..= p. Writes `n_tokens × n_head × head_dim_v` into `out`.
+/// Causal attention of each token's query over the cached keys and values of its own sequence
+/// in `layer` (the current tokens already stored); `token_seq` gives each token's sequence and
+/// position. With a sliding `window`, a query at p sees keys at positions p - window + 1 ..= p.
+/// Writes `n_tokens × n_head × head_dim_v` into `out`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     pool: &ThreadPool,
-    kv: &KvCache,
+    seqs: &[SeqPart],
+    token_seq: &[(usize, usize)],
     layer: usize,
     q: &[f32],
-    pos0: usize,
-    n_tokens: usize,
     shape: AttnShape,
     scale: f32,
     window: Option<usize>,
@@ -213,13 +231,14 @@ pub fn attention(
     } = shape;
     let group = n_head / n_head_kv;
     let (k_row, v_row) = (n_head_kv * head_dim * 2, n_head_kv * head_dim_v * 2);
-    let keys = kv.keys(layer, pos0 + n_tokens);
-    let values = kv.values(layer, pos0 + n_tokens);
-    let out = sized(out, n_tokens * n_head * head_dim_v);
+    let out = sized(out, token_seq.len() * n_head * head_dim_v);
     par_chunks_mut(pool, out, head_dim_v, &|idx, acc| {
         let (t, h) = (idx / n_head, idx % n_head);
         let g = h / group;
-        let pos = pos0 + t;
+        let (seq, pos) = token_seq[t];
+        let kv = &*seqs[seq].kv;
+        let keys = kv.keys(layer, pos + 1);
+        let values = kv.values(layer, pos + 1);
         let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
         // The query in f16 like the cached keys, so one f16 dot kernel serves (as llama.cpp's
         // flash attention does).
@@ -261,11 +280,16 @@ pub fn attention(
 /// Positions per attention tile (scores on the stack).
 const ATTN_TILE: usize = 64;
 
-/// Which positions of a batch get logits.
+/// What a forward pass returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogitRows {
+    /// Logits of each sequence's last token.
     Last,
+    /// Logits of every token.
     All,
+    /// The final hidden state (after the output norm) of every token: `n_tokens × n_embd`,
+    /// for embeddings.
+    Hidden,
 }
 
 /// The token embedding, the final norm and the output head every decoder has; the head is tied
@@ -296,36 +320,50 @@ impl EmbeddingAndHead {
         self.output.rows
     }
 
-    /// Embeds `tokens` (times `scale`) into `rt.scratch.x`, after checking the cache has room.
-    pub fn embed(
-        &self,
-        rt: &mut Runtime,
-        tokens: &[u32],
-        pos0: usize,
-        scale: f32,
-    ) -> Result<(), EngineError> {
-        check_room(rt.kv, pos0, tokens.len())?;
+    /// Embeds `tokens` (times `scale`) into `rt.scratch.x`, after checking every cache has
+    /// room, and notes each token's sequence and position.
+    pub fn embed(&self, rt: &mut Runtime, tokens: &[u32], scale: f32) -> Result<(), EngineError> {
+        if rt.n_tokens() != tokens.len() {
+            return Err(EngineError::BatchMismatch {
+                tokens: tokens.len(),
+                parts: rt.n_tokens(),
+            });
+        }
+        let token_seq = &mut rt.scratch.token_seq;
+        token_seq.clear();
+        for (i, seq) in rt.seqs.iter().enumerate() {
+            check_room(seq.kv, seq.pos0, seq.n_tokens)?;
+            token_seq.extend((0..seq.n_tokens).map(|t| (i, seq.pos0 + t)));
+        }
         embed(rt.file, &self.token_embd, tokens, scale, &mut rt.scratch.x)
     }
 
-    /// Final norm and output projection of `rt.scratch.x` for the rows asked for; appends to
-    /// `logits`.
-    pub fn logits(
-        &self,
-        rt: &mut Runtime,
-        eps: f32,
-        n_tokens: usize,
-        rows: LogitRows,
-        logits: &mut Vec<f32>,
-    ) {
+    /// Final norm and output projection of `rt.scratch.x` for the rows asked for (or the
+    /// normalized rows themselves for `Hidden`); appends to `logits`.
+    pub fn logits(&self, rt: &mut Runtime, eps: f32, rows: LogitRows, logits: &mut Vec<f32>) {
         let scratch = &mut *rt.scratch;
         let dim = self.output_norm.len();
-        let (first, n) = match rows {
-            LogitRows::Last => (n_tokens - 1, 1),
-            LogitRows::All => (0, n_tokens),
+        let n_tokens = scratch.token_seq.len();
+        let n = match rows {
+            LogitRows::Last => {
+                // Gather each sequence's last row in front (rows only move forward).
+                let mut end = 0;
+                for (i, seq) in rt.seqs.iter().enumerate() {
+                    end += seq.n_tokens;
+                    if end - 1 != i {
+                        scratch.x.copy_within((end - 1) * dim..end * dim, i * dim);
+                    }
+                }
+                rt.seqs.len()
+            }
+            LogitRows::All | LogitRows::Hidden => n_tokens,
         };
-        let x = &scratch.x[first * dim..(first + n) * dim];
+        let x = &scratch.x[..n * dim];
         rmsnorm_rows(x, &self.output_norm, eps, &mut scratch.xn);
+        if rows == LogitRows::Hidden {
+            logits.extend_from_slice(&scratch.xn[..n * dim]);
+            return;
+        }
         scratch.acts.invalidate();
         linear(
             rt.file,
@@ -397,17 +435,11 @@ impl AttnWeights {
     }
 }
 
-/// Self-attention over `scratch.xn` (`n_tokens × n_embd`, already normalized) at positions
-/// `pos0..`; the projected output lands in `scratch.proj`.
-pub fn attention_block(
-    rt: &mut Runtime,
-    layer: usize,
-    w: &AttnWeights,
-    p: &AttnParams,
-    pos0: usize,
-    n_tokens: usize,
-) {
+/// Self-attention over `scratch.xn` (`n_tokens × n_embd`, already normalized) at the positions
+/// noted in `scratch.token_seq`; the projected output lands in `scratch.proj`.
+pub fn attention_block(rt: &mut Runtime, layer: usize, w: &AttnWeights, p: &AttnParams) {
     let s = &mut *rt.scratch;
+    let n_tokens = s.token_seq.len();
     let (file, pool) = (rt.file, rt.pool);
     s.acts.invalidate();
     linear_many(
@@ -427,20 +459,28 @@ pub fn attention_block(
     }
     let hd = p.shape.head_dim;
     let (q_row, k_row) = (p.shape.n_head * hd, p.shape.n_head_kv * hd);
-    for t in 0..n_tokens {
-        p.rope
-            .apply(&mut s.q[t * q_row..(t + 1) * q_row], hd, pos0 + t);
-        p.rope
-            .apply(&mut s.k[t * k_row..(t + 1) * k_row], hd, pos0 + t);
+    for (t, &(_, pos)) in s.token_seq.iter().enumerate() {
+        p.rope.apply(&mut s.q[t * q_row..(t + 1) * q_row], hd, pos);
+        p.rope.apply(&mut s.k[t * k_row..(t + 1) * k_row], hd, pos);
     }
-    rt.kv.store(layer, pos0, &s.k, &s.v);
+    let v_row = p.shape.n_head_kv * p.shape.head_dim_v;
+    let mut first = 0;
+    for seq in rt.seqs.iter_mut() {
+        let end = first + seq.n_tokens;
+        seq.kv.store(
+            layer,
+            seq.pos0,
+            &s.k[first * k_row..end * k_row],
+            &s.v[first * v_row..end * v_row],
+        );
+        first = end;
+    }
     attention(
         pool,
-        rt.kv,
+        rt.seqs,
+        &s.token_seq,
         layer,
         &s.q,
-        pos0,
-        n_tokens,
         p.shape,
         p.scale,
         p.window,
@@ -489,8 +529,9 @@ impl FfnWeights {
 }
 
 /// Gated feed-forward over `scratch.xn`; the output lands in `scratch.proj`.
-pub fn ffn_block(rt: &mut Runtime, w: &FfnWeights, act: GateActivation, n_tokens: usize) {
+pub fn ffn_block(rt: &mut Runtime, w: &FfnWeights, act: GateActivation) {
     let s = &mut *rt.scratch;
+    let n_tokens = s.token_seq.len();
     let (file, pool) = (rt.file, rt.pool);
     s.acts.invalidate();
     linear_many(

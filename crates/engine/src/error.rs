@@ -38,6 +38,10 @@ pub enum EngineError {
     NoArchitecture,
     #[error("token id {id} is out of range: the vocabulary has {n_vocab} tokens")]
     TokenOutOfRange { id: u32, n_vocab: usize },
+    #[error("a batch of {tokens} tokens does not match its sequences' {parts} tokens")]
+    BatchMismatch { tokens: usize, parts: usize },
+    #[error("sessions of different models cannot be evaluated in one batch")]
+    MixedBatch,
     #[error("context is full: {needed} positions needed but the context holds {ctx} (use a larger --ctx)")]
     ContextFull { needed: usize, ctx: usize },
 }

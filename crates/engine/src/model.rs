@@ -1,7 +1,7 @@
 //! A loaded model (file, hyperparameters, architecture, tokenizer) and sessions that run it.
 
 use crate::arch::{self, Architecture};
-use crate::blocks::{LogitRows, Runtime, Scratch};
+use crate::blocks::{LogitRows, Runtime, Scratch, SeqPart};
 use crate::config::ModelConfig;
 use crate::error::EngineError;
 use crate::kv_cache::KvCache;
@@ -136,7 +136,8 @@ impl<'m> Session<'m> {
     }
 
     /// Appends `tokens` to the sequence. Returns the logits of the last token (`Last`) or of
-    /// every token (`All`, `tokens.len() × n_vocab`, row-major).
+    /// every token (`All`, `tokens.len() × n_vocab`, row-major), or the final hidden states
+    /// (`Hidden`, `tokens.len() × n_embd`).
     pub fn eval(&mut self, tokens: &[u32], rows: LogitRows) -> Result<&[f32], EngineError> {
         self.logits.clear();
         if tokens.is_empty() {
@@ -151,14 +152,19 @@ impl<'m> Session<'m> {
         let n_chunks = tokens.len().div_ceil(self.batch);
         for (i, chunk) in tokens.chunks(self.batch).enumerate() {
             let chunk_rows = match rows {
-                LogitRows::All => Some(LogitRows::All),
+                LogitRows::All | LogitRows::Hidden => Some(rows),
                 LogitRows::Last if i + 1 == n_chunks => Some(LogitRows::Last),
                 LogitRows::Last => None,
             };
+            let mut seqs = [SeqPart {
+                kv: &mut self.kv,
+                pos0: self.pos,
+                n_tokens: chunk.len(),
+            }];
             let mut rt = Runtime {
                 file: &self.model.file,
                 pool: &self.pool,
-                kv: &mut self.kv,
+                seqs: &mut seqs,
                 scratch: &mut self.scratch,
             };
             let mut sink = Vec::new();
@@ -167,15 +173,114 @@ impl<'m> Session<'m> {
             } else {
                 &mut sink
             };
-            self.model.arch.forward(
-                &mut rt,
-                chunk,
-                self.pos,
-                chunk_rows.unwrap_or(LogitRows::Last),
-                out,
-            )?;
+            self.model
+                .arch
+                .forward(&mut rt, chunk, chunk_rows.unwrap_or(LogitRows::Last), out)?;
             self.pos += chunk.len();
         }
         Ok(&self.logits)
+    }
+
+    /// The mean of the final hidden states of `tokens` (a fresh sequence: the session is reset
+    /// first), scaled to unit length: a sentence embedding.
+    pub fn embed(&mut self, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
+        self.reset();
+        let dim = self.model.config.n_embd;
+        let mut sum = vec![0f64; dim];
+        for chunk in tokens.chunks(self.batch) {
+            self.logits.clear();
+            if self.pos + chunk.len() > self.kv.n_ctx() {
+                return Err(EngineError::ContextFull {
+                    needed: self.pos + chunk.len(),
+                    ctx: self.kv.n_ctx(),
+                });
+            }
+            let mut seqs = [SeqPart {
+                kv: &mut self.kv,
+                pos0: self.pos,
+                n_tokens: chunk.len(),
+            }];
+            let mut rt = Runtime {
+                file: &self.model.file,
+                pool: &self.pool,
+                seqs: &mut seqs,
+                scratch: &mut self.scratch,
+            };
+            self.model
+                .arch
+                .forward(&mut rt, chunk, LogitRows::Hidden, &mut self.logits)?;
+            for row in self.logits.chunks_exact(dim) {
+                for (s, &v) in sum.iter_mut().zip(row) {
+                    *s += v as f64;
+                }
+            }
+            self.pos += chunk.len();
+        }
+        let n = tokens.len().max(1) as f64;
+        let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
+        let norm = mean.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let scale = if norm > 0.0 { 1.0 / norm } else { 0.0 };
+        Ok(mean.iter().map(|v| (v * scale) as f32).collect())
+    }
+
+    /// Appends `tokens[i]` to `sessions[i]` for every i in one forward pass (the weights are
+    /// read once for all of them) and returns each session's last-token logits, one
+    /// `n_vocab` row per session. A session may take several tokens (a prompt) while others
+    /// take one. The sessions must come from the same model.
+    pub fn eval_together(
+        sessions: &mut [&mut Session<'m>],
+        tokens: &[&[u32]],
+    ) -> Result<Vec<f32>, EngineError> {
+        let Some(first) = sessions.first() else {
+            return Ok(Vec::new());
+        };
+        let model = first.model;
+        let pool = Arc::clone(&first.pool);
+        if sessions.iter().any(|s| !std::ptr::eq(s.model, model)) {
+            return Err(EngineError::MixedBatch);
+        }
+        if tokens.len() != sessions.len() || tokens.iter().any(|t| t.is_empty()) {
+            return Err(EngineError::BatchMismatch {
+                tokens: tokens.len(),
+                parts: sessions.len(),
+            });
+        }
+        for (s, t) in sessions.iter().zip(tokens) {
+            if s.pos + t.len() > s.kv.n_ctx() {
+                return Err(EngineError::ContextFull {
+                    needed: s.pos + t.len(),
+                    ctx: s.kv.n_ctx(),
+                });
+            }
+        }
+        // One scratch serves the batch: the first session's, lent and given back.
+        let mut scratch = std::mem::take(&mut sessions[0].scratch);
+        let flat: Vec<u32> = tokens.iter().flat_map(|t| t.iter().copied()).collect();
+        let mut seqs: Vec<SeqPart> = sessions
+            .iter_mut()
+            .zip(tokens)
+            .map(|(s, t)| SeqPart {
+                kv: &mut s.kv,
+                pos0: s.pos,
+                n_tokens: t.len(),
+            })
+            .collect();
+        let mut logits = Vec::with_capacity(seqs.len() * model.n_vocab());
+        let mut rt = Runtime {
+            file: &model.file,
+            pool: &pool,
+            seqs: &mut seqs,
+            scratch: &mut scratch,
+        };
+        let result = model
+            .arch
+            .forward(&mut rt, &flat, LogitRows::Last, &mut logits);
+        drop(seqs);
+        sessions[0].scratch = scratch;
+        result?;
+        for (s, t) in sessions.iter_mut().zip(tokens) {
+            s.pos += t.len();
+        }
+        Ok(logits)
     }
 }

@@ -86,13 +86,10 @@ impl Architecture for Gemma3 {
         &self,
         rt: &mut Runtime,
         tokens: &[u32],
-        pos0: usize,
         rows: LogitRows,
         logits: &mut Vec<f32>,
     ) -> Result<(), EngineError> {
-        let n = tokens.len();
-        self.io
-            .embed(rt, tokens, pos0, (self.n_embd as f32).sqrt())?;
+        self.io.embed(rt, tokens, (self.n_embd as f32).sqrt())?;
         for (l, layer) in self.layers.iter().enumerate() {
             let params = AttnParams {
                 shape: self.shape,
@@ -107,17 +104,17 @@ impl Architecture for Gemma3 {
             };
             let s = &mut *rt.scratch;
             blocks::rmsnorm_rows(&s.x, &layer.attn_norm, self.eps, &mut s.xn);
-            blocks::attention_block(rt, l, &layer.attn, &params, pos0, n);
+            blocks::attention_block(rt, l, &layer.attn, &params);
             let s = &mut *rt.scratch;
             blocks::rmsnorm_rows_inplace(&mut s.proj, &layer.post_attn_norm, self.eps);
             ops::add_inplace(&mut s.x, &s.proj);
             blocks::rmsnorm_rows(&s.x, &layer.ffn_norm, self.eps, &mut s.xn);
-            blocks::ffn_block(rt, &layer.ffn, GateActivation::GeluTanh, n);
+            blocks::ffn_block(rt, &layer.ffn, GateActivation::GeluTanh);
             let s = &mut *rt.scratch;
             blocks::rmsnorm_rows_inplace(&mut s.proj, &layer.post_ffw_norm, self.eps);
             ops::add_inplace(&mut s.x, &s.proj);
         }
-        self.io.logits(rt, self.eps, n, rows, logits);
+        self.io.logits(rt, self.eps, rows, logits);
         Ok(())
     }
 

@@ -64,12 +64,10 @@ impl Architecture for Llama {
         &self,
         rt: &mut Runtime,
         tokens: &[u32],
-        pos0: usize,
         rows: LogitRows,
         logits: &mut Vec<f32>,
     ) -> Result<(), EngineError> {
-        let n = tokens.len();
-        self.io.embed(rt, tokens, pos0, 1.0)?;
+        self.io.embed(rt, tokens, 1.0)?;
         let params = AttnParams {
             shape: self.shape,
             rope: &self.rope,
@@ -84,13 +82,13 @@ impl Architecture for Llama {
                 self.eps,
                 &mut rt.scratch.xn,
             );
-            blocks::attention_block(rt, l, &layer.attn, &params, pos0, n);
+            blocks::attention_block(rt, l, &layer.attn, &params);
             ops::add_inplace(&mut rt.scratch.x, &rt.scratch.proj);
             blocks::rmsnorm_rows(&rt.scratch.x, &layer.ffn_norm, self.eps, &mut rt.scratch.xn);
-            blocks::ffn_block(rt, &layer.ffn, GateActivation::Silu, n);
+            blocks::ffn_block(rt, &layer.ffn, GateActivation::Silu);
             ops::add_inplace(&mut rt.scratch.x, &rt.scratch.proj);
         }
-        self.io.logits(rt, self.eps, n, rows, logits);
+        self.io.logits(rt, self.eps, rows, logits);
         Ok(())
     }
 

@@ -11,13 +11,12 @@ use gguf::GgufFile;
 
 /// A loaded architecture: its weights (as handles into the file) and its forward pass.
 pub trait Architecture: Send + Sync {
-    /// Runs `tokens` at positions `pos0..` (their keys and values are added to the cache) and
-    /// appends the logits of the rows asked for to `logits`.
+    /// Runs `tokens` (the sequences of `rt.seqs`, one after another; their keys and values
+    /// are added to each sequence's cache) and appends the rows asked for to `logits`.
     fn forward(
         &self,
         rt: &mut Runtime,
         tokens: &[u32],
-        pos0: usize,
         rows: LogitRows,
         logits: &mut Vec<f32>,
     ) -> Result<(), EngineError>;
