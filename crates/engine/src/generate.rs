@@ -4,7 +4,7 @@ use crate::blocks::LogitRows;
 use crate::error::EngineError;
 use crate::model::Session;
 use crate::sampler::{Sampler, SamplerConfig};
-use crate::tokenizer::StreamDecoder;
+use crate::tokenizer::{StreamDecoder, Tokenizer};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +23,9 @@ pub struct GenerateOptions {
     /// Generation ends (`StopReason::Cancelled`) soon after this flag is set: a Ctrl-C or a
     /// client that went away. The prompt is checked between batches, generation every token.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Record each generated token's log-probability and this many alternatives (at most
+    /// [`MAX_TOP_LOGPROBS`]); None: none.
+    pub logprobs: Option<usize>,
 }
 
 impl Default for GenerateOptions {
@@ -34,6 +37,7 @@ impl Default for GenerateOptions {
             render_special: false,
             stop: Vec::new(),
             cancel: None,
+            logprobs: None,
         }
     }
 }
@@ -85,13 +89,36 @@ fn per_second(n: usize, t: Duration) -> f64 {
     }
 }
 
-/// Yields text pieces as tokens are generated. Pieces never split a UTF-8 character.
-pub struct Generator<'a, 'm> {
-    session: &'a mut Session<'m>,
+/// One sampled token's log-probability under the model (the raw logits, before any sampler
+/// stage) and the most likely alternatives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub token: u32,
+    pub logprob: f32,
+    /// Up to `GenerateOptions::logprobs` (token, logprob) pairs, most likely first.
+    pub top: Vec<(u32, f32)>,
+}
+
+/// Most alternatives reported per token.
+pub const MAX_TOP_LOGPROBS: usize = 20;
+
+/// What [`Decoding::choose`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chosen {
+    pub token: u32,
+    /// Text that can be shown now (may be empty: held back for UTF-8 or a possible stop
+    /// string).
+    pub text: String,
+    /// Generation goes on: the token must be evaluated to get the next logits.
+    pub more: bool,
+}
+
+/// The per-sequence side of generation: sampling, stop conditions, UTF-8-safe text and timings,
+/// apart from the forward pass, so that one batch can run it for many sequences.
+pub struct Decoding {
     sampler: Sampler,
     decoder: StreamDecoder,
     opts: GenerateOptions,
-    logits: Vec<f32>,
     tokens: Vec<u32>,
     timings: Timings,
     stop: Option<StopReason>,
@@ -100,6 +127,194 @@ pub struct Generator<'a, 'm> {
     held: String,
     /// When prompt evaluation began (for the time to first token).
     start: Instant,
+    logprobs: Vec<TokenLogprob>,
+}
+
+impl Decoding {
+    /// Starts decoding after `prompt` (the penalties see it), whose evaluation began at `start`.
+    pub fn new(opts: GenerateOptions, prompt: &[u32], start: Instant) -> Decoding {
+        let mut sampler = Sampler::new(opts.sampler.clone());
+        for &t in prompt {
+            sampler.accept(t);
+        }
+        Decoding {
+            sampler,
+            decoder: StreamDecoder::new(),
+            opts,
+            tokens: Vec::new(),
+            timings: Timings::default(),
+            stop: None,
+            flushed: false,
+            held: String::new(),
+            start,
+            logprobs: Vec::new(),
+        }
+    }
+
+    /// Notes that the prompt's `tokens` were evaluated in `time`.
+    pub fn prompt_done(&mut self, tokens: usize, time: Duration) {
+        self.timings.prompt_tokens = tokens;
+        self.timings.prompt_time = time;
+    }
+
+    /// Adds the time of a forward pass that produced this sequence's next logits.
+    pub fn add_generation_time(&mut self, time: Duration) {
+        self.timings.generation_time += time;
+    }
+
+    /// Ends generation for `reason` (unless it has ended already).
+    pub fn stop(&mut self, reason: StopReason) {
+        self.stop.get_or_insert(reason);
+    }
+
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.stop
+    }
+
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    pub fn timings(&self) -> &Timings {
+        &self.timings
+    }
+
+    pub fn options(&self) -> &GenerateOptions {
+        &self.opts
+    }
+
+    /// The log-probabilities of the tokens chosen since the last call.
+    pub fn take_logprobs(&mut self) -> Vec<TokenLogprob> {
+        std::mem::take(&mut self.logprobs)
+    }
+
+    /// Picks the next token from `logits`, or ends generation (cancelled, token budget spent,
+    /// end of generation, a stop string completed). None once generation has ended.
+    pub fn choose(&mut self, tokenizer: &Tokenizer, logits: &[f32]) -> Option<Chosen> {
+        if self.stop.is_some() {
+            return None;
+        }
+        if self.opts.cancelled() {
+            self.stop = Some(StopReason::Cancelled);
+            return None;
+        }
+        if self.tokens.len() >= self.opts.max_tokens {
+            self.stop = Some(StopReason::MaxTokens);
+            return None;
+        }
+        if logits.is_empty() {
+            // An empty prompt gives nothing to continue from.
+            self.stop = Some(StopReason::EndOfGeneration);
+            return None;
+        }
+        let token = self.sampler.sample(logits);
+        if self.opts.stop_at_eog && tokenizer.is_eog(token) {
+            self.stop = Some(StopReason::EndOfGeneration);
+            return None;
+        }
+        if let Some(n) = self.opts.logprobs {
+            self.logprobs.push(logprob_of(logits, token, n));
+        }
+        let bytes = tokenizer.token_bytes(token, self.opts.render_special);
+        self.tokens.push(token);
+        self.timings.generated_tokens += 1;
+        if self.timings.first_token.is_none() {
+            self.timings.first_token = Some(self.start.elapsed());
+        }
+        let piece = self.decoder.push(&bytes);
+        let text = self.release(&piece);
+        // The last token needs no forward pass: nothing will read its logits.
+        let more = self.stop.is_none() && self.tokens.len() < self.opts.max_tokens;
+        Some(Chosen { token, text, more })
+    }
+
+    /// The text still held back, once generation has ended (empty before, and after the
+    /// first call).
+    pub fn finish(&mut self) -> String {
+        if self.stop.is_none() || self.flushed {
+            return String::new();
+        }
+        self.flushed = true;
+        let mut rest = std::mem::take(&mut self.held);
+        if self.stop != Some(StopReason::StopString) {
+            rest.push_str(&self.decoder.finish());
+            // A stop string may still complete in the flushed tail.
+            if let Some(at) = first_stop(&rest, &self.opts.stop) {
+                rest.truncate(at);
+            }
+        }
+        rest
+    }
+
+    /// Adds `piece` to the held-back text and returns what can be released: everything before
+    /// a complete stop string (ending generation), else everything that cannot start one.
+    fn release(&mut self, piece: &str) -> String {
+        self.held.push_str(piece);
+        if self.opts.stop.is_empty() {
+            return std::mem::take(&mut self.held);
+        }
+        if let Some(at) = first_stop(&self.held, &self.opts.stop) {
+            self.held.truncate(at);
+            self.stop = Some(StopReason::StopString);
+            self.flushed = true;
+            return std::mem::take(&mut self.held);
+        }
+        // Keep the longest suffix that is a proper prefix of some stop string.
+        let keep = self
+            .opts
+            .stop
+            .iter()
+            .map(|s| longest_suffix_prefix(&self.held, s))
+            .max()
+            .unwrap_or(0);
+        let cut = self.held.len() - keep;
+        let out = self.held[..cut].to_string();
+        self.held.drain(..cut);
+        out
+    }
+}
+
+/// Where the earliest stop string starts in `text`.
+fn first_stop(text: &str, stops: &[String]) -> Option<usize> {
+    stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()))
+        .min()
+}
+
+/// log softmax of `logits` at `token`, and the `n` most likely tokens.
+fn logprob_of(logits: &[f32], token: u32, n: usize) -> TokenLogprob {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
+    let log_z = max as f64 + sum.ln();
+    let lp = |l: f32| (l as f64 - log_z) as f32;
+    let n = n.min(MAX_TOP_LOGPROBS).min(logits.len());
+    let mut top: Vec<(u32, f32)> = Vec::with_capacity(n + 1);
+    if n > 0 {
+        for (i, &l) in logits.iter().enumerate() {
+            if top.len() < n || l > top[top.len() - 1].1 {
+                let at = top.partition_point(|&(_, v)| v >= l);
+                top.insert(at, (i as u32, l));
+                top.truncate(n);
+            }
+        }
+    }
+    TokenLogprob {
+        token,
+        logprob: logits
+            .get(token as usize)
+            .map_or(f32::NEG_INFINITY, |&l| lp(l)),
+        top: top.into_iter().map(|(t, l)| (t, lp(l))).collect(),
+    }
+}
+
+/// Yields text pieces as tokens are generated. Pieces never split a UTF-8 character.
+pub struct Generator<'a, 'm> {
+    session: &'a mut Session<'m>,
+    decoding: Decoding,
+    logits: Vec<f32>,
+    failed: bool,
 }
 
 /// Evaluates `prompt` (in batches when it can be cancelled, so that a Ctrl-C does not wait
@@ -136,120 +351,57 @@ impl<'a, 'm> Generator<'a, 'm> {
     ) -> Result<Self, EngineError> {
         let start = Instant::now();
         let (logits, evaluated) = eval_prompt(session, prompt, &opts)?;
-        let timings = Timings {
-            prompt_tokens: evaluated,
-            prompt_time: start.elapsed(),
-            ..Timings::default()
-        };
-        let stop = (evaluated < prompt.len()).then_some(StopReason::Cancelled);
-        let mut sampler = Sampler::new(opts.sampler.clone());
-        for &t in prompt {
-            sampler.accept(t);
+        let mut decoding = Decoding::new(opts, prompt, start);
+        decoding.prompt_done(evaluated, start.elapsed());
+        if evaluated < prompt.len() {
+            decoding.stop(StopReason::Cancelled);
         }
         Ok(Generator {
             session,
-            sampler,
-            decoder: StreamDecoder::new(),
-            opts,
+            decoding,
             logits,
-            tokens: Vec::new(),
-            timings,
-            stop,
-            flushed: false,
-            start,
-            held: String::new(),
+            failed: false,
         })
     }
 
     /// Token ids generated so far.
     pub fn tokens(&self) -> &[u32] {
-        &self.tokens
+        self.decoding.tokens()
     }
 
     pub fn timings(&self) -> &Timings {
-        &self.timings
+        self.decoding.timings()
     }
 
     /// Set once generation has ended.
     pub fn stop_reason(&self) -> Option<StopReason> {
-        self.stop
+        self.decoding.stop_reason()
     }
 
+    /// The log-probabilities of the tokens generated since the last call (when
+    /// `GenerateOptions::logprobs` asked for them).
+    pub fn take_logprobs(&mut self) -> Vec<TokenLogprob> {
+        self.decoding.take_logprobs()
+    }
+
+    /// Chooses a token and evaluates it when generation goes on; returns the text released.
     fn step(&mut self) -> Result<Option<String>, EngineError> {
-        if self.opts.cancelled() {
-            self.stop = Some(StopReason::Cancelled);
-            return Ok(None);
-        }
-        if self.tokens.len() >= self.opts.max_tokens {
-            self.stop = Some(StopReason::MaxTokens);
-            return Ok(None);
-        }
-        if self.logits.is_empty() {
-            // An empty prompt gives nothing to continue from.
-            self.stop = Some(StopReason::EndOfGeneration);
-            return Ok(None);
-        }
         let tokenizer = self.session.model().tokenizer();
-        let token = self.sampler.sample(&self.logits);
-        if self.opts.stop_at_eog && tokenizer.is_eog(token) {
-            self.stop = Some(StopReason::EndOfGeneration);
+        let Some(chosen) = self.decoding.choose(tokenizer, &self.logits) else {
             return Ok(None);
-        }
-        let bytes = tokenizer.token_bytes(token, self.opts.render_special);
-        self.tokens.push(token);
-        self.timings.generated_tokens += 1;
-        if self.timings.first_token.is_none() {
-            self.timings.first_token = Some(self.start.elapsed());
-        }
-        let piece = self.decoder.push(&bytes);
-        // The last token needs no forward pass: nothing will read its logits.
-        if self.tokens.len() < self.opts.max_tokens {
+        };
+        if chosen.more {
             if self.session.pos() >= self.session.n_ctx() {
-                self.stop = Some(StopReason::ContextFull);
-                return Ok(Some(piece));
+                self.decoding.stop(StopReason::ContextFull);
+            } else {
+                let start = Instant::now();
+                let logits = self.session.eval(&[chosen.token], LogitRows::Last)?;
+                self.logits.clear();
+                self.logits.extend_from_slice(logits);
+                self.decoding.add_generation_time(start.elapsed());
             }
-            let start = Instant::now();
-            let logits = self.session.eval(&[token], LogitRows::Last)?;
-            self.logits.clear();
-            self.logits.extend_from_slice(logits);
-            self.timings.generation_time += start.elapsed();
         }
-        Ok(Some(piece))
-    }
-}
-
-impl Generator<'_, '_> {
-    /// Adds `piece` to the held-back text and returns what can be released: everything before
-    /// a complete stop string (ending generation), else everything that cannot start one.
-    fn release(&mut self, piece: &str) -> String {
-        self.held.push_str(piece);
-        if self.opts.stop.is_empty() {
-            return std::mem::take(&mut self.held);
-        }
-        if let Some(at) = self
-            .opts
-            .stop
-            .iter()
-            .filter(|s| !s.is_empty())
-            .filter_map(|s| self.held.find(s.as_str()))
-            .min()
-        {
-            self.held.truncate(at);
-            self.stop = Some(StopReason::StopString);
-            return std::mem::take(&mut self.held);
-        }
-        // Keep the longest suffix that is a proper prefix of some stop string.
-        let keep = self
-            .opts
-            .stop
-            .iter()
-            .map(|s| longest_suffix_prefix(&self.held, s))
-            .max()
-            .unwrap_or(0);
-        let cut = self.held.len() - keep;
-        let out = self.held[..cut].to_string();
-        self.held.drain(..cut);
-        out
+        Ok(Some(chosen.text))
     }
 }
 
@@ -270,41 +422,21 @@ impl Iterator for Generator<'_, '_> {
     type Item = Result<String, EngineError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
         loop {
-            if self.stop.is_some() {
-                if self.flushed {
-                    return None;
-                }
-                self.flushed = true;
-                let mut rest = std::mem::take(&mut self.held);
-                if self.stop != Some(StopReason::StopString) {
-                    rest.push_str(&self.decoder.finish());
-                    // A stop string may still complete in the flushed tail.
-                    if let Some(at) = self
-                        .opts
-                        .stop
-                        .iter()
-                        .filter(|s| !s.is_empty())
-                        .filter_map(|s| rest.find(s.as_str()))
-                        .min()
-                    {
-                        rest.truncate(at);
-                    }
-                }
+            if self.decoding.stop_reason().is_some() {
+                let rest = self.decoding.finish();
                 return (!rest.is_empty()).then_some(Ok(rest));
             }
             match self.step() {
                 Err(e) => {
-                    self.stop = Some(StopReason::EndOfGeneration);
-                    self.flushed = true;
+                    self.decoding.stop(StopReason::EndOfGeneration);
+                    self.failed = true;
                     return Some(Err(e));
                 }
-                Ok(Some(piece)) if !piece.is_empty() => {
-                    let out = self.release(&piece);
-                    if !out.is_empty() {
-                        return Some(Ok(out));
-                    }
-                }
+                Ok(Some(text)) if !text.is_empty() => return Some(Ok(text)),
                 Ok(_) => {}
             }
         }
@@ -364,6 +496,54 @@ mod tests {
         assert_eq!(gen.timings().prompt_tokens, 0);
         assert_eq!(gen.count(), 0);
         assert_eq!(session.pos(), 0);
+    }
+
+    #[test]
+    fn logprobs_are_a_log_softmax_with_sorted_alternatives() {
+        let logits = [1.0f32, 3.0, -2.0, 3.0, 0.5];
+        let z: f64 = logits.iter().map(|&l| (l as f64).exp()).sum();
+        let lp = logprob_of(&logits, 4, 3);
+        assert_eq!(lp.token, 4);
+        assert!((lp.logprob as f64 - (0.5 - z.ln())).abs() < 1e-5);
+        let ids: Vec<u32> = lp.top.iter().map(|t| t.0).collect();
+        assert_eq!(ids.len(), 3);
+        assert!(
+            ids[..2].contains(&1) && ids[..2].contains(&3) && ids[2] == 0,
+            "{ids:?}"
+        );
+        assert!(lp.top.windows(2).all(|w| w[0].1 >= w[1].1));
+        let total: f64 = logits.iter().map(|&l| (l as f64 - z.ln()).exp()).sum();
+        assert!((total - 1.0).abs() < 1e-9);
+        assert!(logprob_of(&logits, 0, 0).top.is_empty());
+        assert_eq!(logprob_of(&logits, 0, 100).top.len(), 5);
+    }
+
+    #[test]
+    fn generation_reports_logprobs_of_greedy_tokens() {
+        let model = synthetic();
+        let pool = Arc::new(ThreadPool::new(1));
+        let mut session = model.session(64, pool);
+        let opts = GenerateOptions {
+            max_tokens: 5,
+            sampler: SamplerConfig::greedy(),
+            stop_at_eog: false,
+            logprobs: Some(2),
+            ..GenerateOptions::default()
+        };
+        let mut gen = Generator::new(&mut session, &[1, 5, 9], opts).unwrap();
+        let mut got = Vec::new();
+        while let Some(p) = gen.next() {
+            p.unwrap();
+            got.extend(gen.take_logprobs());
+        }
+        got.extend(gen.take_logprobs());
+        assert_eq!(got.len(), 5);
+        for (lp, &tok) in got.iter().zip(gen.tokens()) {
+            assert_eq!(lp.token, tok);
+            // Greedy: the chosen token is the most likely one.
+            assert_eq!(lp.top[0].0, tok);
+            assert!(lp.logprob <= 0.0 && (lp.logprob - lp.top[0].1).abs() < 1e-6);
+        }
     }
 
     #[test]

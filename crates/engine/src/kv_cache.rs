@@ -49,6 +49,11 @@ impl KvCache {
         self.n_ctx
     }
 
+    /// Whether the cache was made for this many layers and row sizes.
+    pub fn has_shape(&self, n_layer: usize, k_row: usize, v_row: usize) -> bool {
+        self.layers.len() == n_layer && self.k_row == k_row && self.v_row == v_row
+    }
+
     /// Bytes the cache takes when full.
     pub fn bytes(&self) -> usize {
         self.layers.len() * self.n_ctx * (self.k_row + self.v_row) * ELEM

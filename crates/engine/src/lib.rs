@@ -16,4 +16,4 @@ pub mod weights;
 
 pub use blocks::LogitRows;
 pub use error::EngineError;
-pub use model::{Model, Session};
+pub use model::{Model, Session, SessionState};

@@ -91,6 +91,60 @@ impl Model {
     }
 }
 
+/// A session without the borrow of its model: what a server keeps between requests (the
+/// cache and its position) to resume, or to reuse a conversation's prefix.
+pub struct SessionState {
+    kv: KvCache,
+    scratch: Scratch,
+    pos: usize,
+    batch: usize,
+}
+
+impl SessionState {
+    /// Positions filled.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.kv.n_ctx()
+    }
+
+    /// Bytes the cache takes when full.
+    pub fn kv_bytes(&self) -> usize {
+        self.kv.bytes()
+    }
+
+    /// Drops positions from `pos` on, keeping the prefix before it.
+    pub fn truncate(&mut self, pos: usize) {
+        self.pos = self.pos.min(pos);
+    }
+}
+
+impl Model {
+    /// Picks up a session put aside with [`Session::into_state`]. A state of another shape
+    /// (another model) is dropped and a fresh session of its context size made instead.
+    pub fn resume(&self, state: SessionState, pool: Arc<ThreadPool>) -> Session<'_> {
+        let c = &self.config;
+        if !state.kv.has_shape(
+            c.n_layer,
+            c.n_head_kv * c.head_dim,
+            c.n_head_kv * c.head_dim_v,
+        ) {
+            return self.session(state.kv.n_ctx(), pool);
+        }
+        Session {
+            model: self,
+            kv: state.kv,
+            scratch: state.scratch,
+            pool,
+            pos: state.pos,
+            logits: Vec::new(),
+            batch: state.batch,
+        }
+    }
+}
+
 /// One sequence being evaluated: its KV cache, position and scratch memory.
 pub struct Session<'m> {
     model: &'m Model,
@@ -118,6 +172,16 @@ impl<'m> Session<'m> {
 
     pub fn kv_bytes(&self) -> usize {
         self.kv.bytes()
+    }
+
+    /// Puts the session aside (see [`Model::resume`]).
+    pub fn into_state(self) -> SessionState {
+        SessionState {
+            kv: self.kv,
+            scratch: self.scratch,
+            pos: self.pos,
+            batch: self.batch,
+        }
     }
 
     /// Forgets the sequence (the cache is overwritten from position 0).

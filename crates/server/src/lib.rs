@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod error;
+pub mod metrics;
 pub mod models;
 pub mod params;
 pub mod web;
@@ -21,14 +22,20 @@ use kernels::pool::ThreadPool;
 use models::ModelSource;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use worker::Worker;
+use worker::{UsageSink, Worker, WorkerConfig};
 
 /// Largest request body accepted (larger: 413).
 pub const BODY_LIMIT: usize = 4 << 20;
+/// Most sequences decoded together.
+pub const MAX_PARALLEL: usize = 64;
 /// Jobs that may wait for the worker (more: 503 with Retry-After).
 pub const QUEUE_CAPACITY: usize = 8;
 /// Context size unless `--ctx` says otherwise.
 pub const DEFAULT_CTX: usize = 4096;
+/// Sequences decoded together unless `--parallel` says otherwise.
+pub const DEFAULT_PARALLEL: usize = 4;
+/// Models kept in memory at once (memory permitting).
+pub const DEFAULT_MAX_LOADED: usize = 3;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -42,6 +49,25 @@ pub struct Config {
     /// The default context size (Ollama's `options.num_ctx` may ask for another, up to this).
     pub n_ctx: usize,
     pub queue_capacity: usize,
+    /// Requests to one model decoded together.
+    pub parallel: usize,
+    pub max_loaded: usize,
+    /// Told of every finished request (the usage ledger).
+    pub usage: Usage,
+}
+
+/// Where finished requests are reported; none by default.
+#[derive(Clone, Default)]
+pub struct Usage(pub Option<Arc<dyn UsageSink>>);
+
+impl std::fmt::Debug for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Usage(on)"
+        } else {
+            "Usage(off)"
+        })
+    }
 }
 
 impl Default for Config {
@@ -54,6 +80,9 @@ impl Default for Config {
             threads: None,
             n_ctx: DEFAULT_CTX,
             queue_capacity: QUEUE_CAPACITY,
+            parallel: DEFAULT_PARALLEL,
+            max_loaded: DEFAULT_MAX_LOADED,
+            usage: Usage::default(),
         }
     }
 }
@@ -70,6 +99,8 @@ pub enum ServeError {
     BadKey,
     #[error("--ctx must be between 16 and {max}", max = params::MAX_TOKENS_LIMIT)]
     BadCtx,
+    #[error("--parallel must be between 1 and {MAX_PARALLEL}")]
+    BadParallel,
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -106,6 +137,9 @@ impl Config {
         if !(16..=params::MAX_TOKENS_LIMIT as usize).contains(&self.n_ctx) {
             return Err(ServeError::BadCtx);
         }
+        if !(1..=MAX_PARALLEL).contains(&self.parallel) {
+            return Err(ServeError::BadParallel);
+        }
         Ok(ip)
     }
 }
@@ -120,6 +154,7 @@ pub struct Inner {
     pub config: Config,
     pub worker: Worker,
     pub models: Box<dyn ModelSource>,
+    pub metrics: metrics::Metrics,
     /// Host header values (lower case, without port) accepted besides loopback names.
     allowed_hosts: Vec<String>,
     /// Bound to every address with a key: any Host is accepted (the key guards it).
@@ -133,7 +168,14 @@ impl AppState {
             Some(n) => ThreadPool::new(n),
             None => ThreadPool::new(std::thread::available_parallelism().map_or(1, |n| n.get())),
         });
-        let worker = Worker::start(pool, config.queue_capacity.max(1));
+        let worker = Worker::start(WorkerConfig {
+            pool,
+            queue_capacity: config.queue_capacity.max(1),
+            parallel: config.parallel.max(1),
+            max_loaded: config.max_loaded.max(1),
+            default_ctx: config.n_ctx,
+            usage: config.usage.0.clone(),
+        });
         let host = config.host.to_ascii_lowercase();
         let bare = host
             .trim_start_matches('[')
@@ -147,6 +189,7 @@ impl AppState {
                 config,
                 worker,
                 models,
+                metrics: metrics::Metrics::default(),
                 allowed_hosts,
                 any_host,
             }),
@@ -160,8 +203,13 @@ pub fn app(state: AppState) -> Router {
         .merge(api::openai::routes())
         .merge(api::ollama::routes())
         .merge(api::manage::routes())
+        .merge(metrics::routes())
         .merge(web::routes())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count,
+        ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard));
     let origins = &state.inner.config.cors_origins;
     if !origins.is_empty() {

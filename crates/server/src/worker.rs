@@ -1,23 +1,25 @@
-//! The inference worker: one thread that owns the loaded model (loaded on first use and kept
-//! until another is asked for) and runs jobs from a bounded queue one at a time. Results go
-//! back through a tokio channel; a closed channel or a set cancel flag stops generation.
+//! The inference worker: one thread that owns the loaded models and runs every request on
+//! them. Requests to one model run as parallel sequences decoded together, one forward pass
+//! per step for all of them (see `scheduler`). Jobs wait in a bounded queue (full: 503);
+//! results go back through an unbounded channel per request, so a slow reader never stalls
+//! the others; a dropped channel or a set cancel flag ends that sequence at the next step.
+
+mod scheduler;
 
 use crate::error::ApiError;
 use crate::models::ModelRef;
 use axum::http::StatusCode;
-use engine::chat::{ChatTemplate, Message};
-use engine::generate::{GenerateOptions, Generator, StopReason};
+use engine::chat::Message;
 use engine::sampler::SamplerConfig;
-use engine::Model;
 use kernels::pool::ThreadPool;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
-/// What to continue.
+/// What to do.
 #[derive(Debug, Clone)]
 pub enum Input {
     /// Rendered with the model's chat template.
@@ -26,6 +28,10 @@ pub enum Input {
     Raw(String),
     /// Only load the model.
     Load,
+    /// Unload the model now (Ollama's empty request with `keep_alive: 0`).
+    Unload,
+    /// Mean-pooled, normalised embeddings of each text.
+    Embed { texts: Vec<String>, truncate: bool },
 }
 
 /// How many tokens to generate.
@@ -41,6 +47,34 @@ pub enum Budget {
 
 pub const DEFAULT_MAX_TOKENS: usize = 512;
 
+/// How long a model stays loaded after its last request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAlive {
+    For(Duration),
+    Forever,
+}
+
+impl KeepAlive {
+    /// Ollama's default: five minutes.
+    pub const DEFAULT: KeepAlive = KeepAlive::For(Duration::from_secs(300));
+}
+
+/// Which API a request came through (for the usage ledger and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    OpenAi,
+    Ollama,
+}
+
+impl Api {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::OpenAi => "openai",
+            Api::Ollama => "ollama",
+        }
+    }
+}
+
 pub struct Job {
     pub model: ModelRef,
     pub input: Input,
@@ -50,7 +84,12 @@ pub struct Job {
     pub sampler: SamplerConfig,
     pub stop: Vec<String>,
     pub n_ctx: usize,
-    pub events: mpsc::Sender<Event>,
+    /// Report each token's log-probability and this many alternatives.
+    pub logprobs: Option<usize>,
+    /// None: leave the model's setting as it is (the default for a fresh load).
+    pub keep_alive: Option<KeepAlive>,
+    pub api: Api,
+    pub events: mpsc::UnboundedSender<Event>,
     pub cancel: Arc<AtomicBool>,
     pub queued: Instant,
 }
@@ -58,11 +97,16 @@ pub struct Job {
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
     pub finish: Finish,
+    /// Tokens in the prompt.
     pub prompt_tokens: usize,
+    /// Of those, how many were already in the cache from an earlier request.
+    pub cached_tokens: usize,
     pub prompt_time: Duration,
     pub completion_tokens: usize,
     pub generation_time: Duration,
     pub load_time: Duration,
+    /// From the request being queued to its first token.
+    pub first_token: Option<Duration>,
     /// From when the request was queued.
     pub total_time: Duration,
 }
@@ -73,6 +117,7 @@ pub enum Finish {
     Stop,
     Length,
     Load,
+    Unload,
     Cancelled,
 }
 
@@ -82,9 +127,20 @@ impl Finish {
             Finish::Stop => "stop",
             Finish::Length => "length",
             Finish::Load => "load",
+            Finish::Unload => "unload",
             Finish::Cancelled => "cancelled",
         }
     }
+}
+
+/// One generated token's log-probability, with its text.
+#[derive(Debug, Clone)]
+pub struct TokenLogprob {
+    pub text: String,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+    /// The most likely alternatives: (text, bytes, logprob).
+    pub top: Vec<(String, Vec<u8>, f32)>,
 }
 
 #[derive(Debug)]
@@ -92,6 +148,14 @@ pub enum Event {
     /// The prompt was evaluated; pieces follow.
     Started,
     Piece(String),
+    /// Log-probabilities of the tokens whose text the next piece carries.
+    Logprobs(Vec<TokenLogprob>),
+    /// The answer to an `Input::Embed` job.
+    Embeddings {
+        vectors: Vec<Vec<f32>>,
+        prompt_tokens: usize,
+        summary: Summary,
+    },
     Done(Summary),
     Error(ApiError),
 }
@@ -106,217 +170,128 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// Told of every finished request (the usage ledger): never the text.
+pub trait UsageSink: Send + Sync {
+    fn record(&self, model: &str, api: Api, summary: &Summary);
+}
+
+/// A model in memory, as `/api/ps` and `/metrics` show it.
+#[derive(Debug, Clone)]
+pub struct LoadedModel {
+    pub name: String,
+    pub path: PathBuf,
+    /// The model file's size.
+    pub weight_bytes: u64,
+    /// The KV caches held for its sequences (reserved; resident as they fill).
+    pub kv_bytes: u64,
+    /// The largest context among its sequences (or the server's default).
+    pub n_ctx: usize,
+    /// None: kept until the server stops.
+    pub expires_at: Option<SystemTime>,
+    /// Sequences running now.
+    pub active: usize,
+    pub load_time: Duration,
+}
+
+/// Counters since the server started.
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub cached_tokens: u64,
+    pub completion_tokens: u64,
+    pub prompt_seconds: f64,
+    pub generation_seconds: f64,
+    /// Forward passes that decoded more than one sequence at once.
+    pub batched_steps: u64,
+    pub steps: u64,
+}
+
+/// What the worker is doing, published after every step.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    pub models: Vec<LoadedModel>,
+    pub active: usize,
+    pub totals: Totals,
+}
+
+/// How the worker runs.
+pub struct WorkerConfig {
+    pub pool: Arc<ThreadPool>,
+    /// Jobs that may wait (more: 503).
+    pub queue_capacity: usize,
+    /// Sequences decoded together.
+    pub parallel: usize,
+    /// Models kept in memory at once (memory permitting).
+    pub max_loaded: usize,
+    /// The context given to the status when no sequence says otherwise.
+    pub default_ctx: usize,
+    pub usage: Option<Arc<dyn UsageSink>>,
+}
+
 /// The handle the HTTP side holds.
 pub struct Worker {
     queue: SyncSender<Job>,
-    /// The model now loaded (its name as the client gave it).
-    loaded: Arc<Mutex<Option<String>>>,
+    status: Arc<Mutex<Status>>,
+    /// Jobs submitted and not yet taken by the worker.
+    waiting: Arc<AtomicUsize>,
 }
 
 impl Worker {
-    /// Starts the worker thread with a queue of `capacity` waiting jobs.
-    pub fn start(pool: Arc<ThreadPool>, capacity: usize) -> Worker {
-        let (tx, rx) = sync_channel::<Job>(capacity);
-        let loaded = Arc::new(Mutex::new(None));
-        let shown = Arc::clone(&loaded);
+    /// Starts the worker thread.
+    pub fn start(config: WorkerConfig) -> Worker {
+        let (tx, rx) = sync_channel::<Job>(config.queue_capacity.max(1));
+        let status = Arc::new(Mutex::new(Status::default()));
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let shared = scheduler::Shared {
+            status: Arc::clone(&status),
+            waiting: Arc::clone(&waiting),
+        };
         std::thread::Builder::new()
             .name("hearth-inference".into())
-            .spawn(move || {
-                let mut state = Loaded::default();
-                while let Ok(job) = rx.recv() {
-                    if job.cancel.load(Ordering::Relaxed) {
-                        continue;
-                    }
-                    let events = job.events.clone();
-                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        state.run(job, &pool, &shown)
-                    }));
-                    if run.is_err() {
-                        // Whatever the model held may be broken: load it afresh next time.
-                        state = Loaded::default();
-                        *shown.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                        let _ = events.blocking_send(Event::Error(ApiError::internal(
-                            "inference failed (internal error); the model will be reloaded",
-                        )));
-                    }
-                }
-            })
+            .spawn(move || scheduler::run(config, rx, shared))
             .expect("cannot start the inference thread");
-        Worker { queue: tx, loaded }
+        Worker {
+            queue: tx,
+            status,
+            waiting,
+        }
     }
 
     /// Queues a job; a full queue is a 503 with Retry-After.
     pub fn submit(&self, job: Job) -> Result<(), ApiError> {
-        match self.queue.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(ApiError {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let refused = match self.queue.try_send(job) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(_)) => ApiError {
                 retry_after: Some(1),
                 ..ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the server is busy (the request queue is full); try again shortly",
                 )
-            }),
+            },
             Err(TrySendError::Disconnected(_)) => {
-                Err(ApiError::internal("the inference worker has stopped"))
+                ApiError::internal("the inference worker has stopped")
             }
-        }
+        };
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        Err(refused)
     }
 
-    pub fn loaded_model(&self) -> Option<String> {
-        self.loaded
+    /// Jobs waiting for the worker.
+    pub fn queue_depth(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    pub fn status(&self) -> Status {
+        self.status
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
-}
 
-#[derive(Default)]
-struct Loaded {
-    model: Option<(PathBuf, Model)>,
-}
-
-impl Loaded {
-    fn run(&mut self, job: Job, pool: &Arc<ThreadPool>, shown: &Mutex<Option<String>>) {
-        let send = |e: Event| {
-            if job.events.blocking_send(e).is_err() {
-                job.cancel.store(true, Ordering::Relaxed);
-            }
-        };
-        let mut load_time = Duration::ZERO;
-        if self.model.as_ref().map(|(p, _)| p) != Some(&job.model.path) {
-            self.model = None;
-            *shown.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            let t = Instant::now();
-            match Model::load(&job.model.path) {
-                Ok(m) => self.model = Some((job.model.path.clone(), m)),
-                Err(e) => {
-                    return send(Event::Error(ApiError::internal(format!(
-                        "cannot load model {}: {e}",
-                        job.model.name
-                    ))))
-                }
-            }
-            load_time = t.elapsed();
-            *shown.lock().unwrap_or_else(|e| e.into_inner()) = Some(job.model.name.clone());
-        }
-        let Some((_, model)) = self.model.as_ref() else {
-            return;
-        };
-        match generate(model, &job, pool, load_time, &send) {
-            Ok(summary) => send(Event::Done(summary)),
-            Err(e) => send(Event::Error(e)),
-        }
+    /// Names of the models in memory.
+    pub fn loaded_models(&self) -> Vec<String> {
+        self.status().models.into_iter().map(|m| m.name).collect()
     }
-}
-
-fn generate(
-    model: &Model,
-    job: &Job,
-    pool: &Arc<ThreadPool>,
-    load_time: Duration,
-    send: &dyn Fn(Event),
-) -> Result<Summary, ApiError> {
-    let tok = model.tokenizer();
-    let tokens = match &job.input {
-        Input::Load => {
-            send(Event::Started);
-            return Ok(Summary {
-                finish: Finish::Load,
-                load_time,
-                total_time: job.queued.elapsed(),
-                ..Summary::default()
-            });
-        }
-        Input::Raw(text) => tok.encode(text, true, true),
-        Input::Chat(messages) => {
-            let text = template(model)
-                .render(messages, true)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
-            let bos_text = tok.bos().and_then(|b| tok.token_text(b)).unwrap_or("");
-            // A template that writes BOS itself must not get a second one.
-            let add_bos = bos_text.is_empty() || !text.starts_with(bos_text);
-            tok.encode(&text, add_bos, true)
-        }
-    };
-    let n_ctx = job.n_ctx.min(model.config().n_ctx_train.max(1));
-    let prompt_param = match job.input {
-        Input::Chat(_) => "messages",
-        _ => "prompt",
-    };
-    if tokens.len() >= n_ctx {
-        return Err(ApiError::invalid(
-            prompt_param,
-            format!(
-                "the prompt has {} tokens but the context holds {n_ctx}",
-                tokens.len()
-            ),
-        )
-        .with_code("context_length_exceeded"));
-    }
-    let room = n_ctx - tokens.len();
-    let max_tokens = match job.budget {
-        Budget::Exactly(n) if n > room => {
-            return Err(ApiError::invalid(
-                job.budget_param,
-                format!(
-                "the prompt ({} tokens) plus {} = {n} tokens exceeds the context of {n_ctx} tokens",
-                tokens.len(),
-                job.budget_param
-            ),
-            )
-            .with_code("context_length_exceeded"))
-        }
-        Budget::Exactly(n) => n,
-        Budget::Fill => room,
-        Budget::Default(n) => n.min(room),
-    };
-    let opts = GenerateOptions {
-        max_tokens,
-        sampler: job.sampler.clone(),
-        stop: job.stop.clone(),
-        cancel: Some(Arc::clone(&job.cancel)),
-        ..GenerateOptions::default()
-    };
-    let mut session = model.session(n_ctx, Arc::clone(pool));
-    let mut gen = Generator::new(&mut session, &tokens, opts)
-        .map_err(|e| ApiError::internal(format!("prompt evaluation failed: {e}")))?;
-    send(Event::Started);
-    for piece in gen.by_ref() {
-        match piece {
-            Ok(p) => send(Event::Piece(p)),
-            Err(e) => return Err(ApiError::internal(format!("generation failed: {e}"))),
-        }
-    }
-    let t = gen.timings().clone();
-    let finish = match gen.stop_reason() {
-        Some(StopReason::MaxTokens | StopReason::ContextFull) => Finish::Length,
-        Some(StopReason::Cancelled) => Finish::Cancelled,
-        _ => Finish::Stop,
-    };
-    Ok(Summary {
-        finish,
-        prompt_tokens: tokens.len(),
-        prompt_time: t.prompt_time,
-        completion_tokens: t.generated_tokens,
-        generation_time: t.generation_time,
-        load_time,
-        total_time: job.queued.elapsed(),
-    })
-}
-
-/// The model's chat template, or a built-in one when the file has none.
-fn template(model: &Model) -> ChatTemplate {
-    let tok = model.tokenizer();
-    let text = |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or("").to_string();
-    let source = model
-        .file()
-        .get_str("tokenizer.chat_template")
-        .ok()
-        .flatten();
-    ChatTemplate::new(
-        source,
-        &model.config().arch,
-        &text(tok.bos()),
-        &text(tok.eos()),
-    )
 }

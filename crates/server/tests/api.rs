@@ -1,116 +1,15 @@
 //! The HTTP API end to end through `Router::oneshot` (no socket), with a tiny synthetic model
 //! (random weights: the text is noise, the shapes and numbers are what is checked).
 
+mod support;
+
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use axum::Router;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use server::{app, AppState, Config};
-use std::path::PathBuf;
-use std::sync::OnceLock;
+use server::Config;
+use support::*;
 use tower::ServiceExt;
-
-fn model() -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/data/synthetic/llama_q8_0.gguf")
-        .to_string_lossy()
-        .into_owned()
-}
-
-/// An empty store for the whole test binary.
-fn home() -> &'static PathBuf {
-    static HOME: OnceLock<PathBuf> = OnceLock::new();
-    HOME.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap().keep();
-        std::env::set_var("HEARTH_HOME", &dir);
-        std::env::set_var("HEARTH_OFFLINE", "1");
-        dir
-    })
-}
-
-fn server(config: Config) -> Router {
-    home();
-    let config = Config {
-        threads: Some(1),
-        ..config
-    };
-    app(AppState::new(config, Box::new(server::models::StoreModels)))
-}
-
-fn default_server() -> Router {
-    server(Config::default())
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-async fn send(app: &Router, req: Request<Body>) -> Reply {
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn post(uri: &str, body: &Value) -> Request<Body> {
-    Request::post(uri)
-        .header(header::HOST, "localhost:11434")
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap()
-}
-
-fn get(uri: &str) -> Request<Body> {
-    Request::get(uri)
-        .header(header::HOST, "127.0.0.1:11434")
-        .body(Body::empty())
-        .unwrap()
-}
-
-fn chat_body(extra: Value) -> Value {
-    let mut b = json!({
-        "model": model(),
-        "messages": [{"role": "user", "content": "Hello"}],
-        "max_tokens": 8,
-        "temperature": 0,
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        b[k] = v.clone();
-    }
-    b
-}
-
-/// The `data:` payloads of an SSE body.
-fn sse_data(text: &str) -> Vec<String> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(|d| d.trim().to_string())
-        .collect()
-}
 
 #[tokio::test]
 async fn openai_chat_non_streaming() {

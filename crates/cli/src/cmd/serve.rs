@@ -22,6 +22,15 @@ pub struct Args {
     /// Context size in tokens (requests may ask for less).
     #[arg(long = "ctx", default_value_t = server::DEFAULT_CTX)]
     ctx: usize,
+    /// Requests to one model decoded together in each forward pass.
+    #[arg(long, default_value_t = server::DEFAULT_PARALLEL)]
+    parallel: usize,
+    /// Requests that may wait for a free sequence; more get 503 with Retry-After.
+    #[arg(long = "queue", default_value_t = server::QUEUE_CAPACITY)]
+    queue: usize,
+    /// Models kept in memory at once (fewer when memory is short).
+    #[arg(long = "max-loaded", default_value_t = server::DEFAULT_MAX_LOADED)]
+    max_loaded: usize,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -32,7 +41,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         cors_origins: a.cors_origins,
         threads: a.threads,
         n_ctx: a.ctx,
-        queue_capacity: server::QUEUE_CAPACITY,
+        queue_capacity: a.queue.max(1),
+        parallel: a.parallel,
+        max_loaded: a.max_loaded.max(1),
+        usage: server::Usage::default(),
     };
     server::serve_blocking(config, Box::new(server::models::StoreModels), |addr| {
         eprintln!("hearth listening on http://{addr}");

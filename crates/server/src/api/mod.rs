@@ -8,7 +8,9 @@ pub mod openai;
 use crate::error::ApiError;
 use crate::models::ModelRef;
 use crate::params::SamplerRequest;
-use crate::worker::{Budget, CancelOnDrop, Event, Input, Job, Summary};
+use crate::worker::{
+    Api, Budget, CancelOnDrop, Event, Input, Job, KeepAlive, Summary, TokenLogprob,
+};
 use crate::AppState;
 use engine::sampler::SamplerConfig;
 use std::sync::atomic::AtomicBool;
@@ -28,13 +30,17 @@ pub struct GenSpec {
     pub n_ctx: Option<usize>,
     /// Prepend the preset's system prompt when the chat has none.
     pub use_preset_system: bool,
+    /// Report log-probabilities with this many alternatives.
+    pub logprobs: Option<usize>,
+    pub keep_alive: Option<KeepAlive>,
+    pub api: Api,
 }
 
 /// A job that has started (its prompt evaluated): events follow on `rx`. Dropping it cancels
 /// the job.
 pub struct Running {
     pub model: ModelRef,
-    pub rx: mpsc::Receiver<Event>,
+    pub rx: mpsc::UnboundedReceiver<Event>,
     pub _cancel: CancelOnDrop,
 }
 
@@ -62,7 +68,7 @@ pub async fn start(state: &AppState, mut spec: GenSpec) -> Result<Running, ApiEr
             .num_predict
             .map_or(crate::worker::DEFAULT_MAX_TOKENS, |n| n as usize),
     ));
-    let (tx, mut rx) = mpsc::channel(64);
+    let (tx, mut rx) = mpsc::unbounded_channel();
     let cancel = Arc::new(AtomicBool::new(false));
     let guard = CancelOnDrop(Arc::clone(&cancel));
     s.worker.submit(Job {
@@ -73,6 +79,9 @@ pub async fn start(state: &AppState, mut spec: GenSpec) -> Result<Running, ApiEr
         sampler,
         stop: spec.stop,
         n_ctx,
+        logprobs: spec.logprobs,
+        keep_alive: spec.keep_alive,
+        api: spec.api,
         events: tx,
         cancel,
         queued: Instant::now(),
@@ -90,20 +99,79 @@ pub async fn start(state: &AppState, mut spec: GenSpec) -> Result<Running, ApiEr
     }
 }
 
-/// Reads every event: the whole text and the summary.
-pub async fn collect(mut run: Running) -> Result<(String, Summary), ApiError> {
+/// A whole answer.
+pub struct Collected {
+    pub text: String,
+    pub logprobs: Vec<TokenLogprob>,
+    pub summary: Summary,
+}
+
+/// Reads every event: the whole text, the log-probabilities and the summary.
+pub async fn collect(mut run: Running) -> Result<Collected, ApiError> {
     let mut text = String::new();
+    let mut logprobs = Vec::new();
     while let Some(ev) = run.rx.recv().await {
         match ev {
             Event::Piece(p) => text.push_str(&p),
-            Event::Done(s) => return Ok((text, s)),
+            Event::Logprobs(l) => logprobs.extend(l),
+            Event::Done(summary) => {
+                return Ok(Collected {
+                    text,
+                    logprobs,
+                    summary,
+                })
+            }
             Event::Error(e) => return Err(e),
-            Event::Started => {}
+            Event::Started | Event::Embeddings { .. } => {}
         }
     }
     Err(ApiError::internal(
         "the inference worker ended the request early",
     ))
+}
+
+/// Embeddings of `texts` with `model`.
+pub async fn embed(
+    state: &AppState,
+    model: String,
+    texts: Vec<String>,
+    truncate: bool,
+    keep_alive: Option<KeepAlive>,
+    api: Api,
+) -> Result<(Vec<Vec<f32>>, Summary), ApiError> {
+    let s = &state.inner;
+    let models = Arc::clone(&state.inner);
+    let name = model.clone();
+    let model = tokio::task::spawn_blocking(move || models.models.resolve(&name))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let _guard = CancelOnDrop(Arc::clone(&cancel));
+    s.worker.submit(Job {
+        model,
+        input: Input::Embed { texts, truncate },
+        budget: Budget::Default(0),
+        budget_param: "",
+        sampler: SamplerConfig::default(),
+        stop: Vec::new(),
+        n_ctx: s.config.n_ctx,
+        logprobs: None,
+        keep_alive,
+        api,
+        events: tx,
+        cancel,
+        queued: Instant::now(),
+    })?;
+    match rx.recv().await {
+        Some(Event::Embeddings {
+            vectors, summary, ..
+        }) => Ok((vectors, summary)),
+        Some(Event::Error(e)) => Err(e),
+        _ => Err(ApiError::internal(
+            "the inference worker ended the request early",
+        )),
+    }
 }
 
 /// The sampler: the request's settings over the preset's over the engine's defaults.

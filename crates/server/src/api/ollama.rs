@@ -1,10 +1,10 @@
 //! Ollama-compatible endpoints: `/api/generate`, `/api/chat` (NDJSON streams by default),
-//! `/api/tags`, `/api/version`.
+//! `/api/embed`, `/api/embeddings`, `/api/tags`, `/api/ps`, `/api/version`.
 
-use super::{collect, relay, start, GenSpec};
+use super::{collect, relay, start, Collected, GenSpec};
 use crate::error::{ApiError, OllamaError};
 use crate::params::{self, float, int, parse_body, seed, SamplerRequest, Stop};
-use crate::worker::{Budget, Event, Input, Summary};
+use crate::worker::{Api, Budget, Event, Input, KeepAlive, Summary};
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::rejection::BytesRejection;
@@ -26,7 +26,79 @@ pub fn routes() -> Router<AppState> {
         .route("/api/generate", post(generate))
         .route("/api/chat", post(chat))
         .route("/api/tags", get(tags))
+        .route("/api/ps", get(ps))
+        .route("/api/embed", post(embed))
+        .route("/api/embeddings", post(embeddings_legacy))
         .route("/api/version", get(version))
+}
+
+/// Longest keep_alive accepted (longer: use -1 to keep a model loaded).
+const MAX_KEEP_ALIVE: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Ollama's `keep_alive`: seconds as a number, or a duration string ("5m", "1h30m", "90s",
+/// "-1"); negative keeps the model loaded, 0 unloads it after the request.
+fn keep_alive(v: &Option<Value>) -> Result<Option<KeepAlive>, ApiError> {
+    let bad = |why: String| ApiError::invalid("keep_alive", format!("keep_alive {why}"));
+    let secs = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .filter(|x| x.is_finite())
+            .ok_or_else(|| bad(format!("must be a number of seconds (got {n})")))?,
+        Some(Value::String(s)) => parse_duration(s.trim()).ok_or_else(|| {
+            bad(format!(
+                "must be a duration such as \"5m\", \"1h\", \"30s\", \"0\" or \"-1\" (got {s:?})"
+            ))
+        })?,
+        Some(other) => return Err(bad(format!("must be a number or a string (got {other})"))),
+    };
+    if secs < 0.0 {
+        return Ok(Some(KeepAlive::Forever));
+    }
+    if secs > MAX_KEEP_ALIVE.as_secs_f64() {
+        return Err(bad(format!(
+            "must be at most {} seconds, or -1 to keep the model loaded (got {secs})",
+            MAX_KEEP_ALIVE.as_secs()
+        )));
+    }
+    Ok(Some(KeepAlive::For(Duration::from_secs_f64(secs))))
+}
+
+/// Seconds of a Go-style duration ("1h30m", "250ms", "-1m") or a bare number of seconds.
+fn parse_duration(s: &str) -> Option<f64> {
+    if let Ok(x) = s.parse::<f64>() {
+        return x.is_finite().then_some(x);
+    }
+    let (sign, mut rest) = match s.strip_prefix('-') {
+        Some(r) => (-1.0, r),
+        None => (1.0, s.strip_prefix('+').unwrap_or(s)),
+    };
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0.0;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_end..];
+        total += value * scale;
+    }
+    total.is_finite().then_some(sign * total)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -61,6 +133,7 @@ struct GenerateRequest {
     stream: Option<bool>,
     format: Option<Value>,
     options: Option<Options>,
+    keep_alive: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +145,7 @@ struct ChatRequest {
     format: Option<Value>,
     tools: Option<Vec<Value>>,
     options: Option<Options>,
+    keep_alive: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,7 +274,7 @@ async fn answer(
     let model = spec.model.clone();
     let run = start(state, spec).await?;
     if !stream {
-        let (text, summary) = collect(run).await?;
+        let Collected { text, summary, .. } = collect(run).await?;
         let mut v = piece(&model, &text);
         final_fields(&mut v, &summary);
         return Ok(Json(v).into_response());
@@ -213,7 +287,7 @@ async fn answer(
             vec![v.to_string()]
         }
         Event::Error(e) => vec![json!({"error": e.message}).to_string()],
-        Event::Started => Vec::new(),
+        Event::Started | Event::Logprobs(_) | Event::Embeddings { .. } => Vec::new(),
     })))
 }
 
@@ -236,6 +310,7 @@ async fn generate(
 ) -> Result<Response, OllamaError> {
     let req: GenerateRequest = parse_body(body)?;
     let checked = check_options(req.options, state.inner.config.n_ctx)?;
+    let keep = keep_alive(&req.keep_alive)?;
     check_format(&req.format)?;
     none_or_empty("images", &req.images, "images")?;
     none_or_empty("context", &req.context, "context token lists")?;
@@ -246,7 +321,8 @@ async fn generate(
         return Err(ApiError::invalid("template", "custom templates are not supported yet").into());
     }
     let (input, use_preset_system) = if req.prompt.is_empty() {
-        (Input::Load, false)
+        let unload = keep == Some(KeepAlive::For(Duration::ZERO));
+        (if unload { Input::Unload } else { Input::Load }, false)
     } else if req.raw {
         (Input::Raw(req.prompt), false)
     } else {
@@ -266,6 +342,9 @@ async fn generate(
         stop: checked.stop,
         n_ctx: checked.n_ctx,
         use_preset_system,
+        logprobs: None,
+        keep_alive: keep,
+        api: Api::Ollama,
     };
     answer(&state, spec, req.stream.unwrap_or(true), generate_chunk).await
 }
@@ -276,6 +355,7 @@ async fn chat(
 ) -> Result<Response, OllamaError> {
     let req: ChatRequest = parse_body(body)?;
     let checked = check_options(req.options, state.inner.config.n_ctx)?;
+    let keep = keep_alive(&req.keep_alive)?;
     check_format(&req.format)?;
     none_or_empty("tools", &req.tools, "tools")?;
     let mut msgs = Vec::with_capacity(req.messages.len());
@@ -294,7 +374,11 @@ async fn chat(
         });
     }
     let input = if msgs.is_empty() {
-        Input::Load
+        if keep == Some(KeepAlive::For(Duration::ZERO)) {
+            Input::Unload
+        } else {
+            Input::Load
+        }
     } else {
         Input::Chat(msgs)
     };
@@ -307,6 +391,9 @@ async fn chat(
         stop: checked.stop,
         n_ctx: checked.n_ctx,
         use_preset_system: true,
+        logprobs: None,
+        keep_alive: keep,
+        api: Api::Ollama,
     };
     answer(&state, spec, req.stream.unwrap_or(true), chat_chunk).await
 }
@@ -339,6 +426,162 @@ async fn tags(State(state): State<AppState>) -> Result<Response, OllamaError> {
     Ok(Json(json!({ "models": models })).into_response())
 }
 
+/// The models in memory, Ollama's shape plus `context_length`.
+async fn ps(State(state): State<AppState>) -> Result<Response, OllamaError> {
+    let loaded = state.inner.worker.status().models;
+    let inner = std::sync::Arc::clone(&state.inner);
+    // Digests come from the store's list (a model given by path has none).
+    let list = tokio::task::spawn_blocking(move || inner.models.list())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .unwrap_or_default();
+    let models: Vec<Value> = loaded
+        .iter()
+        .map(|m| {
+            let digest = list.iter().find(|e| e.name == m.name).map_or("", |e| {
+                e.digest.strip_prefix("sha256:").unwrap_or(&e.digest)
+            });
+            // Far in the future for a model kept loaded, as Ollama reports it.
+            let expires = m.expires_at.map_or_else(
+                || "2318-01-01T00:00:00Z".to_string(),
+                |t| {
+                    chrono::DateTime::<chrono::Utc>::from(t)
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                },
+            );
+            json!({
+                "name": m.name,
+                "model": m.name,
+                "size": m.weight_bytes + m.kv_bytes,
+                "digest": digest,
+                "details": {"format": "gguf"},
+                "expires_at": expires,
+                "size_vram": 0,
+                "context_length": m.n_ctx,
+                "running_requests": m.active,
+                "load_duration": nanos(m.load_time),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "models": models })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct EmbedRequest {
+    model: String,
+    input: EmbedInput,
+    truncate: Option<bool>,
+    options: Option<Options>,
+    keep_alive: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum EmbedInput {
+    One(String),
+    Many(Vec<String>),
+}
+
+async fn embed(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OllamaError> {
+    let req: EmbedRequest = parse_body(body)?;
+    check_options(req.options, state.inner.config.n_ctx)?;
+    let keep = keep_alive(&req.keep_alive)?;
+    let texts = match req.input {
+        EmbedInput::One(t) => vec![t],
+        EmbedInput::Many(v) => v,
+    };
+    let max = super::openai::MAX_EMBED_INPUTS;
+    if texts.is_empty() || texts.len() > max {
+        return Err(
+            ApiError::invalid("input", format!("input must hold 1 to {max} strings")).into(),
+        );
+    }
+    let (vectors, s) = super::embed(
+        &state,
+        req.model.clone(),
+        texts,
+        req.truncate.unwrap_or(true),
+        keep,
+        Api::Ollama,
+    )
+    .await?;
+    Ok(Json(json!({
+        "model": req.model,
+        "embeddings": vectors,
+        "total_duration": nanos(s.total_time),
+        "load_duration": nanos(s.load_time),
+        "prompt_eval_count": s.prompt_tokens,
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct LegacyEmbedRequest {
+    model: String,
+    prompt: String,
+    options: Option<Options>,
+    keep_alive: Option<Value>,
+}
+
+/// The older single-text endpoint (`{"embedding": [...]}`).
+async fn embeddings_legacy(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OllamaError> {
+    let req: LegacyEmbedRequest = parse_body(body)?;
+    check_options(req.options, state.inner.config.n_ctx)?;
+    let keep = keep_alive(&req.keep_alive)?;
+    let (mut vectors, _) =
+        super::embed(&state, req.model, vec![req.prompt], true, keep, Api::Ollama).await?;
+    Ok(Json(json!({ "embedding": vectors.pop().unwrap_or_default() })).into_response())
+}
+
 async fn version() -> Json<Value> {
     Json(json!({ "version": env!("CARGO_PKG_VERSION") }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_alive_values() {
+        let k = |v: Value| keep_alive(&Some(v));
+        assert_eq!(
+            k(json!("5m")).unwrap(),
+            Some(KeepAlive::For(Duration::from_secs(300)))
+        );
+        assert_eq!(
+            k(json!("1h30m")).unwrap(),
+            Some(KeepAlive::For(Duration::from_secs(5400)))
+        );
+        assert_eq!(
+            k(json!("250ms")).unwrap(),
+            Some(KeepAlive::For(Duration::from_millis(250)))
+        );
+        assert_eq!(k(json!(0)).unwrap(), Some(KeepAlive::For(Duration::ZERO)));
+        assert_eq!(k(json!("0")).unwrap(), Some(KeepAlive::For(Duration::ZERO)));
+        assert_eq!(k(json!(-1)).unwrap(), Some(KeepAlive::Forever));
+        assert_eq!(k(json!("-1m")).unwrap(), Some(KeepAlive::Forever));
+        assert_eq!(
+            k(json!(30)).unwrap(),
+            Some(KeepAlive::For(Duration::from_secs(30)))
+        );
+        assert_eq!(keep_alive(&None).unwrap(), None);
+        for bad in [
+            json!("5 minutes"),
+            json!("m"),
+            json!(""),
+            json!(1e308),
+            json!(i64::MAX),
+            json!([1]),
+            json!("NaN"),
+        ] {
+            let e = k(bad.clone()).unwrap_err();
+            assert_eq!(e.param.as_deref(), Some("keep_alive"), "{bad}");
+        }
+    }
 }

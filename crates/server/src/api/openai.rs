@@ -1,9 +1,10 @@
-//! OpenAI-compatible endpoints: `/v1/chat/completions`, `/v1/completions`, `/v1/models`.
+//! OpenAI-compatible endpoints: `/v1/chat/completions`, `/v1/completions`, `/v1/models`,
+//! `/v1/embeddings`.
 
-use super::{collect, relay, request_id, start, unix_now, GenSpec};
+use super::{collect, relay, request_id, start, unix_now, Collected, GenSpec};
 use crate::error::{ApiError, OpenAiError};
 use crate::params::{self, float, int, parse_body, seed, SamplerRequest, Stop};
-use crate::worker::{Budget, Event, Input, Summary};
+use crate::worker::{Api, Budget, Event, Input, Summary, TokenLogprob};
 use crate::AppState;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -23,6 +24,16 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(list_models))
+        .route("/v1/embeddings", post(embeddings))
+}
+
+/// Which shape log-probabilities take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogprobStyle {
+    /// `/v1/chat/completions`: `logprobs: true`, `top_logprobs: 0..=20`.
+    Chat,
+    /// `/v1/completions`: `logprobs: 0..=5` (the legacy shape).
+    Completion,
 }
 
 /// Settings both endpoints take.
@@ -109,6 +120,8 @@ enum Prompt {
 
 /// What the common settings come to.
 struct Checked {
+    /// Alternatives per token when log-probabilities were asked for.
+    logprobs: Option<usize>,
     sampler: SamplerRequest,
     budget: Option<Budget>,
     budget_param: &'static str,
@@ -117,7 +130,11 @@ struct Checked {
     include_usage: bool,
 }
 
-fn check_common(c: &Common, max_completion_tokens: Option<&Number>) -> Result<Checked, ApiError> {
+fn check_common(
+    c: &Common,
+    max_completion_tokens: Option<&Number>,
+    style: LogprobStyle,
+) -> Result<Checked, ApiError> {
     const MAX: i64 = params::MAX_TOKENS_LIMIT;
     if let Some(n) = int("n", c.n.as_ref(), 1, 1)? {
         debug_assert_eq!(n, 1);
@@ -133,16 +150,7 @@ fn check_common(c: &Common, max_completion_tokens: Option<&Number>) -> Result<Ch
             ));
         }
     }
-    if c.logprobs
-        .as_ref()
-        .is_some_and(|v| v != &json!(false) && !v.is_null())
-        || c.top_logprobs.is_some()
-    {
-        return Err(ApiError::invalid(
-            "logprobs",
-            "logprobs are not supported yet",
-        ));
-    }
+    let logprobs = check_logprobs(c, style)?;
     let (budget_param, budget) = match (max_completion_tokens, c.max_tokens.as_ref()) {
         (Some(n), _) => ("max_completion_tokens", Some(n)),
         (None, n) => ("max_tokens", n),
@@ -161,6 +169,7 @@ fn check_common(c: &Common, max_completion_tokens: Option<&Number>) -> Result<Ch
         seed: seed("seed", c.seed.as_ref())?,
     };
     Ok(Checked {
+        logprobs,
         sampler,
         budget,
         budget_param,
@@ -171,6 +180,76 @@ fn check_common(c: &Common, max_completion_tokens: Option<&Number>) -> Result<Ch
             .as_ref()
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
+    })
+}
+
+/// `logprobs` and `top_logprobs` as each endpoint takes them.
+fn check_logprobs(c: &Common, style: LogprobStyle) -> Result<Option<usize>, ApiError> {
+    let top = int("top_logprobs", c.top_logprobs.as_ref(), 0, 20)?;
+    match style {
+        LogprobStyle::Chat => {
+            let on = match &c.logprobs {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(other) => {
+                    return Err(ApiError::invalid(
+                        "logprobs",
+                        format!("logprobs must be true or false (got {other})"),
+                    ))
+                }
+            };
+            if top.is_some() && !on {
+                return Err(ApiError::invalid(
+                    "top_logprobs",
+                    "top_logprobs needs logprobs: true",
+                ));
+            }
+            Ok(on.then(|| top.unwrap_or(0) as usize))
+        }
+        LogprobStyle::Completion => match &c.logprobs {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => Ok(int("logprobs", Some(n), 0, 5)?.map(|n| n as usize)),
+            Some(other) => Err(ApiError::invalid(
+                "logprobs",
+                format!("logprobs must be an integer between 0 and 5 (got {other})"),
+            )),
+        },
+    }
+}
+
+/// Chat log-probabilities: `{"content": [{token, logprob, bytes, top_logprobs}]}`.
+fn chat_logprobs(list: &[TokenLogprob]) -> Value {
+    let content: Vec<Value> = list
+        .iter()
+        .map(|t| {
+            json!({
+                "token": t.text,
+                "logprob": t.logprob,
+                "bytes": t.bytes,
+                "top_logprobs": t.top.iter().map(|(text, bytes, lp)| {
+                    json!({"token": text, "logprob": lp, "bytes": bytes})
+                }).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({ "content": content })
+}
+
+/// Legacy completion log-probabilities; `offset` is where the first token's text starts.
+fn completion_logprobs(list: &[TokenLogprob], offset: usize) -> Value {
+    let mut at = offset;
+    let mut offsets = Vec::with_capacity(list.len());
+    for t in list {
+        offsets.push(at);
+        at += t.text.len();
+    }
+    json!({
+        "tokens": list.iter().map(|t| t.text.as_str()).collect::<Vec<_>>(),
+        "token_logprobs": list.iter().map(|t| t.logprob).collect::<Vec<_>>(),
+        "top_logprobs": list.iter().map(|t| {
+            t.top.iter().map(|(text, _, lp)| (text.clone(), json!(lp))).collect::<serde_json::Map<_, _>>()
+        }).collect::<Vec<_>>(),
+        "text_offset": offsets,
     })
 }
 
@@ -187,6 +266,31 @@ fn usage(s: &Summary) -> Value {
         "prompt_tokens": s.prompt_tokens,
         "completion_tokens": s.completion_tokens,
         "total_tokens": s.prompt_tokens + s.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": s.cached_tokens},
+    })
+}
+
+/// hearth's own timing fields (llama.cpp's server has a similar `timings` object).
+fn timings(s: &Summary) -> Value {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    let rate = |n: usize, d: std::time::Duration| {
+        if d.is_zero() {
+            0.0
+        } else {
+            n as f64 / d.as_secs_f64()
+        }
+    };
+    json!({
+        "load_ms": ms(s.load_time),
+        "time_to_first_token_ms": s.first_token.map(ms),
+        "prompt_n": s.prompt_tokens,
+        "prompt_cached": s.cached_tokens,
+        "prompt_ms": ms(s.prompt_time),
+        "prompt_per_second": rate(s.prompt_tokens - s.cached_tokens, s.prompt_time),
+        "predicted_n": s.completion_tokens,
+        "predicted_ms": ms(s.generation_time),
+        "predicted_per_second": rate(s.completion_tokens, s.generation_time),
+        "total_ms": ms(s.total_time),
     })
 }
 
@@ -240,7 +344,11 @@ async fn chat_completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OpenAiError> {
     let req: ChatRequest = parse_body(body)?;
-    let checked = check_common(&req.common, req.max_completion_tokens.as_ref())?;
+    let checked = check_common(
+        &req.common,
+        req.max_completion_tokens.as_ref(),
+        LogprobStyle::Chat,
+    )?;
     if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
         return Err(ApiError::invalid("tools", "tools are not supported yet").into());
     }
@@ -256,13 +364,21 @@ async fn chat_completions(
             stop: checked.stop,
             n_ctx: None,
             use_preset_system: true,
+            logprobs: checked.logprobs,
+            keep_alive: None,
+            api: Api::OpenAi,
         },
     )
     .await?;
+    let want_logprobs = checked.logprobs.is_some();
     let id = request_id("chatcmpl");
     let created = unix_now();
     if !checked.stream {
-        let (text, summary) = collect(run).await?;
+        let Collected {
+            text,
+            logprobs,
+            summary,
+        } = collect(run).await?;
         return Ok(Json(json!({
             "id": id,
             "object": "chat.completion",
@@ -272,10 +388,11 @@ async fn chat_completions(
             "choices": [{
                 "index": 0,
                 "message": {"role": "assistant", "content": text},
-                "logprobs": null,
+                "logprobs": if want_logprobs { chat_logprobs(&logprobs) } else { Value::Null },
                 "finish_reason": finish_reason(&summary),
             }],
             "usage": usage(&summary),
+            "timings": timings(&summary),
         }))
         .into_response());
     }
@@ -295,16 +412,31 @@ async fn chat_completions(
         c
     };
     let mut first = true;
+    // Log-probabilities arrive just before the piece whose text they cover.
+    let mut pending: Vec<TokenLogprob> = Vec::new();
     let stream = relay(run, move |ev| {
         let mut out = Vec::new();
         if first {
             first = false;
             out.push(chunk(json!({"role": "assistant", "content": ""}), None).to_string());
         }
+        let with_logprobs = |mut c: Value, pending: &mut Vec<TokenLogprob>| {
+            if want_logprobs && !pending.is_empty() {
+                c["choices"][0]["logprobs"] = chat_logprobs(pending);
+                pending.clear();
+            }
+            c.to_string()
+        };
         match ev {
-            Event::Piece(p) => out.push(chunk(json!({"content": p}), None).to_string()),
+            Event::Logprobs(l) => pending.extend(l.iter().cloned()),
+            Event::Piece(p) => out.push(with_logprobs(
+                chunk(json!({"content": p}), None),
+                &mut pending,
+            )),
             Event::Done(s) => {
-                out.push(chunk(json!({}), Some(finish_reason(s))).to_string());
+                let mut last = chunk(json!({}), Some(finish_reason(s)));
+                last["timings"] = timings(s);
+                out.push(with_logprobs(last, &mut pending));
                 if include_usage {
                     let mut u = chunk(json!({}), None);
                     u["choices"] = json!([]);
@@ -314,7 +446,7 @@ async fn chat_completions(
                 out.push("[DONE]".into());
             }
             Event::Error(e) => out.push(error_chunk(e)),
-            Event::Started => {}
+            Event::Started | Event::Embeddings { .. } => {}
         }
         out
     });
@@ -331,7 +463,7 @@ async fn completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OpenAiError> {
     let req: CompletionRequest = parse_body(body)?;
-    let checked = check_common(&req.common, None)?;
+    let checked = check_common(&req.common, None, LogprobStyle::Completion)?;
     let prompt = match req.prompt {
         Prompt::One(p) => p,
         Prompt::Many(mut v) if v.len() == 1 => v.remove(0),
@@ -358,9 +490,13 @@ async fn completions(
             stop: checked.stop,
             n_ctx: None,
             use_preset_system: false,
+            logprobs: checked.logprobs,
+            keep_alive: None,
+            api: Api::OpenAi,
         },
     )
     .await?;
+    let want_logprobs = checked.logprobs.is_some();
     let id = request_id("cmpl");
     let created = unix_now();
     let include_usage = checked.include_usage;
@@ -379,26 +515,52 @@ async fn completions(
         c
     };
     if !checked.stream {
-        let (text, summary) = collect(run).await?;
+        let Collected {
+            text,
+            logprobs,
+            summary,
+        } = collect(run).await?;
         let mut body = chunk(&text, Some(finish_reason(&summary)));
+        if want_logprobs {
+            body["choices"][0]["logprobs"] = completion_logprobs(&logprobs, 0);
+        }
         body["usage"] = usage(&summary);
+        body["timings"] = timings(&summary);
         return Ok(Json(body).into_response());
     }
-    let stream = relay(run, move |ev| match ev {
-        Event::Piece(p) => vec![chunk(p, None).to_string()],
-        Event::Done(s) => {
-            let mut out = vec![chunk("", Some(finish_reason(s))).to_string()];
-            if include_usage {
-                let mut u = chunk("", None);
-                u["choices"] = json!([]);
-                u["usage"] = usage(s);
-                out.push(u.to_string());
+    let mut pending: Vec<TokenLogprob> = Vec::new();
+    let mut offset = 0;
+    let stream = relay(run, move |ev| {
+        let mut with_logprobs = |mut c: Value, text_len: usize| {
+            if want_logprobs && !pending.is_empty() {
+                c["choices"][0]["logprobs"] = completion_logprobs(&pending, offset);
+                pending.clear();
             }
-            out.push("[DONE]".into());
-            out
+            offset += text_len;
+            c.to_string()
+        };
+        match ev {
+            Event::Logprobs(l) => {
+                pending.extend(l.iter().cloned());
+                Vec::new()
+            }
+            Event::Piece(p) => vec![with_logprobs(chunk(p, None), p.len())],
+            Event::Done(s) => {
+                let mut last = chunk("", Some(finish_reason(s)));
+                last["timings"] = timings(s);
+                let mut out = vec![with_logprobs(last, 0)];
+                if include_usage {
+                    let mut u = chunk("", None);
+                    u["choices"] = json!([]);
+                    u["usage"] = usage(s);
+                    out.push(u.to_string());
+                }
+                out.push("[DONE]".into());
+                out
+            }
+            Event::Error(e) => vec![error_chunk(e)],
+            Event::Started | Event::Embeddings { .. } => Vec::new(),
         }
-        Event::Error(e) => vec![error_chunk(e)],
-        Event::Started => Vec::new(),
     });
     Ok(sse(stream))
 }
@@ -419,7 +581,7 @@ async fn list_models(State(state): State<AppState>) -> Result<Response, OpenAiEr
             })
         })
         .collect();
-    if let Some(loaded) = state.inner.worker.loaded_model() {
+    for loaded in state.inner.worker.loaded_models() {
         if !list.iter().any(|m| m.name == loaded) {
             data.push(json!({"id": loaded, "object": "model", "created": unix_now(), "owned_by": "hearth"}));
         }
@@ -430,4 +592,80 @@ async fn list_models(State(state): State<AppState>) -> Result<Response, OpenAiEr
 /// Unix seconds of an RFC 3339 time (0 when it does not parse).
 fn humantime_secs(t: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(t).map_or(0, |d| d.timestamp())
+}
+
+#[derive(Debug, Deserialize)]
+struct EmbeddingRequest {
+    model: String,
+    input: EmbeddingInput,
+    encoding_format: Option<String>,
+    dimensions: Option<Number>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum EmbeddingInput {
+    One(String),
+    Many(Vec<String>),
+    /// Token ids: not supported (their ids would be another model's).
+    Tokens(#[allow(dead_code)] Vec<Value>),
+}
+
+/// Most inputs in one embeddings request.
+pub const MAX_EMBED_INPUTS: usize = 256;
+
+async fn embeddings(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OpenAiError> {
+    let req: EmbeddingRequest = parse_body(body)?;
+    let texts = match req.input {
+        EmbeddingInput::One(t) => vec![t],
+        EmbeddingInput::Many(v) => v,
+        EmbeddingInput::Tokens(_) => {
+            return Err(ApiError::invalid(
+                "input",
+                "input must be a string or a list of strings (token ids are not supported)",
+            )
+            .into())
+        }
+    };
+    if texts.is_empty() || texts.len() > MAX_EMBED_INPUTS {
+        return Err(ApiError::invalid(
+            "input",
+            format!("input must hold 1 to {MAX_EMBED_INPUTS} strings"),
+        )
+        .into());
+    }
+    match req.encoding_format.as_deref() {
+        None | Some("float") => {}
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "encoding_format",
+                format!("encoding_format {other:?} is not supported: only \"float\""),
+            )
+            .into())
+        }
+    }
+    if req.dimensions.is_some() {
+        return Err(ApiError::invalid(
+            "dimensions",
+            "dimensions cannot be changed: vectors have the model's hidden size",
+        )
+        .into());
+    }
+    let (vectors, summary) =
+        super::embed(&state, req.model.clone(), texts, false, None, Api::OpenAi).await?;
+    let data: Vec<Value> = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": v}))
+        .collect();
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "model": req.model,
+        "usage": {"prompt_tokens": summary.prompt_tokens, "total_tokens": summary.prompt_tokens},
+    }))
+    .into_response())
 }
