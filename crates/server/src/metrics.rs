@@ -123,7 +123,7 @@ pub fn render(state: &AppState) -> String {
             label(path)
         );
     }
-    let counters: [(&str, &str, String); 7] = [
+    let counters: [(&str, &str, String); 8] = [
         (
             "hearth_generations_total",
             "Generation requests finished.",
@@ -153,6 +153,11 @@ pub fn render(state: &AppState) -> String {
             "hearth_generation_seconds_total",
             "Time spent generating (per request; batched requests overlap).",
             format!("{:.6}", t.generation_seconds),
+        ),
+        (
+            "hearth_forward_passes_total",
+            "Forward passes run (each reads every weight once).",
+            t.steps.to_string(),
         ),
         (
             "hearth_batched_steps_total",
