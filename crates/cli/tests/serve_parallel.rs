@@ -293,3 +293,48 @@ fn a_full_queue_is_503_and_the_server_stays_healthy() {
     );
     assert_eq!(st, 200, "afterwards the server answers again: {body}");
 }
+
+#[test]
+fn ps_shows_what_the_server_holds() {
+    let model = testutil::smollm2().to_string_lossy().into_owned();
+    let s = start(&[]);
+    let ps = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+            .args(["ps", "--host", &s.base])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(ps(&[]).contains("no model is loaded"));
+    let (st, _, body) = post(
+        &s.base,
+        "/api/generate",
+        &json!({"model": model, "prompt": "Hi", "stream": false, "keep_alive": "10m",
+                "options": {"num_predict": 3}}),
+    );
+    assert_eq!(st, 200, "{body}");
+    let table = ps(&[]);
+    assert!(
+        table.contains("SmolLM2") && table.contains("2048"),
+        "{table}"
+    );
+    assert!(
+        table.contains("9 minutes from now") || table.contains("10 minutes from now"),
+        "{table}"
+    );
+    let json: Value = serde_json::from_str(&ps(&["--json"])).unwrap();
+    assert_eq!(json["models"][0]["context_length"], 2048);
+    // No server there: a clear error, not a hang.
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["ps", "--host", "127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no hearth server answers"));
+}

@@ -8,6 +8,7 @@ mod hw;
 mod list;
 mod logits;
 mod perplexity;
+mod ps;
 mod pull;
 mod rm;
 mod run;
@@ -61,6 +62,8 @@ enum Command {
     Fit(fit::Args),
     /// Serve the OpenAI- and Ollama-compatible HTTP API (127.0.0.1:11434 by default).
     Serve(serve::Args),
+    /// Models a running server holds in memory, and when they unload.
+    Ps(ps::Args),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -79,6 +82,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Hw(a) => hw::run(a),
         Command::Fit(a) => fit::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Ps(a) => ps::run(a),
     }
 }
 
