@@ -253,12 +253,32 @@ async fn embeddings_from_both_apis() {
     .await;
     let e: Vec<f64> = serde_json::from_value(r.json()["embedding"].clone()).unwrap();
     assert!((dot(&e, &vecs[0]) - 1.0).abs() < 1e-4);
+    // base64: the same floats as little-endian f32 bytes.
+    let r = send(
+        &app,
+        post(
+            "/v1/embeddings",
+            &json!({"model": model(), "input": "the cat sat", "encoding_format": "base64"}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(r.json()["data"][0]["embedding"].as_str().unwrap())
+        .unwrap();
+    let e: Vec<f64> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
+        .collect();
+    assert_eq!(e.len(), 128);
+    assert!((dot(&e, &vecs[0]) - 1.0).abs() < 1e-4);
     // Bad inputs.
     for (body, field) in [
         (json!({"model": model(), "input": []}), "input"),
         (json!({"model": model(), "input": [1, 2]}), "input"),
         (
-            json!({"model": model(), "input": "x", "encoding_format": "base64"}),
+            json!({"model": model(), "input": "x", "encoding_format": "hex"}),
             "encoding_format",
         ),
         (

@@ -43,21 +43,22 @@ struct Common {
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
     stop: Option<Stop>,
-    seed: Option<Number>,
-    max_tokens: Option<Number>,
-    temperature: Option<Number>,
-    top_p: Option<Number>,
-    n: Option<Number>,
-    presence_penalty: Option<Number>,
-    frequency_penalty: Option<Number>,
+    seed: Option<Value>,
+    max_tokens: Option<Value>,
+    temperature: Option<Value>,
+    top_p: Option<Value>,
+    n: Option<Value>,
+    presence_penalty: Option<Value>,
+    frequency_penalty: Option<Value>,
     // llama.cpp's extensions.
-    top_k: Option<Number>,
-    min_p: Option<Number>,
-    typical_p: Option<Number>,
-    repeat_penalty: Option<Number>,
-    repeat_last_n: Option<Number>,
+    top_k: Option<Value>,
+    min_p: Option<Value>,
+    typical_p: Option<Value>,
+    repeat_penalty: Option<Value>,
+    repeat_last_n: Option<Value>,
     logprobs: Option<Value>,
-    top_logprobs: Option<Number>,
+    logit_bias: Option<Value>,
+    top_logprobs: Option<Value>,
     response_format: Option<ResponseFormat>,
 }
 
@@ -75,7 +76,7 @@ struct ResponseFormat {
 #[derive(Debug, Deserialize)]
 struct ChatRequest {
     messages: Vec<ChatMessage>,
-    max_completion_tokens: Option<Number>,
+    max_completion_tokens: Option<Value>,
     tools: Option<Vec<Value>>,
     #[serde(flatten)]
     common: Common,
@@ -132,7 +133,7 @@ struct Checked {
 
 fn check_common(
     c: &Common,
-    max_completion_tokens: Option<&Number>,
+    max_completion_tokens: Option<&Value>,
     style: LogprobStyle,
 ) -> Result<Checked, ApiError> {
     const MAX: i64 = params::MAX_TOKENS_LIMIT;
@@ -167,6 +168,7 @@ fn check_common(
         repeat_penalty: float("repeat_penalty", c.repeat_penalty.as_ref(), 0.01, 100.0)?,
         repeat_last_n: int("repeat_last_n", c.repeat_last_n.as_ref(), -1, MAX)?,
         seed: seed("seed", c.seed.as_ref())?,
+        logit_bias: params::logit_bias("logit_bias", c.logit_bias.as_ref())?,
     };
     Ok(Checked {
         logprobs,
@@ -637,16 +639,18 @@ async fn embeddings(
         )
         .into());
     }
-    match req.encoding_format.as_deref() {
-        None | Some("float") => {}
+    // The official Python client asks for base64 (little-endian f32) by default.
+    let base64 = match req.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
         Some(other) => {
             return Err(ApiError::invalid(
                 "encoding_format",
-                format!("encoding_format {other:?} is not supported: only \"float\""),
+                format!("encoding_format must be \"float\" or \"base64\" (got {other:?})"),
             )
             .into())
         }
-    }
+    };
     if req.dimensions.is_some() {
         return Err(ApiError::invalid(
             "dimensions",
@@ -659,7 +663,16 @@ async fn embeddings(
     let data: Vec<Value> = vectors
         .into_iter()
         .enumerate()
-        .map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": v}))
+        .map(|(i, v)| {
+            let embedding = if base64 {
+                use base64::Engine;
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
         .collect();
     Ok(Json(json!({
         "object": "list",
