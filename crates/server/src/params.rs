@@ -7,7 +7,7 @@ use axum::extract::rejection::BytesRejection;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::Number;
+use serde_json::{Number, Value};
 
 /// Parses a JSON body; errors name the field (`options.top_k: invalid type: …`).
 pub fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
@@ -29,9 +29,42 @@ pub fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> R
     })
 }
 
+/// A request field that should hold a number: a JSON number, or any JSON value when the
+/// field is read as such (fields of a `#[serde(flatten)]`ed struct are, so that a string
+/// where a number goes is still refused with the field's name, which serde's own error
+/// would lose).
+pub trait NumberField {
+    /// The number, or the value as it was written.
+    fn number(&self) -> Result<&Number, String>;
+}
+
+impl NumberField for Number {
+    fn number(&self) -> Result<&Number, String> {
+        Ok(self)
+    }
+}
+
+impl NumberField for Value {
+    fn number(&self) -> Result<&Number, String> {
+        match self {
+            Value::Number(n) => Ok(n),
+            other => Err(other.to_string()),
+        }
+    }
+}
+
 /// A float in `lo..=hi`.
-pub fn float(param: &str, v: Option<&Number>, lo: f64, hi: f64) -> Result<Option<f32>, ApiError> {
-    let Some(n) = v else { return Ok(None) };
+pub fn float<N: NumberField + ?Sized>(
+    param: &str,
+    v: Option<&N>,
+    lo: f64,
+    hi: f64,
+) -> Result<Option<f32>, ApiError> {
+    let Some(v) = v else { return Ok(None) };
+    let range = || format!("{param} must be a number between {lo} and {hi}");
+    let n = v
+        .number()
+        .map_err(|got| ApiError::invalid(param, format!("{} (got {got})", range())))?;
     match n.as_f64() {
         Some(x) if x.is_finite() && (lo..=hi).contains(&x) => Ok(Some(x as f32)),
         _ => Err(ApiError::invalid(
@@ -42,8 +75,19 @@ pub fn float(param: &str, v: Option<&Number>, lo: f64, hi: f64) -> Result<Option
 }
 
 /// An integer in `lo..=hi` (a float with no fraction is accepted).
-pub fn int(param: &str, v: Option<&Number>, lo: i64, hi: i64) -> Result<Option<i64>, ApiError> {
-    let Some(n) = v else { return Ok(None) };
+pub fn int<N: NumberField + ?Sized>(
+    param: &str,
+    v: Option<&N>,
+    lo: i64,
+    hi: i64,
+) -> Result<Option<i64>, ApiError> {
+    let Some(v) = v else { return Ok(None) };
+    let n = v.number().map_err(|got| {
+        ApiError::invalid(
+            param,
+            format!("{param} must be an integer between {lo} and {hi} (got {got})"),
+        )
+    })?;
     let got = if let Some(i) = n.as_i64() {
         Some(i)
     } else if n.is_u64() {
@@ -63,8 +107,11 @@ pub fn int(param: &str, v: Option<&Number>, lo: i64, hi: i64) -> Result<Option<i
 }
 
 /// A seed: any integer that fits 64 bits (negative ones are taken as their bits).
-pub fn seed(param: &str, v: Option<&Number>) -> Result<Option<u64>, ApiError> {
-    let Some(n) = v else { return Ok(None) };
+pub fn seed<N: NumberField + ?Sized>(param: &str, v: Option<&N>) -> Result<Option<u64>, ApiError> {
+    let Some(v) = v else { return Ok(None) };
+    let n = v.number().map_err(|got| {
+        ApiError::invalid(param, format!("{param} must be an integer (got {got})"))
+    })?;
     if let Some(u) = n.as_u64() {
         return Ok(Some(u));
     }
@@ -75,6 +122,46 @@ pub fn seed(param: &str, v: Option<&Number>) -> Result<Option<u64>, ApiError> {
         param,
         format!("{param} must be an integer (got {n})"),
     ))
+}
+
+/// Most entries in a `logit_bias` map.
+pub const MAX_LOGIT_BIAS: usize = 1024;
+
+/// OpenAI's `logit_bias`: an object from token ids (strings of digits) to a bias between
+/// -100 and 100, added to that token's logit.
+pub fn logit_bias(param: &str, v: Option<&Value>) -> Result<Vec<(u32, f32)>, ApiError> {
+    let map = match v {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Object(m)) => m,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                param,
+                format!("{param} must be an object from token ids to numbers (got {other})"),
+            ))
+        }
+    };
+    if map.len() > MAX_LOGIT_BIAS {
+        return Err(ApiError::invalid(
+            param,
+            format!(
+                "{param} may hold at most {MAX_LOGIT_BIAS} tokens (got {})",
+                map.len()
+            ),
+        ));
+    }
+    map.iter()
+        .map(|(k, v)| {
+            let id = k.parse::<u32>().map_err(|_| {
+                ApiError::invalid(
+                    param,
+                    format!("{param} keys must be token ids such as \"1234\" (got {k:?})"),
+                )
+            })?;
+            let field = format!("{param}[{k:?}]");
+            let bias = float(&field, Some(v), -100.0, 100.0)?.unwrap_or(0.0);
+            Ok((id, bias))
+        })
+        .collect()
 }
 
 /// `stop`: a string or a list of strings.
@@ -127,6 +214,8 @@ pub struct SamplerRequest {
     pub presence_penalty: Option<f32>,
     pub frequency_penalty: Option<f32>,
     pub seed: Option<u64>,
+    /// Token id → bias added to its logit (OpenAI's `logit_bias`).
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 /// The largest token count any request may name (context, predictions, penalties window).

@@ -1,8 +1,560 @@
-//! Ollama's model-management endpoints: show, pull, delete, copy.
+//! Ollama's model-management endpoints: `/api/show`, `/api/pull`, `/api/delete`,
+//! `/api/copy`. The store work is blocking, so it runs on tokio's blocking threads; a pull
+//! streams its progress as NDJSON while it runs.
 
+use crate::error::{ApiError, OllamaError};
+use crate::models::{ModelShow, PullProgress, Pulled};
+use crate::params::parse_body;
 use crate::AppState;
-use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/api/show", post(show))
+        .route("/api/pull", post(pull))
+        .route("/api/delete", delete(remove))
+        .route("/api/copy", post(copy))
+}
+
+/// Metadata arrays longer than this (the tokenizer's tokens, merges and token types) are
+/// shown as `null` unless `verbose` is set, as Ollama does.
+const MAX_SHOWN_ARRAY: usize = 16;
+/// At most this many progress lines a second per transfer.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// `model`, or the older `name`.
+fn required_name(model: Option<String>, name: Option<String>) -> Result<String, ApiError> {
+    model
+        .filter(|m| !m.is_empty())
+        .or(name.filter(|n| !n.is_empty()))
+        .ok_or_else(|| ApiError::invalid("model", "model is required (the model's name)"))
+}
+
+/// Refuses model changes asked for by another site's page. A browser sends `Origin`, and a
+/// POST with a simple content type needs no CORS preflight, so the Host check alone would let
+/// any page a user visits pull, copy over or delete models. Clients that are not browsers
+/// send no `Origin`; hearth's own page is same-origin; `--cors-origin` allows others.
+fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = String::from_utf8_lossy(origin.as_bytes()).into_owned();
+    let allowed = &state.inner.config.cors_origins;
+    if allowed
+        .iter()
+        .any(|o| o == "*" || o.eq_ignore_ascii_case(&origin))
+    {
+        return Ok(());
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let origin_host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    if origin_host.is_some_and(|o| !host.is_empty() && o.eq_ignore_ascii_case(host)) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!(
+            "a web page from {origin:?} may not pull, copy or delete models; start the \
+             server with --cors-origin {origin} to allow that page"
+        ),
+    ))
+}
+
+/// Runs blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("the store task failed: {e}")))?
+}
+
+#[derive(Debug, Deserialize)]
+struct ShowRequest {
+    model: Option<String>,
+    name: Option<String>,
+    #[serde(default)]
+    verbose: bool,
+}
+
+async fn show(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OllamaError> {
+    let req: ShowRequest = parse_body(body)?;
+    let name = required_name(req.model, req.name)?;
+    let inner = Arc::clone(&state.inner);
+    let verbose = req.verbose;
+    let v = blocking(move || {
+        let m = inner.models.show(&name)?;
+        let file = gguf::GgufFile::open(&m.path).map_err(|e| {
+            ApiError::internal(format!("cannot read the GGUF metadata of {}: {e}", m.name))
+        })?;
+        Ok(show_json(&m, &file, verbose))
+    })
+    .await?;
+    Ok(Json(v).into_response())
+}
+
+/// Ollama's `/api/show` answer.
+fn show_json(m: &ModelShow, file: &gguf::GgufFile, verbose: bool) -> Value {
+    let info = store::ModelInfo::of(file);
+    let license = m
+        .license
+        .clone()
+        .or(info.license.clone())
+        .unwrap_or_default();
+    let template = info.chat_template.clone().unwrap_or_default();
+    let family = info.architecture.clone().unwrap_or_default();
+    let parameter_size = info
+        .size_label
+        .clone()
+        .unwrap_or_else(|| info.parameters_human());
+    let parameters = parameter_lines(&m.params);
+    let mut model_info = Map::new();
+    for (k, v) in file.metadata() {
+        model_info.insert(k.clone(), metadata_json(v, verbose));
+    }
+    model_info
+        .entry("general.parameter_count")
+        .or_insert(json!(info.parameters));
+    let mut out = json!({
+        "license": license,
+        "modelfile": modelfile(m, &template, &parameters, &license),
+        "parameters": parameters.join("\n"),
+        "template": template,
+        "system": m.system.clone().unwrap_or_default(),
+        "details": {
+            "parent_model": m.base.clone().unwrap_or_default(),
+            "format": "gguf",
+            "family": family,
+            "families": info.architecture.as_ref().map(|a| vec![a.clone()]),
+            "parameter_size": parameter_size,
+            "quantization_level": info.quantization.clone().unwrap_or_default(),
+        },
+        "model_info": model_info,
+        "capabilities": ["completion"],
+        "modified_at": m.modified,
+    });
+    if verbose {
+        out["tensors"] = file
+            .tensors()
+            .iter()
+            .map(|t| json!({"name": t.name, "type": t.ty.name(), "shape": t.dims}))
+            .collect();
+    }
+    out
+}
+
+/// A preset's options as Ollama writes them: `temperature                    0.7`.
+fn parameter_lines(p: &store::Params) -> Vec<String> {
+    p.entries()
+        .iter()
+        .map(|e| match e.split_once('=') {
+            Some((k, v)) => format!("{k:<30} {v}"),
+            None => e.clone(),
+        })
+        .collect()
+}
+
+/// A Modelfile describing the model, in Ollama's syntax (for reading: hearth makes presets
+/// with `hearth create`).
+fn modelfile(m: &ModelShow, template: &str, parameters: &[String], license: &str) -> String {
+    let quoted = |s: &str| format!("\"\"\"{}\"\"\"", s.replace("\"\"\"", "\\\"\\\"\\\""));
+    let mut out = format!(
+        "# Modelfile generated by hearth for {}\n# To build a preset from it: hearth create NAME --from {}\n\nFROM {}\n",
+        m.name,
+        m.base.as_deref().unwrap_or(&m.name),
+        m.path.display()
+    );
+    if !template.is_empty() {
+        out.push_str(&format!("TEMPLATE {}\n", quoted(template)));
+    }
+    if let Some(s) = &m.system {
+        out.push_str(&format!("SYSTEM {}\n", quoted(s)));
+    }
+    for p in parameters {
+        out.push_str(&format!("PARAMETER {p}\n"));
+    }
+    if !license.is_empty() {
+        out.push_str(&format!("LICENSE {}\n", quoted(license)));
+    }
+    out
+}
+
+/// A GGUF metadata value as JSON; long arrays are `null` unless `verbose`.
+fn metadata_json(v: &gguf::Value, verbose: bool) -> Value {
+    use gguf::Value as G;
+    match v {
+        G::U8(x) => json!(x),
+        G::I8(x) => json!(x),
+        G::U16(x) => json!(x),
+        G::I16(x) => json!(x),
+        G::U32(x) => json!(x),
+        G::I32(x) => json!(x),
+        G::U64(x) => json!(x),
+        G::I64(x) => json!(x),
+        // Through its shortest decimal form, so 0.1f32 reads 0.1 (non-finite: null).
+        G::F32(x) => Value::from(x.to_string().parse::<f64>().unwrap_or(f64::NAN)),
+        G::F64(x) => Value::from(*x),
+        G::Bool(x) => json!(x),
+        G::String(s) => json!(s),
+        G::Array(items) if !verbose && items.len() > MAX_SHOWN_ARRAY => Value::Null,
+        G::Array(items) => items.iter().map(|i| metadata_json(i, verbose)).collect(),
+    }
+}
+
+/// Ollama's clients also send `insecure`; it is ignored: where models come from is the
+/// server's setting (HF_ENDPOINT, HEARTH_SOURCE, the package index), not the request's.
+#[derive(Debug, Deserialize)]
+struct PullRequest {
+    model: Option<String>,
+    name: Option<String>,
+    stream: Option<bool>,
+}
+
+/// What the pulling thread tells the handler.
+enum PullEvent {
+    Line(Value),
+    Done(Result<Pulled, ApiError>),
+}
+
+/// The current transfer, for throttling.
+#[derive(Default)]
+struct Transfer {
+    status: String,
+    digest: Option<String>,
+    total: Option<u64>,
+    /// The last `completed` sent, and when.
+    sent: Option<(u64, Instant)>,
+    /// The latest `completed` heard.
+    done: u64,
+}
+
+/// Turns the store's progress into Ollama's progress lines (at most ten a second per
+/// transfer, the last one always sent). A client that went away is not an error: the lines
+/// are dropped and the pull finishes, leaving the store complete.
+struct Lines {
+    tx: mpsc::UnboundedSender<PullEvent>,
+    current: Mutex<Transfer>,
+}
+
+impl Lines {
+    fn send(&self, v: Value) {
+        let _ = self.tx.send(PullEvent::Line(v));
+    }
+
+    fn progress_line(t: &Transfer, completed: u64) -> Value {
+        let mut v = json!({"status": t.status, "completed": completed});
+        if let Some(d) = &t.digest {
+            v["digest"] = json!(d);
+        }
+        if let Some(total) = t.total {
+            v["total"] = json!(total);
+        }
+        v
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Transfer> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl PullProgress for Lines {
+    fn begin(&self, what: &str, digest: Option<&str>, total: Option<u64>) {
+        let mut t = self.lock();
+        let status = match digest {
+            Some(d) => format!("pulling {}", short_digest(d)),
+            None => format!("pulling {what}"),
+        };
+        *t = Transfer {
+            status,
+            digest: digest.map(str::to_owned),
+            total,
+            sent: Some((0, Instant::now())),
+            done: 0,
+        };
+        self.send(Lines::progress_line(&t, 0));
+    }
+
+    fn advance_to(&self, done: u64) {
+        let mut t = self.lock();
+        if t.status.is_empty() {
+            return; // no transfer begun
+        }
+        t.done = done;
+        let due = match t.sent {
+            Some((_, at)) => at.elapsed() >= PROGRESS_INTERVAL || Some(done) == t.total,
+            None => true,
+        };
+        if due && t.sent.map(|(n, _)| n) != Some(done) {
+            t.sent = Some((done, Instant::now()));
+            self.send(Lines::progress_line(&t, done));
+        }
+    }
+
+    fn note(&self, message: &str) {
+        self.send(json!({ "status": message }));
+    }
+
+    fn finish(&self) {
+        let mut t = self.lock();
+        if t.status.is_empty() {
+            return;
+        }
+        // The last position, if throttling held it back.
+        if t.sent.map(|(n, _)| n) != Some(t.done) {
+            let done = t.done;
+            t.sent = Some((done, Instant::now()));
+            self.send(Lines::progress_line(&t, done));
+        }
+        *t = Transfer::default();
+    }
+}
+
+/// `sha256:b179c9523d0e…` → `b179c9523d0e` (Ollama's short form).
+fn short_digest(d: &str) -> &str {
+    let hex = d.strip_prefix("sha256:").unwrap_or(d);
+    hex.get(..12).unwrap_or(hex)
+}
+
+/// The lines that end a pull.
+fn closing_lines(result: Result<Pulled, ApiError>) -> Vec<Value> {
+    match result {
+        Ok(p) => vec![
+            json!({"status": "verifying sha256 digest", "digest": p.digest}),
+            json!({"status": "writing manifest"}),
+            json!({"status": "success", "model": p.name, "digest": p.digest, "total": p.size}),
+        ],
+        Err(e) => vec![json!({ "error": e.message })],
+    }
+}
+
+fn ended_early() -> ApiError {
+    ApiError::internal("the pull stopped unexpectedly; run it again to resume it")
+}
+
+async fn pull(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OllamaError> {
+    check_origin(&state, &headers)?;
+    let req: PullRequest = parse_body(body)?;
+    let name = required_name(req.model, req.name)?;
+    let stream = req.stream.unwrap_or(true);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let inner = Arc::clone(&state.inner);
+    // A panic in the pull drops `tx` without a result: the handler reports it, nothing more.
+    tokio::task::spawn_blocking(move || {
+        let lines = Lines {
+            tx: tx.clone(),
+            current: Mutex::new(Transfer::default()),
+        };
+        let result = if stream {
+            inner.models.pull(&name, &lines)
+        } else {
+            inner.models.pull(&name, &Quiet)
+        };
+        let _ = tx.send(PullEvent::Done(result));
+    });
+    if !stream {
+        loop {
+            match rx.recv().await {
+                Some(PullEvent::Line(_)) => {}
+                Some(PullEvent::Done(r)) => {
+                    let p = r?;
+                    return Ok(Json(json!({"status": "success", "model": p.name, "digest": p.digest, "total": p.size}))
+                        .into_response());
+                }
+                None => return Err(ended_early().into()),
+            }
+        }
+    }
+    // Errors found before anything was sent (a bad or unknown name, offline mode) keep
+    // their status; later ones become an `{"error": …}` line.
+    let first = match rx.recv().await {
+        Some(PullEvent::Done(Err(e))) => return Err(e.into()),
+        Some(ev) => ev,
+        None => return Err(ended_early().into()),
+    };
+    let mut queue = VecDeque::from([json!({"status": "pulling manifest"})]);
+    let mut finished = false;
+    match first {
+        PullEvent::Line(v) => queue.push_back(v),
+        PullEvent::Done(r) => {
+            finished = true;
+            queue.extend(closing_lines(r));
+        }
+    }
+    let lines = futures_util::stream::unfold(
+        (rx, queue, finished),
+        |(mut rx, mut queue, mut finished)| async move {
+            loop {
+                if let Some(v) = queue.pop_front() {
+                    let mut line = v.to_string();
+                    line.push('\n');
+                    return Some((
+                        Ok::<_, Infallible>(Bytes::from(line)),
+                        (rx, queue, finished),
+                    ));
+                }
+                if finished {
+                    return None;
+                }
+                match rx.recv().await {
+                    Some(PullEvent::Line(v)) => queue.push_back(v),
+                    Some(PullEvent::Done(r)) => {
+                        finished = true;
+                        queue.extend(closing_lines(r));
+                    }
+                    None => {
+                        finished = true;
+                        queue.push_back(json!({ "error": ended_early().message }));
+                    }
+                }
+            }
+        },
+    );
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response())
+}
+
+/// Progress nobody reads (`stream: false`).
+struct Quiet;
+
+impl PullProgress for Quiet {
+    fn begin(&self, _: &str, _: Option<&str>, _: Option<u64>) {}
+    fn advance_to(&self, _: u64) {}
+    fn note(&self, _: &str) {}
+    fn finish(&self) {}
+}
+
+#[derive(Debug, Deserialize)]
+struct DeleteRequest {
+    model: Option<String>,
+    name: Option<String>,
+}
+
+/// `DELETE /api/delete`: 200 with an empty body, as Ollama answers.
+async fn remove(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OllamaError> {
+    check_origin(&state, &headers)?;
+    let req: DeleteRequest = parse_body(body)?;
+    let name = required_name(req.model, req.name)?;
+    let inner = Arc::clone(&state.inner);
+    blocking(move || inner.models.delete(&name)).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct CopyRequest {
+    #[serde(default)]
+    source: String,
+    #[serde(default)]
+    destination: String,
+}
+
+/// `POST /api/copy`: 200 with an empty body, as Ollama answers.
+async fn copy(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OllamaError> {
+    check_origin(&state, &headers)?;
+    let req: CopyRequest = parse_body(body)?;
+    let inner = Arc::clone(&state.inner);
+    blocking(move || inner.models.copy(&req.source, &req.destination)).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(rx: &mut mpsc::UnboundedReceiver<PullEvent>) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Ok(PullEvent::Line(v)) = rx.try_recv() {
+            out.push(v);
+        }
+        out
+    }
+
+    #[test]
+    fn progress_is_throttled_and_ends_at_the_last_position() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let lines = Lines {
+            tx,
+            current: Mutex::new(Transfer::default()),
+        };
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        lines.begin("smollm2:135m", Some(&digest), Some(1000));
+        for done in 1..=999 {
+            lines.advance_to(done);
+        }
+        lines.finish();
+        let out = collect(&mut rx);
+        assert!(out.len() <= 4, "throttled: {out:?}");
+        assert_eq!(out[0]["status"], "pulling abababababab");
+        assert_eq!(out[0]["digest"], json!(digest));
+        assert_eq!(out[0]["completed"], 0);
+        assert_eq!(out.last().unwrap()["completed"], 999);
+        assert_eq!(out.last().unwrap()["total"], 1000);
+        // Reaching the total is always reported at once.
+        lines.begin("x", None, Some(10));
+        lines.advance_to(10);
+        let out = collect(&mut rx);
+        assert_eq!(out.last().unwrap()["completed"], 10);
+        assert!(out[0].get("digest").is_none());
+    }
+
+    #[test]
+    fn long_arrays_are_elided_unless_verbose() {
+        let long = gguf::Value::Array((0..100).map(gguf::Value::I32).collect());
+        assert_eq!(metadata_json(&long, false), Value::Null);
+        assert_eq!(metadata_json(&long, true).as_array().unwrap().len(), 100);
+        let short = gguf::Value::Array(vec![gguf::Value::F32(0.1), gguf::Value::Bool(true)]);
+        assert_eq!(metadata_json(&short, false), json!([0.1, true]));
+        assert_eq!(
+            metadata_json(&gguf::Value::F32(f32::NAN), false),
+            Value::Null
+        );
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(required_name(Some("a".into()), None).unwrap(), "a");
+        assert_eq!(
+            required_name(Some(String::new()), Some("b".into())).unwrap(),
+            "b"
+        );
+        let e = required_name(None, None).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("model"));
+        assert_eq!(short_digest("sha256:0123456789abcdef"), "0123456789ab");
+    }
 }

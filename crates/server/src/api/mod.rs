@@ -198,7 +198,7 @@ fn sampler(p: &store::Params, r: &SamplerRequest, n_ctx: usize) -> Result<Sample
             Some(n) => n as usize,
             None => p.repeat_last_n.map_or(d.penalty_last_n, |x| x as usize),
         },
-        logit_bias: Vec::new(),
+        logit_bias: r.logit_bias.clone(),
         seed: r.seed.or(p.seed).unwrap_or_else(random_seed),
     };
     config

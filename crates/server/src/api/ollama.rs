@@ -192,6 +192,7 @@ fn check_options(o: Option<Options>, server_ctx: usize) -> Result<Checked, ApiEr
             2.0,
         )?,
         seed: seed("options.seed", o.seed.as_ref())?,
+        logit_bias: Vec::new(),
     };
     // -1 and -2 (Ollama): until the context is full.
     let budget = match int("options.num_predict", o.num_predict.as_ref(), -2, MAX)? {
