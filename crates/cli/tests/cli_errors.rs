@@ -4,7 +4,9 @@ use assert_cmd::Command;
 use std::path::Path;
 
 fn hearth() -> Command {
-    Command::cargo_bin("hearth").expect("the hearth binary is built")
+    let mut c = Command::cargo_bin("hearth").expect("the hearth binary is built");
+    c.env("HEARTH_HOME", scratch_home());
+    c
 }
 
 /// Runs `args` and checks exit code 1, an `error:` line mentioning `needle`, and no panic.
@@ -125,4 +127,11 @@ fn missing_tensor_and_bad_hyperparameter() {
     w.add("llama.block_count", gguf::Value::U64(u64::MAX));
     let p = write(dir.path(), "huge-layers.gguf", &w.to_bytes());
     fails_with(&["logits", &p, "--tokens", "1"], "block_count");
+}
+
+/// A HEARTH_HOME of the test's own, so that nothing (the usage ledger) is written to the
+/// user's real one.
+fn scratch_home() -> &'static std::path::Path {
+    static HOME: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    HOME.get_or_init(|| tempfile::tempdir().expect("temp dir").keep())
 }

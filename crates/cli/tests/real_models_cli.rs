@@ -7,6 +7,7 @@ use std::path::Path;
 fn hearth(args: &[&str]) -> String {
     let out = Command::cargo_bin("hearth")
         .expect("binary")
+        .env("HEARTH_HOME", scratch_home())
         .args(args)
         .output()
         .expect("hearth runs");
@@ -157,6 +158,7 @@ fn gemma3_perplexity() {
 fn peak_rss_within_bound(model: &Path) {
     let out = Command::cargo_bin("hearth")
         .expect("binary")
+        .env("HEARTH_HOME", scratch_home())
         .args([
             "run",
             model.to_str().expect("path"),
@@ -240,6 +242,7 @@ fn chat_one_shot_uses_the_template() {
     assert!(direct.starts_with("L'Étoile, la Mars"), "got {direct:?}");
     let out = Command::cargo_bin("hearth")
         .expect("binary")
+        .env("HEARTH_HOME", scratch_home())
         .args(["run", m, "--temperature", "0", "-n", "12"])
         .write_stdin("What is the capital of France?")
         .output()
@@ -315,4 +318,11 @@ fn closed_stdout_is_not_an_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// A HEARTH_HOME of the test's own, so that nothing (the usage ledger) is written to the
+/// user's real one.
+fn scratch_home() -> &'static std::path::Path {
+    static HOME: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    HOME.get_or_init(|| tempfile::tempdir().expect("temp dir").keep())
 }

@@ -7,6 +7,7 @@ use assert_cmd::Command;
 fn refused(flag: &str, value: &str, range: &str) {
     let out = Command::cargo_bin("hearth")
         .expect("the hearth binary is built")
+        .env("HEARTH_HOME", scratch_home())
         .args(["run", "/nonexistent/model.gguf", "hi", flag, value])
         .env("HEARTH_OFFLINE", "1")
         .output()
@@ -72,6 +73,7 @@ fn run_flags_refuse_values_out_of_range() {
 fn short_max_tokens_flag_is_checked_too() {
     let out = Command::cargo_bin("hearth")
         .expect("binary")
+        .env("HEARTH_HOME", scratch_home())
         .args(["run", "/nonexistent/model.gguf", "hi", "-n", "-5"])
         .output()
         .expect("runs");
@@ -79,4 +81,11 @@ fn short_max_tokens_flag_is_checked_too() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("--max-tokens"), "{stderr}");
     assert!(stderr.contains("between 1 and 1048576"), "{stderr}");
+}
+
+/// A HEARTH_HOME of the test's own, so that nothing (the usage ledger) is written to the
+/// user's real one.
+fn scratch_home() -> &'static std::path::Path {
+    static HOME: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    HOME.get_or_init(|| tempfile::tempdir().expect("temp dir").keep())
 }

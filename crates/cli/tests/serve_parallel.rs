@@ -24,39 +24,9 @@ impl Drop for Server {
 
 fn start(extra: &[&str]) -> Server {
     let home = tempfile::tempdir().unwrap().keep();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args([
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--threads",
-            "2",
-            "--ctx",
-            "2048",
-        ])
-        .args(extra)
-        .env("HEARTH_HOME", &home)
-        .env("HEARTH_OFFLINE", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start hearth serve");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("[hearth] {line}");
-            if let Some(addr) = line.split("listening on ").nth(1) {
-                let _ = tx.send(addr.trim().to_string());
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("hearth serve did not print its address");
-    Server { child, base }
+    let mut args = vec!["--ctx", "2048"];
+    args.extend_from_slice(extra);
+    start_in(&home, &args)
 }
 
 fn agent() -> ureq::Agent {
@@ -337,4 +307,116 @@ fn ps_shows_what_the_server_holds() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no hearth server answers"));
+}
+
+/// Starts a server on a free port with `home` as its HEARTH_HOME.
+fn start_in(home: &std::path::Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--threads",
+            "2",
+        ])
+        .args(extra)
+        .env("HEARTH_HOME", home)
+        .env("HEARTH_OFFLINE", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start hearth serve");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[hearth] {line}");
+            if let Some(addr) = line.split("listening on ").nth(1) {
+                let _ = tx.send(addr.trim().to_string());
+            }
+        }
+    });
+    let base = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("hearth serve did not print its address");
+    Server { child, base }
+}
+
+#[test]
+fn the_server_records_usage_without_text_unless_told_not_to() {
+    let model = testutil::smollm2().to_string_lossy().into_owned();
+    let home = tempfile::tempdir().unwrap();
+    let s = start_in(home.path(), &[]);
+    let secret = "the-password-is-swordfish";
+    let (st, _, body) = post(
+        &s.base,
+        "/v1/completions",
+        &json!({"model": model, "prompt": secret, "max_tokens": 5}),
+    );
+    assert_eq!(st, 200, "{body}");
+    let (st, _, body) = post(
+        &s.base,
+        "/api/chat",
+        &json!({"model": model, "stream": false, "options": {"num_predict": 4},
+                "messages": [{"role": "user", "content": secret}]}),
+    );
+    assert_eq!(st, 200, "{body}");
+    // Rows are written on the ledger's own thread: wait for both.
+    let db = home.path().join("ledger.db");
+    let t = Instant::now();
+    let rows: Vec<(String, String, i64, i64)> = loop {
+        let rows = rusqlite::Connection::open(&db).ok().and_then(|c| {
+            let mut q = c
+                .prepare("SELECT model, client, prompt_tokens, completion_tokens FROM requests ORDER BY id")
+                .ok()?;
+            let r = q
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .ok()?
+                .collect::<Result<Vec<_>, _>>()
+                .ok();
+            r
+        });
+        if let Some(r) = rows.filter(|r| r.len() == 2) {
+            break r;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the ledger has no two rows"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(rows[0].1, "openai");
+    assert_eq!(rows[1].1, "ollama");
+    assert_eq!(
+        rows[0].0, "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "a file's name, not its path"
+    );
+    assert_eq!(rows[0].3, 5);
+    assert_eq!(rows[1].3, 4);
+    assert!(rows[0].2 >= 5 && rows[1].2 > rows[0].2, "{rows:?}");
+    drop(s);
+    for entry in std::fs::read_dir(home.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{} holds the prompt",
+                path.display()
+            );
+        }
+    }
+    // --no-ledger: nothing is created.
+    let quiet = tempfile::tempdir().unwrap();
+    let s = start_in(quiet.path(), &["--no-ledger"]);
+    let (st, _, body) = post(
+        &s.base,
+        "/v1/completions",
+        &json!({"model": model, "prompt": "Hi", "max_tokens": 2}),
+    );
+    assert_eq!(st, 200, "{body}");
+    drop(s);
+    assert!(!quiet.path().join("ledger.db").exists());
 }

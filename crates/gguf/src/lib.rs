@@ -28,6 +28,7 @@ mod writer;
 
 pub use error::GgufError;
 pub use file::{GgufFile, TensorInfo};
+pub use reader::header_size;
 pub use types::GgmlType;
 pub use value::Value;
 pub use writer::GgufWriter;

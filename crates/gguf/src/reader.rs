@@ -35,6 +35,10 @@ pub(crate) struct Header {
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// The whole file's length: `buf.len()`, or more when `buf` is only its first bytes
+    /// ([`header_size`]). Counts and lengths are checked against it; reads past `buf` are
+    /// [`GgufError::Truncated`].
+    len: u64,
 }
 
 impl<'a> Cursor<'a> {
@@ -42,7 +46,13 @@ impl<'a> Cursor<'a> {
         self.pos as u64
     }
 
+    /// Bytes left in the file (not necessarily in `buf`).
     fn remaining(&self) -> u64 {
+        self.len.saturating_sub(self.pos as u64)
+    }
+
+    /// Bytes left in `buf`: the bound for memory reserved ahead of reading.
+    fn in_buf(&self) -> u64 {
         (self.buf.len() - self.pos) as u64
     }
 
@@ -175,8 +185,9 @@ fn read_value(
                     remaining,
                 });
             }
-            // `count * min <= remaining`, so this reservation is bounded by the input size.
-            let mut items = Vec::with_capacity(count as usize);
+            // `count * min <= remaining`; the reservation is also bounded by the bytes in hand
+            // (a prefix may declare a far larger file).
+            let mut items = Vec::with_capacity(count.min(c.in_buf()) as usize);
             for i in 0..count {
                 let elem_what = || format!("element {i} of {}", what());
                 items.push(read_value(c, elem_ty, key, depth + 1, &elem_what)?);
@@ -206,9 +217,11 @@ fn read_header_start(c: &mut Cursor<'_>) -> Result<u32, GgufError> {
 }
 
 fn read_metadata(c: &mut Cursor<'_>, n_kv: u64) -> Result<Metadata, GgufError> {
-    // Counts were checked against the remaining bytes, so these reservations are bounded.
-    let mut metadata = Vec::with_capacity(n_kv as usize);
-    let mut key_index = HashMap::with_capacity(n_kv as usize);
+    // Counts were checked against the remaining bytes; the reservations are also bounded by
+    // the bytes in hand (a prefix may declare a far larger file).
+    let reserve = n_kv.min(c.in_buf() / MIN_KV_BYTES) as usize;
+    let mut metadata = Vec::with_capacity(reserve);
+    let mut key_index = HashMap::with_capacity(reserve);
     for i in 0..n_kv {
         let key_at = c.offset();
         let key = c.string(&|| format!("key of metadata entry #{i}"))?;
@@ -371,15 +384,38 @@ fn check_layout(
 
 /// Parses and validates the header of a GGUF file held in `buf`.
 pub(crate) fn parse(buf: &[u8]) -> Result<Header, GgufError> {
-    let mut c = Cursor { buf, pos: 0 };
+    parse_with_len(buf, buf.len() as u64)
+}
+
+/// How many bytes the header of a GGUF file of `file_size` bytes takes, counted up to the
+/// start of the data section, judged from its first bytes `prefix`: `Ok(None)` when `prefix`
+/// is too short to tell (fetch more and ask again), `Ok(Some(n))` when the header parsed and
+/// every tensor lies inside the file (`prefix[..n]` or more is enough for [`GgufFile`]-style
+/// checks of the metadata and tensor infos), an error when the header is invalid.
+///
+/// For reading a remote file's header with HTTP range requests without fetching its data.
+///
+/// [`GgufFile`]: crate::GgufFile
+pub fn header_size(prefix: &[u8], file_size: u64) -> Result<Option<u64>, GgufError> {
+    let file_size = file_size.max(prefix.len() as u64);
+    match parse_with_len(prefix, file_size) {
+        Ok(h) => Ok(Some(h.data_offset)),
+        Err(GgufError::Truncated { .. }) if (prefix.len() as u64) < file_size => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn parse_with_len(buf: &[u8], len: u64) -> Result<Header, GgufError> {
+    let mut c = Cursor { buf, pos: 0, len };
     let version = read_header_start(&mut c)?;
     let n_tensors = c.count("tensor", MIN_TENSOR_INFO_BYTES)?;
     let n_kv = c.count("metadata key/value", MIN_KV_BYTES)?;
     let (metadata, key_index) = read_metadata(&mut c, n_kv)?;
     let alignment = alignment_of(&metadata, &key_index)?;
 
-    let mut tensors = Vec::with_capacity(n_tensors as usize);
-    let mut tensor_index = HashMap::with_capacity(n_tensors as usize);
+    let reserve = n_tensors.min(c.in_buf() / MIN_TENSOR_INFO_BYTES) as usize;
+    let mut tensors = Vec::with_capacity(reserve);
+    let mut tensor_index = HashMap::with_capacity(reserve);
     for i in 0..n_tensors {
         let t = read_tensor_info(&mut c, i, &tensor_index)?;
         tensor_index.insert(t.name.clone(), tensors.len());
@@ -389,7 +425,7 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Header, GgufError> {
     let end = c.offset();
     // `alignment` is a power of two no larger than 2^31 and `end` is at most the file size.
     let data_offset = end.div_ceil(alignment) * alignment;
-    check_layout(&tensors, data_offset, alignment, buf.len() as u64)?;
+    check_layout(&tensors, data_offset, alignment, len)?;
     Ok(Header {
         version,
         alignment,

@@ -278,3 +278,73 @@ fn tensor_bytes_read_through_the_file_equal_the_mapped_ones() {
         }
     }
 }
+
+mod header_prefix {
+    use gguf::{header_size, GgmlType, GgufError, GgufFile, GgufWriter};
+
+    fn sample() -> Vec<u8> {
+        let mut w = GgufWriter::new();
+        w.add("general.architecture", "llama");
+        w.add("general.name", "x".repeat(5000).as_str());
+        for i in 0..40 {
+            w.add_tensor(
+                &format!("blk.{i}.weight"),
+                &[64, 4],
+                GgmlType::F32,
+                vec![1; 64 * 4 * 4],
+            )
+            .unwrap();
+        }
+        w.to_bytes()
+    }
+
+    #[test]
+    fn every_prefix_is_either_too_short_or_the_whole_header() {
+        let bytes = sample();
+        let full = GgufFile::from_bytes(bytes.clone()).unwrap();
+        let size = bytes.len() as u64;
+        let header = full.data_offset();
+        assert!(header < size / 2, "the data must dominate the sample");
+        for n in 0..bytes.len() {
+            match header_size(&bytes[..n], size).unwrap() {
+                None => assert!(
+                    (n as u64) < header,
+                    "a prefix of {n} bytes holds the header"
+                ),
+                Some(h) => {
+                    assert_eq!(h, header, "prefix of {n} bytes");
+                    // The tensor infos end before the padding: the earliest success may come
+                    // a few bytes before the data section.
+                    assert!(n as u64 + full.alignment() > header);
+                }
+            }
+            if (n as u64) > header {
+                break;
+            }
+        }
+        assert_eq!(header_size(&bytes, size).unwrap(), Some(header));
+    }
+
+    #[test]
+    fn invalid_headers_are_errors_not_requests_for_more() {
+        let mut bytes = sample();
+        let size = bytes.len() as u64;
+        bytes[0] = b'X';
+        assert!(matches!(
+            header_size(&bytes[..64], size),
+            Err(GgufError::BadMagic { .. })
+        ));
+        // A declared size too small for the tensors: the layout check fails.
+        let bytes = sample();
+        let header = GgufFile::from_bytes(bytes.clone()).unwrap().data_offset();
+        let prefix = &bytes[..header as usize];
+        assert!(header_size(prefix, header + 10).is_err());
+    }
+
+    #[test]
+    fn a_huge_declared_size_reserves_nothing_unusual() {
+        // Counts are checked against the declared size, memory against the bytes in hand.
+        let bytes = sample();
+        assert_eq!(header_size(&bytes[..100], u64::MAX).unwrap(), None);
+    }
+}

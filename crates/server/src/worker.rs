@@ -173,6 +173,10 @@ impl Drop for CancelOnDrop {
 /// Told of every finished request (the usage ledger): never the text.
 pub trait UsageSink: Send + Sync {
     fn record(&self, model: &str, api: Api, summary: &Summary);
+
+    /// The worker started (true) or stopped (false) running requests: energy counted
+    /// between requests would belong to none of them.
+    fn activity(&self, _busy: bool) {}
 }
 
 /// A model in memory, as `/api/ps` and `/metrics` show it.

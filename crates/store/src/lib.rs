@@ -32,6 +32,7 @@ pub mod manifest;
 pub mod mirror;
 pub mod name;
 pub mod preset;
+pub mod remote_header;
 
 pub use catalog::{CatalogEntry, Source, WheelPart, DEFAULT_MODEL};
 pub use create::{CreateOptions, Resolved};

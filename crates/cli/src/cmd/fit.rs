@@ -1,6 +1,8 @@
 //! `hearth fit MODEL [--ctx N]`: will this model run here? Memory needed (weights, KV cache at
 //! the context, compute buffers, the process) against the memory available now, with a verdict
-//! and, when it does not fit, a smaller catalog model that does.
+//! and, when it does not fit, a smaller catalog model that does. A model not in the store is
+//! sized from its header, read with HTTP range requests from where `pull` would fetch it
+//! (the catalog's file size when that cannot be done: offline, or a package-mirror source).
 
 use crate::insight::estimate::{self, Estimate};
 use crate::insight::{human, system};
@@ -28,6 +30,10 @@ pub struct Args {
     /// Print JSON
     #[arg(long)]
     json: bool,
+    /// Use no network: a model not in the store is sized from the catalog's file size only
+    /// (also HEARTH_OFFLINE=1). Otherwise its header is read from where `pull` would fetch it.
+    #[arg(long)]
+    offline: bool,
 }
 
 /// `8G`, `512M`, `64K` (powers of 1024, an optional trailing `B` or `iB`) or plain bytes.
@@ -66,9 +72,12 @@ fn parse_size(s: &str) -> anyhow::Result<u64> {
 #[derive(Serialize)]
 struct Report {
     model: String,
-    /// `file` (header read), `store` (header read from the store's blob) or `catalog` (size only).
+    /// `file` (header read), `store` (header read from the store's blob), `remote` (header
+    /// read over HTTP from where `pull` would fetch it) or `catalog` (size only).
     source: &'static str,
     path: Option<PathBuf>,
+    /// For `remote`: what was read.
+    remote: Option<RemoteRead>,
     ctx_requested: u64,
     estimate: Option<Estimate>,
     /// Catalog fallback: the bytes needed without the KV cache (the header is not at hand).
@@ -84,6 +93,15 @@ struct Report {
 }
 
 #[derive(Serialize)]
+struct RemoteRead {
+    url: String,
+    file_bytes: u64,
+    /// Bytes received: the header, not the weights.
+    bytes_read: u64,
+    requests: u32,
+}
+
+#[derive(Serialize)]
 struct Suggestion {
     model: String,
     size_bytes: u64,
@@ -92,7 +110,8 @@ struct Suggestion {
 
 enum Located {
     File(PathBuf, &'static str),
-    Catalog(catalog::CatalogEntry),
+    /// Not in the store: a catalog model or an `hf.co/…` name.
+    Remote(ModelName, Option<catalog::CatalogEntry>),
 }
 
 fn locate(arg: &str) -> anyhow::Result<Located> {
@@ -117,12 +136,86 @@ fn locate(arg: &str) -> anyhow::Result<Located> {
         return Ok(Located::File(blob, "store"));
     }
     match catalog::lookup(&name) {
-        Some(entry) => Ok(Located::Catalog(entry)),
+        Some(entry) => Ok(Located::Remote(name, Some(entry))),
+        None if name.is_hf() => Ok(Located::Remote(name, None)),
         None => bail!(
-            "{arg} is not a file, a model in the store, or a catalog model ({})",
+            "{arg} is not a file, a model in the store, a catalog model ({}) or an hf.co/ORG/REPO name",
             catalog::known_names()
         ),
     }
+}
+
+/// What a model not in the store is sized from.
+enum Sized {
+    Header(Box<Estimate>, RemoteRead),
+    Catalog(catalog::CatalogEntry, String),
+}
+
+/// Reads the model's header from its source (unless offline); falls back to the catalog's
+/// size, saying why, when that fails.
+fn size_remote(
+    name: &ModelName,
+    entry: Option<catalog::CatalogEntry>,
+    ctx: u64,
+    offline: bool,
+) -> anyhow::Result<Sized> {
+    let mut opts = store::PullOptions::from_env()?;
+    opts.offline |= offline;
+    let why = if opts.offline {
+        "offline mode (--offline or HEARTH_OFFLINE) reads nothing over the network".to_owned()
+    } else {
+        match store::remote_header::remote_header(
+            name,
+            &opts,
+            store::remote_header::MAX_HEADER_BYTES,
+        ) {
+            Ok(h) => {
+                let e = estimate_prefix(&h.prefix, h.file_size, ctx)
+                    .with_context(|| format!("cannot size {name} from {}", h.url))?;
+                let read = RemoteRead {
+                    url: h.url,
+                    file_bytes: h.file_size,
+                    bytes_read: h.bytes_read,
+                    requests: h.requests,
+                };
+                return Ok(Sized::Header(Box::new(e), read));
+            }
+            Err(e) => format!("its header could not be read: {e}"),
+        }
+    };
+    match entry {
+        Some(entry) => Ok(Sized::Catalog(entry, why)),
+        None => bail!("{name} is not in the store and {why}"),
+    }
+}
+
+/// The estimate for a file known by its first bytes (the whole header) and its size: the
+/// bytes go into a sparse temporary file of the full size (the weights read as zeros, and
+/// take no disk), which is opened as any GGUF file, every check included.
+fn estimate_prefix(prefix: &[u8], file_size: u64, ctx: u64) -> anyhow::Result<Estimate> {
+    use std::io::Write;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let path = std::env::temp_dir().join(format!("hearth-fit-{}-{stamp}.gguf", std::process::id()));
+    struct Remove<'a>(&'a Path);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    let _remove = Remove(&path);
+    f.write_all(prefix)
+        .and_then(|()| f.set_len(file_size.max(prefix.len() as u64)))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    drop(f);
+    let file = gguf::GgufFile::open(&path).context("the header does not parse")?;
+    estimate::estimate(&file, ctx)
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -138,6 +231,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         model: a.model.clone(),
         source: "file",
         path: None,
+        remote: None,
         ctx_requested: ctx,
         estimate: None,
         min_bytes: None,
@@ -148,12 +242,36 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         suggestion: None,
         notes: Vec::new(),
     };
-    let needed = match locate(&a.model)? {
+    let located = match locate(&a.model)? {
         Located::File(path, source) => {
             let file = gguf::GgufFile::open(&path)
                 .with_context(|| format!("{} is not a readable GGUF file", path.display()))?;
             let e = estimate::estimate(&file, ctx)
                 .with_context(|| format!("cannot size {}", path.display()))?;
+            report.source = source;
+            report.path = Some(path);
+            Ok(e)
+        }
+        Located::Remote(name, entry) => match size_remote(&name, entry, ctx, a.offline)? {
+            Sized::Header(e, read) => {
+                report.source = "remote";
+                report.notes.push(format!(
+                    "{name} is not in the store: sized from its header, read from {} ({} of {} \
+                     in {} range request{}; nothing was downloaded)",
+                    read.url,
+                    human_small(read.bytes_read),
+                    human(read.file_bytes),
+                    read.requests,
+                    if read.requests == 1 { "" } else { "s" }
+                ));
+                report.remote = Some(read);
+                Ok(*e)
+            }
+            Sized::Catalog(entry, why) => Err((entry, why)),
+        },
+    };
+    let needed = match located {
+        Ok(e) => {
             if let Err(err) = engine::arch::find(&e.arch) {
                 report
                     .notes
@@ -165,8 +283,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                     e.n_ctx_train
                 ));
             }
-            report.source = source;
-            report.path = Some(path);
             let total = e.total_bytes;
             if let Some(avail) = available {
                 if total <= avail {
@@ -186,14 +302,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             report.total_bytes = Some(total);
             total
         }
-        Located::Catalog(entry) => {
+        Err((entry, why)) => {
             report.source = "catalog";
             let min = estimate::from_size(entry.size);
             report.min_bytes = Some(min);
             report.notes.push(format!(
-                "{} is not in the store: sized from the catalog's file size ({}), without the \
-                 KV cache (reading the header over HTTP is not done yet; `hearth pull` it for \
-                 a full estimate)",
+                "{} is not in the store and {why}: sized from the catalog's file size ({}), \
+                 without the KV cache; `hearth pull` it for a full estimate",
                 entry.name,
                 human(entry.size)
             ));

@@ -8,6 +8,7 @@ mod hw;
 mod list;
 mod logits;
 mod perplexity;
+mod privacy;
 mod ps;
 mod pull;
 mod rm;
@@ -15,6 +16,7 @@ mod run;
 mod serve;
 mod show;
 mod tokenize;
+mod usage;
 
 use clap::{Parser, Subcommand};
 use kernels::pool::ThreadPool;
@@ -64,6 +66,11 @@ enum Command {
     Serve(serve::Args),
     /// Models a running server holds in memory, and when they unload.
     Ps(ps::Args),
+    /// What running models here used: tokens, time, energy and its cost, and the cloud price
+    /// of the same tokens (from the usage ledger; never any text).
+    Usage(usage::Args),
+    /// Where hearth keeps its files, what each holds, and whether anything can use the network.
+    Privacy(privacy::Args),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -82,6 +89,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Hw(a) => hw::run(a),
         Command::Fit(a) => fit::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Usage(a) => usage::run(a),
+        Command::Privacy(a) => privacy::run(a),
         Command::Ps(a) => ps::run(a),
     }
 }

@@ -31,6 +31,9 @@ pub struct Args {
     /// Models kept in memory at once (fewer when memory is short).
     #[arg(long = "max-loaded", default_value_t = server::DEFAULT_MAX_LOADED)]
     max_loaded: usize,
+    /// Record nothing in the usage ledger (also `ledger = false` in HEARTH_HOME/config.toml).
+    #[arg(long)]
+    no_ledger: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -44,7 +47,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         queue_capacity: a.queue.max(1),
         parallel: a.parallel,
         max_loaded: a.max_loaded.max(1),
-        usage: server::Usage::default(),
+        usage: server::Usage(
+            crate::insight::server_usage::ServerUsage::open(a.no_ledger)
+                .map(|u| std::sync::Arc::new(u) as std::sync::Arc<dyn server::worker::UsageSink>),
+        ),
     };
     server::serve_blocking(config, Box::new(server::models::StoreModels), |addr| {
         eprintln!("hearth listening on http://{addr}");

@@ -1,8 +1,11 @@
 //! What this machine can run: hardware probing (`hearth hw`) and memory estimates for a model
-//! at a context size (`hearth fit`).
+//! at a context size (`hearth fit`); what running models here used and cost (the usage ledger,
+//! `hearth usage`).
 
 pub mod estimate;
+pub mod server_usage;
 pub mod system;
+pub mod usage_log;
 
 /// Bytes as MiB or GiB with one decimal, for people.
 pub fn human(bytes: u64) -> String {

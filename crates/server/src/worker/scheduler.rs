@@ -39,6 +39,7 @@ pub fn run(config: WorkerConfig, rx: Receiver<Job>, shared: Shared) {
         next: 0,
         totals: Totals::default(),
         shared,
+        busy: false,
     };
     loop {
         // Take jobs while a sequence is free; wait for one only when nothing runs.
@@ -68,9 +69,11 @@ pub fn run(config: WorkerConfig, rx: Receiver<Job>, shared: Shared) {
             s.publish();
         }
         s.expire();
+        s.note_activity();
         if s.active() > 0 {
             s.guarded(|s| s.step());
         }
+        s.note_activity();
         s.publish();
     }
 }
@@ -86,6 +89,8 @@ struct Scheduler {
     next: usize,
     totals: Totals,
     shared: Shared,
+    /// Whether requests were running when the usage sink was last told.
+    busy: bool,
 }
 
 /// A model in memory with its sequences.
@@ -143,6 +148,17 @@ impl Seq {
 impl Scheduler {
     fn active(&self) -> usize {
         self.residents.iter().map(|r| r.active.len()).sum()
+    }
+
+    /// Tells the usage sink when the worker starts or stops running requests.
+    fn note_activity(&mut self) {
+        let busy = self.active() > 0;
+        if busy != self.busy {
+            self.busy = busy;
+            if let Some(sink) = &self.usage {
+                sink.activity(busy);
+            }
+        }
     }
 
     /// Runs `f`; a panic inside drops every model (whatever they held may be broken) and

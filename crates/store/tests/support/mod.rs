@@ -36,6 +36,8 @@ pub struct Request {
     pub authorization: Option<String>,
     /// The status line's code of the answer.
     pub status: u16,
+    /// Body bytes the answer carries (a client that hangs up early receives fewer).
+    pub body_bytes: usize,
 }
 
 #[derive(Default)]
@@ -153,15 +155,17 @@ fn handle(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         (file, redirect, fault, s.rate)
     };
     let mut out = conn;
-    let log = |status: u16| {
+    let log_sent = |status: u16, body_bytes: usize| {
         let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
         s.log.push(Request {
             path: path.clone(),
             range: range.clone(),
             authorization: authorization.clone(),
             status,
+            body_bytes,
         });
     };
+    let log = |status: u16| log_sent(status, 0);
     if let Some(to) = redirect {
         log(302);
         write!(
@@ -186,17 +190,22 @@ fn handle(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         )?;
         return out.flush();
     }
-    let start = match (&range, &fault) {
-        (_, Some(Fault::IgnoreRange)) => None,
-        (Some(_), Some(Fault::RangeFromZero)) => Some(0),
-        (Some(r), _) => r
-            .strip_prefix("bytes=")
-            .and_then(|r| r.strip_suffix('-'))
-            .and_then(|n| n.parse::<usize>().ok()),
-        (None, _) => None,
+    // `bytes=START-` or `bytes=START-END` (END inclusive, clipped to the file).
+    let (start, last) = match (&range, &fault) {
+        (_, Some(Fault::IgnoreRange)) => (None, None),
+        (Some(_), Some(Fault::RangeFromZero)) => (Some(0), None),
+        (Some(r), _) => match r.strip_prefix("bytes=").and_then(|r| r.split_once('-')) {
+            Some((a, b)) => (
+                a.trim().parse::<usize>().ok(),
+                b.trim().parse::<usize>().ok(),
+            ),
+            None => (None, None),
+        },
+        (None, _) => (None, None),
     };
+    let end = last.map_or(file.len(), |l| l.saturating_add(1).min(file.len()));
     let mut body: Vec<u8> = match start {
-        Some(s) if s >= file.len() => {
+        Some(s) if s >= file.len() || end <= s => {
             log(416);
             write!(
                 out,
@@ -205,7 +214,7 @@ fn handle(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             )?;
             return out.flush();
         }
-        Some(s) => file[s..].to_vec(),
+        Some(s) => file[s..end].to_vec(),
         None => file.to_vec(),
     };
     match fault {
@@ -217,11 +226,10 @@ fn handle(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         _ => {}
     }
     let status = if start.is_some() { 206 } else { 200 };
-    log(status);
     let mut head = if let Some(s) = start {
         format!(
             "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {s}-{}/{}\r\n",
-            file.len() - 1,
+            end - 1,
             file.len()
         )
     } else {
@@ -236,6 +244,7 @@ fn handle(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         Some(Fault::DropAfter(n)) | Some(Fault::StallAfter(n)) => n.min(body.len()),
         _ => body.len(),
     };
+    log_sent(status, limit);
     let chunk = if rate > 0 {
         (rate / 20).max(1)
     } else {

@@ -2,6 +2,7 @@
 //! the tokens of the conversation so far, so that a new turn evaluates only what is new.
 
 use super::settings::Settings;
+use crate::insight::usage_log::UsageLog;
 use anyhow::{bail, Context};
 use engine::chat::{ChatTemplate, Message};
 use engine::generate::{Generator, StopReason, Timings};
@@ -26,6 +27,8 @@ pub struct Conversation<'m> {
     pub messages: Vec<Message>,
     pub settings: Settings,
     facts: RunFacts,
+    /// The usage ledger: one row per answer (off unless [`Conversation::with_usage`]).
+    usage: UsageLog,
 }
 
 /// What one answer did.
@@ -53,7 +56,14 @@ impl<'m> Conversation<'m> {
             messages: Vec::new(),
             settings,
             facts,
+            usage: UsageLog::off(),
         }
+    }
+
+    /// Records every answer in the usage ledger.
+    pub fn with_usage(mut self, usage: UsageLog) -> Self {
+        self.usage = usage;
+        self
     }
 
     pub fn session(&self) -> &Session<'m> {
@@ -173,6 +183,7 @@ impl<'m> Conversation<'m> {
                 self.session.n_ctx()
             );
         }
+        let started = self.usage.start();
         let mut opts = self.settings.generate_options();
         opts.cancel = cancel;
         let mut gen = match Generator::new(&mut self.session, new, opts) {
@@ -211,6 +222,14 @@ impl<'m> Conversation<'m> {
         if let Some(e) = failed {
             return Err(e).context("generation failed");
         }
+        // Counts and durations only, never the text.
+        self.usage.record(
+            started,
+            tokens.len(),
+            generated.len(),
+            timings.prompt_time,
+            timings.generation_time,
+        );
         if stop == Some(StopReason::ContextFull) {
             eprintln!(
                 "(context full: the answer stopped after {} tokens; the oldest turns will be dropped \

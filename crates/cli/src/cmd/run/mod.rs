@@ -9,6 +9,7 @@ mod repl;
 mod saved;
 mod settings;
 
+use crate::insight::usage_log::UsageLog;
 use anyhow::{bail, Context};
 use conversation::{Conversation, RunFacts};
 use engine::chat::ChatTemplate;
@@ -46,6 +47,9 @@ pub struct Args {
     /// Timings and memory on stderr after each answer.
     #[arg(long)]
     verbose: bool,
+    /// Record nothing in the usage ledger (also `ledger = false` in HEARTH_HOME/config.toml).
+    #[arg(long)]
+    no_ledger: bool,
 }
 
 /// Sampling flags: text, checked by [`Settings::set`] like `/set` and presets.
@@ -176,7 +180,9 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         n_threads: pool.n_threads(),
     };
     let session = model.session(settings.num_ctx(), pool);
-    let mut conv = Conversation::new(session, chat_template(&model), settings, facts);
+    let usage = UsageLog::open(a.no_ledger, &model_arg, "cli", load_time);
+    let mut conv =
+        Conversation::new(session, chat_template(&model), settings, facts).with_usage(usage);
     let interactive = !a.raw && prompt.is_none() && std::io::stdin().is_terminal();
     if !interactive {
         let prompt = match prompt {

@@ -1,0 +1,240 @@
+use super::*;
+use crate::energy::{counter_delta, parse_stat_cpu_seconds};
+
+fn record(at_ms: i64, model: &str, energy: Option<Energy>) -> UsageRecord {
+    UsageRecord {
+        at_ms,
+        model: model.to_owned(),
+        client: "cli".to_owned(),
+        prompt_tokens: 10,
+        completion_tokens: 5,
+        load_ms: 100,
+        prompt_ms: 20,
+        generation_ms: 40,
+        energy,
+    }
+}
+
+#[test]
+fn round_trip() {
+    let home = tempfile::tempdir().unwrap();
+    let l = Ledger::open(home.path()).unwrap();
+    let e = Energy {
+        joules: 1.5,
+        source: EnergySource::EstimatedCpuTime,
+    };
+    let r = record(now_ms(), "smollm2", Some(e));
+    l.record(&r).unwrap();
+    l.record(&record(now_ms(), "other", None)).unwrap();
+    drop(l);
+    let l = Ledger::open_existing(home.path()).unwrap().unwrap();
+    let rows = l.records(None).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0], r);
+    assert_eq!(rows[1].energy, None);
+    l.check_integrity().unwrap();
+    let mode: String = l
+        .conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn no_ledger_means_none_and_nothing_written() {
+    let home = tempfile::tempdir().unwrap();
+    assert!(Ledger::open_existing(home.path()).unwrap().is_none());
+    assert!(std::fs::read_dir(home.path()).unwrap().next().is_none());
+}
+
+#[test]
+fn groups_by_day_and_model_with_since() {
+    let home = tempfile::tempdir().unwrap();
+    let l = Ledger::open(home.path()).unwrap();
+    // Noon UTC keeps the local day the same in every time zone from UTC-11 to UTC+11.
+    let day = |d: &str| {
+        NaiveDate::parse_from_str(d, "%Y-%m-%d")
+            .unwrap()
+            .and_hms_opt(12, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp_millis()
+    };
+    let measured = Some(Energy {
+        joules: 3.0,
+        source: EnergySource::MeasuredRapl,
+    });
+    let estimated = Some(Energy {
+        joules: 2.0,
+        source: EnergySource::EstimatedCpuTime,
+    });
+    l.record(&record(day("2026-01-01"), "a", measured)).unwrap();
+    l.record(&record(day("2026-01-01"), "a", estimated))
+        .unwrap();
+    l.record(&record(day("2026-01-01"), "b", None)).unwrap();
+    l.record(&record(day("2026-01-03"), "a", estimated))
+        .unwrap();
+    let all = l.groups(None).unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[0].day, "2026-01-01");
+    assert_eq!(all[0].model, "a");
+    assert_eq!(all[0].requests, 2);
+    assert_eq!(all[0].prompt_tokens, 20);
+    assert_eq!(all[0].completion_tokens, 10);
+    assert_eq!(all[0].measured_joules, 3.0);
+    assert_eq!(all[0].estimated_joules, 2.0);
+    assert_eq!(all[0].unmetered_requests, 0);
+    assert_eq!(all[1].model, "b");
+    assert_eq!(all[1].unmetered_requests, 1);
+    let since = NaiveDate::from_ymd_opt(2026, 1, 2);
+    let later = l.groups(since).unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].day, "2026-01-03");
+    assert_eq!(l.records(since).unwrap().len(), 1);
+}
+
+#[test]
+fn corrupt_file_is_a_clear_error() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(
+        Ledger::path_in(home.path()),
+        "this is not a database at all, just text ".repeat(200),
+    )
+    .unwrap();
+    let err = Ledger::open(home.path()).err().unwrap();
+    assert!(matches!(err, LedgerError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("move it aside"), "{err}");
+    let err = Ledger::open_existing(home.path()).err().unwrap();
+    assert!(matches!(err, LedgerError::Corrupt { .. }), "{err:?}");
+}
+
+#[test]
+fn locked_ledger_fails_fast() {
+    let home = tempfile::tempdir().unwrap();
+    let l = Ledger::open(home.path()).unwrap();
+    let other = Connection::open(Ledger::path_in(home.path())).unwrap();
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let t = std::time::Instant::now();
+    let err = l.record(&record(now_ms(), "m", None)).err().unwrap();
+    assert!(matches!(err, LedgerError::Locked { .. }), "{err:?}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    other.execute_batch("COMMIT").unwrap();
+    l.record(&record(now_ms(), "m", None)).unwrap();
+    assert_eq!(l.count().unwrap(), 1);
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let home = tempfile::tempdir().unwrap();
+    drop(Ledger::open(home.path()).unwrap());
+    let c = Connection::open(Ledger::path_in(home.path())).unwrap();
+    c.pragma_update(None, "user_version", 99).unwrap();
+    drop(c);
+    let err = Ledger::open(home.path()).err().unwrap();
+    assert!(matches!(err, LedgerError::NewerSchema { found: 99, .. }));
+    assert!(err.to_string().contains("update hearth"));
+}
+
+#[test]
+fn settings_defaults_file_and_errors() {
+    let home = tempfile::tempdir().unwrap();
+    let s = Settings::load(home.path()).unwrap();
+    assert_eq!(s, Settings::default());
+    assert!(s.ledger);
+    std::fs::write(
+        Settings::path_in(home.path()),
+        "ledger = false\nprice_per_kwh = 0.25\ncurrency = \"EUR\"\nbind = \"x\"\n",
+    )
+    .unwrap();
+    let s = Settings::load(home.path()).unwrap();
+    assert!(!s.ledger);
+    assert_eq!(s.price_per_kwh, 0.25);
+    assert_eq!(s.currency, "EUR");
+    assert_eq!(s.cpu_watts, Settings::default().cpu_watts);
+    std::fs::write(Settings::path_in(home.path()), "cpu_watts = -3\n").unwrap();
+    let err = Settings::load(home.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("cpu_watts") && err.contains("config.toml"),
+        "{err}"
+    );
+    std::fs::write(Settings::path_in(home.path()), "ledger = maybe\n").unwrap();
+    let err = Settings::load(home.path()).unwrap_err().to_string();
+    assert!(err.contains("not valid TOML"), "{err}");
+}
+
+#[test]
+fn shipped_prices_parse_and_user_table_wins() {
+    let t = PriceTable::shipped();
+    assert_eq!(t.origin, "shipped");
+    assert!(!t.models.is_empty());
+    assert!(t.note.contains("Reference"));
+    let home = tempfile::tempdir().unwrap();
+    assert_eq!(PriceTable::load(home.path()).unwrap().models, t.models);
+    std::fs::write(
+        PriceTable::path_in(home.path()),
+        r#"{"note":"mine","currency":"USD","models":[{"model":"x","provider":"p",
+            "input_per_million":1.0,"output_per_million":2.0,"as_of":"2026-01-01","source":"me"}]}"#,
+    )
+    .unwrap();
+    let mine = PriceTable::load(home.path()).unwrap();
+    assert_eq!(mine.models.len(), 1);
+    assert!((mine.models[0].cost(1_000_000, 500_000) - 2.0).abs() < 1e-12);
+    std::fs::write(PriceTable::path_in(home.path()), "{}").unwrap();
+    let err = PriceTable::load(home.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("prices.json") && err.contains("delete it"),
+        "{err}"
+    );
+}
+
+#[test]
+fn rapl_counters_with_wraparound() {
+    assert_eq!(counter_delta(10, 25, 100), 15);
+    assert_eq!(counter_delta(90, 5, 100), 15);
+    let dir = tempfile::tempdir().unwrap();
+    let zone = dir.path().join("intel-rapl:0");
+    let sub = dir.path().join("intel-rapl:0:0");
+    for z in [&zone, &sub] {
+        std::fs::create_dir(z).unwrap();
+        std::fs::write(z.join("energy_uj"), "999000000\n").unwrap();
+        std::fs::write(z.join("max_energy_range_uj"), "1000000000\n").unwrap();
+    }
+    let m = EnergyMeter::with_powercap(dir.path(), 65.0, 8);
+    assert_eq!(m.zones().len(), 1, "only package zones");
+    assert!(m.measures());
+    let start = m.start();
+    // 1 J to the wrap, then 2 J past it.
+    std::fs::write(zone.join("energy_uj"), "2000000\n").unwrap();
+    let e = m.finish(&start).unwrap();
+    assert_eq!(e.source, EnergySource::MeasuredRapl);
+    assert!((e.joules - 3.0).abs() < 1e-9, "{}", e.joules);
+}
+
+#[test]
+fn unreadable_rapl_falls_back_to_an_estimate() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = EnergyMeter::with_powercap(dir.path(), 80.0, 4);
+    assert!(!m.measures());
+    assert_eq!(m.estimate_joules(2.0), 40.0);
+    let start = m.start();
+    let mut x = 0u64;
+    for i in 0..20_000_000u64 {
+        x = x.wrapping_mul(31).wrapping_add(i);
+    }
+    std::hint::black_box(x);
+    if cfg!(target_os = "linux") {
+        let e = m.finish(&start).unwrap();
+        assert_eq!(e.source, EnergySource::EstimatedCpuTime);
+        assert!(e.joules >= 0.0);
+    }
+}
+
+#[test]
+fn proc_stat_parsing() {
+    let line = "1234 (a (b) c) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1 0";
+    assert_eq!(parse_stat_cpu_seconds(line), Some(3.0));
+    assert_eq!(parse_stat_cpu_seconds("garbage"), None);
+    if cfg!(target_os = "linux") {
+        assert!(energy::process_cpu_seconds().is_some());
+    }
+}
