@@ -258,7 +258,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Rejects requests whose Host is not ours (DNS rebinding: 403) and, with a key, requests
-/// without it (401).
+/// without it (401), except those for the web page and its assets.
 async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let s = &state.inner;
     let openai = req.uri().path().starts_with("/v1");
@@ -280,6 +280,11 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
                 host.unwrap_or_default()
             ),
         ));
+    }
+    // The page and its assets hold no secrets: a browser must load them before it can ask
+    // for the key.
+    if web::is_public(req.method(), req.uri().path()) {
+        return next.run(req).await;
     }
     if let Some(key) = &s.config.api_key {
         let given = req

@@ -1,0 +1,740 @@
+// hearth's chat page: plain JavaScript, no build step, nothing loaded from elsewhere.
+// It talks to this server's Ollama-compatible API (/api/tags, /api/chat) and keeps
+// conversations and settings in the browser's localStorage. Model and user text are only
+// ever turned into text nodes (see markdown.js), never into HTML.
+
+import { renderMarkdown, copyText } from "./markdown.js";
+
+const KEYS = {
+  conversations: "hearth.conversations",
+  current: "hearth.current",
+  settings: "hearth.settings",
+  model: "hearth.model",
+  apiKey: "hearth.apiKey",
+};
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  sidebar: $("sidebar"),
+  backdrop: $("backdrop"),
+  toggleSidebar: $("toggle-sidebar"),
+  list: $("conversations"),
+  noConversations: $("no-conversations"),
+  newChat: $("new-chat"),
+  exportAll: $("export-all"),
+  model: $("model"),
+  openSettings: $("open-settings"),
+  notice: $("notice"),
+  messages: $("messages"),
+  empty: $("empty"),
+  composer: $("composer"),
+  prompt: $("prompt"),
+  send: $("send"),
+  stop: $("stop"),
+  settings: $("settings"),
+  settingsForm: $("settings-form"),
+  settingsError: $("settings-error"),
+  system: $("set-system"),
+  temperature: $("set-temperature"),
+  topP: $("set-top-p"),
+  maxTokens: $("set-max-tokens"),
+  seed: $("set-seed"),
+  resetSettings: $("reset-settings"),
+  forgetKey: $("forget-key"),
+  keyDialog: $("key-dialog"),
+  keyForm: $("key-form"),
+  keyWhy: $("key-why"),
+  keyInput: $("key-input"),
+  keyCancel: $("key-cancel"),
+};
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function button(text, className, title) {
+  const b = el("button", className, text);
+  b.type = "button";
+  if (title) b.title = title;
+  return b;
+}
+
+// ---- storage ---------------------------------------------------------------------------
+
+function load(key, fallback) {
+  try {
+    const raw = localStorage.getItem(key);
+    return raw === null ? fallback : JSON.parse(raw);
+  } catch (e) {
+    return fallback;
+  }
+}
+
+function save(key, value) {
+  try {
+    localStorage.setItem(key, JSON.stringify(value));
+  } catch (e) {
+    notify(`Could not save to this browser's storage (${e.name}). Delete or export old conversations to make room.`, true);
+  }
+}
+
+let conversations = load(KEYS.conversations, []);
+if (!Array.isArray(conversations)) conversations = [];
+let currentId = load(KEYS.current, null);
+let settings = load(KEYS.settings, {});
+let apiKey = (() => {
+  try {
+    return localStorage.getItem(KEYS.apiKey);
+  } catch (e) {
+    return null;
+  }
+})();
+
+function persist() {
+  conversations.sort((a, b) => b.updated - a.updated);
+  save(KEYS.conversations, conversations);
+  save(KEYS.current, currentId);
+}
+
+function current() {
+  return conversations.find((c) => c.id === currentId) || null;
+}
+
+function newId() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+}
+
+// ---- notices ---------------------------------------------------------------------------
+
+let noticeTimer = null;
+function notify(text, sticky) {
+  ui.notice.textContent = text;
+  ui.notice.hidden = false;
+  clearTimeout(noticeTimer);
+  if (!sticky) noticeTimer = setTimeout(() => (ui.notice.hidden = true), 5000);
+}
+
+function clearNotice() {
+  ui.notice.hidden = true;
+}
+
+// ---- API (with the key asked for once) -------------------------------------------------
+
+let keyPrompt = null;
+
+function askForKey(refused) {
+  if (keyPrompt) return keyPrompt;
+  keyPrompt = new Promise((resolve) => {
+    ui.keyWhy.textContent = refused
+      ? "The server refused that key. Enter the key given to hearth serve --api-key."
+      : "This server needs an API key (the one given to hearth serve --api-key). It is kept in this browser.";
+    ui.keyInput.value = "";
+    const done = (value) => {
+      ui.keyForm.removeEventListener("submit", onSubmit);
+      ui.keyCancel.removeEventListener("click", onCancel);
+      ui.keyDialog.removeEventListener("cancel", onCancel);
+      if (ui.keyDialog.open) ui.keyDialog.close();
+      keyPrompt = null;
+      resolve(value);
+    };
+    const onSubmit = (e) => {
+      e.preventDefault();
+      const key = ui.keyInput.value.trim();
+      if (key) done(key);
+    };
+    const onCancel = (e) => {
+      e.preventDefault();
+      done(null);
+    };
+    ui.keyForm.addEventListener("submit", onSubmit);
+    ui.keyCancel.addEventListener("click", onCancel);
+    ui.keyDialog.addEventListener("cancel", onCancel);
+    ui.keyDialog.showModal();
+    ui.keyInput.focus();
+  });
+  return keyPrompt;
+}
+
+async function api(path, init = {}) {
+  let refused = false;
+  for (;;) {
+    const headers = new Headers(init.headers || {});
+    if (apiKey) headers.set("Authorization", `Bearer ${apiKey}`);
+    const resp = await fetch(path, { ...init, headers });
+    if (resp.status !== 401) return resp;
+    const key = await askForKey(refused || Boolean(apiKey));
+    if (!key) throw new Error("This server needs an API key; none was given.");
+    apiKey = key;
+    try {
+      localStorage.setItem(KEYS.apiKey, key);
+    } catch (e) {
+      // Kept for this page only.
+    }
+    refused = true;
+  }
+}
+
+async function errorText(resp) {
+  const body = await resp.text();
+  try {
+    const v = JSON.parse(body);
+    if (typeof v.error === "string") return v.error;
+    if (v.error && typeof v.error.message === "string") return v.error.message;
+  } catch (e) {
+    // Not JSON: use the text.
+  }
+  return body.trim() || `${resp.status} ${resp.statusText}`;
+}
+
+// ---- models ----------------------------------------------------------------------------
+
+function formatSize(bytes) {
+  if (!Number.isFinite(bytes) || bytes <= 0) return "";
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let n = bytes;
+  let u = 0;
+  while (n >= 1000 && u < units.length - 1) {
+    n /= 1000;
+    u += 1;
+  }
+  return `${n >= 100 || u === 0 ? Math.round(n) : n.toFixed(1)} ${units[u]}`;
+}
+
+function modelLabel(name, size, details) {
+  const d = details || {};
+  const bits = [formatSize(size), d.parameter_size, d.quantization_level].filter(Boolean);
+  return bits.length ? `${name} · ${bits.join(" · ")}` : name;
+}
+
+// The model list may leave out the parameter count and quantization; /api/show reads them
+// from the file. A failure only leaves the label shorter.
+async function addDetails(models) {
+  const missing = models.filter((m) => !(m.details && m.details.quantization_level)).slice(0, 32);
+  await Promise.all(
+    missing.map(async (m) => {
+      try {
+        const resp = await api("/api/show", {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ model: m.name }),
+        });
+        if (!resp.ok) return;
+        const details = (await resp.json()).details;
+        const opt = [...ui.model.options].find((o) => o.value === m.name);
+        if (opt && details) opt.textContent = modelLabel(m.name, m.size, details);
+      } catch (e) {
+        // Keep the shorter label.
+      }
+    }),
+  );
+}
+
+async function loadModels() {
+  ui.model.replaceChildren(el("option", null, "Loading models…"));
+  ui.model.disabled = true;
+  let models;
+  try {
+    const resp = await api("/api/tags");
+    if (!resp.ok) throw new Error(await errorText(resp));
+    models = (await resp.json()).models || [];
+  } catch (e) {
+    ui.model.replaceChildren(el("option", null, "Models unavailable"));
+    notify(`Could not list the models: ${e.message}`, true);
+    return;
+  }
+  ui.model.replaceChildren();
+  if (models.length === 0) {
+    ui.model.appendChild(el("option", null, "No models"));
+    notify("No models in the store. Add one with `hearth pull NAME` or `hearth create NAME --from FILE.gguf`, then reload.", true);
+    return;
+  }
+  for (const m of models) {
+    const opt = el("option", null, modelLabel(m.name, m.size, m.details));
+    opt.value = m.name;
+    ui.model.appendChild(opt);
+  }
+  addDetails(models);
+  const conv = current();
+  const wanted = (conv && conv.model) || load(KEYS.model, null);
+  if (wanted && models.some((m) => m.name === wanted)) ui.model.value = wanted;
+  ui.model.disabled = false;
+  updateComposer();
+}
+
+// ---- settings --------------------------------------------------------------------------
+
+const FIELDS = [
+  ["temperature", "temperature", 0, 2, false, "Temperature"],
+  ["topP", "top_p", 0, 1, false, "Top-p"],
+  ["maxTokens", "num_predict", 1, 1048576, true, "Max tokens"],
+  ["seed", "seed", 0, Number.MAX_SAFE_INTEGER, true, "Seed"],
+];
+
+function showSettings() {
+  showSettingsValues();
+  ui.settings.showModal();
+  ui.system.focus();
+}
+
+// Reads the form; returns an error message or null.
+function readSettings() {
+  const next = { system: ui.system.value };
+  for (const [field, key, min, max, integer, label] of FIELDS) {
+    const raw = ui[field].value.trim();
+    if (raw === "") continue;
+    const n = Number(raw);
+    if (!Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n))) {
+      return `${label} must be ${integer ? "a whole number" : "a number"} from ${min} to ${max}.`;
+    }
+    next[key] = n;
+  }
+  settings = next;
+  save(KEYS.settings, settings);
+  return null;
+}
+
+function showSettingsValues() {
+  ui.system.value = settings.system || "";
+  for (const [field, key] of FIELDS) ui[field].value = settings[key] ?? "";
+  ui.settingsError.hidden = true;
+}
+
+function options() {
+  const o = {};
+  for (const [, key] of FIELDS) if (settings[key] !== undefined) o[key] = settings[key];
+  return o;
+}
+
+// ---- conversation list -----------------------------------------------------------------
+
+function renderList() {
+  ui.list.replaceChildren();
+  ui.noConversations.hidden = conversations.length > 0;
+  for (const conv of conversations) {
+    const li = el("li", conv.id === currentId ? "conv active" : "conv");
+    li.dataset.id = conv.id;
+    const open = button(conv.title || "New chat", "conv-title", conv.title);
+    if (conv.id === currentId) open.setAttribute("aria-current", "true");
+    open.addEventListener("click", () => selectConversation(conv.id));
+    const actions = el("div", "conv-actions");
+    const rename = button("Rename", "small", "Rename this conversation");
+    rename.addEventListener("click", () => startRename(li, conv));
+    const exp = button("Export", "small", "Download this conversation as JSON");
+    exp.addEventListener("click", () => exportJson([conv], `hearth-${slug(conv.title)}.json`));
+    const del = button("Delete", "small danger-text", "Delete this conversation");
+    del.addEventListener("click", () => confirmDelete(li, conv));
+    actions.append(rename, exp, del);
+    li.append(open, actions);
+    ui.list.appendChild(li);
+  }
+}
+
+function startRename(li, conv) {
+  const input = el("input", "rename");
+  input.type = "text";
+  input.value = conv.title || "";
+  input.maxLength = 200;
+  input.setAttribute("aria-label", "New name");
+  const finish = (keep) => {
+    if (keep && input.value.trim()) {
+      conv.title = input.value.trim();
+      persist();
+    }
+    renderList();
+  };
+  input.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") {
+      e.preventDefault();
+      finish(true);
+    } else if (e.key === "Escape") {
+      e.preventDefault();
+      e.stopPropagation();
+      finish(false);
+    }
+  });
+  input.addEventListener("blur", () => finish(true));
+  li.replaceChildren(input);
+  input.focus();
+  input.select();
+}
+
+function confirmDelete(li, conv) {
+  const box = el("div", "confirm");
+  box.appendChild(el("span", null, "Delete this conversation?"));
+  const yes = button("Delete", "small danger");
+  const no = button("Keep", "small");
+  yes.addEventListener("click", () => deleteConversation(conv.id));
+  no.addEventListener("click", renderList);
+  box.append(yes, no);
+  li.replaceChildren(box);
+  no.focus();
+}
+
+function deleteConversation(id) {
+  if (generation && generation.convId === id) generation.controller.abort();
+  conversations = conversations.filter((c) => c.id !== id);
+  if (currentId === id) currentId = null;
+  persist();
+  renderList();
+  renderConversation();
+}
+
+function selectConversation(id) {
+  if (generation && generation.convId !== id) generation.controller.abort();
+  currentId = id;
+  save(KEYS.current, currentId);
+  const conv = current();
+  if (conv && conv.model && [...ui.model.options].some((o) => o.value === conv.model)) {
+    ui.model.value = conv.model;
+  }
+  renderList();
+  renderConversation();
+  closeSidebar();
+  ui.prompt.focus();
+}
+
+function newChat() {
+  if (generation) generation.controller.abort();
+  currentId = null;
+  save(KEYS.current, currentId);
+  renderList();
+  renderConversation();
+  closeSidebar();
+  ui.prompt.focus();
+}
+
+function slug(title) {
+  return (title || "conversation").toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 40) || "conversation";
+}
+
+function exportJson(list, filename) {
+  const data = {
+    format: "hearth-conversations",
+    version: 1,
+    exported_at: new Date().toISOString(),
+    conversations: list,
+  };
+  const blob = new Blob([JSON.stringify(data, null, 2)], { type: "application/json" });
+  const url = URL.createObjectURL(blob);
+  const a = el("a");
+  a.href = url;
+  a.download = filename;
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+// ---- messages --------------------------------------------------------------------------
+
+function formatMs(ms) {
+  return ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${Math.round(ms)} ms`;
+}
+
+function statsText(stats) {
+  if (!stats) return "";
+  const parts = [];
+  if (stats.ttft_ms !== undefined) parts.push(`first token ${formatMs(stats.ttft_ms)}`);
+  if (stats.eval_count !== undefined && stats.eval_duration) {
+    parts.push(`${(stats.eval_count / (stats.eval_duration / 1e9)).toFixed(1)} tokens/s`);
+  }
+  if (stats.prompt_eval_count !== undefined) parts.push(`${stats.prompt_eval_count} prompt tokens`);
+  if (stats.eval_count !== undefined) parts.push(`${stats.eval_count} answer tokens`);
+  if (stats.total_duration) parts.push(`total ${formatMs(stats.total_duration / 1e6)}`);
+  if (stats.done_reason === "length") parts.push("stopped at max tokens");
+  if (stats.stopped) parts.push("stopped");
+  if (stats.error) parts.push(`error: ${stats.error}`);
+  return parts.join(" · ");
+}
+
+function messageNode(msg) {
+  const wrap = el("article", `msg ${msg.role}`);
+  const head = el("div", "msg-head");
+  head.appendChild(el("span", "who", msg.role === "user" ? "You" : msg.model || "Assistant"));
+  const copy = button("Copy", "small copy-msg", "Copy this message as text");
+  copy.addEventListener("click", async () => {
+    try {
+      await copyText(msg.content);
+      copy.textContent = "Copied";
+    } catch (e) {
+      copy.textContent = "Copy failed";
+    }
+    setTimeout(() => (copy.textContent = "Copy"), 1500);
+  });
+  head.appendChild(copy);
+  const body = el("div", "msg-body");
+  const stats = el("div", "stats");
+  wrap.append(head, body, stats);
+  fillMessage(wrap, msg);
+  return wrap;
+}
+
+function fillMessage(node, msg, streaming) {
+  const body = node.querySelector(".msg-body");
+  if (msg.role === "user") {
+    body.textContent = msg.content;
+  } else {
+    body.replaceChildren(renderMarkdown(msg.content));
+    if (streaming) body.appendChild(el("span", "cursor", "▍"));
+  }
+  node.classList.toggle("streaming", Boolean(streaming));
+  // Screen readers wait for the whole answer instead of rereading every token.
+  node.setAttribute("aria-busy", streaming ? "true" : "false");
+  node.querySelector(".stats").textContent = streaming && !msg.content ? "waiting for the first token…" : statsText(msg.stats);
+}
+
+function renderConversation() {
+  const conv = current();
+  ui.messages.replaceChildren();
+  if (!conv || conv.messages.length === 0) {
+    ui.messages.appendChild(ui.empty);
+    return;
+  }
+  for (const msg of conv.messages) {
+    const node = messageNode(msg);
+    if (generation && generation.msg === msg) {
+      generation.node = node;
+      fillMessage(node, msg, true);
+    }
+    ui.messages.appendChild(node);
+  }
+  scrollToEnd(true);
+}
+
+function nearEnd() {
+  const m = ui.messages;
+  return m.scrollHeight - m.scrollTop - m.clientHeight < 80;
+}
+
+function scrollToEnd(force) {
+  if (force || nearEnd()) ui.messages.scrollTop = ui.messages.scrollHeight;
+}
+
+// ---- generation ------------------------------------------------------------------------
+
+let generation = null;
+
+function updateComposer() {
+  const busy = Boolean(generation);
+  ui.send.hidden = busy;
+  ui.stop.hidden = !busy;
+  ui.send.disabled = busy || ui.model.disabled || !ui.model.value;
+}
+
+async function send(text) {
+  const model = ui.model.value;
+  if (!model || generation) return;
+  clearNotice();
+  let conv = current();
+  if (!conv) {
+    conv = { id: newId(), title: text.split("\n")[0].slice(0, 60) || "New chat", model, created: Date.now(), updated: Date.now(), messages: [] };
+    conversations.unshift(conv);
+    currentId = conv.id;
+  }
+  conv.model = model;
+  conv.updated = Date.now();
+  save(KEYS.model, model);
+  conv.messages.push({ role: "user", content: text, at: Date.now() });
+  const msg = { role: "assistant", content: "", model, at: Date.now(), stats: {} };
+  conv.messages.push(msg);
+  persist();
+  renderList();
+
+  const history = conv.messages.slice(0, -1).map((m) => ({ role: m.role, content: m.content }));
+  if (settings.system && settings.system.trim()) history.unshift({ role: "system", content: settings.system });
+
+  const controller = new AbortController();
+  generation = { convId: conv.id, msg, controller, node: null };
+  updateComposer();
+  renderConversation();
+
+  const started = performance.now();
+  let pending = false;
+  const redraw = () => {
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(() => {
+      pending = false;
+      if (generation && generation.msg === msg && generation.node) {
+        fillMessage(generation.node, msg, true);
+        scrollToEnd(false);
+      }
+    });
+  };
+
+  try {
+    const resp = await api("/api/chat", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ model, messages: history, stream: true, options: options() }),
+      signal: controller.signal,
+    });
+    if (!resp.ok) throw new Error(await errorText(resp));
+    const reader = resp.body.getReader();
+    const decoder = new TextDecoder();
+    let buffered = "";
+    const handle = (line) => {
+      if (!line.trim()) return;
+      const chunk = JSON.parse(line);
+      if (chunk.error) throw new Error(chunk.error);
+      const piece = (chunk.message && chunk.message.content) || "";
+      if (piece) {
+        if (msg.stats.ttft_ms === undefined) msg.stats.ttft_ms = performance.now() - started;
+        msg.content += piece;
+        redraw();
+      }
+      if (chunk.done) {
+        for (const k of ["done_reason", "total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration"]) {
+          if (chunk[k] !== undefined) msg.stats[k] = chunk[k];
+        }
+      }
+    };
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffered += decoder.decode(value, { stream: true });
+      let nl;
+      while ((nl = buffered.indexOf("\n")) >= 0) {
+        handle(buffered.slice(0, nl));
+        buffered = buffered.slice(nl + 1);
+      }
+    }
+    handle(buffered + decoder.decode());
+  } catch (e) {
+    if (e.name === "AbortError") {
+      msg.stats.stopped = true;
+    } else {
+      msg.stats.error = e.message;
+      notify(`The answer failed: ${e.message}`, true);
+    }
+  } finally {
+    generation = null;
+    conv.updated = Date.now();
+    persist();
+    renderList();
+    if (currentId === conv.id) renderConversation();
+    updateComposer();
+  }
+}
+
+function stop() {
+  if (generation) generation.controller.abort();
+}
+
+// ---- sidebar on small screens ----------------------------------------------------------
+
+function openSidebar() {
+  document.body.classList.add("sidebar-open");
+  ui.backdrop.hidden = false;
+  ui.toggleSidebar.setAttribute("aria-expanded", "true");
+  ui.newChat.focus();
+}
+
+function closeSidebar() {
+  if (!document.body.classList.contains("sidebar-open")) return;
+  document.body.classList.remove("sidebar-open");
+  ui.backdrop.hidden = true;
+  ui.toggleSidebar.setAttribute("aria-expanded", "false");
+}
+
+// ---- wiring ----------------------------------------------------------------------------
+
+function autosize() {
+  ui.prompt.style.height = "auto";
+  ui.prompt.style.height = `${Math.min(ui.prompt.scrollHeight, window.innerHeight * 0.4)}px`;
+}
+
+ui.composer.addEventListener("submit", (e) => {
+  e.preventDefault();
+  const text = ui.prompt.value;
+  if (!text.trim() || generation || ui.send.disabled) return;
+  ui.prompt.value = "";
+  autosize();
+  send(text);
+});
+ui.prompt.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+    e.preventDefault();
+    ui.composer.requestSubmit();
+  }
+});
+ui.prompt.addEventListener("input", autosize);
+ui.stop.addEventListener("click", stop);
+ui.newChat.addEventListener("click", newChat);
+ui.exportAll.addEventListener("click", () => {
+  if (conversations.length === 0) {
+    notify("There are no conversations to export.");
+    return;
+  }
+  exportJson(conversations, `hearth-conversations-${new Date().toISOString().slice(0, 10)}.json`);
+});
+ui.model.addEventListener("change", () => {
+  save(KEYS.model, ui.model.value);
+  updateComposer();
+});
+ui.openSettings.addEventListener("click", showSettings);
+ui.settingsForm.addEventListener("submit", (e) => {
+  const err = readSettings();
+  if (err) {
+    e.preventDefault();
+    ui.settingsError.textContent = err;
+    ui.settingsError.hidden = false;
+  }
+});
+ui.settings.addEventListener("close", () => ui.prompt.focus());
+ui.resetSettings.addEventListener("click", () => {
+  settings = {};
+  save(KEYS.settings, settings);
+  showSettingsValues();
+});
+ui.forgetKey.addEventListener("click", () => {
+  apiKey = null;
+  try {
+    localStorage.removeItem(KEYS.apiKey);
+  } catch (e) {
+    // Nothing stored.
+  }
+  notify("The API key was forgotten; the page will ask again if the server needs one.");
+});
+ui.toggleSidebar.addEventListener("click", () => {
+  if (document.body.classList.contains("sidebar-open")) closeSidebar();
+  else openSidebar();
+});
+ui.backdrop.addEventListener("click", closeSidebar);
+
+document.addEventListener("keydown", (e) => {
+  if (e.key === "Escape") {
+    if (generation) {
+      e.preventDefault();
+      stop();
+    } else if (document.body.classList.contains("sidebar-open")) {
+      closeSidebar();
+      ui.toggleSidebar.focus();
+    }
+  } else if (e.altKey && !e.ctrlKey && !e.metaKey && (e.key === "n" || e.key === "N")) {
+    e.preventDefault();
+    newChat();
+  } else if (e.altKey && !e.ctrlKey && !e.metaKey && (e.key === "s" || e.key === "S")) {
+    e.preventDefault();
+    if (!ui.settings.open) showSettings();
+  }
+});
+window.addEventListener("storage", (e) => {
+  // Another tab changed the conversations: show them (unless this tab is mid-answer).
+  if (e.key === KEYS.conversations && !generation) {
+    conversations = load(KEYS.conversations, []);
+    renderList();
+    renderConversation();
+  }
+});
+
+renderList();
+renderConversation();
+updateComposer();
+loadModels();
+// On touch screens focusing would pop the keyboard over the page before the user asks.
+if (window.matchMedia("(pointer: fine)").matches) ui.prompt.focus();
