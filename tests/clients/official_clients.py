@@ -69,7 +69,32 @@ try:
 except openai.BadRequestError as e:
     check("max_tokens" in str(e), "openai: max_tokens -1 is a 400 naming the field")
 
+# Embeddings: the client asks for base64 by default; both encodings give unit vectors.
+emb = oa.embeddings.create(model=model, input=["a cat sat on the mat", "stock markets fell"])
+vecs = [d.embedding for d in emb.data]
+check(len(vecs) == 2 and len(vecs[0]) > 0, "openai embeddings: one vector per input")
+norm = sum(x * x for x in vecs[0]) ** 0.5
+check(abs(norm - 1) < 1e-3, "openai embeddings: unit length")
+floats = oa.embeddings.create(model=model, input="a cat sat on the mat", encoding_format="float")
+check(
+    max(abs(a - b) for a, b in zip(floats.data[0].embedding, vecs[0])) < 1e-5,
+    "openai embeddings: float and base64 agree",
+)
+
+r = oa.chat.completions.create(
+    model=model, messages=messages, max_tokens=6, temperature=0, logprobs=True, top_logprobs=2
+)
+lp = r.choices[0].logprobs.content
+check(len(lp) == r.usage.completion_tokens and all(t.logprob <= 0 for t in lp), "openai chat: logprobs")
+check(all(len(t.top_logprobs) == 2 and t.top_logprobs[0].token == t.token for t in lp), "openai chat: top_logprobs")
+
 ol = ollama.Client(host=base)
+e = ol.embed(model=model, input=["a cat sat on the mat"])
+check(
+    max(abs(a - b) for a, b in zip(e.embeddings[0], vecs[0])) < 1e-4,
+    "ollama embed: the same vector as the OpenAI endpoint",
+)
+check(any(m.model == model for m in ol.ps().models), "ollama ps: the model is loaded")
 r = ol.chat(model=model, messages=messages, options={"temperature": 0, "num_predict": 16}, stream=False)
 check(r.message.role == "assistant" and isinstance(r.message.content, str), "ollama chat")
 check(r.done and r.eval_count is not None and r.eval_count <= 16, "ollama chat: counts")
