@@ -175,6 +175,23 @@ async fn pull_streams_monotonic_progress_then_success() {
     assert_eq!(lines[lines.len() - 3]["digest"], digest_of(&e.bytes));
     assert!(lines.iter().all(|l| l.get("error").is_none()), "{lines:#?}");
     assert!(tags(&app).await.contains(&name));
+    // Its details come from the file's header.
+    let r = send(&app, get("/api/tags")).await.json();
+    let entry = r["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name.as_str())
+        .unwrap()
+        .clone();
+    let d = &entry["details"];
+    assert_eq!(d["format"], "gguf");
+    assert!(!d["family"].as_str().unwrap().is_empty(), "{entry}");
+    assert!(
+        !d["quantization_level"].as_str().unwrap().is_empty(),
+        "{entry}"
+    );
+    assert!(!d["parameter_size"].as_str().unwrap().is_empty(), "{entry}");
 
     // Again: already there, nothing downloaded, still a success.
     e.hub.clear_log();

@@ -401,29 +401,44 @@ async fn chat(
 
 async fn tags(State(state): State<AppState>) -> Result<Response, OllamaError> {
     let inner = std::sync::Arc::clone(&state.inner);
-    let list = tokio::task::spawn_blocking(move || inner.models.list())
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
-    let models: Vec<Value> = list
-        .iter()
-        .map(|m| {
-            json!({
-                "name": m.name,
-                "model": m.name,
-                "modified_at": m.modified,
-                "size": m.size,
-                "digest": m.digest.strip_prefix("sha256:").unwrap_or(&m.digest),
-                "details": {
-                    "parent_model": "",
-                    "format": "gguf",
-                    "family": "",
-                    "families": null,
-                    "parameter_size": "",
-                    "quantization_level": "",
-                },
+    let models = tokio::task::spawn_blocking(move || -> Result<Vec<Value>, ApiError> {
+        let list = inner.models.list()?;
+        Ok(list
+            .iter()
+            .map(|m| {
+                // Details from the file's header (empty when it cannot be read).
+                let info = inner
+                    .models
+                    .resolve(&m.name)
+                    .ok()
+                    .and_then(|r| gguf::GgufFile::open(&r.path).ok())
+                    .map(|f| store::ModelInfo::of(&f));
+                let family = info.as_ref().and_then(|i| i.architecture.clone());
+                json!({
+                    "name": m.name,
+                    "model": m.name,
+                    "modified_at": m.modified,
+                    "size": m.size,
+                    "digest": m.digest.strip_prefix("sha256:").unwrap_or(&m.digest),
+                    "details": {
+                        "parent_model": "",
+                        "format": "gguf",
+                        "family": family.clone().unwrap_or_default(),
+                        "families": family.map(|f| vec![f]),
+                        "parameter_size": info.as_ref().map_or(String::new(), |i| {
+                            i.size_label.clone().unwrap_or_else(|| i.parameters_human())
+                        }),
+                        "quantization_level": info
+                            .as_ref()
+                            .and_then(|i| i.quantization.clone())
+                            .unwrap_or_default(),
+                    },
+                })
             })
-        })
-        .collect();
+            .collect())
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
     Ok(Json(json!({ "models": models })).into_response())
 }
 
