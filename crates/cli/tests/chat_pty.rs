@@ -215,7 +215,14 @@ fn save_then_load_in_a_new_process() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("chat.json");
     let file = file.to_str().expect("utf-8 path");
-    let mut c = Chat::start(&["-n", "6"]);
+    let mut c = Chat::start(&[
+        "-n",
+        "6",
+        "--logit-bias",
+        "42=-inf",
+        "--logit-bias",
+        "7=2.5",
+    ]);
     c.command("/set system You answer in French.");
     let first = c.ask("What is the capital of France?");
     c.command("/set temperature 0.3");
@@ -224,6 +231,12 @@ fn save_then_load_in_a_new_process() {
     c.bye();
     let saved = std::fs::read_to_string(file).expect("saved file");
     assert!(saved.contains("What is the capital of France?"), "{saved}");
+    let json: serde_json::Value = serde_json::from_str(&saved).expect("JSON");
+    assert_eq!(
+        json["settings"]["logit_bias"],
+        serde_json::json!([[42, "-inf"], [7, 2.5]]),
+        "{saved}"
+    );
 
     let mut c = Chat::start(&["-n", "6"]);
     // Bad files are refused clearly and the chat goes on.
@@ -249,6 +262,24 @@ fn save_then_load_in_a_new_process() {
     // The next turn is asked with the loaded conversation before it.
     let next = c.ask("And of Italy?");
     assert!(next.total > first.total, "{first:?} then {next:?}");
+    c.bye();
+}
+
+#[test]
+fn the_context_size_can_change_mid_chat() {
+    let mut c = Chat::start(&["-n", "4", "--ctx", "1024"]);
+    let first = c.ask("What is the capital of France?");
+    let out = c.command("/set num_ctx 512");
+    assert!(out.contains("(context set to 512 tokens"), "{out}");
+    let info = c.command("/show info");
+    assert!(info.contains("512 tokens in use (0 filled"), "{info}");
+    // The conversation is evaluated again in the new cache: nothing is reused.
+    let next = c.ask("And of Italy?");
+    assert_eq!(next.reused, 0, "{next:?}");
+    assert!(next.total > first.total, "{first:?} then {next:?}");
+    let refused = c.command("/set num_ctx 0");
+    assert!(refused.contains("num_ctx"), "{refused}");
+    assert!(c.command("/show info").contains("512 tokens in use"));
     c.bye();
 }
 

@@ -174,6 +174,22 @@ impl<'m> Session<'m> {
         self.kv.bytes()
     }
 
+    /// Gives the session a fresh cache of `n_ctx` positions (capped at the training context);
+    /// the sequence is forgotten.
+    pub fn resize(&mut self, n_ctx: usize) {
+        let c = &self.model.config;
+        let n_ctx = n_ctx.clamp(1, c.n_ctx_train.max(1));
+        // The old cache goes first so both are never held at once.
+        self.kv = KvCache::new(0, 0, 0, 0);
+        self.kv = KvCache::new(
+            c.n_layer,
+            n_ctx,
+            c.n_head_kv * c.head_dim,
+            c.n_head_kv * c.head_dim_v,
+        );
+        self.pos = 0;
+    }
+
     /// Puts the session aside (see [`Model::resume`]).
     pub fn into_state(self) -> SessionState {
         SessionState {

@@ -70,6 +70,15 @@ impl<'m> Conversation<'m> {
         &self.session
     }
 
+    /// A cache of `n_ctx` positions from now on. The messages stay; the next turn evaluates
+    /// them again (dropping the oldest exchanges if they no longer fit). Returns the size
+    /// given, which the model's training context may cap.
+    pub fn set_context(&mut self, n_ctx: usize) -> usize {
+        self.session.resize(n_ctx);
+        self.cached.clear();
+        self.session.n_ctx()
+    }
+
     /// Forgets the conversation and empties the cache; the settings stay.
     pub fn clear(&mut self) {
         self.messages.clear();

@@ -117,11 +117,22 @@ fn run_command(conv: &mut Conversation, cmd: Command, model: &ModelLabel) -> any
                 eprintln!("(saved with model {m}; continuing with {})", model.name);
             }
             let mut s = loaded.settings;
-            // How this session shows things and flag-only settings stay as they are.
+            // How this session shows things stays as it is.
             s.verbose = conv.settings.verbose;
-            s.logit_bias = std::mem::take(&mut conv.settings.logit_bias);
+            // Token ids belong to one model: a bias saved with another is dropped.
+            let other_model = loaded.model.as_deref().is_some_and(|m| m != model.name);
+            if other_model && !s.logit_bias.is_empty() {
+                eprintln!(
+                    "(the saved logit bias is for another model's tokens: dropped; the current one stays)"
+                );
+                s.logit_bias = std::mem::take(&mut conv.settings.logit_bias);
+            }
+            let ctx_before = conv.session().n_ctx();
             conv.settings = s;
             conv.messages = loaded.messages;
+            if conv.settings.num_ctx() != ctx_before {
+                conv.set_context(conv.settings.num_ctx());
+            }
             eprintln!("(loaded {} messages from {file})", conv.messages.len());
         }
         Command::Invalid(msg) => anyhow::bail!("{msg}"),
@@ -135,10 +146,18 @@ fn set_option(conv: &mut Conversation, key: &str, value: &str) -> anyhow::Result
         anyhow::bail!("unknown option {key:?}: type /help for the options");
     }
     if key == "num_ctx" {
-        anyhow::bail!(
-            "num_ctx cannot change during a chat (the context holds {} tokens): start again with --ctx",
-            conv.session().n_ctx()
-        );
+        // Checked like every option, then the cache is made anew at that size.
+        let mut next = conv.settings.clone();
+        next.set(&key, value)?;
+        let wanted = next.num_ctx();
+        conv.settings = next;
+        let given = conv.set_context(wanted);
+        if given < wanted {
+            eprintln!("(context set to {given} tokens: the model was trained for no more)");
+        } else {
+            eprintln!("(context set to {given} tokens; the conversation is evaluated again on the next turn)");
+        }
+        return Ok(());
     }
     if key == "stop" {
         // The list is replaced: a JSON array, or words separated by spaces.

@@ -25,8 +25,9 @@ pub struct Settings {
     /// Not saved: how a session looks, not what the conversation is.
     #[serde(skip)]
     pub verbose: bool,
-    /// Flag only (`--logit-bias`): token ids belong to one model.
-    #[serde(skip)]
+    /// `--logit-bias` (token id, bias). Saved with the conversation, whose model name says
+    /// whose token ids they are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "bias_list")]
     pub logit_bias: Vec<(u32, f32)>,
 }
 
@@ -253,5 +254,67 @@ mod tests {
         let text = serde_json::to_string(&s).unwrap();
         let back: Settings = serde_json::from_str(&text).unwrap();
         assert_eq!(back, s);
+    }
+}
+
+/// The logit bias as JSON: `[[id, bias], ...]`, with `"-inf"` for a banned token (JSON has no
+/// infinity). Read back with the same checks as the flag.
+mod bias_list {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Most biased tokens in a saved conversation.
+    const MAX: usize = 4096;
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Bias {
+        Number(f32),
+        Text(String),
+    }
+
+    pub fn serialize<S: Serializer>(v: &[(u32, f32)], s: S) -> Result<S::Ok, S::Error> {
+        let list: Vec<(u32, Bias)> = v
+            .iter()
+            .map(|&(id, b)| {
+                let b = if b.is_infinite() {
+                    Bias::Text(if b < 0.0 { "-inf" } else { "inf" }.into())
+                } else {
+                    Bias::Number(b)
+                };
+                (id, b)
+            })
+            .collect();
+        list.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(u32, f32)>, D::Error> {
+        use serde::de::Error;
+        let list = Vec::<(u32, Bias)>::deserialize(d)?;
+        if list.len() > MAX {
+            return Err(D::Error::custom(format!(
+                "logit_bias has {} entries; at most {MAX}",
+                list.len()
+            )));
+        }
+        list.into_iter()
+            .map(|(id, b)| {
+                let bias = match b {
+                    Bias::Number(x) => x,
+                    Bias::Text(t) => match t.as_str() {
+                        "-inf" => f32::NEG_INFINITY,
+                        "inf" | "+inf" => f32::INFINITY,
+                        _ => {
+                            return Err(D::Error::custom(format!(
+                                "logit_bias: {t:?} is not a number or ±inf"
+                            )))
+                        }
+                    },
+                };
+                if bias.is_nan() {
+                    return Err(D::Error::custom("logit_bias: NaN is not a bias"));
+                }
+                Ok((id, bias))
+            })
+            .collect()
     }
 }
