@@ -148,6 +148,19 @@ async fn keep_alive_and_ps() {
     };
     let r = send(&app, post("/api/generate", &gen(json!("10m")))).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // Timings: load, first token, counts and durations.
+    let j = r.json();
+    for field in [
+        "load_duration",
+        "first_token_duration",
+        "prompt_eval_duration",
+        "eval_duration",
+        "total_duration",
+    ] {
+        assert!(j[field].as_u64().is_some(), "{field} in {j}");
+    }
+    assert!(j["first_token_duration"].as_u64() <= j["total_duration"].as_u64());
+    assert_eq!(j["eval_count"], 2);
     let models = ps().await;
     assert_eq!(models.as_array().unwrap().len(), 1, "{models}");
     let m = &models[0];

@@ -255,6 +255,11 @@ fn final_fields(v: &mut Value, s: &Summary) {
     v["prompt_eval_duration"] = json!(nanos(s.prompt_time));
     v["eval_count"] = json!(s.completion_tokens);
     v["eval_duration"] = json!(nanos(s.generation_time));
+    // hearth's addition: from the request's arrival to its first token (queue and load
+    // included), in nanoseconds like the other durations.
+    if let Some(t) = s.first_token {
+        v["first_token_duration"] = json!(nanos(t));
+    }
 }
 
 fn ndjson(stream: impl futures_util::Stream<Item = String> + Send + 'static) -> Response {
