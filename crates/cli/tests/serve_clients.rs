@@ -5,22 +5,11 @@
 
 #[path = "../../store/tests/support/mod.rs"]
 mod hub;
+#[path = "common/serve.rs"]
+mod serve;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
-
-/// Kills the server when the test ends, however it ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use std::process::Command;
 
 fn run(cmd: &mut Command, what: &str) {
     let out = cmd
@@ -100,43 +89,19 @@ fn official_python_clients_work_against_hearth_serve() {
     let hub = hub::Server::start();
     hub.add_file(SMOLLM2_HF_PATH, std::fs::read(&model).unwrap());
     hub.set_rate(100_000_000); // about a second: several progress lines
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args([
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--threads",
-            "2",
-            "--ctx",
-            "2048",
-        ])
-        .env("HEARTH_HOME", home.path())
-        .env_remove("HEARTH_OFFLINE")
-        .env("HF_ENDPOINT", &hub.base)
-        .env("HEARTH_SOURCE", "hf")
-        .env("HEARTH_PYTHON", "/nonexistent/python-for-tests")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start hearth serve");
-    let stderr = child.stderr.take().unwrap();
-    let server = Server(child);
-    // The server prints the address it bound (port 0: a free one).
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("[hearth] {line}");
-            if let Some(addr) = line.split("listening on ").nth(1) {
-                let _ = tx.send(addr.trim().to_string());
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("hearth serve did not say where it listens");
-    assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+    let server = serve::start(
+        &["--ctx", "2048"],
+        &[
+            ("HEARTH_HOME", home.path().as_os_str()),
+            ("HF_ENDPOINT", std::ffi::OsStr::new(&hub.base)),
+            ("HEARTH_SOURCE", std::ffi::OsStr::new("hf")),
+            (
+                "HEARTH_PYTHON",
+                std::ffi::OsStr::new("/nonexistent/python-for-tests"),
+            ),
+        ],
+    );
+    let base = server.base.clone();
     let model = model.to_string_lossy();
     run_script(
         &python,

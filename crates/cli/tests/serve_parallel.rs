@@ -4,23 +4,14 @@
 //! mid-stream frees its sequence within a second, and a full queue answers 503 with
 //! Retry-After while the server stays healthy.
 
+#[path = "common/serve.rs"]
+mod serve;
+
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use serve::Server;
+use std::io::Read;
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn start(extra: &[&str]) -> Server {
     let home = tempfile::tempdir().unwrap().keep();
@@ -311,37 +302,13 @@ fn ps_shows_what_the_server_holds() {
 
 /// Starts a server on a free port with `home` as its HEARTH_HOME.
 fn start_in(home: &std::path::Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args([
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--threads",
-            "2",
-        ])
-        .args(extra)
-        .env("HEARTH_HOME", home)
-        .env("HEARTH_OFFLINE", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start hearth serve");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("[hearth] {line}");
-            if let Some(addr) = line.split("listening on ").nth(1) {
-                let _ = tx.send(addr.trim().to_string());
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("hearth serve did not print its address");
-    Server { child, base }
+    serve::start(
+        extra,
+        &[
+            ("HEARTH_HOME", home.as_os_str()),
+            ("HEARTH_OFFLINE", std::ffi::OsStr::new("1")),
+        ],
+    )
 }
 
 #[test]

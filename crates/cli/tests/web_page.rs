@@ -6,11 +6,12 @@
 //! `/usr/bin/chromium` is missing and the test runs as root, `apt-get install chromium`.
 //! When either cannot be had the test fails with the reason; it never skips.
 
-use std::io::{BufRead, BufReader};
+#[path = "common/serve.rs"]
+mod serve;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Mutex, OnceLock};
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const MODEL: &str = "smollm2";
@@ -18,18 +19,10 @@ const MODEL: &str = "smollm2";
 /// The two scenarios share the npm directory and the machine's few cores: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Kills the server when the test ends, however it ends.
+/// The server and the store it serves from, which lives as long as it.
 struct Server {
-    child: Child,
-    base: String,
+    process: serve::Server,
     _home: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
@@ -143,49 +136,21 @@ fn start_server(api_key: Option<&str>) -> Server {
         "hearth create",
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let mut cmd = Command::new(hearth);
-    cmd.args([
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--threads",
-        "2",
-        "--ctx",
-        "2048",
-    ]);
+    let mut args = vec!["--ctx", "2048"];
     if let Some(key) = api_key {
-        cmd.args(["--api-key", key]);
+        args.extend(["--api-key", key]);
     }
-    let mut child = cmd
-        .env("HEARTH_HOME", home.path())
-        .env("HEARTH_OFFLINE", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start hearth serve");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("[hearth] {line}");
-            if let Some(addr) = line.split("listening on ").nth(1) {
-                let _ = tx.send(addr.trim().to_string());
-            }
-        }
-    });
-    let mut server = Server {
-        child,
-        base: String::new(),
+    let process = serve::start(
+        &args,
+        &[
+            ("HEARTH_HOME", home.path().as_os_str()),
+            ("HEARTH_OFFLINE", std::ffi::OsStr::new("1")),
+        ],
+    );
+    Server {
+        process,
         _home: home,
-    };
-    let base = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("hearth serve did not say where it listens");
-    assert!(base.starts_with("http://127.0.0.1:"), "{base}");
-    server.base = base;
-    server
+    }
 }
 
 /// Runs one scenario of `e2e.mjs`; returns its standard output.
@@ -196,7 +161,7 @@ fn drive(scenario: &str, server: &Server, api_key: Option<&str>) -> String {
     let out = Command::new("node")
         .arg(&script)
         .env("E2E_SCENARIO", scenario)
-        .env("E2E_BASE", &server.base)
+        .env("E2E_BASE", &server.process.base)
         .env("E2E_MODEL", MODEL)
         .env("E2E_API_KEY", api_key.unwrap_or(""))
         .env("E2E_OUT", &out_dir)

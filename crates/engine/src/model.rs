@@ -11,6 +11,21 @@ use kernels::pool::ThreadPool;
 use std::path::Path;
 use std::sync::Arc;
 
+impl ModelConfig {
+    /// Elements of one position's keys (every KV head), and of its values.
+    fn kv_row(&self) -> usize {
+        self.n_head_kv * self.head_dim
+    }
+    fn kv_row_v(&self) -> usize {
+        self.n_head_kv * self.head_dim_v
+    }
+
+    /// An empty cache of `n_ctx` positions for this model.
+    fn new_cache(&self, n_ctx: usize) -> KvCache {
+        KvCache::new(self.n_layer, n_ctx, self.kv_row(), self.kv_row_v())
+    }
+}
+
 /// Tokens evaluated per forward pass when a prompt is longer (bounds scratch memory).
 pub const DEFAULT_BATCH: usize = 256;
 
@@ -76,12 +91,7 @@ impl Model {
         let n_ctx = n_ctx.clamp(1, c.n_ctx_train.max(1));
         Session {
             model: self,
-            kv: KvCache::new(
-                c.n_layer,
-                n_ctx,
-                c.n_head_kv * c.head_dim,
-                c.n_head_kv * c.head_dim_v,
-            ),
+            kv: c.new_cache(n_ctx),
             scratch: Scratch::default(),
             pool,
             pos: 0,
@@ -126,11 +136,7 @@ impl Model {
     /// (another model) is dropped and a fresh session of its context size made instead.
     pub fn resume(&self, state: SessionState, pool: Arc<ThreadPool>) -> Session<'_> {
         let c = &self.config;
-        if !state.kv.has_shape(
-            c.n_layer,
-            c.n_head_kv * c.head_dim,
-            c.n_head_kv * c.head_dim_v,
-        ) {
+        if !state.kv.has_shape(c.n_layer, c.kv_row(), c.kv_row_v()) {
             return self.session(state.kv.n_ctx(), pool);
         }
         Session {
@@ -181,12 +187,7 @@ impl<'m> Session<'m> {
         let n_ctx = n_ctx.clamp(1, c.n_ctx_train.max(1));
         // The old cache goes first so both are never held at once.
         self.kv = KvCache::new(0, 0, 0, 0);
-        self.kv = KvCache::new(
-            c.n_layer,
-            n_ctx,
-            c.n_head_kv * c.head_dim,
-            c.n_head_kv * c.head_dim_v,
-        );
+        self.kv = c.new_cache(n_ctx);
         self.pos = 0;
     }
 
@@ -266,41 +267,17 @@ impl<'m> Session<'m> {
     pub fn embed(&mut self, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
         self.reset();
         let dim = self.model.config.n_embd;
+        let hidden = self.eval(tokens, LogitRows::Hidden)?;
         let mut sum = vec![0f64; dim];
-        for chunk in tokens.chunks(self.batch) {
-            self.logits.clear();
-            if self.pos + chunk.len() > self.kv.n_ctx() {
-                return Err(EngineError::ContextFull {
-                    needed: self.pos + chunk.len(),
-                    ctx: self.kv.n_ctx(),
-                });
+        for row in hidden.chunks_exact(dim) {
+            for (s, &v) in sum.iter_mut().zip(row) {
+                *s += v as f64;
             }
-            let mut seqs = [SeqPart {
-                kv: &mut self.kv,
-                pos0: self.pos,
-                n_tokens: chunk.len(),
-            }];
-            let mut rt = Runtime {
-                file: &self.model.file,
-                pool: &self.pool,
-                seqs: &mut seqs,
-                scratch: &mut self.scratch,
-            };
-            self.model
-                .arch
-                .forward(&mut rt, chunk, LogitRows::Hidden, &mut self.logits)?;
-            for row in self.logits.chunks_exact(dim) {
-                for (s, &v) in sum.iter_mut().zip(row) {
-                    *s += v as f64;
-                }
-            }
-            self.pos += chunk.len();
         }
         let n = tokens.len().max(1) as f64;
-        let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
-        let norm = mean.iter().map(|v| v * v).sum::<f64>().sqrt();
-        let scale = if norm > 0.0 { 1.0 / norm } else { 0.0 };
-        Ok(mean.iter().map(|v| (v * scale) as f32).collect())
+        let norm = sum.iter().map(|v| (v / n) * (v / n)).sum::<f64>().sqrt();
+        let scale = if norm > 0.0 { 1.0 / (n * norm) } else { 0.0 };
+        Ok(sum.iter().map(|v| (v * scale) as f32).collect())
     }
 
     /// Appends `tokens[i]` to `sessions[i]` for every i in one forward pass (the weights are
