@@ -11,11 +11,22 @@ macro_rules! outln {
 
 mod cmd;
 mod insight;
+mod template_sandbox;
 
 use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // The chat-template helper (see template_sandbox): not a user command.
+    if std::env::args_os().nth(1).as_deref() == Some(template_sandbox::SUBCOMMAND.as_ref()) {
+        return match template_sandbox::serve_one() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = cmd::Cli::parse();
     match cmd::dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,

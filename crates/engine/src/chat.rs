@@ -36,6 +36,22 @@ pub enum ChatError {
     TooLong,
     #[error("the model's chat template reads `{0}`, which is not allowed")]
     Unsafe(String),
+    /// The sandbox refused or failed (memory limit, timeout, the helper process failing).
+    #[error("the model's chat template could not be rendered: {0}")]
+    Sandbox(String),
+}
+
+/// Renders a template where its memory can be bounded, such as another process: minijinja
+/// bounds loops, recursion, output and the size of `'x' * n`, but a template that doubles a
+/// string again and again (`s ~ s` in a loop) would grow it until the process aborts.
+pub trait Sandbox: Send + Sync {
+    /// What [`ChatTemplate::render_here`] gives, computed elsewhere.
+    fn render(
+        &self,
+        template: &ChatTemplate,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<String, ChatError>;
 }
 
 /// Bounds on template work: no template of a real model needs more.
@@ -50,10 +66,14 @@ pub const GEMMA3_TEMPLATE: &str = include_str!("chat/gemma3.jinja");
 pub const CHATML_TEMPLATE: &str = include_str!("chat/chatml.jinja");
 
 /// A chat template ready to render.
+#[derive(Clone)]
 pub struct ChatTemplate {
     source: String,
     bos: String,
     eos: String,
+    /// Built into hearth (not the file's): rendered in this process even with a sandbox.
+    builtin: bool,
+    sandbox: Option<std::sync::Arc<dyn Sandbox>>,
 }
 
 impl ChatTemplate {
@@ -68,11 +88,75 @@ impl ChatTemplate {
             source,
             bos: bos.to_string(),
             eos: eos.to_string(),
+            builtin: template.is_none(),
+            sandbox: None,
         }
     }
 
-    /// Renders `messages`, ending with the assistant's turn opened when `add_generation_prompt`.
+    /// The model's `tokenizer.chat_template`, or a built-in one when the file has none, with
+    /// the model's BOS and EOS texts.
+    pub fn for_model(model: &crate::Model) -> ChatTemplate {
+        let tok = model.tokenizer();
+        let text = |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or("").to_string();
+        let source = model
+            .file()
+            .get_str("tokenizer.chat_template")
+            .ok()
+            .flatten();
+        ChatTemplate::new(
+            source,
+            &model.config().arch,
+            &text(tok.bos()),
+            &text(tok.eos()),
+        )
+    }
+
+    /// A template given as it is (what a sandbox's helper receives).
+    pub fn from_parts(source: &str, bos: &str, eos: &str) -> ChatTemplate {
+        ChatTemplate {
+            source: source.to_string(),
+            bos: bos.to_string(),
+            eos: eos.to_string(),
+            builtin: false,
+            sandbox: None,
+        }
+    }
+
+    /// Renders the file's templates through `sandbox` from now on (built-in ones stay here).
+    pub fn with_sandbox(mut self, sandbox: std::sync::Arc<dyn Sandbox>) -> ChatTemplate {
+        self.sandbox = Some(sandbox);
+        self
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub fn bos(&self) -> &str {
+        &self.bos
+    }
+
+    pub fn eos(&self) -> &str {
+        &self.eos
+    }
+
+    /// Renders `messages`, ending with the assistant's turn opened when `add_generation_prompt`:
+    /// in the sandbox when one is set and the template came from the file.
     pub fn render(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<String, ChatError> {
+        match &self.sandbox {
+            Some(sandbox) if !self.builtin => {
+                sandbox.render(self, messages, add_generation_prompt)
+            }
+            _ => self.render_here(messages, add_generation_prompt),
+        }
+    }
+
+    /// Renders in this process (bounded in work and output, not in memory: see [`Sandbox`]).
+    pub fn render_here(
         &self,
         messages: &[Message],
         add_generation_prompt: bool,

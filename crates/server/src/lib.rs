@@ -54,6 +54,18 @@ pub struct Config {
     pub max_loaded: usize,
     /// Told of every finished request (the usage ledger).
     pub usage: Usage,
+    /// Where the models' own chat templates are rendered (none: in this process).
+    pub template_sandbox: TemplateSandbox,
+}
+
+/// A sandbox for chat templates; none by default.
+#[derive(Clone, Default)]
+pub struct TemplateSandbox(pub Option<Arc<dyn engine::chat::Sandbox>>);
+
+impl std::fmt::Debug for TemplateSandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "TemplateSandbox(on)" } else { "TemplateSandbox(off)" })
+    }
 }
 
 /// Where finished requests are reported; none by default.
@@ -83,6 +95,7 @@ impl Default for Config {
             parallel: DEFAULT_PARALLEL,
             max_loaded: DEFAULT_MAX_LOADED,
             usage: Usage::default(),
+            template_sandbox: TemplateSandbox::default(),
         }
     }
 }
@@ -175,6 +188,7 @@ impl AppState {
             max_loaded: config.max_loaded.max(1),
             default_ctx: config.n_ctx,
             usage: config.usage.0.clone(),
+            template_sandbox: config.template_sandbox.0.clone(),
         });
         let host = config.host.to_ascii_lowercase();
         let bare = host

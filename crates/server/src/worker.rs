@@ -231,6 +231,8 @@ pub struct WorkerConfig {
     /// The context given to the status when no sequence says otherwise.
     pub default_ctx: usize,
     pub usage: Option<Arc<dyn UsageSink>>,
+    /// Where the models' own chat templates are rendered (None: in this process).
+    pub template_sandbox: Option<Arc<dyn engine::chat::Sandbox>>,
 }
 
 /// The handle the HTTP side holds.

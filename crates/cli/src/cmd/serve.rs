@@ -51,6 +51,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             crate::insight::server_usage::ServerUsage::open(a.no_ledger)
                 .map(|u| std::sync::Arc::new(u) as std::sync::Arc<dyn server::worker::UsageSink>),
         ),
+        template_sandbox: server::TemplateSandbox(
+            crate::template_sandbox::ProcessSandbox::new()
+                .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn engine::chat::Sandbox>),
+        ),
     };
     server::serve_blocking(config, Box::new(server::models::StoreModels), |addr| {
         eprintln!("hearth listening on http://{addr}");

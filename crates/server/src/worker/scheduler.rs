@@ -9,7 +9,7 @@ use super::{
     Totals, UsageSink, WorkerConfig,
 };
 use crate::error::ApiError;
-use engine::chat::ChatTemplate;
+use engine::chat::{ChatTemplate, Sandbox};
 use engine::generate::{Decoding, GenerateOptions, StopReason};
 use engine::{Model, Session, SessionState};
 use kernels::pool::ThreadPool;
@@ -35,6 +35,7 @@ pub fn run(config: WorkerConfig, rx: Receiver<Job>, shared: Shared) {
         max_loaded: config.max_loaded.max(1),
         default_ctx: config.default_ctx,
         usage: config.usage,
+        template_sandbox: config.template_sandbox,
         residents: Vec::new(),
         next: 0,
         totals: Totals::default(),
@@ -84,6 +85,7 @@ struct Scheduler {
     max_loaded: usize,
     default_ctx: usize,
     usage: Option<Arc<dyn UsageSink>>,
+    template_sandbox: Option<Arc<dyn Sandbox>>,
     residents: Vec<Resident>,
     /// Round robin over the residents with work.
     next: usize,
@@ -291,6 +293,7 @@ impl Scheduler {
         };
         let parallel = self.parallel;
         let pool = Arc::clone(&self.pool);
+        let sandbox = self.template_sandbox.clone();
         let r = &mut self.residents[ri];
         r.last_used = Instant::now();
         if let Some(k) = job.keep_alive {
@@ -321,7 +324,14 @@ impl Scheduler {
                     Err(e) => fail(&job, e),
                 }
             }
-            Input::Chat(_) | Input::Raw(_) => match prepare(r, job, parallel, &pool, load_time) {
+            Input::Chat(_) | Input::Raw(_) => match prepare(
+                r,
+                job,
+                parallel,
+                &pool,
+                sandbox.as_ref(),
+                load_time,
+            ) {
                 Ok(seq) => {
                     r.idle_since = None;
                     r.active.push(*seq);
@@ -590,10 +600,11 @@ fn prepare(
     job: Job,
     parallel: usize,
     pool: &Arc<ThreadPool>,
+    sandbox: Option<&Arc<dyn Sandbox>>,
     load_time: Duration,
 ) -> Result<Box<Seq>, (Job, ApiError)> {
     let model = &r.model;
-    let tokens = match tokenize(model, &job) {
+    let tokens = match tokenize(model, &job, sandbox) {
         Ok(t) => t,
         Err(e) => return Err((job, e)),
     };
@@ -695,12 +706,20 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
-fn tokenize(model: &Model, job: &Job) -> Result<Vec<u32>, ApiError> {
+fn tokenize(
+    model: &Model,
+    job: &Job,
+    sandbox: Option<&Arc<dyn Sandbox>>,
+) -> Result<Vec<u32>, ApiError> {
     let tok = model.tokenizer();
     Ok(match &job.input {
         Input::Raw(text) => tok.encode(text, true, true),
         Input::Chat(messages) => {
-            let text = template(model)
+            let mut template = ChatTemplate::for_model(model);
+            if let Some(sandbox) = sandbox {
+                template = template.with_sandbox(Arc::clone(sandbox));
+            }
+            let text = template
                 .render(messages, true)
                 .map_err(|e| ApiError::bad_request(e.to_string()))?;
             let bos_text = tok.bos().and_then(|b| tok.token_text(b)).unwrap_or("");
@@ -765,23 +784,6 @@ fn embed(
             ..Summary::default()
         },
     })
-}
-
-/// The model's chat template, or a built-in one when the file has none.
-fn template(model: &Model) -> ChatTemplate {
-    let tok = model.tokenizer();
-    let text = |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or("").to_string();
-    let source = model
-        .file()
-        .get_str("tokenizer.chat_template")
-        .ok()
-        .flatten();
-    ChatTemplate::new(
-        source,
-        &model.config().arch,
-        &text(tok.bos()),
-        &text(tok.eos()),
-    )
 }
 
 /// Memory the system could give us now (Linux: MemAvailable), if known.

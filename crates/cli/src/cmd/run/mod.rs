@@ -266,18 +266,14 @@ fn read_stdin() -> anyhow::Result<String> {
     Ok(s)
 }
 
-/// The model's chat template, or a built-in one when the file has none.
+/// The model's chat template (or a built-in one), the file's rendered in a child process with
+/// capped memory.
 fn chat_template(model: &Model) -> ChatTemplate {
-    let file = model.file();
-    let tok = model.tokenizer();
-    let text = |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or("").to_string();
-    let template = file.get_str("tokenizer.chat_template").ok().flatten();
-    ChatTemplate::new(
-        template,
-        &model.config().arch,
-        &text(tok.bos()),
-        &text(tok.eos()),
-    )
+    let t = ChatTemplate::for_model(model);
+    match crate::template_sandbox::ProcessSandbox::new() {
+        Some(sandbox) => t.with_sandbox(std::sync::Arc::new(sandbox)),
+        None => t,
+    }
 }
 
 /// `ID=BIAS`, e.g. `42=-1.5` or `42=-inf`.
