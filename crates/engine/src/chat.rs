@@ -148,9 +148,7 @@ impl ChatTemplate {
         add_generation_prompt: bool,
     ) -> Result<String, ChatError> {
         match &self.sandbox {
-            Some(sandbox) if !self.builtin => {
-                sandbox.render(self, messages, add_generation_prompt)
-            }
+            Some(sandbox) if !self.builtin => sandbox.render(self, messages, add_generation_prompt),
             _ => self.render_here(messages, add_generation_prompt),
         }
     }

@@ -64,7 +64,11 @@ pub struct TemplateSandbox(pub Option<Arc<dyn engine::chat::Sandbox>>);
 
 impl std::fmt::Debug for TemplateSandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "TemplateSandbox(on)" } else { "TemplateSandbox(off)" })
+        f.write_str(if self.0.is_some() {
+            "TemplateSandbox(on)"
+        } else {
+            "TemplateSandbox(off)"
+        })
     }
 }
 

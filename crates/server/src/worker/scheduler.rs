@@ -324,20 +324,15 @@ impl Scheduler {
                     Err(e) => fail(&job, e),
                 }
             }
-            Input::Chat(_) | Input::Raw(_) => match prepare(
-                r,
-                job,
-                parallel,
-                &pool,
-                sandbox.as_ref(),
-                load_time,
-            ) {
-                Ok(seq) => {
-                    r.idle_since = None;
-                    r.active.push(*seq);
+            Input::Chat(_) | Input::Raw(_) => {
+                match prepare(r, job, parallel, &pool, sandbox.as_ref(), load_time) {
+                    Ok(seq) => {
+                        r.idle_since = None;
+                        r.active.push(*seq);
+                    }
+                    Err((job, e)) => fail(&job, e),
                 }
-                Err((job, e)) => fail(&job, e),
-            },
+            }
             Input::Unload => {}
         }
         if r.active.is_empty() {
