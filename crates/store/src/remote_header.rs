@@ -71,7 +71,7 @@ pub fn fetch_header(
         let (start, size) = match status {
             206 => {
                 let range = header("content-range").unwrap_or_default();
-                let Some((start, _end, Some(size))) = parse_content_range(&range) else {
+                let Some((start, _end, Some(size))) = http::parse_content_range(&range) else {
                     return Err(err(
                         format!("206 without a usable Content-Range ({range:?})"),
                         false,
@@ -165,20 +165,6 @@ pub fn fetch_header(
     }
 }
 
-/// `bytes START-END/TOTAL` (TOTAL may be `*`).
-fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
-    let rest = v.trim().strip_prefix("bytes ")?;
-    let (range, total) = rest.split_once('/')?;
-    let (start, end) = range.split_once('-')?;
-    let start: u64 = start.trim().parse().ok()?;
-    let end: u64 = end.trim().parse().ok()?;
-    let total = match total.trim() {
-        "*" => None,
-        t => Some(t.parse().ok()?),
-    };
-    (start <= end).then_some((start, end, total))
-}
-
 /// Where a pull of `name` would fetch the GGUF file from, when that is a place that serves
 /// byte ranges: the catalog's Hugging Face source, or the file an `hf.co/…` name picks from
 /// the hub's list. Errors: offline; a catalog model whose only allowed source is the package
@@ -253,19 +239,4 @@ pub fn remote_header(
         });
     }
     Ok(h)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_content_range;
-
-    #[test]
-    fn content_range() {
-        assert_eq!(
-            parse_content_range("bytes 0-9/100"),
-            Some((0, 9, Some(100)))
-        );
-        assert_eq!(parse_content_range("bytes 0-9/*"), Some((0, 9, None)));
-        assert_eq!(parse_content_range("bytes 9-0/100"), None);
-    }
 }
