@@ -163,6 +163,41 @@ struct Checked {
     n_ctx: Option<usize>,
 }
 
+impl Checked {
+    /// The job for `input` with these settings.
+    fn spec(
+        self,
+        model: String,
+        input: Input,
+        use_preset_system: bool,
+        keep_alive: Option<KeepAlive>,
+    ) -> GenSpec {
+        GenSpec {
+            model,
+            input,
+            budget: self.budget,
+            budget_param: "options.num_predict",
+            sampler: self.sampler,
+            stop: self.stop,
+            n_ctx: self.n_ctx,
+            use_preset_system,
+            logprobs: None,
+            keep_alive,
+            api: Api::Ollama,
+        }
+    }
+}
+
+/// What a request with nothing to generate asks: load the model, or with `keep_alive: 0`
+/// unload it.
+fn load_or_unload(keep_alive: Option<KeepAlive>) -> Input {
+    if keep_alive == Some(KeepAlive::For(Duration::ZERO)) {
+        Input::Unload
+    } else {
+        Input::Load
+    }
+}
+
 fn check_options(o: Option<Options>, server_ctx: usize) -> Result<Checked, ApiError> {
     const MAX: i64 = params::MAX_TOKENS_LIMIT;
     let o = o.unwrap_or_default();
@@ -327,8 +362,7 @@ async fn generate(
         return Err(ApiError::invalid("template", "custom templates are not supported yet").into());
     }
     let (input, use_preset_system) = if req.prompt.is_empty() {
-        let unload = keep == Some(KeepAlive::For(Duration::ZERO));
-        (if unload { Input::Unload } else { Input::Load }, false)
+        (load_or_unload(keep), false)
     } else if req.raw {
         (Input::Raw(req.prompt), false)
     } else {
@@ -339,19 +373,7 @@ async fn generate(
         msgs.push(Message::new("user", &req.prompt));
         (Input::Chat(msgs), req.system.is_none())
     };
-    let spec = GenSpec {
-        model: req.model,
-        input,
-        budget: checked.budget,
-        budget_param: "options.num_predict",
-        sampler: checked.sampler,
-        stop: checked.stop,
-        n_ctx: checked.n_ctx,
-        use_preset_system,
-        logprobs: None,
-        keep_alive: keep,
-        api: Api::Ollama,
-    };
+    let spec = checked.spec(req.model, input, use_preset_system, keep);
     answer(&state, spec, req.stream.unwrap_or(true), generate_chunk).await
 }
 
@@ -380,27 +402,11 @@ async fn chat(
         });
     }
     let input = if msgs.is_empty() {
-        if keep == Some(KeepAlive::For(Duration::ZERO)) {
-            Input::Unload
-        } else {
-            Input::Load
-        }
+        load_or_unload(keep)
     } else {
         Input::Chat(msgs)
     };
-    let spec = GenSpec {
-        model: req.model,
-        input,
-        budget: checked.budget,
-        budget_param: "options.num_predict",
-        sampler: checked.sampler,
-        stop: checked.stop,
-        n_ctx: checked.n_ctx,
-        use_preset_system: true,
-        logprobs: None,
-        keep_alive: keep,
-        api: Api::Ollama,
-    };
+    let spec = checked.spec(req.model, input, true, keep);
     answer(&state, spec, req.stream.unwrap_or(true), chat_chunk).await
 }
 

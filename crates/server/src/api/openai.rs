@@ -131,6 +131,25 @@ struct Checked {
     include_usage: bool,
 }
 
+impl Checked {
+    /// The job for `input` with these settings.
+    fn spec(&self, model: String, input: Input, use_preset_system: bool) -> GenSpec {
+        GenSpec {
+            model,
+            input,
+            budget: self.budget,
+            budget_param: self.budget_param,
+            sampler: self.sampler.clone(),
+            stop: self.stop.clone(),
+            n_ctx: None,
+            use_preset_system,
+            logprobs: self.logprobs,
+            keep_alive: None,
+            api: Api::OpenAi,
+        }
+    }
+}
+
 fn check_common(
     c: &Common,
     max_completion_tokens: Option<&Value>,
@@ -355,23 +374,8 @@ async fn chat_completions(
         return Err(ApiError::invalid("tools", "tools are not supported yet").into());
     }
     let model_name = req.common.model.clone();
-    let run = start(
-        &state,
-        GenSpec {
-            model: model_name.clone(),
-            input: Input::Chat(messages(req.messages)?),
-            budget: checked.budget,
-            budget_param: checked.budget_param,
-            sampler: checked.sampler,
-            stop: checked.stop,
-            n_ctx: None,
-            use_preset_system: true,
-            logprobs: checked.logprobs,
-            keep_alive: None,
-            api: Api::OpenAi,
-        },
-    )
-    .await?;
+    let input = Input::Chat(messages(req.messages)?);
+    let run = start(&state, checked.spec(model_name.clone(), input, true)).await?;
     let want_logprobs = checked.logprobs.is_some();
     let id = request_id("chatcmpl");
     let created = unix_now();
@@ -483,19 +487,7 @@ async fn completions(
     let model_name = req.common.model.clone();
     let run = start(
         &state,
-        GenSpec {
-            model: model_name.clone(),
-            input: Input::Raw(prompt),
-            budget: checked.budget,
-            budget_param: checked.budget_param,
-            sampler: checked.sampler,
-            stop: checked.stop,
-            n_ctx: None,
-            use_preset_system: false,
-            logprobs: checked.logprobs,
-            keep_alive: None,
-            api: Api::OpenAi,
-        },
+        checked.spec(model_name.clone(), Input::Raw(prompt), false),
     )
     .await?;
     let want_logprobs = checked.logprobs.is_some();
