@@ -12,8 +12,8 @@ use std::process::Command;
 /// Doubles a string 40 times: 2^40 bytes if nothing stops it.
 const DOUBLING: &str = "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s | length }}";
 
-/// The tiny synthetic llama model with `template` as its chat template.
-fn model_with_template(dir: &Path, template: &str) -> PathBuf {
+/// The tiny synthetic llama model with `template` as its chat template, as `dir/NAME.gguf`.
+fn model_with_template(dir: &Path, name: &str, template: &str) -> PathBuf {
     let src =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/synthetic/llama_q8_0.gguf");
     let f = gguf::GgufFile::open(&src).expect("synthetic model");
@@ -26,29 +26,34 @@ fn model_with_template(dir: &Path, template: &str) -> PathBuf {
         w.add_tensor(&t.name, &t.dims, t.ty, f.tensor_data(t).to_vec())
             .expect("copy tensor");
     }
-    let out = dir.join("hostile.gguf");
+    let out = dir.join(format!("{name}.gguf"));
     w.write(&out).expect("write gguf");
     out
+}
+
+/// `hearth run MODEL Hi -n N --no-ledger EXTRA` with its store in `dir`: the exit code and
+/// stderr.
+fn run(dir: &Path, model: &Path, n: &str, extra: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .arg("run")
+        .arg(model)
+        .args(["Hi", "-n", n, "--no-ledger"])
+        .args(extra)
+        .env("HEARTH_HOME", dir)
+        .output()
+        .expect("run hearth");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn a_string_doubling_template_is_refused_not_fatal() {
     let dir = tempfile::tempdir().unwrap();
-    let model = model_with_template(dir.path(), DOUBLING);
-    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args([
-            "run",
-            model.to_str().unwrap(),
-            "Hi",
-            "-n",
-            "4",
-            "--no-ledger",
-        ])
-        .env("HEARTH_HOME", dir.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let model = model_with_template(dir.path(), "doubling", DOUBLING);
+    let (code, stderr) = run(dir.path(), &model, "4", &[]);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("chat template"), "{stderr}");
     assert!(stderr.contains("MiB of memory"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -99,38 +104,17 @@ fn a_string_doubling_template_is_refused_not_fatal() {
 fn ordinary_file_templates_render_through_the_helper() {
     let dir = tempfile::tempdir().unwrap();
     let template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}</{{ m.role }}>{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}";
-    let model = model_with_template(dir.path(), template);
-    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args([
-            "run",
-            model.to_str().unwrap(),
-            "Hi",
-            "-n",
-            "3",
-            "--no-ledger",
-            "--verbose",
-        ])
-        .env("HEARTH_HOME", dir.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let model = model_with_template(dir.path(), "tags", template);
+    let (code, stderr) = run(dir.path(), &model, "3", &["--verbose"]);
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("generated: 3 tokens"), "{stderr}");
     // A template error from the helper reads like one from this process.
-    let broken = model_with_template(dir.path(), "{% for m in messages %}{{ m.content }");
-    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args([
-            "run",
-            broken.to_str().unwrap(),
-            "Hi",
-            "-n",
-            "3",
-            "--no-ledger",
-        ])
-        .env("HEARTH_HOME", dir.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let broken = model_with_template(
+        dir.path(),
+        "broken",
+        "{% for m in messages %}{{ m.content }",
+    );
+    let (code, stderr) = run(dir.path(), &broken, "3", &[]);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("chat template is invalid"), "{stderr}");
 }
