@@ -150,10 +150,9 @@ pub enum Event {
     Piece(String),
     /// Log-probabilities of the tokens whose text the next piece carries.
     Logprobs(Vec<TokenLogprob>),
-    /// The answer to an `Input::Embed` job.
+    /// The answer to an `Input::Embed` job (the summary counts the tokens embedded).
     Embeddings {
         vectors: Vec<Vec<f32>>,
-        prompt_tokens: usize,
         summary: Summary,
     },
     Done(Summary),

@@ -48,11 +48,7 @@ pub struct Running {
 /// error (bad model, prompt too long, full queue) is still an HTTP status.
 pub async fn start(state: &AppState, mut spec: GenSpec) -> Result<Running, ApiError> {
     let s = &state.inner;
-    let models = Arc::clone(&state.inner);
-    let name = spec.model.clone();
-    let model = tokio::task::spawn_blocking(move || models.models.resolve(&name))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let model = resolve(state, &spec.model).await?;
     let n_ctx = spec.n_ctx.unwrap_or(s.config.n_ctx);
     let sampler = sampler(&model.params, &spec.sampler, n_ctx)?;
     if spec.use_preset_system {
@@ -68,10 +64,7 @@ pub async fn start(state: &AppState, mut spec: GenSpec) -> Result<Running, ApiEr
             .num_predict
             .map_or(crate::worker::DEFAULT_MAX_TOKENS, |n| n as usize),
     ));
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let cancel = Arc::new(AtomicBool::new(false));
-    let guard = CancelOnDrop(Arc::clone(&cancel));
-    s.worker.submit(Job {
+    let (mut rx, guard) = submit(state, |events, cancel| Job {
         model: model.clone(),
         input: spec.input,
         budget,
@@ -82,7 +75,7 @@ pub async fn start(state: &AppState, mut spec: GenSpec) -> Result<Running, ApiEr
         logprobs: spec.logprobs,
         keep_alive: spec.keep_alive,
         api: spec.api,
-        events: tx,
+        events,
         cancel,
         queued: Instant::now(),
     })?;
@@ -93,10 +86,34 @@ pub async fn start(state: &AppState, mut spec: GenSpec) -> Result<Running, ApiEr
             _cancel: guard,
         }),
         Some(Event::Error(e)) => Err(e),
-        _ => Err(ApiError::internal(
-            "the inference worker ended the request early",
-        )),
+        _ => Err(ended_early()),
     }
+}
+
+/// The model a request names (a store lookup: off the async threads).
+async fn resolve(state: &AppState, name: &str) -> Result<ModelRef, ApiError> {
+    let inner = Arc::clone(&state.inner);
+    let name = name.to_string();
+    tokio::task::spawn_blocking(move || inner.models.resolve(&name))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+}
+
+/// Queues the job `make` builds around a fresh event channel and cancel flag; returns the
+/// events and the guard whose drop cancels the job.
+fn submit(
+    state: &AppState,
+    make: impl FnOnce(mpsc::UnboundedSender<Event>, Arc<AtomicBool>) -> Job,
+) -> Result<(mpsc::UnboundedReceiver<Event>, CancelOnDrop), ApiError> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let guard = CancelOnDrop(Arc::clone(&cancel));
+    state.inner.worker.submit(make(tx, cancel))?;
+    Ok((rx, guard))
+}
+
+fn ended_early() -> ApiError {
+    ApiError::internal("the inference worker ended the request early")
 }
 
 /// A whole answer.
@@ -125,9 +142,7 @@ pub async fn collect(mut run: Running) -> Result<Collected, ApiError> {
             Event::Started | Event::Embeddings { .. } => {}
         }
     }
-    Err(ApiError::internal(
-        "the inference worker ended the request early",
-    ))
+    Err(ended_early())
 }
 
 /// Embeddings of `texts` with `model`.
@@ -139,38 +154,27 @@ pub async fn embed(
     keep_alive: Option<KeepAlive>,
     api: Api,
 ) -> Result<(Vec<Vec<f32>>, Summary), ApiError> {
-    let s = &state.inner;
-    let models = Arc::clone(&state.inner);
-    let name = model.clone();
-    let model = tokio::task::spawn_blocking(move || models.models.resolve(&name))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let cancel = Arc::new(AtomicBool::new(false));
-    let _guard = CancelOnDrop(Arc::clone(&cancel));
-    s.worker.submit(Job {
+    let model = resolve(state, &model).await?;
+    let n_ctx = state.inner.config.n_ctx;
+    let (mut rx, _guard) = submit(state, |events, cancel| Job {
         model,
         input: Input::Embed { texts, truncate },
         budget: Budget::Default(0),
         budget_param: "",
         sampler: SamplerConfig::default(),
         stop: Vec::new(),
-        n_ctx: s.config.n_ctx,
+        n_ctx,
         logprobs: None,
         keep_alive,
         api,
-        events: tx,
+        events,
         cancel,
         queued: Instant::now(),
     })?;
     match rx.recv().await {
-        Some(Event::Embeddings {
-            vectors, summary, ..
-        }) => Ok((vectors, summary)),
+        Some(Event::Embeddings { vectors, summary }) => Ok((vectors, summary)),
         Some(Event::Error(e)) => Err(e),
-        _ => Err(ApiError::internal(
-            "the inference worker ended the request early",
-        )),
+        _ => Err(ended_early()),
     }
 }
 
@@ -247,11 +251,7 @@ where
                 ev = run.rx.recv() => ev,
                 _ = tx.closed() => return,
             };
-            let ev = ev.unwrap_or_else(|| {
-                Event::Error(ApiError::internal(
-                    "the inference worker ended the request early",
-                ))
-            });
+            let ev = ev.unwrap_or_else(|| Event::Error(ended_early()));
             let last = matches!(ev, Event::Done(_) | Event::Error(_));
             for out in format(&ev) {
                 if tx.send(out).await.is_err() {

@@ -770,7 +770,6 @@ fn embed(
     }
     Ok(Event::Embeddings {
         vectors,
-        prompt_tokens: total,
         summary: Summary {
             prompt_tokens: total,
             prompt_time: t.elapsed(),
