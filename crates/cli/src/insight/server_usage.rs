@@ -4,7 +4,7 @@
 //! request that finishes, so concurrent requests share it instead of each counting it all. A
 //! ledger that cannot be written warns once on stderr and recording stops; serving goes on.
 
-use ledger::{EnergyMeter, EnergyStart, Ledger, Settings, UsageRecord};
+use ledger::{EnergyMeter, EnergyStart, UsageRecord};
 use server::worker::{Api, Summary, UsageSink};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Mutex;
@@ -21,15 +21,7 @@ impl ServerUsage {
     /// The ledger in `HEARTH_HOME`, unless `no_ledger` or `ledger = false` in config.toml
     /// (then None, and nothing is created). A problem is one warning and None.
     pub fn open(no_ledger: bool) -> Option<ServerUsage> {
-        if no_ledger {
-            return None;
-        }
-        let home = store::Store::default_root().map_err(|e| warn(&e)).ok()?;
-        let settings = Settings::load(&home).map_err(|e| warn(&e)).ok()?;
-        if !settings.ledger {
-            return None;
-        }
-        let ledger = Ledger::open(&home).map_err(|e| warn(&e)).ok()?;
+        let (ledger, settings) = super::usage_log::open_ledger(no_ledger, warn)?;
         let (tx, rx) = channel::<UsageRecord>();
         std::thread::Builder::new()
             .name("hearth-ledger".into())

@@ -32,41 +32,17 @@ impl UsageLog {
     /// (then nothing is opened or created). A problem is one warning on stderr and no
     /// recording.
     pub fn open(no_ledger: bool, model: &str, client: &'static str, load: Duration) -> UsageLog {
-        if no_ledger {
+        let Some((ledger, settings)) = open_ledger(no_ledger, warn) else {
             return UsageLog::off();
-        }
-        let home = match store::Store::default_root() {
-            Ok(h) => h,
-            Err(e) => {
-                warn(&e);
-                return UsageLog::off();
-            }
         };
-        // A config that cannot be read could say `ledger = false`: record nothing then.
-        let settings = match Settings::load(&home) {
-            Ok(s) => s,
-            Err(e) => {
-                warn(&e);
-                return UsageLog::off();
-            }
-        };
-        if !settings.ledger {
-            return UsageLog::off();
-        }
-        match Ledger::open(&home) {
-            Ok(ledger) => UsageLog {
-                active: Some(Active {
-                    ledger,
-                    meter: EnergyMeter::new(settings.cpu_watts),
-                    model: model_label(model),
-                    client,
-                    pending_load: Some(load),
-                }),
-            },
-            Err(e) => {
-                warn(&e);
-                UsageLog::off()
-            }
+        UsageLog {
+            active: Some(Active {
+                ledger,
+                meter: EnergyMeter::new(settings.cpu_watts),
+                model: model_label(model),
+                client,
+                pending_load: Some(load),
+            }),
         }
     }
 
@@ -106,6 +82,25 @@ impl UsageLog {
             self.active = None;
         }
     }
+}
+
+/// The ledger in `HEARTH_HOME` and the settings, unless `no_ledger` or `ledger = false` in
+/// config.toml (then nothing is opened or created). A problem is told to `warn`, then None.
+pub fn open_ledger(
+    no_ledger: bool,
+    warn: fn(&dyn std::fmt::Display),
+) -> Option<(Ledger, Settings)> {
+    if no_ledger {
+        return None;
+    }
+    let home = store::Store::default_root().map_err(|e| warn(&e)).ok()?;
+    // A config that cannot be read could say `ledger = false`: record nothing then.
+    let settings = Settings::load(&home).map_err(|e| warn(&e)).ok()?;
+    if !settings.ledger {
+        return None;
+    }
+    let ledger = Ledger::open(&home).map_err(|e| warn(&e)).ok()?;
+    Some((ledger, settings))
 }
 
 /// A store model is recorded by its full name (`smollm2` and `smollm2:135m` are one model); a
