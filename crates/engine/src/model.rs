@@ -281,15 +281,18 @@ impl<'m> Session<'m> {
     }
 
     /// Appends `tokens[i]` to `sessions[i]` for every i in one forward pass (the weights are
-    /// read once for all of them) and returns each session's last-token logits, one
-    /// `n_vocab` row per session. A session may take several tokens (a prompt) while others
-    /// take one. The sessions must come from the same model.
+    /// read once for all of them) and puts each session's last-token logits in `logits`
+    /// (replacing what it held; one `n_vocab` row per session: a buffer the caller keeps, so
+    /// a decode loop does not allocate it every step). A session may take several tokens (a
+    /// prompt) while others take one. The sessions must come from the same model.
     pub fn eval_together(
         sessions: &mut [&mut Session<'m>],
         tokens: &[&[u32]],
-    ) -> Result<Vec<f32>, EngineError> {
+        logits: &mut Vec<f32>,
+    ) -> Result<(), EngineError> {
+        logits.clear();
         let Some(first) = sessions.first() else {
-            return Ok(Vec::new());
+            return Ok(());
         };
         let model = first.model;
         let pool = Arc::clone(&first.pool);
@@ -322,22 +325,19 @@ impl<'m> Session<'m> {
                 n_tokens: t.len(),
             })
             .collect();
-        let mut logits = Vec::with_capacity(seqs.len() * model.n_vocab());
         let mut rt = Runtime {
             file: &model.file,
             pool: &pool,
             seqs: &mut seqs,
             scratch: &mut scratch,
         };
-        let result = model
-            .arch
-            .forward(&mut rt, &flat, LogitRows::Last, &mut logits);
+        let result = model.arch.forward(&mut rt, &flat, LogitRows::Last, logits);
         drop(seqs);
         sessions[0].scratch = scratch;
         result?;
         for (s, t) in sessions.iter_mut().zip(tokens) {
             s.pos += t.len();
         }
-        Ok(logits)
+        Ok(())
     }
 }

@@ -50,7 +50,8 @@ fn check(name: &str) {
             picked.push(slots[*s].take().expect("a sequence once per step"));
         }
         let tokens: Vec<&[u32]> = step.iter().map(|(_, t)| t.as_slice()).collect();
-        let got = Session::eval_together(&mut picked, &tokens).unwrap();
+        let mut got = vec![f32::NAN; 3];
+        Session::eval_together(&mut picked, &tokens, &mut got).unwrap();
         assert_eq!(got.len(), step.len() * n_vocab, "{name} step {k}");
         for (i, exp) in expected.iter().enumerate() {
             let d = max_diff(&got[i * n_vocab..(i + 1) * n_vocab], exp);
@@ -91,10 +92,11 @@ fn a_full_context_refuses_the_whole_batch() {
     let pool = Arc::new(ThreadPool::new(1));
     let mut a = m.session(4, Arc::clone(&pool));
     let mut b = m.session(64, Arc::clone(&pool));
-    let err = Session::eval_together(&mut [&mut a, &mut b], &[&[1, 2, 3, 4, 5], &[1]]);
+    let mut out = Vec::new();
+    let err = Session::eval_together(&mut [&mut a, &mut b], &[&[1, 2, 3, 4, 5], &[1]], &mut out);
     assert!(err.is_err());
     assert_eq!((a.pos(), b.pos()), (0, 0), "nothing is evaluated");
-    let err = Session::eval_together(&mut [&mut a], &[&[1], &[2]]);
+    let err = Session::eval_together(&mut [&mut a], &[&[1], &[2]], &mut out);
     assert!(err.is_err(), "one token list per session");
 }
 

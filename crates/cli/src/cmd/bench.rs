@@ -150,6 +150,7 @@ fn parallel_decode(
         .map(|_| model.session(n + 1, pool.clone()))
         .collect();
     let mut speeds = Vec::with_capacity(repetitions);
+    let mut logits = Vec::new();
     for rep in 0..=repetitions {
         for s in &mut sessions {
             s.reset();
@@ -161,7 +162,7 @@ fn parallel_decode(
                 .collect();
             let slices: Vec<&[u32]> = toks.iter().map(|t| t.as_slice()).collect();
             let mut refs: Vec<&mut Session> = sessions.iter_mut().collect();
-            Session::eval_together(&mut refs, &slices).context("evaluation failed")?;
+            Session::eval_together(&mut refs, &slices, &mut logits).context("evaluation failed")?;
         }
         let secs = start.elapsed().as_secs_f64();
         if rep > 0 {

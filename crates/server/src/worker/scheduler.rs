@@ -41,6 +41,7 @@ pub fn run(config: WorkerConfig, rx: Receiver<Job>, shared: Shared) {
         totals: Totals::default(),
         shared,
         busy: false,
+        logits: Vec::new(),
     };
     loop {
         // Take jobs while a sequence is free; wait for one only when nothing runs.
@@ -93,6 +94,8 @@ struct Scheduler {
     shared: Shared,
     /// Whether requests were running when the usage sink was last told.
     busy: bool,
+    /// Each step's logits, one row per sequence (kept: a step does not allocate them).
+    logits: Vec<f32>,
 }
 
 /// A model in memory with its sequences.
@@ -395,7 +398,8 @@ impl Scheduler {
                 parts.push((i, seq.prompt[seq.prompt_done..end].to_vec()));
             }
         }
-        let mut result = Ok(Vec::new());
+        let logits = &mut self.logits;
+        let mut result = Ok(());
         let mut elapsed = Duration::ZERO;
         if !parts.is_empty() {
             for &(i, _) in &parts {
@@ -413,7 +417,7 @@ impl Scheduler {
             let t = Instant::now();
             {
                 let mut refs: Vec<&mut Session> = sessions.iter_mut().collect();
-                result = Session::eval_together(&mut refs, &tokens);
+                result = Session::eval_together(&mut refs, &tokens, logits);
             }
             elapsed = t.elapsed();
             for (&(i, _), session) in parts.iter().zip(sessions) {
@@ -435,7 +439,7 @@ impl Scheduler {
                     r.active[i].job.cancel.store(true, Ordering::Relaxed);
                 }
             }
-            Ok(logits) => {
+            Ok(()) => {
                 for (k, (i, toks)) in parts.into_iter().enumerate() {
                     let row = &logits[k * n_vocab..(k + 1) * n_vocab];
                     let seq = &mut r.active[i];
