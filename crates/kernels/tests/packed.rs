@@ -213,3 +213,56 @@ fn packing_on_threads_equals_packing_at_once_and_reports_read_errors() {
         assert!(err.is_err_and(|e| e.starts_with("short read")), "{ty}");
     }
 }
+
+#[test]
+fn packing_many_matrices_at_once_equals_packing_each() {
+    let mut rng = StdRng::seed_from_u64(10);
+    // Row counts above, at and below the step, so that steps split matrices unevenly.
+    let shapes = [
+        (GgmlType::Q4_1, 520, 64),
+        (GgmlType::Q8_0, 8, 32),
+        (GgmlType::Q4_K, 256, 256),
+        (GgmlType::Q6_K, 264, 256),
+    ];
+    let sources: Vec<Vec<u8>> = shapes
+        .iter()
+        .map(|&(ty, rows, cols)| random_rows(&mut rng, ty, rows, cols))
+        .collect();
+    for threads in [1, 2, 3, 7] {
+        let mut mats: Vec<PackedMatrix> = shapes
+            .iter()
+            .map(|&(ty, rows, cols)| PackedMatrix::new(ty, rows, cols).unwrap())
+            .collect();
+        let row_bytes: Vec<usize> = mats.iter().map(|m| m.src_row_bytes()).collect();
+        PackedMatrix::pack_many(&mut mats, threads, |m, first, buf: &mut [u8]| {
+            let at = first * row_bytes[m];
+            buf.copy_from_slice(&sources[m][at..at + buf.len()]);
+            Ok::<(), String>(())
+        })
+        .unwrap();
+        for (m, &(ty, rows, cols)) in shapes.iter().enumerate() {
+            let whole = PackedMatrix::from_rows(ty, rows, cols, &sources[m]).unwrap();
+            let xf: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).cos()).collect();
+            let mut x = QuantizedActs::new();
+            x.quantize(format(ty).unwrap().act_type(), &xf, 1, cols);
+            let pool = ThreadPool::new(1);
+            let (mut a, mut b) = (vec![0f32; rows], vec![0f32; rows]);
+            matmul_packed_with(Kernel::Scalar, &pool, &whole, &x, &mut a);
+            matmul_packed_with(Kernel::Scalar, &pool, &mats[m], &x, &mut b);
+            assert_eq!(a, b, "{ty} {rows}x{cols} on {threads} threads");
+        }
+    }
+    // A read error of one matrix is the result.
+    let mut mats = vec![
+        PackedMatrix::new(GgmlType::Q4_0, 512, 32).unwrap(),
+        PackedMatrix::new(GgmlType::Q4_0, 16, 32).unwrap(),
+    ];
+    let err = PackedMatrix::pack_many(&mut mats, 2, |m, first, _buf: &mut [u8]| {
+        if m == 1 {
+            Err(format!("matrix {m} row {first} unreadable"))
+        } else {
+            Ok(())
+        }
+    });
+    assert_eq!(err, Err("matrix 1 row 0 unreadable".to_string()));
+}

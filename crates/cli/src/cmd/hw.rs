@@ -38,6 +38,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         (s.f16c, "F16C"),
         (s.avx512f, "AVX-512F"),
         (s.avx512_vnni, "AVX-512 VNNI"),
+        (s.avx_vnni, "AVX-VNNI"),
         (s.neon, "NEON"),
         (s.dotprod, "dotprod"),
     ]

@@ -27,6 +27,7 @@ pub struct Simd {
     pub f16c: bool,
     pub avx512f: bool,
     pub avx512_vnni: bool,
+    pub avx_vnni: bool,
     pub neon: bool,
     pub dotprod: bool,
 }
@@ -34,7 +35,8 @@ pub struct Simd {
 /// Which kernels hearth runs here.
 #[derive(Debug, Serialize)]
 pub struct KernelPath {
-    /// `kernels::simd` short name: avx512-vnni, avx512, avx2, neon-dotprod, neon or scalar.
+    /// `kernels::simd` short name: avx512-vnni, avx512, avx-vnni, avx2, neon-dotprod, neon or
+    /// scalar.
     pub name: &'static str,
     pub description: String,
     /// The environment variables that narrowed the choice.
@@ -164,6 +166,7 @@ fn simd() -> Simd {
         s.f16c = std::arch::is_x86_feature_detected!("f16c");
         s.avx512f = std::arch::is_x86_feature_detected!("avx512f");
         s.avx512_vnni = std::arch::is_x86_feature_detected!("avx512vnni");
+        s.avx_vnni = std::arch::is_x86_feature_detected!("avxvnni");
     }
     #[cfg(target_arch = "aarch64")]
     {
@@ -177,8 +180,9 @@ fn kernel_path() -> KernelPath {
     let f = kernels::simd::features();
     let detected = kernels::simd::detected();
     let name = f.describe();
-    let description = if f.avx2 {
-        // The packed kernels are AVX2 code; AVX-512 adds wider dot products beside them.
+    let description = if f.avx512_vnni || f.avx_vnni {
+        format!("{name} (packed 8-row kernels, VNNI int8 dot products)")
+    } else if f.avx2 {
         format!("{name} (packed 8-row kernels)")
     } else if f.neon {
         format!("{name} (per-format dot products)")
@@ -187,7 +191,11 @@ fn kernel_path() -> KernelPath {
     };
     let mut restricted_by = Vec::new();
     if f != detected {
-        for var in ["HEARTH_FORCE_SCALAR", "HEARTH_NO_AVX512"] {
+        for var in [
+            "HEARTH_FORCE_SCALAR",
+            "HEARTH_NO_AVX512",
+            "HEARTH_NO_AVX_VNNI",
+        ] {
             if std::env::var_os(var).is_some_and(|v| v == "1") {
                 restricted_by.push(var);
             }

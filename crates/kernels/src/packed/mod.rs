@@ -34,6 +34,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub const GROUP: usize = 8;
 /// Elements per block (every packed format has 32-element blocks).
 const QK: usize = 32;
+/// Source rows [`PackedMatrix::pack_many`] reads and packs per step (a multiple of [`GROUP`]).
+pub const PACK_STEP_ROWS: usize = 256;
 /// Tokens per tile: the accumulators of a tile stay in registers.
 const TILE_TOKENS: usize = 4;
 
@@ -243,37 +245,79 @@ impl PackedMatrix {
         n_threads: usize,
         read: impl Fn(usize, &mut [u8]) -> Result<(), E> + Sync,
     ) -> Result<(), E> {
-        /// Source rows read per step.
-        const STEP_ROWS: usize = 256;
-        let row_bytes = self.src_row_bytes();
-        let (spec, nb, gb) = (self.spec, self.blocks_per_row(), self.group_bytes());
-        let n_groups = self.rows / GROUP;
-        let per_part = n_groups.div_ceil(n_threads.max(1)).max(1);
+        PackedMatrix::pack_many(
+            std::slice::from_mut(self),
+            n_threads,
+            |_, first_row, buf| read(first_row, buf),
+        )
+    }
+
+    /// Fills several matrices at once on `n_threads` threads: the rows of all of them are cut
+    /// into steps of [`PACK_STEP_ROWS`] and the steps shared out in equal bytes, so that a
+    /// model of many small matrices packs as fast as one large one (no thread start or join
+    /// per matrix). `read(m, first_row, buf)` fills `buf` with whole source rows of matrix `m`
+    /// from `first_row` on. The first error of any thread is returned.
+    pub fn pack_many<E: Send>(
+        mats: &mut [PackedMatrix],
+        n_threads: usize,
+        read: impl Fn(usize, usize, &mut [u8]) -> Result<(), E> + Sync,
+    ) -> Result<(), E> {
+        struct Step<'a> {
+            mat: usize,
+            first_row: usize,
+            spec: Spec,
+            nb: usize,
+            row_bytes: usize,
+            out: &'a mut [u8],
+        }
+        let mut steps = Vec::new();
+        for (m, mat) in mats.iter_mut().enumerate() {
+            let (spec, nb, gb) = (mat.spec, mat.blocks_per_row(), mat.group_bytes());
+            let row_bytes = mat.src_row_bytes();
+            let step_bytes = PACK_STEP_ROWS / GROUP * gb;
+            for (i, out) in mat.data.chunks_mut(step_bytes).enumerate() {
+                steps.push(Step {
+                    mat: m,
+                    first_row: i * PACK_STEP_ROWS,
+                    spec,
+                    nb,
+                    row_bytes,
+                    out,
+                });
+            }
+        }
+        let total: usize = steps.iter().map(|s| s.out.len()).sum();
+        let share = total.div_ceil(n_threads.max(1)).max(1);
+        // Consecutive steps to each thread, about `share` bytes each.
+        let mut parts: Vec<Vec<Step>> = Vec::new();
+        let mut bytes = 0;
+        for step in steps {
+            if parts.is_empty() || (bytes >= share && parts.len() < n_threads.max(1)) {
+                parts.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += step.out.len();
+            if let Some(part) = parts.last_mut() {
+                part.push(step);
+            }
+        }
         let read = &read;
+        let pack_part = move |part: Vec<Step>| -> Result<(), E> {
+            let mut buf = Vec::new();
+            for s in part {
+                let groups = s.out.len() / (s.nb * s.spec.record());
+                buf.resize(groups * GROUP * s.row_bytes, 0);
+                read(s.mat, s.first_row, &mut buf)?;
+                pack_groups(&s.spec, s.nb, s.row_bytes, s.out, &buf);
+            }
+            Ok(())
+        };
         std::thread::scope(|scope| {
-            let parts: Vec<_> = self
-                .data
-                .chunks_mut(per_part * gb)
-                .enumerate()
-                .map(|(part, out)| {
-                    scope.spawn(move || {
-                        let groups = out.len() / gb;
-                        let step = (STEP_ROWS / GROUP).max(1);
-                        let mut buf = vec![0u8; step.min(groups) * GROUP * row_bytes];
-                        let mut g = 0;
-                        while g < groups {
-                            let n = step.min(groups - g);
-                            let chunk = &mut buf[..n * GROUP * row_bytes];
-                            read((part * per_part + g) * GROUP, chunk)?;
-                            pack_groups(&spec, nb, row_bytes, &mut out[g * gb..], chunk);
-                            g += n;
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            let mut first = Ok(());
-            for handle in parts {
+            let mut parts = parts.into_iter();
+            let mine = parts.next();
+            let handles: Vec<_> = parts.map(|p| scope.spawn(move || pack_part(p))).collect();
+            let mut first = mine.map_or(Ok(()), pack_part);
+            for handle in handles {
                 let result = match handle.join() {
                     Ok(r) => r,
                     Err(panic) => std::panic::resume_unwind(panic),
@@ -537,27 +581,72 @@ pub enum Kernel {
     Scalar,
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// AVX2 with the VEX-encoded VNNI dot product.
+    #[cfg(target_arch = "x86_64")]
+    AvxVnni,
+    /// AVX2 with the AVX-512 VNNI dot product on 256-bit vectors.
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
 }
 
 impl Kernel {
-    /// The fastest this CPU runs.
+    /// The fastest the CPU runs, within the environment's restrictions
+    /// ([`crate::simd::features`]).
     pub fn best() -> Kernel {
-        #[cfg(target_arch = "x86_64")]
-        if crate::simd::features().avx2 {
-            return Kernel::Avx2;
-        }
-        Kernel::Scalar
+        let f = crate::simd::features();
+        Kernel::all_compiled()
+            .into_iter()
+            .rev()
+            .find(|k| k.runs_on(f))
+            .unwrap_or(Kernel::Scalar)
     }
 
     /// Every kernel this CPU can run (for tests).
     pub fn available() -> Vec<Kernel> {
-        #[allow(unused_mut)]
-        let mut v = vec![Kernel::Scalar];
-        #[cfg(target_arch = "x86_64")]
-        if crate::simd::detected().avx2 {
-            v.push(Kernel::Avx2);
+        let f = crate::simd::detected();
+        Kernel::all_compiled()
+            .into_iter()
+            .filter(|k| k.runs_on(f))
+            .collect()
+    }
+
+    /// Every kernel built for this target, slowest first, whether this CPU runs it or not (an
+    /// emulator test runs the ones it cannot).
+    pub fn all_compiled() -> Vec<Kernel> {
+        vec![
+            Kernel::Scalar,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::AvxVnni,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni,
+        ]
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kernel::Scalar => "scalar",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::AvxVnni => "avx-vnni",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => "avx512-vnni",
         }
-        v
+    }
+
+    /// Whether a CPU with features `f` runs this kernel.
+    pub fn runs_on(&self, f: crate::simd::CpuFeatures) -> bool {
+        match self {
+            Kernel::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => f.avx2,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::AvxVnni => f.avx2 && f.avx_vnni,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => f.avx2 && f.avx512_vnni,
+        }
     }
 }
 
@@ -612,8 +701,41 @@ struct Job<'a> {
     n_chunks: usize,
 }
 
-/// [`matmul_packed_many`] with a chosen kernel.
+/// [`matmul_packed_many`] with a chosen kernel. Panics if this CPU cannot run it.
 pub fn matmul_packed_many_with(
+    kernel: Kernel,
+    pool: &ThreadPool,
+    ws: &[&PackedMatrix],
+    x: &QuantizedActs,
+    outs: &mut [&mut [f32]],
+) {
+    assert!(
+        kernel.runs_on(crate::simd::detected()),
+        "the {} packed kernel on a CPU without its instructions",
+        kernel.name()
+    );
+    // SAFETY: the CPU runs `kernel` (asserted).
+    unsafe { matmul_packed_many_unchecked(kernel, pool, ws, x, outs) }
+}
+
+/// [`matmul_packed_with`] without the check that the CPU runs `kernel`: for a test that runs
+/// kernels this CPU lacks under an emulator (which must not see feature detection).
+///
+/// # Safety
+/// The CPU executing the call runs `kernel` ([`Kernel::runs_on`] its features).
+pub unsafe fn matmul_packed_unchecked(
+    kernel: Kernel,
+    pool: &ThreadPool,
+    w: &PackedMatrix,
+    x: &QuantizedActs,
+    out: &mut [f32],
+) {
+    matmul_packed_many_unchecked(kernel, pool, &[w], x, &mut [out])
+}
+
+/// # Safety
+/// As [`matmul_packed_unchecked`].
+unsafe fn matmul_packed_many_unchecked(
     kernel: Kernel,
     pool: &ThreadPool,
     ws: &[&PackedMatrix],
@@ -663,7 +785,8 @@ pub fn matmul_packed_many_with(
         }
         for job in jobs.iter().flatten() {
             if c < job.n_chunks {
-                run_chunk(kernel, job, c, n_tokens);
+                // SAFETY: the CPU runs `kernel` (this function's contract).
+                unsafe { run_chunk(kernel, job, c, n_tokens) };
                 break;
             }
             c -= job.n_chunks;
@@ -677,7 +800,10 @@ pub fn matmul_packed_many_with(
 }
 
 /// Groups of chunk `c` of a job, for every token tile.
-fn run_chunk(kernel: Kernel, job: &Job, c: usize, n_tokens: usize) {
+///
+/// # Safety
+/// The CPU runs `kernel`.
+unsafe fn run_chunk(kernel: Kernel, job: &Job, c: usize, n_tokens: usize) {
     let (w, rows) = (job.w, job.w.rows);
     let n_groups = rows / GROUP;
     let (g0, g1) = (c * job.chunk, ((c + 1) * job.chunk).min(n_groups));
@@ -689,8 +815,19 @@ fn run_chunk(kernel: Kernel, job: &Job, c: usize, n_tokens: usize) {
         for g in g0..g1 {
             match kernel {
                 Kernel::Scalar => group_scalar(w, &job.view, g, t0, n, &mut tile),
+                // SAFETY (x86): the CPU runs `kernel` (this function's contract).
                 #[cfg(target_arch = "x86_64")]
-                Kernel::Avx2 => x86::group(w, &job.view, g, t0, n, &mut tile),
+                Kernel::Avx2 => unsafe {
+                    x86::group::<{ x86::AVX2 }>(w, &job.view, g, t0, n, &mut tile)
+                },
+                #[cfg(target_arch = "x86_64")]
+                Kernel::AvxVnni => unsafe {
+                    x86::group::<{ x86::AVX_VNNI }>(w, &job.view, g, t0, n, &mut tile)
+                },
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Avx512Vnni => unsafe {
+                    x86::group::<{ x86::AVX512_VNNI }>(w, &job.view, g, t0, n, &mut tile)
+                },
             }
             for (ci, vals) in tile.iter().enumerate().take(n) {
                 let base = (t0 + ci) * rows + g * GROUP;
@@ -718,6 +855,26 @@ mod tests {
         }
         // Q4_K keeps its 6-bit scales unpacked: 32 bytes more per 8 rows × 256.
         assert_eq!(Q4_K.record(), GROUP * Q4_K.src_block + 32);
+    }
+
+    #[test]
+    fn kernel_choice() {
+        let available = Kernel::available();
+        assert!(available.contains(&Kernel::best()));
+        assert!(available.iter().all(|k| Kernel::all_compiled().contains(k)));
+        assert!(Kernel::Scalar.runs_on(crate::simd::CpuFeatures::default()));
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = crate::simd::CpuFeatures {
+                avx2: true,
+                ..Default::default()
+            };
+            assert!(Kernel::Avx2.runs_on(avx2));
+            assert!(!Kernel::AvxVnni.runs_on(avx2));
+            assert!(!Kernel::Avx512Vnni.runs_on(avx2));
+            let names: Vec<_> = Kernel::all_compiled().iter().map(|k| k.name()).collect();
+            assert_eq!(names, ["scalar", "avx2", "avx-vnni", "avx512-vnni"]);
+        }
     }
 
     #[test]

@@ -1,13 +1,17 @@
-//! AVX2 kernels of the packed k-quants (layouts in [`super::kquant`]): lanes are the 8 rows.
+//! x86-64 kernels of the packed k-quants (layouts in [`super::kquant`]): lanes are the 8 rows.
+//! As in [`super::x86`], `ISA` picks AVX2 or a VNNI encoding; the integer sums are the same.
 
 use super::kquant::{q4k, q6k, Q8K_BLOCK, Q8K_BSUMS, Q8K_QS};
-use super::x86::{bx, nibble_vectors};
+use super::x86::{bx, dpbusd, nibble_vectors, AVX2, AVX512_VNNI, AVX_VNNI};
 use super::{ActView, PackedMatrix, GROUP, TILE_TOKENS};
 use gguf::GgmlType;
 use std::arch::x86_64::*;
 
-/// `out[c][i]` = row `8g + i` · token `t0 + c`, for `c < n`; the caller checked AVX2 and `n`.
-pub(super) fn group(
+/// `out[c][i]` = row `8g + i` · token `t0 + c`, for `c < n`; the caller checked `n`.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C, and the instruction set `ISA` names.
+pub(super) unsafe fn group<const ISA: u8>(
     w: &PackedMatrix,
     x: &ActView,
     g: usize,
@@ -15,7 +19,7 @@ pub(super) fn group(
     n: usize,
     out: &mut [[f32; GROUP]; TILE_TOKENS],
 ) {
-    assert!(crate::simd::detected().avx2 && (1..=TILE_TOKENS).contains(&n));
+    assert!((1..=TILE_TOKENS).contains(&n));
     let (nb, gb) = (w.blocks_per_row(), w.group_bytes());
     let group = &w.data[g * gb..(g + 1) * gb];
     let mut xs = [std::ptr::null::<u8>(); TILE_TOKENS];
@@ -31,23 +35,74 @@ pub(super) fn group(
         xs,
     };
     macro_rules! by_tokens {
-        ($kernel:ident) => {
-            // SAFETY: AVX2/FMA/F16C present (asserted); `group` holds `nb` records and every
-            // token row `nb` Q8_K blocks (asserted), which is all the kernel reads.
+        ($q6k:literal) => {
+            // SAFETY: AVX2/FMA/F16C and `ISA` present (the caller's promise); `group` holds
+            // `nb` records and every token row `nb` Q8_K blocks (asserted), which is all the
+            // kernel reads.
             unsafe {
-                match n {
-                    1 => $kernel::<1>(&args, out),
-                    2 => $kernel::<2>(&args, out),
-                    3 => $kernel::<3>(&args, out),
-                    _ => $kernel::<4>(&args, out),
+                match (ISA, n) {
+                    (AVX512_VNNI, 1) => tile_avx512_vnni::<$q6k, 1>(&args, out),
+                    (AVX512_VNNI, 2) => tile_avx512_vnni::<$q6k, 2>(&args, out),
+                    (AVX512_VNNI, 3) => tile_avx512_vnni::<$q6k, 3>(&args, out),
+                    (AVX512_VNNI, _) => tile_avx512_vnni::<$q6k, 4>(&args, out),
+                    (AVX_VNNI, 1) => tile_avx_vnni::<$q6k, 1>(&args, out),
+                    (AVX_VNNI, 2) => tile_avx_vnni::<$q6k, 2>(&args, out),
+                    (AVX_VNNI, 3) => tile_avx_vnni::<$q6k, 3>(&args, out),
+                    (AVX_VNNI, _) => tile_avx_vnni::<$q6k, 4>(&args, out),
+                    (_, 1) => tile_avx2::<$q6k, 1>(&args, out),
+                    (_, 2) => tile_avx2::<$q6k, 2>(&args, out),
+                    (_, 3) => tile_avx2::<$q6k, 3>(&args, out),
+                    _ => tile_avx2::<$q6k, 4>(&args, out),
                 }
             }
         };
     }
     if w.spec.ty == GgmlType::Q6_K {
-        by_tokens!(tile_q6k)
+        by_tokens!(true)
     } else {
-        by_tokens!(tile_q4k)
+        by_tokens!(false)
+    }
+}
+
+/// # Safety
+/// AVX2/FMA/F16C; `a` as [`group`] checks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_avx2<const Q6K: bool, const C: usize>(
+    a: &Args,
+    out: &mut [[f32; GROUP]; TILE_TOKENS],
+) {
+    if Q6K {
+        tile_q6k::<AVX2, C>(a, out)
+    } else {
+        tile_q4k::<AVX2, C>(a, out)
+    }
+}
+
+/// # Safety
+/// As [`tile_avx2`], and AVX-VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+unsafe fn tile_avx_vnni<const Q6K: bool, const C: usize>(
+    a: &Args,
+    out: &mut [[f32; GROUP]; TILE_TOKENS],
+) {
+    if Q6K {
+        tile_q6k::<AVX_VNNI, C>(a, out)
+    } else {
+        tile_q4k::<AVX_VNNI, C>(a, out)
+    }
+}
+
+/// # Safety
+/// As [`tile_avx2`], and AVX-512 F/BW/VL/VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile_avx512_vnni<const Q6K: bool, const C: usize>(
+    a: &Args,
+    out: &mut [[f32; GROUP]; TILE_TOKENS],
+) {
+    if Q6K {
+        tile_q6k::<AVX512_VNNI, C>(a, out)
+    } else {
+        tile_q4k::<AVX512_VNNI, C>(a, out)
     }
 }
 
@@ -59,9 +114,9 @@ struct Args {
 }
 
 /// # Safety
-/// AVX2/FMA/F16C; `a` as [`group`] checks.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q4k<const C: usize>(a: &Args, out: &mut [[f32; GROUP]; TILE_TOKENS]) {
+/// AVX2/FMA/F16C and `ISA`; `a` as [`group`] checks.
+#[inline(always)]
+unsafe fn tile_q4k<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GROUP]; TILE_TOKENS]) {
     let mut acc = [_mm256_setzero_ps(); C];
     for b in 0..a.nb {
         let rec = a.group.add(b * a.record);
@@ -72,10 +127,18 @@ unsafe fn tile_q4k<const C: usize>(a: &Args, out: &mut [[f32; GROUP]; TILE_TOKEN
         for s in 0..8 {
             let v = nibble_vectors(rec.add(q4k::QS + 128 * s));
             // Each row's scale in both 16-bit halves of its lane.
-            let sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64(rec.add(q4k::SC + 8 * s).cast()));
-            let sc = _mm256_or_si256(sc, _mm256_slli_epi32::<16>(sc));
+            let sc32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(rec.add(q4k::SC + 8 * s).cast()));
+            let sc = _mm256_or_si256(sc32, _mm256_slli_epi32::<16>(sc32));
             for (c, sum) in sums.iter_mut().enumerate() {
                 let xq = a.xs[c].add(b * Q8K_BLOCK + Q8K_QS + 32 * s);
+                if ISA != AVX2 {
+                    let mut dot = _mm256_setzero_si256();
+                    for (k, &vk) in v.iter().enumerate() {
+                        dot = dpbusd::<ISA>(dot, vk, bx(xq, k));
+                    }
+                    *sum = _mm256_add_epi32(*sum, _mm256_mullo_epi32(dot, sc32));
+                    continue;
+                }
                 // 8 pairs of (value < 16) × (|x| <= 128): at most 30720 per i16.
                 let mut p = _mm256_maddubs_epi16(v[0], bx(xq, 0));
                 for (k, &vk) in v.iter().enumerate().skip(1) {
@@ -113,9 +176,9 @@ unsafe fn tile_q4k<const C: usize>(a: &Args, out: &mut [[f32; GROUP]; TILE_TOKEN
 }
 
 /// # Safety
-/// AVX2/FMA/F16C; `a` as [`group`] checks.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q6k<const C: usize>(a: &Args, out: &mut [[f32; GROUP]; TILE_TOKENS]) {
+/// AVX2/FMA/F16C and `ISA`; `a` as [`group`] checks.
+#[inline(always)]
+unsafe fn tile_q6k<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GROUP]; TILE_TOKENS]) {
     let mut acc = [_mm256_setzero_ps(); C];
     let bits45 = _mm256_set1_epi8(0x30);
     // Within each 32-bit lane (one row): the scale of the first or second 16-element run in
@@ -156,9 +219,29 @@ unsafe fn tile_q6k<const C: usize>(a: &Args, out: &mut [[f32; GROUP]; TILE_TOKEN
             let scp = _mm256_cvtepi8_epi16(_mm_loadu_si128(rec.add(q6k::SC + 16 * t).cast()));
             let sc0 = _mm256_shuffle_epi8(scp, dup_first);
             let sc1 = _mm256_shuffle_epi8(scp, dup_second);
+            // Each row's two scales as 32-bit lanes (VNNI sums reach 32 bits at once).
+            let sc0_32 = _mm256_srai_epi32::<16>(_mm256_slli_epi32::<16>(scp));
+            let sc1_32 = _mm256_srai_epi32::<16>(scp);
             for (c, sum) in sums.iter_mut().enumerate() {
                 let xb = a.xs[c].add(b * Q8K_BLOCK);
                 let xq = xb.add(Q8K_QS + 32 * t);
+                // The -32 offset: 32 Σ sc_r bsum_r over the two runs.
+                let bsums =
+                    _mm256_set1_epi32(xb.add(Q8K_BSUMS + 4 * t).cast::<i32>().read_unaligned());
+                let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(scp, bsums));
+                if ISA != AVX2 {
+                    let (mut first, mut second) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                    for k in 0..4 {
+                        first = dpbusd::<ISA>(first, v[k], bx(xq, k));
+                        second = dpbusd::<ISA>(second, v[k + 4], bx(xq, k + 4));
+                    }
+                    let scaled = _mm256_add_epi32(
+                        _mm256_mullo_epi32(first, sc0_32),
+                        _mm256_mullo_epi32(second, sc1_32),
+                    );
+                    *sum = _mm256_add_epi32(*sum, _mm256_sub_epi32(scaled, offset));
+                    continue;
+                }
                 // Values below 64: two pairs per i16 sum at most (2 * 2 * 63 * 128 = 32256).
                 let pair = |k: usize| {
                     _mm256_add_epi16(
@@ -174,10 +257,6 @@ unsafe fn tile_q6k<const C: usize>(a: &Args, out: &mut [[f32; GROUP]; TILE_TOKEN
                     _mm256_madd_epi16(pair(4), sc1),
                     _mm256_madd_epi16(pair(6), sc1),
                 );
-                // The -32 offset: 32 Σ sc_r bsum_r over the two runs.
-                let bsums =
-                    _mm256_set1_epi32(xb.add(Q8K_BSUMS + 4 * t).cast::<i32>().read_unaligned());
-                let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(scp, bsums));
                 *sum = _mm256_add_epi32(
                     *sum,
                     _mm256_sub_epi32(_mm256_add_epi32(first, second), offset),

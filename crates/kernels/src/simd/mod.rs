@@ -1,8 +1,9 @@
 //! CPU feature detection (once per process) and SIMD helpers shared by the format kernels.
 //!
 //! Kernels pick their variant from [`features`]: what the CPU can run, restricted by the
-//! environment variables `HEARTH_FORCE_SCALAR=1` (scalar kernels only) and `HEARTH_NO_AVX512=1`
-//! (no AVX-512 even where the CPU has it). [`detected`] reports the CPU's own capabilities,
+//! environment variables `HEARTH_FORCE_SCALAR=1` (scalar kernels only), `HEARTH_NO_AVX512=1`
+//! (no AVX-512 even where the CPU has it) and `HEARTH_NO_AVX_VNNI=1` (no AVX-VNNI); with the
+//! last two set, an x86-64 CPU runs the AVX2 kernels a laptop without either would. [`detected`] reports the CPU's own capabilities,
 //! without those restrictions: tests and benchmarks use it to list every variant.
 //!
 //! On AArch64 (little-endian) the kernels use NEON, and SDOT where the CPU has the `dotprod`
@@ -25,6 +26,9 @@ pub struct CpuFeatures {
     pub avx512: bool,
     /// AVX-512 VNNI (implies `avx512`).
     pub avx512_vnni: bool,
+    /// AVX-VNNI: the same int8 dot product in VEX encoding, without AVX-512 (Intel Alder Lake
+    /// and later, AMD Zen 5; implies `avx2`).
+    pub avx_vnni: bool,
     /// AArch64 NEON (Advanced SIMD), little-endian only.
     pub neon: bool,
     /// The AArch64 dot product instructions (SDOT/UDOT; implies `neon`).
@@ -43,10 +47,12 @@ impl CpuFeatures {
                 && std::arch::is_x86_feature_detected!("avx512bw")
                 && std::arch::is_x86_feature_detected!("avx512vl");
             let avx512_vnni = avx512 && std::arch::is_x86_feature_detected!("avx512vnni");
+            let avx_vnni = avx2 && std::arch::is_x86_feature_detected!("avxvnni");
             CpuFeatures {
                 avx2,
                 avx512,
                 avx512_vnni,
+                avx_vnni,
                 ..CpuFeatures::default()
             }
         }
@@ -70,18 +76,19 @@ impl CpuFeatures {
     }
 
     /// `self` restricted by the environment variables (see the module documentation).
-    fn restricted(self, force_scalar: bool, no_avx512: bool) -> CpuFeatures {
+    fn restricted(self, force_scalar: bool, no_avx512: bool, no_avx_vnni: bool) -> CpuFeatures {
         if force_scalar {
             return CpuFeatures::default();
         }
+        let mut f = self;
         if no_avx512 {
-            return CpuFeatures {
-                avx512: false,
-                avx512_vnni: false,
-                ..self
-            };
+            f.avx512 = false;
+            f.avx512_vnni = false;
         }
-        self
+        if no_avx_vnni {
+            f.avx_vnni = false;
+        }
+        f
     }
 
     /// A short description such as `"avx2"`, for logs and `--version` output.
@@ -90,6 +97,8 @@ impl CpuFeatures {
             "avx512-vnni"
         } else if self.avx512 {
             "avx512"
+        } else if self.avx_vnni {
+            "avx-vnni"
         } else if self.avx2 {
             "avx2"
         } else if self.dotprod {
@@ -112,14 +121,15 @@ pub fn detected() -> CpuFeatures {
     *DETECTED.get_or_init(CpuFeatures::detect)
 }
 
-/// What the kernels may use: [`detected`] restricted by `HEARTH_FORCE_SCALAR` and
-/// `HEARTH_NO_AVX512`. Decided once, on first use.
+/// What the kernels may use: [`detected`] restricted by `HEARTH_FORCE_SCALAR`,
+/// `HEARTH_NO_AVX512` and `HEARTH_NO_AVX_VNNI`. Decided once, on first use.
 pub fn features() -> CpuFeatures {
     static FEATURES: OnceLock<CpuFeatures> = OnceLock::new();
     *FEATURES.get_or_init(|| {
         detected().restricted(
             env_flag("HEARTH_FORCE_SCALAR"),
             env_flag("HEARTH_NO_AVX512"),
+            env_flag("HEARTH_NO_AVX_VNNI"),
         )
     })
 }
@@ -134,27 +144,32 @@ mod tests {
             avx2: true,
             avx512: true,
             avx512_vnni: true,
+            avx_vnni: true,
             ..CpuFeatures::default()
         };
-        assert_eq!(all.restricted(true, false), CpuFeatures::default());
+        assert_eq!(all.restricted(true, false, false), CpuFeatures::default());
+        let avx2_only = CpuFeatures {
+            avx2: true,
+            ..CpuFeatures::default()
+        };
         assert_eq!(
-            all.restricted(false, true),
+            all.restricted(false, true, false),
             CpuFeatures {
-                avx2: true,
-                avx512: false,
-                avx512_vnni: false,
-                ..CpuFeatures::default()
+                avx_vnni: true,
+                ..avx2_only
             }
         );
-        assert_eq!(all.restricted(false, false), all);
+        assert_eq!(all.restricted(false, true, true), avx2_only);
+        assert_eq!(all.restricted(false, true, false).describe(), "avx-vnni");
+        assert_eq!(all.restricted(false, false, false), all);
         assert_eq!(all.describe(), "avx512-vnni");
         let arm = CpuFeatures {
             neon: true,
             dotprod: true,
             ..CpuFeatures::default()
         };
-        assert_eq!(arm.restricted(true, false), CpuFeatures::default());
-        assert_eq!(arm.restricted(false, true), arm);
+        assert_eq!(arm.restricted(true, false, false), CpuFeatures::default());
+        assert_eq!(arm.restricted(false, true, true), arm);
         assert_eq!(arm.describe(), "neon-dotprod");
         // What the crate was built for has its SIMD detected (NEON is part of every AArch64
         // CPU; AVX2 is not part of every x86-64 one).
