@@ -6,6 +6,7 @@ use crate::config::ModelConfig;
 use crate::error::EngineError;
 use crate::kv_cache::KvCache;
 use crate::tokenizer::Tokenizer;
+use crate::weights::TensorLoader;
 use gguf::GgufFile;
 use kernels::pool::ThreadPool;
 use std::path::Path;
@@ -49,8 +50,16 @@ impl Model {
             .to_string();
         let entry = arch::find(&arch_name)?;
         let config = ModelConfig::from_gguf(&file, &arch_name)?;
-        let arch = (entry.load)(&file, &config)?;
-        let tokenizer = Tokenizer::from_gguf(&file)?;
+        // The tokenizer (tens of milliseconds of hashing for a large vocabulary) is built
+        // while the weights are packed.
+        let (arch, tokenizer) = std::thread::scope(|scope| {
+            let tokenizer = scope.spawn(|| Tokenizer::from_gguf(&file));
+            let arch = load_arch(entry.load, &file, &config);
+            let tokenizer = tokenizer
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            Ok::<_, EngineError>((arch?, tokenizer?))
+        })?;
         if tokenizer.n_vocab() > arch.n_vocab() {
             return Err(EngineError::BadHyperparameter {
                 key: "tokenizer.ggml.tokens".into(),
@@ -99,6 +108,19 @@ impl Model {
             batch: DEFAULT_BATCH,
         }
     }
+}
+
+/// Runs an architecture's load twice: once to learn which matrices it packs, then, after
+/// packing all of them in one parallel pass, for real.
+fn load_arch(
+    load: arch::LoadFn,
+    file: &GgufFile,
+    config: &ModelConfig,
+) -> Result<Box<dyn Architecture>, EngineError> {
+    let loader = TensorLoader::recording(file, &config.arch);
+    drop(load(&loader, config)?);
+    loader.pack_recorded()?;
+    load(&loader, config)
 }
 
 /// A session without the borrow of its model: what a server keeps between requests (the

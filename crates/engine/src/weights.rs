@@ -34,12 +34,19 @@ impl Mat {
 }
 
 /// Looks tensors up by name for one architecture, checking shapes and types.
+///
+/// A model loads in two passes over its architecture's load function: the first (the loader
+/// [`recording`](TensorLoader::recording)) only notes which matrices get packed, then
+/// [`TensorLoader::pack_recorded`] packs all of them in one parallel pass, and the second
+/// pass finds them packed.
 pub struct TensorLoader<'f> {
     file: &'f GgufFile,
     arch: &'f str,
     /// Packed copies by tensor index, so that a tensor read twice (a tied output head) is
     /// packed once.
     packed: RefCell<HashMap<usize, Arc<PackedMatrix>>>,
+    /// While recording: the matrices to pack, by tensor index.
+    wanted: RefCell<Option<Vec<(usize, usize, usize)>>>,
 }
 
 /// Packing is on unless HEARTH_NO_PACK is set to something other than 0 (for comparisons).
@@ -53,7 +60,56 @@ impl<'f> TensorLoader<'f> {
             file,
             arch,
             packed: RefCell::new(HashMap::new()),
+            wanted: RefCell::new(None),
         }
+    }
+
+    /// A loader whose matrices come back unpacked while it notes the ones to pack.
+    pub fn recording(file: &'f GgufFile, arch: &'f str) -> Self {
+        let t = TensorLoader::new(file, arch);
+        *t.wanted.borrow_mut() = Some(Vec::new());
+        t
+    }
+
+    pub fn file(&self) -> &'f GgufFile {
+        self.file
+    }
+
+    /// Packs every matrix noted while recording, all in one parallel pass over the file, and
+    /// stops recording: later requests for them get the packed copies.
+    pub fn pack_recorded(&self) -> Result<(), EngineError> {
+        let Some(wanted) = self.wanted.borrow_mut().take() else {
+            return Ok(());
+        };
+        let mut idxs = Vec::new();
+        let mut mats = Vec::new();
+        for (idx, rows, cols) in wanted {
+            if idxs.contains(&idx) {
+                continue;
+            }
+            if let Some(p) = PackedMatrix::new(self.file.tensors()[idx].ty, rows, cols) {
+                idxs.push(idx);
+                mats.push(p);
+            }
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let infos = self.file.tensors();
+        let row_bytes: Vec<u64> = mats.iter().map(|m| m.src_row_bytes() as u64).collect();
+        PackedMatrix::pack_many(&mut mats, threads, |m, first_row, buf| {
+            let info = &infos[idxs[m]];
+            self.file
+                .read_tensor_bytes(info, first_row as u64 * row_bytes[m], buf)
+                .map_err(|e| (m, e))
+        })
+        .map_err(|(m, e)| EngineError::TensorRead {
+            name: infos[idxs[m]].name.clone(),
+            source: e,
+        })?;
+        let mut packed = self.packed.borrow_mut();
+        for (idx, mat) in idxs.into_iter().zip(mats) {
+            packed.insert(idx, Arc::new(mat));
+        }
+        Ok(())
     }
 
     /// The packed copy of tensor `idx` (a checked `rows × cols` matrix), made on first use by
@@ -70,6 +126,10 @@ impl<'f> TensorLoader<'f> {
         }
         if let Some(p) = self.packed.borrow().get(&idx) {
             return Ok(Some(p.clone()));
+        }
+        if let Some(wanted) = self.wanted.borrow_mut().as_mut() {
+            wanted.push((idx, rows, cols));
+            return Ok(None);
         }
         let Some(mut packed) = PackedMatrix::new(info.ty, rows, cols) else {
             return Ok(None);

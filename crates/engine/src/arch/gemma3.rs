@@ -14,7 +14,6 @@ use crate::blocks::{
 use crate::config::ModelConfig;
 use crate::error::EngineError;
 use crate::weights::TensorLoader;
-use gguf::GgufFile;
 use kernels::ops::{self, Rope, RopeStyle};
 
 /// Gemma 3 makes every sixth layer global and the others sliding-window.
@@ -44,19 +43,18 @@ struct Gemma3 {
     layers: Vec<Layer>,
 }
 
-pub fn load(file: &GgufFile, c: &ModelConfig) -> Result<Box<dyn Architecture>, EngineError> {
-    let t = TensorLoader::new(file, &c.arch);
-    let io = EmbeddingAndHead::load(&t, c.n_embd)?;
+pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, EngineError> {
+    let io = EmbeddingAndHead::load(t, c.n_embd)?;
     let shape = AttnShape::of(c);
     let layers = (0..c.n_layer)
         .map(|l| {
             let v = |s: &str| t.vector(&format!("blk.{l}.{s}.weight"), c.n_embd);
             Ok(Layer {
                 attn_norm: v("attn_norm")?,
-                attn: AttnWeights::load(&t, l, c.n_embd, shape)?,
+                attn: AttnWeights::load(t, l, c.n_embd, shape)?,
                 post_attn_norm: v("post_attention_norm")?,
                 ffn_norm: v("ffn_norm")?,
-                ffn: FfnWeights::load(&t, l, c.n_embd, c.n_ff)?,
+                ffn: FfnWeights::load(t, l, c.n_embd, c.n_ff)?,
                 post_ffw_norm: v("post_ffw_norm")?,
                 sliding: (l + 1) % SLIDING_PATTERN != 0,
             })

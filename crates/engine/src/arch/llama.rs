@@ -13,7 +13,6 @@ use crate::blocks::{
 use crate::config::ModelConfig;
 use crate::error::EngineError;
 use crate::weights::TensorLoader;
-use gguf::GgufFile;
 use kernels::ops::{self, Rope, RopeStyle};
 
 struct Layer {
@@ -31,17 +30,16 @@ struct Llama {
     layers: Vec<Layer>,
 }
 
-pub fn load(file: &GgufFile, c: &ModelConfig) -> Result<Box<dyn Architecture>, EngineError> {
-    let t = TensorLoader::new(file, &c.arch);
-    let io = EmbeddingAndHead::load(&t, c.n_embd)?;
+pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, EngineError> {
+    let io = EmbeddingAndHead::load(t, c.n_embd)?;
     let shape = AttnShape::of(c);
     let layers = (0..c.n_layer)
         .map(|l| {
             Ok(Layer {
                 attn_norm: t.vector(&format!("blk.{l}.attn_norm.weight"), c.n_embd)?,
-                attn: AttnWeights::load(&t, l, c.n_embd, shape)?,
+                attn: AttnWeights::load(t, l, c.n_embd, shape)?,
                 ffn_norm: t.vector(&format!("blk.{l}.ffn_norm.weight"), c.n_embd)?,
-                ffn: FfnWeights::load(&t, l, c.n_embd, c.n_ff)?,
+                ffn: FfnWeights::load(t, l, c.n_embd, c.n_ff)?,
             })
         })
         .collect::<Result<Vec<_>, EngineError>>()?;

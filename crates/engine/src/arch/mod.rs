@@ -7,7 +7,7 @@ mod llama;
 use crate::blocks::{LogitRows, Runtime};
 use crate::config::ModelConfig;
 use crate::error::EngineError;
-use gguf::GgufFile;
+use crate::weights::TensorLoader;
 
 /// A loaded architecture: its weights (as handles into the file) and its forward pass.
 pub trait Architecture: Send + Sync {
@@ -25,8 +25,9 @@ pub trait Architecture: Send + Sync {
     fn n_vocab(&self) -> usize;
 }
 
-/// Resolves an architecture's tensors in a file.
-pub type LoadFn = fn(&GgufFile, &ModelConfig) -> Result<Box<dyn Architecture>, EngineError>;
+/// Resolves an architecture's tensors in a file through a loader (see [`TensorLoader`] for
+/// why it may run twice).
+pub type LoadFn = fn(&TensorLoader, &ModelConfig) -> Result<Box<dyn Architecture>, EngineError>;
 
 pub struct ArchEntry {
     pub name: &'static str,
