@@ -47,7 +47,10 @@ fn decode_allocations(name: &str, threads: usize) -> usize {
     session.eval(&[1, 5, 9, 2, 7], LogitRows::Last).unwrap();
     session.eval(&[3], LogitRows::Last).unwrap();
     let before = ALLOCATIONS.load(Ordering::Relaxed);
-    assert!(before > start, "the counter sees the session's buffers being made");
+    assert!(
+        before > start,
+        "the counter sees the session's buffers being made"
+    );
     let mut token = 4;
     for _ in 0..100 {
         let logits = session.eval(&[token], LogitRows::Last).unwrap();
@@ -64,10 +67,18 @@ fn decode_allocations(name: &str, threads: usize) -> usize {
 // One test function: the counter is global, and tests of one binary run on parallel threads.
 #[test]
 fn decoding_a_token_allocates_nothing() {
-    for name in ["llama_q4_1.gguf", "llama_q6_k.gguf", "llama_f16.gguf", "gemma3_q4_k.gguf"] {
+    for name in [
+        "llama_q4_1.gguf",
+        "llama_q6_k.gguf",
+        "llama_f16.gguf",
+        "gemma3_q4_k.gguf",
+    ] {
         for threads in [1, 2] {
             let n = decode_allocations(name, threads);
-            assert_eq!(n, 0, "{name}, {threads} threads: {n} allocations in 100 tokens");
+            assert_eq!(
+                n, 0,
+                "{name}, {threads} threads: {n} allocations in 100 tokens"
+            );
         }
     }
 }

@@ -638,6 +638,8 @@ impl Kernel {
 
     /// Whether a CPU with features `f` runs this kernel.
     pub fn runs_on(&self, f: crate::simd::CpuFeatures) -> bool {
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = f;
         match self {
             Kernel::Scalar => true,
             #[cfg(target_arch = "x86_64")]

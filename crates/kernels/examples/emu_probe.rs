@@ -1,0 +1,396 @@
+//! The native half of `scripts/check-avx512`: a shared library that the script loads into its
+//! own process (ctypes) to test packed kernels this CPU cannot run (AVX-512 VNNI, AVX-VNNI)
+//! under an x86 emulator.
+//!
+//! For each case the script calls, natively, [`emu_probe_prepare`] (random packed weights and
+//! activations, the scalar reference, an output buffer full of NaN) and [`emu_probe_ranges`]
+//! (every byte range [`emu_probe_run`] touches); then it runs [`emu_probe_run`] alone inside
+//! the emulator, on copies of those ranges mapped at the same addresses, copies the output
+//! back and calls [`emu_probe_check`] natively.
+//!
+//! [`emu_probe_run`] must run without the operating system: it does not allocate, print, read
+//! the environment or detect CPU features (all of that happens in `prepare`), and it uses a
+//! one-thread pool, which runs the product on the calling thread.
+//!
+//! The ranges come from the global allocator below: while a case is prepared, every heap block
+//! allocated is recorded under the case's tag (the packed matrix keeps its buffer private, so
+//! this is the only way to learn where it is).
+
+use gguf::GgmlType;
+use kernels::matmul::QuantizedActs;
+use kernels::packed::{matmul_packed_unchecked, matmul_packed_with, Kernel, PackedMatrix};
+use kernels::pool::ThreadPool;
+use kernels::quant::format;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::os::raw::c_char;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+const FORMATS: [GgmlType; 7] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q6_K,
+];
+/// Token counts: one, and on both sides of the 4-token tile.
+const TOKENS: [usize; 4] = [1, 3, 4, 7];
+/// (rows, columns): two groups of 8 rows by two 256-element super-blocks (sixteen 32-element
+/// blocks); three groups by the fewest blocks of a kind (one super-block, or three blocks).
+const SHAPES: [(usize, usize); 2] = [(16, 512), (24, 0)];
+const SMALL_COLS: usize = 96;
+const SMALL_COLS_K: usize = 256;
+
+// ---- The recording allocator ----------------------------------------------------------------
+
+const SLOTS: usize = 1024;
+/// A slot being filled in (never a real address).
+const CLAIMED: usize = 1;
+/// Live blocks allocated while recording: address (0 = free slot), length, tag.
+static SLOT_PTR: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+static SLOT_LEN: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+static SLOT_TAG: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+/// The tag allocations are recorded under; 0 when not recording.
+static RECORDING: AtomicUsize = AtomicUsize::new(0);
+/// Set when a block could not be recorded (the table was full).
+static OVERFLOW: AtomicBool = AtomicBool::new(false);
+static NEXT_TAG: AtomicUsize = AtomicUsize::new(1);
+
+/// The system allocator, remembering the blocks allocated while a case is prepared.
+struct Recording;
+
+fn record(p: *mut u8, len: usize) {
+    let tag = RECORDING.load(Ordering::Acquire);
+    if p.is_null() || tag == 0 {
+        return;
+    }
+    for i in 0..SLOTS {
+        if SLOT_PTR[i]
+            .compare_exchange(0, CLAIMED, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            SLOT_LEN[i].store(len, Ordering::Relaxed);
+            SLOT_TAG[i].store(tag, Ordering::Relaxed);
+            SLOT_PTR[i].store(p as usize, Ordering::Release);
+            return;
+        }
+    }
+    OVERFLOW.store(true, Ordering::Relaxed);
+}
+
+fn forget(p: *mut u8) {
+    for slot in &SLOT_PTR {
+        if slot
+            .compare_exchange(p as usize, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            return;
+        }
+    }
+}
+
+// SAFETY: every call is forwarded to `System` unchanged; the bookkeeping only reads addresses.
+unsafe impl GlobalAlloc for Recording {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract, passed on.
+        let p = unsafe { System.alloc(layout) };
+        record(p, layout.size());
+        p
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract, passed on.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        record(p, layout.size());
+        p
+    }
+    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        forget(p);
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.dealloc(p, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Recording = Recording;
+
+/// The live blocks recorded under `tag`.
+fn recorded(tag: usize) -> Vec<(usize, usize)> {
+    (0..SLOTS)
+        .filter_map(|i| {
+            let p = SLOT_PTR[i].load(Ordering::Acquire);
+            (p > CLAIMED && SLOT_TAG[i].load(Ordering::Relaxed) == tag)
+                .then(|| (p, SLOT_LEN[i].load(Ordering::Relaxed)))
+        })
+        .collect()
+}
+
+// ---- Cases ------------------------------------------------------------------------------------
+
+/// One product to run: everything `emu_probe_run` reads lives here or in blocks this owns.
+pub struct Case {
+    kernel: Kernel,
+    ty: GgmlType,
+    n_tokens: usize,
+    tag: usize,
+    pool: ThreadPool,
+    w: PackedMatrix,
+    x: QuantizedActs,
+    /// NaN until the kernel writes it.
+    out: Vec<f32>,
+    /// The scalar dot products of the source rows.
+    want: Vec<f32>,
+    /// For a VNNI kernel on a host with AVX2: the AVX2 kernel's output, computed natively.
+    /// Both sum the same integers in the same order, so they must agree bit for bit.
+    avx2: Option<Vec<f32>>,
+}
+
+/// The kernels under test: every one compiled but the scalar reference.
+fn kernels_under_test() -> Vec<Kernel> {
+    Kernel::all_compiled()
+        .into_iter()
+        .filter(|&k| k != Kernel::Scalar)
+        .collect()
+}
+
+/// A small deterministic generator (64-bit LCG, high bits out).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next_u32(&mut self) -> u32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 32) as u32
+    }
+    /// Uniform in `[lo, hi)`.
+    fn range(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * (self.next_u32() >> 8) as f32 / (1u32 << 24) as f32
+    }
+}
+
+/// Random source rows of `ty`: every value byte random, the f16 scales (and minimums) random
+/// finite values of either sign (as `tests/packed.rs` builds them).
+fn random_rows(rng: &mut Lcg, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    let block = ty.block_bytes();
+    let mut out = vec![0u8; rows * cols / ty.block_size() * block];
+    for b in out.chunks_exact_mut(block) {
+        b.iter_mut().for_each(|v| *v = rng.next_u32() as u8);
+        let scales: &[usize] = match ty {
+            GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K => &[0, 2],
+            GgmlType::Q6_K => &[208],
+            _ => &[0],
+        };
+        for &at in scales {
+            let v = half::f16::from_f32(rng.range(-0.05, 0.05));
+            b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    out
+}
+
+const CASES_PER_KERNEL: usize = FORMATS.len() * SHAPES.len() * TOKENS.len();
+
+/// Case `index` as (kernel, format, rows, columns, tokens): kernels outermost, then formats,
+/// shapes and token counts.
+fn case_params(index: usize) -> Option<(Kernel, GgmlType, usize, usize, usize)> {
+    let kernel = *kernels_under_test().get(index / CASES_PER_KERNEL)?;
+    let i = index % CASES_PER_KERNEL;
+    let ty = FORMATS[i / (SHAPES.len() * TOKENS.len())];
+    let (rows, mut cols) = SHAPES[i / TOKENS.len() % SHAPES.len()];
+    if cols == 0 {
+        cols = if ty.block_size() == 256 {
+            SMALL_COLS_K
+        } else {
+            SMALL_COLS
+        };
+    }
+    Some((kernel, ty, rows, cols, TOKENS[i % TOKENS.len()]))
+}
+
+fn build_case(index: usize, tag: usize) -> Option<Case> {
+    let (kernel, ty, rows, cols, n_tokens) = case_params(index)?;
+    // The same data for every kernel, so that their outputs can be compared.
+    let mut rng = Lcg(0x9E37_79B9_7F4A_7C15 ^ (index % CASES_PER_KERNEL) as u64);
+    let f = format(ty)?;
+    let src = random_rows(&mut rng, ty, rows, cols);
+    let w = PackedMatrix::from_rows(ty, rows, cols, &src)?;
+    let xf: Vec<f32> = (0..n_tokens * cols).map(|_| rng.range(-2.0, 2.0)).collect();
+    let mut x = QuantizedActs::new();
+    x.quantize(f.act_type(), &xf, n_tokens, cols);
+    let dot = f.vec_dot_scalar();
+    let rb = src.len() / rows;
+    let mut want = vec![0f32; rows * n_tokens];
+    for t in 0..n_tokens {
+        for r in 0..rows {
+            want[t * rows + r] = dot(cols, &src[r * rb..(r + 1) * rb], x.row(t));
+        }
+    }
+    let pool = ThreadPool::new(1);
+    let avx2 =
+        (kernel != Kernel::Avx2 && Kernel::Avx2.runs_on(kernels::simd::detected())).then(|| {
+            let mut out = vec![0f32; rows * n_tokens];
+            matmul_packed_with(Kernel::Avx2, &pool, &w, &x, &mut out);
+            out
+        });
+    Some(Case {
+        kernel,
+        ty,
+        n_tokens,
+        tag,
+        pool,
+        avx2,
+        w,
+        x,
+        out: vec![f32::NAN; rows * n_tokens],
+        want,
+    })
+}
+
+/// The check of `tests/packed.rs`: relative to the magnitude, absolute near zero.
+fn error(got: f32, want: f32) -> f32 {
+    let e = (got - want).abs() / (1.0 + want.abs());
+    if e.is_nan() {
+        f32::INFINITY
+    } else {
+        e
+    }
+}
+const TOLERANCE: f32 = 1e-4;
+
+// ---- The C interface --------------------------------------------------------------------------
+
+/// How many cases there are (each kernel under test × format × shape × token count).
+#[no_mangle]
+pub extern "C" fn emu_probe_case_count() -> u32 {
+    (kernels_under_test().len() * CASES_PER_KERNEL) as u32
+}
+
+/// Builds case `index` (deterministic data); null if there is no such case or its memory
+/// could not all be recorded. Free it with [`emu_probe_free`].
+#[no_mangle]
+pub extern "C" fn emu_probe_prepare(index: u32) -> *mut Case {
+    let tag = NEXT_TAG.fetch_add(1, Ordering::Relaxed);
+    OVERFLOW.store(false, Ordering::Relaxed);
+    RECORDING.store(tag, Ordering::Release);
+    let case = build_case(index as usize, tag).map(Box::new);
+    RECORDING.store(0, Ordering::Release);
+    match case {
+        Some(c) if !OVERFLOW.load(Ordering::Relaxed) => Box::into_raw(c),
+        _ => std::ptr::null_mut(),
+    }
+}
+
+/// Writes up to `max` of the address ranges [`emu_probe_run`] may touch into `ptrs` and
+/// `lens` and returns how many there are (more than `max` means some were left out). The
+/// first range is the output, which the caller copies back after an emulated run; the others
+/// are the case itself and every heap block allocated while preparing it.
+///
+/// # Safety
+/// `case` comes from [`emu_probe_prepare`] and is not freed; `ptrs` and `lens` hold `max`
+/// elements each.
+#[no_mangle]
+pub unsafe extern "C" fn emu_probe_ranges(
+    case: *const Case,
+    ptrs: *mut usize,
+    lens: *mut usize,
+    max: u32,
+) -> u32 {
+    // SAFETY: the caller's contract.
+    let c = unsafe { &*case };
+    let out = (c.out.as_ptr() as usize, std::mem::size_of_val(&c.out[..]));
+    let mut ranges = vec![out];
+    ranges.extend(recorded(c.tag).into_iter().filter(|&r| r != out));
+    for (i, &(p, len)) in ranges.iter().take(max as usize).enumerate() {
+        // SAFETY: i < max, within the caller's arrays.
+        unsafe {
+            *ptrs.add(i) = p;
+            *lens.add(i) = len;
+        }
+    }
+    ranges.len() as u32
+}
+
+/// The product of the case with its kernel, into its output: what the emulator runs.
+///
+/// # Safety
+/// `case` comes from [`emu_probe_prepare`] and is not freed, and the CPU running this (real or
+/// emulated) has the instructions of the case's kernel.
+#[no_mangle]
+pub unsafe extern "C" fn emu_probe_run(case: *mut Case) {
+    // SAFETY: the caller's contract.
+    let c = unsafe { &mut *case };
+    // SAFETY: the caller's contract: the CPU runs `c.kernel`.
+    unsafe { matmul_packed_unchecked(c.kernel, &c.pool, &c.w, &c.x, &mut c.out) }
+}
+
+/// 0 if the output agrees with the scalar reference within the tolerance (and, for a VNNI
+/// kernel checked on an AVX2 host, bit for bit with the AVX2 kernel's), 1 if not; the largest
+/// error (|got - want| / (1 + |want|); infinite for NaN or a bit that differs from AVX2) goes
+/// to `max_err`.
+///
+/// # Safety
+/// `case` comes from [`emu_probe_prepare`] and is not freed; `max_err` is writable or null.
+#[no_mangle]
+pub unsafe extern "C" fn emu_probe_check(case: *const Case, max_err: *mut f32) -> i32 {
+    // SAFETY: the caller's contract.
+    let c = unsafe { &*case };
+    let worst = c
+        .out
+        .iter()
+        .zip(&c.want)
+        .map(|(&g, &e)| error(g, e))
+        .fold(0f32, f32::max);
+    let same_as_avx2 = c.avx2.as_ref().is_none_or(|a| {
+        a.iter()
+            .zip(&c.out)
+            .all(|(x, y)| x.to_bits() == y.to_bits())
+    });
+    let worst = if same_as_avx2 { worst } else { f32::INFINITY };
+    if !max_err.is_null() {
+        // SAFETY: the caller's contract.
+        unsafe { *max_err = worst };
+    }
+    i32::from(worst > TOLERANCE)
+}
+
+/// Writes `kernel=.. format=.. tokens=.. rows=.. cols=..` and a NUL into `buf` (cut to `len`
+/// bytes) and returns the length of the whole text.
+///
+/// # Safety
+/// `case` comes from [`emu_probe_prepare`] and is not freed; `buf` holds `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn emu_probe_describe(case: *const Case, buf: *mut c_char, len: u32) -> u32 {
+    // SAFETY: the caller's contract.
+    let c = unsafe { &*case };
+    let text = format!(
+        "kernel={} format={} tokens={} rows={} cols={}",
+        c.kernel.name(),
+        c.ty,
+        c.n_tokens,
+        c.w.rows(),
+        c.w.cols()
+    );
+    if len > 0 {
+        let n = text.len().min(len as usize - 1);
+        // SAFETY: n + 1 <= len bytes of `buf`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), n);
+            *buf.add(n) = 0;
+        }
+    }
+    text.len() as u32
+}
+
+/// Frees a case.
+///
+/// # Safety
+/// `case` comes from [`emu_probe_prepare`] (or is null) and is not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn emu_probe_free(case: *mut Case) {
+    if !case.is_null() {
+        // SAFETY: the caller's contract: we own it.
+        drop(unsafe { Box::from_raw(case) });
+    }
+}
