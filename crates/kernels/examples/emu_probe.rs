@@ -18,7 +18,9 @@
 
 use gguf::GgmlType;
 use kernels::matmul::QuantizedActs;
-use kernels::packed::{matmul_packed_unchecked, matmul_packed_with, Kernel, PackedMatrix};
+#[cfg(target_arch = "x86_64")]
+use kernels::packed::matmul_packed_with;
+use kernels::packed::{matmul_packed_unchecked, Kernel, PackedMatrix};
 use kernels::pool::ThreadPool;
 use kernels::quant::format;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -228,12 +230,7 @@ fn build_case(index: usize, tag: usize) -> Option<Case> {
         }
     }
     let pool = ThreadPool::new(1);
-    let avx2 =
-        (kernel != Kernel::Avx2 && Kernel::Avx2.runs_on(kernels::simd::detected())).then(|| {
-            let mut out = vec![0f32; rows * n_tokens];
-            matmul_packed_with(Kernel::Avx2, &pool, &w, &x, &mut out);
-            out
-        });
+    let avx2 = avx2_output(kernel, &pool, &w, &x);
     Some(Case {
         kernel,
         ty,
@@ -246,6 +243,28 @@ fn build_case(index: usize, tag: usize) -> Option<Case> {
         out: vec![f32::NAN; rows * n_tokens],
         want,
     })
+}
+
+/// The AVX2 kernel's output, computed natively, to compare a VNNI kernel's with; `None` for
+/// the AVX2 kernel itself or a host without AVX2.
+#[cfg(target_arch = "x86_64")]
+fn avx2_output(
+    kernel: Kernel,
+    pool: &ThreadPool,
+    w: &PackedMatrix,
+    x: &QuantizedActs,
+) -> Option<Vec<f32>> {
+    if kernel == Kernel::Avx2 || !Kernel::Avx2.runs_on(kernels::simd::detected()) {
+        return None;
+    }
+    let mut out = vec![0f32; w.rows() * x.n_tokens()];
+    matmul_packed_with(Kernel::Avx2, pool, w, x, &mut out);
+    Some(out)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn avx2_output(_: Kernel, _: &ThreadPool, _: &PackedMatrix, _: &QuantizedActs) -> Option<Vec<f32>> {
+    None
 }
 
 /// The check of `tests/packed.rs`: relative to the magnitude, absolute near zero.
