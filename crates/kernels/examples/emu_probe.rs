@@ -27,15 +27,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::os::raw::c_char;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-const FORMATS: [GgmlType; 7] = [
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q4_K,
-    GgmlType::Q6_K,
-];
+const FORMATS: [GgmlType; 7] = kernels::packed::PACKED_TYPES;
 /// Token counts: one, and on both sides of the 4-token tile.
 const TOKENS: [usize; 4] = [1, 3, 4, 7];
 /// (rows, columns): two groups of 8 rows by two 256-element super-blocks (sixteen 32-element

@@ -7,15 +7,7 @@ use kernels::pool::ThreadPool;
 use kernels::quant::format;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-const TYPES: [GgmlType; 7] = [
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q4_K,
-    GgmlType::Q6_K,
-];
+const TYPES: [GgmlType; 7] = kernels::packed::PACKED_TYPES;
 
 /// Random blocks of `ty`: every value byte random (all bit patterns, -128 included), scales and
 /// minimums random finite f16 of either sign.

@@ -149,10 +149,21 @@ pub(crate) const Q6_K: Spec = Spec {
     src_block: 210,
 };
 
+const SPECS: [Spec; 7] = [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K];
+
+/// The weight formats that have a packed layout.
+pub const PACKED_TYPES: [GgmlType; SPECS.len()] = {
+    let mut types = [GgmlType::F32; SPECS.len()];
+    let mut i = 0;
+    while i < SPECS.len() {
+        types[i] = SPECS[i].ty;
+        i += 1;
+    }
+    types
+};
+
 fn spec_of(ty: GgmlType) -> Option<Spec> {
-    [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K]
-        .into_iter()
-        .find(|s| s.ty == ty)
+    SPECS.into_iter().find(|s| s.ty == ty)
 }
 
 /// A weight matrix in the packed layout. Rows are a multiple of [`GROUP`], columns of 32.
