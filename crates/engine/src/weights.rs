@@ -71,29 +71,29 @@ impl<'f> TensorLoader<'f> {
         t
     }
 
-    pub fn file(&self) -> &'f GgufFile {
-        self.file
-    }
-
     /// Packs every matrix noted while recording, all in one parallel pass over the file, and
     /// stops recording: later requests for them get the packed copies.
     pub fn pack_recorded(&self) -> Result<(), EngineError> {
-        let Some(wanted) = self.wanted.borrow_mut().take() else {
-            return Ok(());
-        };
+        let wanted = self.wanted.borrow_mut().take();
+        wanted.map_or(Ok(()), |w| self.pack_tensors(&w))
+    }
+
+    /// Packs tensors `(index, rows, cols)` not packed yet into the cache, in one parallel
+    /// pass of slices of rows read through the file.
+    fn pack_tensors(&self, wanted: &[(usize, usize, usize)]) -> Result<(), EngineError> {
+        let infos = self.file.tensors();
         let mut idxs = Vec::new();
         let mut mats = Vec::new();
-        for (idx, rows, cols) in wanted {
-            if idxs.contains(&idx) {
+        for &(idx, rows, cols) in wanted {
+            if idxs.contains(&idx) || self.packed.borrow().contains_key(&idx) {
                 continue;
             }
-            if let Some(p) = PackedMatrix::new(self.file.tensors()[idx].ty, rows, cols) {
+            if let Some(p) = PackedMatrix::new(infos[idx].ty, rows, cols) {
                 idxs.push(idx);
                 mats.push(p);
             }
         }
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let infos = self.file.tensors();
         let row_bytes: Vec<u64> = mats.iter().map(|m| m.src_row_bytes() as u64).collect();
         PackedMatrix::pack_many(&mut mats, threads, |m, first_row, buf| {
             let info = &infos[idxs[m]];
@@ -112,8 +112,8 @@ impl<'f> TensorLoader<'f> {
         Ok(())
     }
 
-    /// The packed copy of tensor `idx` (a checked `rows × cols` matrix), made on first use by
-    /// reading the file in slices of rows; `None` where no packed kernel serves it.
+    /// The packed copy of tensor `idx` (a checked `rows × cols` matrix), made on first use
+    /// (unless recording); `None` where no packed kernel serves it.
     fn pack(
         &self,
         idx: usize,
@@ -124,31 +124,12 @@ impl<'f> TensorLoader<'f> {
         if !packing_enabled() || !PackedMatrix::supported(info.ty, rows, cols) {
             return Ok(None);
         }
-        if let Some(p) = self.packed.borrow().get(&idx) {
-            return Ok(Some(p.clone()));
-        }
         if let Some(wanted) = self.wanted.borrow_mut().as_mut() {
             wanted.push((idx, rows, cols));
             return Ok(None);
         }
-        let Some(mut packed) = PackedMatrix::new(info.ty, rows, cols) else {
-            return Ok(None);
-        };
-        // Threads pack slices of rows read through the file (a cold start packs every matrix).
-        let row_bytes = packed.src_row_bytes();
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        packed
-            .pack_with(threads, |first_row, buf| {
-                self.file
-                    .read_tensor_bytes(info, (first_row * row_bytes) as u64, buf)
-            })
-            .map_err(|e| EngineError::TensorRead {
-                name: info.name.clone(),
-                source: e,
-            })?;
-        let packed = Arc::new(packed);
-        self.packed.borrow_mut().insert(idx, packed.clone());
-        Ok(Some(packed))
+        self.pack_tensors(&[(idx, rows, cols)])?;
+        Ok(self.packed.borrow().get(&idx).cloned())
     }
 
     fn index(&self, name: &str) -> Option<usize> {

@@ -142,7 +142,8 @@ pub struct Case {
 /// The kernels under test: every one compiled but the scalar reference.
 fn kernels_under_test() -> Vec<Kernel> {
     Kernel::all_compiled()
-        .into_iter()
+        .iter()
+        .copied()
         .filter(|&k| k != Kernel::Scalar)
         .collect()
 }

@@ -178,10 +178,14 @@ fn packing_on_threads_equals_packing_at_once_and_reports_read_errors() {
         for threads in [1, 2, 3, 16] {
             let mut p = PackedMatrix::new(ty, rows, cols).unwrap();
             let rb = p.src_row_bytes();
-            p.pack_with(threads, |first, buf: &mut [u8]| {
-                buf.copy_from_slice(&w[first * rb..first * rb + buf.len()]);
-                Ok::<(), String>(())
-            })
+            PackedMatrix::pack_many(
+                std::slice::from_mut(&mut p),
+                threads,
+                |_, first, buf: &mut [u8]| {
+                    buf.copy_from_slice(&w[first * rb..first * rb + buf.len()]);
+                    Ok::<(), String>(())
+                },
+            )
             .unwrap();
             let xf: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
             let mut x = QuantizedActs::new();
@@ -195,13 +199,17 @@ fn packing_on_threads_equals_packing_at_once_and_reports_read_errors() {
         let mut p = PackedMatrix::new(ty, rows, cols).unwrap();
         let rb = p.src_row_bytes();
         // The slice that reaches the last row fails.
-        let err = p.pack_with(2, |first, buf: &mut [u8]| {
-            if first + buf.len() / rb >= rows {
-                Err(format!("short read at row {first}"))
-            } else {
-                Ok(())
-            }
-        });
+        let err = PackedMatrix::pack_many(
+            std::slice::from_mut(&mut p),
+            2,
+            |_, first, buf: &mut [u8]| {
+                if first + buf.len() / rb >= rows {
+                    Err(format!("short read at row {first}"))
+                } else {
+                    Ok(())
+                }
+            },
+        );
         assert!(err.is_err_and(|e| e.starts_with("short read")), "{ty}");
     }
 }

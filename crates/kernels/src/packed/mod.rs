@@ -247,22 +247,6 @@ impl PackedMatrix {
         pack_groups(&spec, nb, row_bytes, &mut self.data[g0 * gb..], src);
     }
 
-    /// Fills the whole matrix on `n_threads` threads, each packing its own share of the rows:
-    /// `read(first_row, buf)` fills `buf` with whole source rows from `first_row` on (the
-    /// model file, read in slices so that nothing holds the whole source at once). The first
-    /// error of any thread is returned.
-    pub fn pack_with<E: Send>(
-        &mut self,
-        n_threads: usize,
-        read: impl Fn(usize, &mut [u8]) -> Result<(), E> + Sync,
-    ) -> Result<(), E> {
-        PackedMatrix::pack_many(
-            std::slice::from_mut(self),
-            n_threads,
-            |_, first_row, buf| read(first_row, buf),
-        )
-    }
-
     /// Fills several matrices at once on `n_threads` threads: the rows of all of them are cut
     /// into steps of [`PACK_STEP_ROWS`] and the steps shared out in equal bytes, so that a
     /// model of many small matrices packs as fast as one large one (no thread start or join
@@ -606,8 +590,9 @@ impl Kernel {
     pub fn best() -> Kernel {
         let f = crate::simd::features();
         Kernel::all_compiled()
-            .into_iter()
+            .iter()
             .rev()
+            .copied()
             .find(|k| k.runs_on(f))
             .unwrap_or(Kernel::Scalar)
     }
@@ -616,15 +601,16 @@ impl Kernel {
     pub fn available() -> Vec<Kernel> {
         let f = crate::simd::detected();
         Kernel::all_compiled()
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|k| k.runs_on(f))
             .collect()
     }
 
     /// Every kernel built for this target, slowest first, whether this CPU runs it or not (an
     /// emulator test runs the ones it cannot).
-    pub fn all_compiled() -> Vec<Kernel> {
-        vec![
+    pub fn all_compiled() -> &'static [Kernel] {
+        &[
             Kernel::Scalar,
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2,
