@@ -180,10 +180,10 @@ fn kernel_path() -> KernelPath {
     let f = kernels::simd::features();
     let detected = kernels::simd::detected();
     let name = f.describe();
-    let description = if f.avx512_vnni || f.avx_vnni {
-        format!("{name} (packed 8-row kernels, VNNI int8 dot products)")
-    } else if f.avx2 {
-        format!("{name} (packed 8-row kernels)")
+    // The packed kernel the products dispatch to, rather than a second reading of the flags.
+    let packed = kernels::packed::Kernel::best();
+    let description = if packed != kernels::packed::Kernel::Scalar {
+        format!("{name} (packed 8-row kernels: {})", packed.name())
     } else if f.neon {
         format!("{name} (per-format dot products)")
     } else {

@@ -3,8 +3,9 @@
 //! Kernels pick their variant from [`features`]: what the CPU can run, restricted by the
 //! environment variables `HEARTH_FORCE_SCALAR=1` (scalar kernels only), `HEARTH_NO_AVX512=1`
 //! (no AVX-512 even where the CPU has it) and `HEARTH_NO_AVX_VNNI=1` (no AVX-VNNI); with the
-//! last two set, an x86-64 CPU runs the AVX2 kernels a laptop without either would. [`detected`] reports the CPU's own capabilities,
-//! without those restrictions: tests and benchmarks use it to list every variant.
+//! last two set, an x86-64 CPU runs the AVX2 kernels a laptop without either would.
+//! [`detected`] reports the CPU's own capabilities, without those restrictions: tests and
+//! benchmarks use it to list every variant.
 //!
 //! On AArch64 (little-endian) the kernels use NEON, and SDOT where the CPU has the `dotprod`
 //! extension (ARMv8.2: Apple M1 and later, Cortex-A76 and later, Neoverse).
