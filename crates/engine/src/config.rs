@@ -22,6 +22,8 @@ pub struct ModelConfig {
     pub rope_dims: usize,
     pub rope_freq_scale: f32,
     pub sliding_window: Option<usize>,
+    /// `<arch>.attention.layer_norm_epsilon` (LayerNorm models), when present.
+    pub norm_eps: Option<f32>,
 }
 
 /// Typed access to `<arch>.<key>` with errors that name the key.
@@ -39,8 +41,42 @@ impl<'a> Hparams<'a> {
         Hparams { file, arch }
     }
 
-    fn key(&self, name: &str) -> String {
+    /// The full metadata key `<arch>.<name>`.
+    pub fn key(&self, name: &str) -> String {
         format!("{}.{}", self.arch, name)
+    }
+
+    pub fn opt_str(&self, name: &str) -> Result<Option<String>, EngineError> {
+        Ok(self.file.get_str(&self.key(name))?.map(str::to_string))
+    }
+
+    pub fn opt_bool(&self, name: &str) -> Result<Option<bool>, EngineError> {
+        Ok(self.file.get_bool(&self.key(name))?)
+    }
+
+    /// A count that may be 0 (expert counts, layer steps), bounded like the sizes.
+    pub fn opt_count(&self, name: &str) -> Result<Option<usize>, EngineError> {
+        let key = self.key(name);
+        match self.file.get_u64(&key)? {
+            Some(v) if v > MAX_DIM => Err(EngineError::BadHyperparameter {
+                key,
+                value: v.to_string(),
+                why: format!("must be at most {MAX_DIM}"),
+            }),
+            other => Ok(other.map(|v| v as usize)),
+        }
+    }
+
+    /// A positive finite scale (multipliers, caps), when present.
+    pub fn opt_positive(&self, name: &str) -> Result<Option<f32>, EngineError> {
+        match self.opt_f32(name)? {
+            Some(v) if v <= 0.0 => Err(EngineError::BadHyperparameter {
+                key: self.key(name),
+                value: v.to_string(),
+                why: "must be positive".into(),
+            }),
+            other => Ok(other),
+        }
     }
 
     pub fn opt_usize(&self, name: &str) -> Result<Option<usize>, EngineError> {
@@ -152,6 +188,7 @@ impl ModelConfig {
             rope_dims,
             rope_freq_scale,
             sliding_window: hp.opt_usize("attention.sliding_window")?,
+            norm_eps: hp.opt_f32("attention.layer_norm_epsilon")?,
         })
     }
 }

@@ -30,6 +30,8 @@ pub enum EngineError {
     },
     #[error("tensor `{name}` has type {ty}, which hearth cannot compute with yet")]
     UnsupportedTensorType { name: String, ty: gguf::GgmlType },
+    #[error("the model file has tensors that hearth's `{arch}` architecture does not use: {names}; running without them would give wrong answers (the file needs a feature hearth lacks, or is of another architecture)")]
+    UnclaimedTensors { arch: String, names: String },
     #[error("architecture `{0}` is not supported (supported: {1})")]
     UnsupportedArchitecture(String, String),
     #[error(

@@ -10,6 +10,7 @@ pub mod generate;
 pub mod kv_cache;
 pub mod model;
 pub mod perplexity;
+pub mod rope;
 pub mod sampler;
 pub mod tokenizer;
 pub mod weights;

@@ -120,7 +120,9 @@ fn load_arch(
     let loader = TensorLoader::recording(file, &config.arch);
     drop(load(&loader, config)?);
     loader.pack_recorded()?;
-    load(&loader, config)
+    let arch = load(&loader, config)?;
+    loader.check_all_claimed()?;
+    Ok(arch)
 }
 
 /// A session without the borrow of its model: what a server keeps between requests (the

@@ -16,6 +16,8 @@ pub struct Mat {
     pub rows: usize,
     pub cols: usize,
     tensor: usize,
+    /// First row of this matrix in its tensor (an expert's slice of a 3-D tensor).
+    row0: usize,
     /// The same matrix in the packed layout, where this CPU has kernels for it.
     pub packed: Option<Arc<PackedMatrix>>,
 }
@@ -24,11 +26,14 @@ impl Mat {
     /// The matrix's bytes in the mapping.
     pub fn view<'f>(&self, file: &'f GgufFile) -> QMatrix<'f> {
         let info = &file.tensors()[self.tensor];
+        let total_rows = info.n_elements() / info.dims.first().copied().unwrap_or(1).max(1);
+        let row_bytes = file.tensor_data(info).len() / (total_rows as usize).max(1);
+        let data = &file.tensor_data(info)[self.row0 * row_bytes..][..self.rows * row_bytes];
         QMatrix {
             ty: self.ty,
             rows: self.rows,
             cols: self.cols,
-            data: file.tensor_data(info),
+            data,
         }
     }
 }
@@ -42,11 +47,23 @@ impl Mat {
 pub struct TensorLoader<'f> {
     file: &'f GgufFile,
     arch: &'f str,
-    /// Packed copies by tensor index, so that a tensor read twice (a tied output head) is
-    /// packed once.
-    packed: RefCell<HashMap<usize, Arc<PackedMatrix>>>,
-    /// While recording: the matrices to pack, by tensor index.
-    wanted: RefCell<Option<Vec<(usize, usize, usize)>>>,
+    /// Packed copies by (tensor index, first row), so that a tensor read twice (a tied output
+    /// head) is packed once.
+    packed: RefCell<HashMap<(usize, usize), Arc<PackedMatrix>>>,
+    /// While recording: the matrices to pack.
+    wanted: RefCell<Option<Vec<Wanted>>>,
+    /// Which tensors the architecture used; a file with others is refused (see
+    /// [`TensorLoader::check_all_claimed`]).
+    claimed: RefCell<Vec<bool>>,
+}
+
+/// A matrix to pack: rows `row0..row0 + rows` of tensor `idx`, each of `cols` elements.
+#[derive(Clone, Copy, PartialEq)]
+struct Wanted {
+    idx: usize,
+    row0: usize,
+    rows: usize,
+    cols: usize,
 }
 
 /// Packing is on unless HEARTH_NO_PACK is set to something other than 0 (for comparisons).
@@ -61,7 +78,52 @@ impl<'f> TensorLoader<'f> {
             arch,
             packed: RefCell::new(HashMap::new()),
             wanted: RefCell::new(None),
+            claimed: RefCell::new(vec![false; file.tensors().len()]),
         }
+    }
+
+    pub fn arch(&self) -> &str {
+        self.arch
+    }
+
+    /// The architecture's own hyperparameters (`<arch>.*` metadata).
+    pub fn hparams(&self) -> crate::config::Hparams<'f> {
+        crate::config::Hparams::new(self.file, self.arch)
+    }
+
+    /// Marks a tensor the architecture knowingly does not use (present in some files, no
+    /// effect on the result), so that it does not count as unclaimed.
+    pub fn ignore(&self, name: &str) {
+        if let Some(idx) = self.index(name) {
+            self.claimed.borrow_mut()[idx] = true;
+        }
+    }
+
+    /// Refuses a file whose tensors the architecture did not all use: such a tensor means the
+    /// file needs a feature hearth would otherwise silently drop (Llama 3.1's `rope_freqs`,
+    /// biases, an extra norm).
+    pub fn check_all_claimed(&self) -> Result<(), EngineError> {
+        let claimed = self.claimed.borrow();
+        let names: Vec<&str> = self
+            .file
+            .tensors()
+            .iter()
+            .zip(claimed.iter())
+            .filter(|(_, &c)| !c)
+            .map(|(t, _)| t.name.as_str())
+            .collect();
+        if names.is_empty() {
+            return Ok(());
+        }
+        const SHOWN: usize = 8;
+        let mut list = names[..names.len().min(SHOWN)].join(", ");
+        if names.len() > SHOWN {
+            list.push_str(&format!(" and {} more", names.len() - SHOWN));
+        }
+        Err(EngineError::UnclaimedTensors {
+            arch: self.arch.to_string(),
+            names: list,
+        })
     }
 
     /// A loader whose matrices come back unpacked while it notes the ones to pack.
@@ -78,62 +140,65 @@ impl<'f> TensorLoader<'f> {
         wanted.map_or(Ok(()), |w| self.pack_tensors(&w))
     }
 
-    /// Packs tensors `(index, rows, cols)` not packed yet into the cache, in one parallel
-    /// pass of slices of rows read through the file.
-    fn pack_tensors(&self, wanted: &[(usize, usize, usize)]) -> Result<(), EngineError> {
+    /// Packs the matrices not packed yet into the cache, in one parallel pass of slices of
+    /// rows read through the file.
+    fn pack_tensors(&self, wanted: &[Wanted]) -> Result<(), EngineError> {
         let infos = self.file.tensors();
-        let mut idxs = Vec::new();
+        let mut todo: Vec<Wanted> = Vec::new();
         let mut mats = Vec::new();
-        for &(idx, rows, cols) in wanted {
-            if idxs.contains(&idx) || self.packed.borrow().contains_key(&idx) {
+        for w in wanted {
+            if todo.contains(w) || self.packed.borrow().contains_key(&(w.idx, w.row0)) {
                 continue;
             }
-            if let Some(p) = PackedMatrix::new(infos[idx].ty, rows, cols) {
-                idxs.push(idx);
+            if let Some(p) = PackedMatrix::new(infos[w.idx].ty, w.rows, w.cols) {
+                todo.push(*w);
                 mats.push(p);
             }
         }
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let row_bytes: Vec<u64> = mats.iter().map(|m| m.src_row_bytes() as u64).collect();
         PackedMatrix::pack_many(&mut mats, threads, |m, first_row, buf| {
-            let info = &infos[idxs[m]];
+            let w = todo[m];
+            let offset = (w.row0 + first_row) as u64 * row_bytes[m];
             self.file
-                .read_tensor_bytes(info, first_row as u64 * row_bytes[m], buf)
+                .read_tensor_bytes(&infos[w.idx], offset, buf)
                 .map_err(|e| (m, e))
         })
         .map_err(|(m, e)| EngineError::TensorRead {
-            name: infos[idxs[m]].name.clone(),
+            name: infos[todo[m].idx].name.clone(),
             source: e,
         })?;
         let mut packed = self.packed.borrow_mut();
-        for (idx, mat) in idxs.into_iter().zip(mats) {
-            packed.insert(idx, Arc::new(mat));
+        for (w, mat) in todo.into_iter().zip(mats) {
+            packed.insert((w.idx, w.row0), Arc::new(mat));
         }
         Ok(())
     }
 
-    /// The packed copy of tensor `idx` (a checked `rows × cols` matrix), made on first use
-    /// (unless recording); `None` where no packed kernel serves it.
-    fn pack(
-        &self,
-        idx: usize,
-        rows: usize,
-        cols: usize,
-    ) -> Result<Option<Arc<PackedMatrix>>, EngineError> {
-        let info = &self.file.tensors()[idx];
-        if !packing_enabled() || !PackedMatrix::supported(info.ty, rows, cols) {
+    /// The packed copy of a checked matrix, made on first use (unless recording); `None`
+    /// where no packed kernel serves it.
+    fn pack(&self, w: Wanted) -> Result<Option<Arc<PackedMatrix>>, EngineError> {
+        let info = &self.file.tensors()[w.idx];
+        if !packing_enabled() || !PackedMatrix::supported(info.ty, w.rows, w.cols) {
             return Ok(None);
         }
         if let Some(wanted) = self.wanted.borrow_mut().as_mut() {
-            wanted.push((idx, rows, cols));
+            wanted.push(w);
             return Ok(None);
         }
-        self.pack_tensors(&[(idx, rows, cols)])?;
-        Ok(self.packed.borrow().get(&idx).cloned())
+        self.pack_tensors(&[w])?;
+        Ok(self.packed.borrow().get(&(w.idx, w.row0)).cloned())
     }
 
     fn index(&self, name: &str) -> Option<usize> {
         self.file.tensors().iter().position(|t| t.name == name)
+    }
+
+    /// The index of a tensor the architecture uses (marked as claimed).
+    fn claim(&self, name: &str) -> Result<usize, EngineError> {
+        let idx = self.index(name).ok_or_else(|| self.missing(name))?;
+        self.claimed.borrow_mut()[idx] = true;
+        Ok(idx)
     }
 
     fn missing(&self, name: &str) -> EngineError {
@@ -151,13 +216,68 @@ impl<'f> TensorLoader<'f> {
     /// packed kernel serves its type.
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Mat, EngineError> {
         let mut m = self.table(name, rows, cols)?;
-        m.packed = self.pack(m.tensor, rows, cols)?;
+        m.packed = self.pack(Wanted {
+            idx: m.tensor,
+            row0: 0,
+            rows,
+            cols,
+        })?;
         Ok(m)
+    }
+
+    /// The `n_expert` matrices of a 3-D expert tensor (GGUF dims `[cols, rows, n_expert]`),
+    /// each a `rows × cols` slice, packed where a packed kernel serves the type.
+    pub fn experts(
+        &self,
+        name: &str,
+        n_expert: usize,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<Mat>, EngineError> {
+        let idx = self.claim(name)?;
+        let info = &self.file.tensors()[idx];
+        let expected = [cols as u64, rows as u64, n_expert as u64];
+        if info.dims != expected {
+            return Err(EngineError::BadTensorShape {
+                name: name.to_string(),
+                found: info.dims.clone(),
+                expected: expected.to_vec(),
+            });
+        }
+        self.check_type(name, info.ty)?;
+        (0..n_expert)
+            .map(|e| {
+                let row0 = e * rows;
+                Ok(Mat {
+                    ty: info.ty,
+                    rows,
+                    cols,
+                    tensor: idx,
+                    row0,
+                    packed: self.pack(Wanted {
+                        idx,
+                        row0,
+                        rows,
+                        cols,
+                    })?,
+                })
+            })
+            .collect()
+    }
+
+    fn check_type(&self, name: &str, ty: GgmlType) -> Result<(), EngineError> {
+        if kernels::quant::format(ty).is_none() {
+            return Err(EngineError::UnsupportedTensorType {
+                name: name.to_string(),
+                ty,
+            });
+        }
+        Ok(())
     }
 
     /// A `rows × cols` matrix read by rows in place (an embedding table), never packed.
     pub fn table(&self, name: &str, rows: usize, cols: usize) -> Result<Mat, EngineError> {
-        let idx = self.index(name).ok_or_else(|| self.missing(name))?;
+        let idx = self.claim(name)?;
         let info = &self.file.tensors()[idx];
         let expected = [cols as u64, rows as u64];
         let dims_ok = info.dims.len() >= 2
@@ -170,17 +290,13 @@ impl<'f> TensorLoader<'f> {
                 expected: expected.to_vec(),
             });
         }
-        if kernels::quant::format(info.ty).is_none() {
-            return Err(EngineError::UnsupportedTensorType {
-                name: name.to_string(),
-                ty: info.ty,
-            });
-        }
+        self.check_type(name, info.ty)?;
         Ok(Mat {
             ty: info.ty,
             rows,
             cols,
             tensor: idx,
+            row0: 0,
             packed: None,
         })
     }
@@ -200,15 +316,31 @@ impl<'f> TensorLoader<'f> {
 
     /// A 1-D tensor of `len` elements, dequantized to f32 (norm weights and biases are small).
     pub fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, EngineError> {
-        let idx = self.index(name).ok_or_else(|| self.missing(name))?;
+        self.floats(name, &[len as u64])
+    }
+
+    /// A small `rows × cols` tensor (GGUF dims `[cols, rows]`) dequantized to f32, row-major:
+    /// per-expert biases.
+    pub fn float_rows(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<f32>, EngineError> {
+        self.floats(name, &[cols as u64, rows as u64])
+    }
+
+    fn floats(&self, name: &str, dims: &[u64]) -> Result<Vec<f32>, EngineError> {
+        let idx = self.claim(name)?;
         let info = &self.file.tensors()[idx];
-        let dims_ok =
-            info.dims.first() == Some(&(len as u64)) && info.dims[1..].iter().all(|&d| d == 1);
+        let dims_ok = info.dims.len() >= dims.len()
+            && info.dims[..dims.len()] == *dims
+            && info.dims[dims.len()..].iter().all(|&d| d == 1);
         if !dims_ok {
             return Err(EngineError::BadTensorShape {
                 name: name.to_string(),
                 found: info.dims.clone(),
-                expected: vec![len as u64],
+                expected: dims.to_vec(),
             });
         }
         let format =
@@ -226,6 +358,7 @@ impl<'f> TensorLoader<'f> {
                 name: name.to_string(),
                 source: e,
             })?;
+        let len = dims.iter().product::<u64>() as usize;
         let mut out = vec![0.0; len];
         format.dequantize_row(&bytes, &mut out);
         Ok(out)

@@ -48,39 +48,59 @@ pub enum RopeStyle {
     Neox,
 }
 
-/// Precomputed inverse frequencies for rotary embeddings over the first `rope_dims` of a head.
+/// Rotary embeddings over the first `2 * freqs.len()` dimensions of a head: pair i turns by
+/// `pos * freqs[i]`, and both halves of the rotation are scaled by `mscale` (YaRN's magnitude
+/// correction; 1 otherwise). Scaling schemes (linear, YaRN, Llama 3 factors, LongRoPE) only
+/// change the per-pair frequencies and `mscale`, so one apply serves all of them.
 #[derive(Debug, Clone)]
 pub struct Rope {
     style: RopeStyle,
-    inv_freq: Vec<f32>,
-    freq_scale: f32,
+    freqs: Vec<f32>,
+    mscale: f32,
 }
 
 impl Rope {
+    /// Plain rotary embeddings: pair i at `freq_scale * base^(-2i / rope_dims)`.
     pub fn new(style: RopeStyle, rope_dims: usize, base: f32, freq_scale: f32) -> Rope {
+        let freqs = Rope::base_freqs(rope_dims, base)
+            .into_iter()
+            .map(|f| f * freq_scale)
+            .collect();
+        Rope::with_freqs(style, freqs, 1.0)
+    }
+
+    /// The unscaled frequency `base^(-2i / rope_dims)` of each pair, computed as ggml does (a
+    /// running product), so that positions rotate by the same angles as llama.cpp's.
+    pub fn base_freqs(rope_dims: usize, base: f32) -> Vec<f32> {
         let theta_scale = base.powf(-2.0 / rope_dims as f32);
-        let mut inv_freq = Vec::with_capacity(rope_dims / 2);
+        let mut freqs = Vec::with_capacity(rope_dims / 2);
         let mut theta = 1.0f32;
         for _ in 0..rope_dims / 2 {
-            inv_freq.push(theta);
+            freqs.push(theta);
             theta *= theta_scale;
         }
+        freqs
+    }
+
+    /// Rotary embeddings with explicit per-pair frequencies and magnitude scale.
+    pub fn with_freqs(style: RopeStyle, freqs: Vec<f32>, mscale: f32) -> Rope {
         Rope {
             style,
-            inv_freq,
-            freq_scale,
+            freqs,
+            mscale,
         }
     }
 
     /// Rotates every head in `x` (`n_heads` consecutive heads of `head_dim`) for position `pos`.
     pub fn apply(&self, x: &mut [f32], head_dim: usize, pos: usize) {
-        let half = self.inv_freq.len();
+        let half = self.freqs.len();
         let rope_dims = half * 2;
-        let p = pos as f32 * self.freq_scale;
+        let p = pos as f32;
         for head in x.chunks_exact_mut(head_dim) {
-            for (i, &f) in self.inv_freq.iter().enumerate() {
+            for (i, &f) in self.freqs.iter().enumerate() {
                 let theta = p * f;
                 let (sin, cos) = theta.sin_cos();
+                let (sin, cos) = (sin * self.mscale, cos * self.mscale);
                 let (a, b) = match self.style {
                     RopeStyle::Normal => (2 * i, 2 * i + 1),
                     RopeStyle::Neox => (i, i + half),
@@ -91,6 +111,57 @@ impl Rope {
                 head[b] = x0 * sin + x1 * cos;
             }
         }
+    }
+}
+
+/// Layer normalization of `x` with a learned scale and (optionally) shift:
+/// out = (x - mean) / sqrt(var + eps) * weight + bias.
+pub fn layernorm(x: &[f32], weight: &[f32], bias: Option<&[f32]>, eps: f32, out: &mut [f32]) {
+    debug_assert_eq!(x.len(), out.len());
+    out.copy_from_slice(x);
+    layernorm_inplace(out, weight, bias, eps);
+}
+
+/// [`layernorm`] in place.
+pub fn layernorm_inplace(x: &mut [f32], weight: &[f32], bias: Option<&[f32]>, eps: f32) {
+    debug_assert_eq!(x.len(), weight.len());
+    // Mean and variance in f64, as for rmsnorm.
+    let n = x.len() as f64;
+    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    let scale = 1.0 / ((var as f32) + eps).sqrt();
+    let mean = mean as f32;
+    for (i, v) in x.iter_mut().enumerate() {
+        *v = (*v - mean) * scale * weight[i] + bias.map_or(0.0, |b| b[i]);
+    }
+}
+
+/// Soft-capping: x = cap * tanh(x / cap), in place (Gemma 2's attention and final logits).
+pub fn softcap_inplace(x: &mut [f32], cap: f32) {
+    for v in x.iter_mut() {
+        *v = cap * (*v / cap).tanh();
+    }
+}
+
+/// GELU (tanh approximation) in place, for feed-forward blocks without a gate.
+pub fn gelu_inplace(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v = gelu(*v);
+    }
+}
+
+/// Logistic sigmoid.
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// gpt-oss's clamped SwiGLU, in place in `gate`: the gate is clamped from above and the linear
+/// part to [-limit, limit], then gate * sigmoid(alpha * gate) * (up + 1).
+pub fn swiglu_clamped_inplace(gate: &mut [f32], up: &[f32], alpha: f32, limit: f32) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = g.min(limit);
+        let y = u.clamp(-limit, limit);
+        *g = x * sigmoid(alpha * x) * (y + 1.0);
     }
 }
 

@@ -8,13 +8,14 @@
 
 use super::Architecture;
 use crate::blocks::{
-    self, AttnParams, AttnShape, AttnWeights, EmbeddingAndHead, FfnWeights, GateActivation,
-    LogitRows, Runtime,
+    self, Activation, AttnParams, AttnShape, AttnWeights, EmbeddingAndHead, FfnWeights, LogitRows,
+    Norm, Runtime,
 };
 use crate::config::ModelConfig;
 use crate::error::EngineError;
+use crate::rope::{RopeConfig, RopeSet};
 use crate::weights::TensorLoader;
-use kernels::ops::{self, Rope, RopeStyle};
+use kernels::ops::{self, RopeStyle};
 
 /// Gemma 3 makes every sixth layer global and the others sliding-window.
 const SLIDING_PATTERN: usize = 6;
@@ -22,39 +23,40 @@ const SLIDING_PATTERN: usize = 6;
 const SLIDING_ROPE_BASE: f32 = 10_000.0;
 
 struct Layer {
-    attn_norm: Vec<f32>,
+    attn_norm: Norm,
     attn: AttnWeights,
-    post_attn_norm: Vec<f32>,
-    ffn_norm: Vec<f32>,
+    post_attn_norm: Norm,
+    ffn_norm: Norm,
     ffn: FfnWeights,
-    post_ffw_norm: Vec<f32>,
+    post_ffw_norm: Norm,
     sliding: bool,
 }
 
 struct Gemma3 {
-    eps: f32,
     n_embd: usize,
     shape: AttnShape,
     scale: f32,
     window: Option<usize>,
-    rope_global: Rope,
-    rope_local: Rope,
+    rope_global: RopeSet,
+    rope_local: RopeSet,
     io: EmbeddingAndHead,
     layers: Vec<Layer>,
 }
 
 pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, EngineError> {
-    let io = EmbeddingAndHead::load(t, c.n_embd)?;
+    let eps = c.rms_eps;
+    let io = EmbeddingAndHead::load(t, c.n_embd, eps)?;
     let shape = AttnShape::of(c);
     let layers = (0..c.n_layer)
         .map(|l| {
-            let v = |s: &str| t.vector(&format!("blk.{l}.{s}.weight"), c.n_embd);
+            let v = |s: &str| Norm::rms(t, &format!("blk.{l}.{s}"), c.n_embd, eps);
             Ok(Layer {
                 attn_norm: v("attn_norm")?,
-                attn: AttnWeights::load(t, l, c.n_embd, shape)?,
+                attn: AttnWeights::load(t, l, c.n_embd, shape)?
+                    .with_head_norms(t, l, shape, eps)?,
                 post_attn_norm: v("post_attention_norm")?,
                 ffn_norm: v("ffn_norm")?,
-                ffn: FfnWeights::load(t, l, c.n_embd, c.n_ff)?,
+                ffn: FfnWeights::gated(t, l, c.n_embd, c.n_ff)?,
                 post_ffw_norm: v("post_ffw_norm")?,
                 sliding: (l + 1) % SLIDING_PATTERN != 0,
             })
@@ -66,14 +68,26 @@ pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, 
     } else {
         c.head_dim
     };
+    let rope = RopeConfig::from_hparams(
+        &t.hparams(),
+        RopeStyle::Neox,
+        c.rope_dims,
+        c.rope_base,
+        c.n_ctx_train,
+    )?;
+    // The sliding layers keep their own base and no scaling.
+    let local = RopeConfig {
+        scaling: crate::rope::RopeScaling::None,
+        attn_factor: 1.0,
+        ..rope.clone()
+    };
     Ok(Box::new(Gemma3 {
-        eps: c.rms_eps,
         n_embd: c.n_embd,
         shape,
         scale: 1.0 / (scale_dim as f32).sqrt(),
         window: c.sliding_window,
-        rope_global: Rope::new(RopeStyle::Neox, c.rope_dims, c.rope_base, c.rope_freq_scale),
-        rope_local: Rope::new(RopeStyle::Neox, c.rope_dims, SLIDING_ROPE_BASE, 1.0),
+        rope_global: rope.build(),
+        rope_local: local.build_with_base(SLIDING_ROPE_BASE),
         io,
         layers,
     }))
@@ -90,29 +104,30 @@ impl Architecture for Gemma3 {
         self.io.embed(rt, tokens, (self.n_embd as f32).sqrt())?;
         for (l, layer) in self.layers.iter().enumerate() {
             let params = AttnParams {
-                shape: self.shape,
-                rope: if layer.sliding {
-                    &self.rope_local
-                } else {
-                    &self.rope_global
-                },
                 scale: self.scale,
                 window: if layer.sliding { self.window } else { None },
-                eps: self.eps,
+                ..AttnParams::causal(
+                    self.shape,
+                    Some(if layer.sliding {
+                        &self.rope_local
+                    } else {
+                        &self.rope_global
+                    }),
+                )
             };
             let s = &mut *rt.scratch;
-            blocks::rmsnorm_rows(&s.x, &layer.attn_norm, self.eps, &mut s.xn);
+            layer.attn_norm.rows(&s.x, &mut s.xn);
             blocks::attention_block(rt, l, &layer.attn, &params);
             let s = &mut *rt.scratch;
-            blocks::rmsnorm_rows_inplace(&mut s.proj, &layer.post_attn_norm, self.eps);
+            layer.post_attn_norm.rows_inplace(&mut s.proj);
             ops::add_inplace(&mut s.x, &s.proj);
-            blocks::rmsnorm_rows(&s.x, &layer.ffn_norm, self.eps, &mut s.xn);
-            blocks::ffn_block(rt, &layer.ffn, GateActivation::GeluTanh);
+            layer.ffn_norm.rows(&s.x, &mut s.xn);
+            blocks::ffn_block(rt, &layer.ffn, Activation::GeluTanh);
             let s = &mut *rt.scratch;
-            blocks::rmsnorm_rows_inplace(&mut s.proj, &layer.post_ffw_norm, self.eps);
+            layer.post_ffw_norm.rows_inplace(&mut s.proj);
             ops::add_inplace(&mut s.x, &s.proj);
         }
-        self.io.logits(rt, self.eps, rows, logits);
+        self.io.logits(rt, rows, logits);
         Ok(())
     }
 

@@ -1,57 +1,65 @@
-//! Llama (and the models sharing its layout: Llama 2/3, Mistral, TinyLlama, SmolLM).
+//! Llama (and the models sharing its layout: Llama 2/3/3.1, Mistral, Mixtral, TinyLlama,
+//! SmolLM 2).
 //!
 //! Per layer, with x the residual stream `[n_tokens, n_embd]`:
 //!   h = x + Wo · attn(rope(Wq · rms(x)), rope(Wk · rms(x)), Wv · rms(x))
-//!   x = h + Wdown · (silu(Wgate · rms(h)) * Wup · rms(h))
-//! then logits = Wout · rms(x), with Wout tied to the token embedding when absent.
+//!   x = h + ffn(rms(h))
+//! where ffn is Wdown · (silu(Wgate · h) * Wup · h), or a mixture of such experts when
+//! `llama.expert_count` > 0 (Mixtral). Rope may carry Llama 3.1's `rope_freqs` factors.
+//! Logits = Wout · rms(x), with Wout tied to the token embedding when absent.
 
 use super::Architecture;
 use crate::blocks::{
-    self, AttnParams, AttnShape, AttnWeights, EmbeddingAndHead, FfnWeights, GateActivation,
-    LogitRows, Runtime,
+    self, Activation, AttnParams, AttnShape, AttnWeights, EmbeddingAndHead, Ffn, LogitRows, Norm,
+    Runtime,
 };
 use crate::config::ModelConfig;
 use crate::error::EngineError;
+use crate::rope::{RopeConfig, RopeSet};
 use crate::weights::TensorLoader;
-use kernels::ops::{self, Rope, RopeStyle};
+use kernels::ops::{self, RopeStyle};
 
 struct Layer {
-    attn_norm: Vec<f32>,
+    attn_norm: Norm,
     attn: AttnWeights,
-    ffn_norm: Vec<f32>,
-    ffn: FfnWeights,
+    ffn_norm: Norm,
+    ffn: Ffn,
 }
 
 struct Llama {
-    eps: f32,
     shape: AttnShape,
-    rope: Rope,
+    rope: RopeSet,
     io: EmbeddingAndHead,
     layers: Vec<Layer>,
 }
 
 pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, EngineError> {
-    let io = EmbeddingAndHead::load(t, c.n_embd)?;
+    let hp = t.hparams();
+    let eps = c.rms_eps;
+    let io = EmbeddingAndHead::load(t, c.n_embd, eps)?;
     let shape = AttnShape::of(c);
+    let rope = RopeConfig::from_hparams(
+        &hp,
+        RopeStyle::Normal,
+        c.rope_dims,
+        c.rope_base,
+        c.n_ctx_train,
+    )?
+    .with_factor_tensors(t, c.n_ctx_train, None)?
+    .build();
     let layers = (0..c.n_layer)
         .map(|l| {
             Ok(Layer {
-                attn_norm: t.vector(&format!("blk.{l}.attn_norm.weight"), c.n_embd)?,
+                attn_norm: Norm::rms(t, &format!("blk.{l}.attn_norm"), c.n_embd, eps)?,
                 attn: AttnWeights::load(t, l, c.n_embd, shape)?,
-                ffn_norm: t.vector(&format!("blk.{l}.ffn_norm.weight"), c.n_embd)?,
-                ffn: FfnWeights::load(t, l, c.n_embd, c.n_ff)?,
+                ffn_norm: Norm::rms(t, &format!("blk.{l}.ffn_norm"), c.n_embd, eps)?,
+                ffn: Ffn::dense_or_experts(t, l, c, Activation::Silu)?,
             })
         })
         .collect::<Result<Vec<_>, EngineError>>()?;
     Ok(Box::new(Llama {
-        eps: c.rms_eps,
         shape,
-        rope: Rope::new(
-            RopeStyle::Normal,
-            c.rope_dims,
-            c.rope_base,
-            c.rope_freq_scale,
-        ),
+        rope,
         io,
         layers,
     }))
@@ -66,27 +74,16 @@ impl Architecture for Llama {
         logits: &mut Vec<f32>,
     ) -> Result<(), EngineError> {
         self.io.embed(rt, tokens, 1.0)?;
-        let params = AttnParams {
-            shape: self.shape,
-            rope: &self.rope,
-            scale: 1.0 / (self.shape.head_dim as f32).sqrt(),
-            window: None,
-            eps: self.eps,
-        };
+        let params = AttnParams::causal(self.shape, Some(&self.rope));
         for (l, layer) in self.layers.iter().enumerate() {
-            blocks::rmsnorm_rows(
-                &rt.scratch.x,
-                &layer.attn_norm,
-                self.eps,
-                &mut rt.scratch.xn,
-            );
+            layer.attn_norm.rows(&rt.scratch.x, &mut rt.scratch.xn);
             blocks::attention_block(rt, l, &layer.attn, &params);
             ops::add_inplace(&mut rt.scratch.x, &rt.scratch.proj);
-            blocks::rmsnorm_rows(&rt.scratch.x, &layer.ffn_norm, self.eps, &mut rt.scratch.xn);
-            blocks::ffn_block(rt, &layer.ffn, GateActivation::Silu);
+            layer.ffn_norm.rows(&rt.scratch.x, &mut rt.scratch.xn);
+            layer.ffn.run(rt);
             ops::add_inplace(&mut rt.scratch.x, &rt.scratch.proj);
         }
-        self.io.logits(rt, self.eps, rows, logits);
+        self.io.logits(rt, rows, logits);
         Ok(())
     }
 
