@@ -103,6 +103,7 @@ fn table_pairs_formats_as_ggml() {
         (Q6_K, Q8_K),
         (IQ4_NL, Q8_0),
         (IQ4_XS, Q8_K),
+        (MXFP4, Q8_0),
     ];
     for (ty, act) in expected {
         let f = format(ty).unwrap_or_else(|| panic!("{ty} missing from FORMATS"));
