@@ -8,9 +8,9 @@
 //! squares fit over 15 candidate scales. (ggml's `quantize_row_iq4_nl_ref` skips that search;
 //! model files do not come from it.)
 //!
-//! This file also holds what IQ4_XS and MXFP4 share with it: the block fit ([`fit_block`]) for
+//! This file also holds what IQ4_XS and MXFP4 share with it: the block fit (`fit_block`) for
 //! IQ4_XS, and, for MXFP4, whose blocks are also 32 nibbles indexing a table of 16 signed bytes,
-//! the dot product kernels against Q8_0 (generic over [`Lut4Block`]).
+//! the dot product kernels against Q8_0 (generic over `Lut4Block`).
 
 use super::q8_0::BlockQ8_0;
 use super::{blocks, blocks_mut, f16_to_f32, f32_to_f16, Block, QuantFormat};
