@@ -19,11 +19,14 @@ pub enum GgmlType {
     Q5_K,
     Q6_K,
     Q8_K,
+    IQ4_NL,
+    IQ4_XS,
     BF16,
+    MXFP4,
 }
 
 impl GgmlType {
-    pub const ALL: [GgmlType; 15] = [
+    pub const ALL: [GgmlType; 18] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q4_0,
@@ -38,7 +41,10 @@ impl GgmlType {
         GgmlType::Q5_K,
         GgmlType::Q6_K,
         GgmlType::Q8_K,
+        GgmlType::IQ4_NL,
+        GgmlType::IQ4_XS,
         GgmlType::BF16,
+        GgmlType::MXFP4,
     ];
 
     /// The id ggml and GGUF files use for this type.
@@ -58,7 +64,10 @@ impl GgmlType {
             GgmlType::Q5_K => 13,
             GgmlType::Q6_K => 14,
             GgmlType::Q8_K => 15,
+            GgmlType::IQ4_NL => 20,
+            GgmlType::IQ4_XS => 23,
             GgmlType::BF16 => 30,
+            GgmlType::MXFP4 => 39,
         }
     }
 
@@ -82,7 +91,10 @@ impl GgmlType {
             GgmlType::Q5_K => "Q5_K",
             GgmlType::Q6_K => "Q6_K",
             GgmlType::Q8_K => "Q8_K",
+            GgmlType::IQ4_NL => "IQ4_NL",
+            GgmlType::IQ4_XS => "IQ4_XS",
             GgmlType::BF16 => "BF16",
+            GgmlType::MXFP4 => "MXFP4",
         }
     }
 
@@ -92,12 +104,14 @@ impl GgmlType {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
             GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 => 32,
             GgmlType::Q8_0 | GgmlType::Q8_1 => 32,
+            GgmlType::IQ4_NL | GgmlType::MXFP4 => 32,
             GgmlType::Q2_K
             | GgmlType::Q3_K
             | GgmlType::Q4_K
             | GgmlType::Q5_K
             | GgmlType::Q6_K
-            | GgmlType::Q8_K => 256,
+            | GgmlType::Q8_K
+            | GgmlType::IQ4_XS => 256,
         }
     }
 
@@ -118,6 +132,12 @@ impl GgmlType {
             GgmlType::Q5_K => 176,
             GgmlType::Q6_K => 210,
             GgmlType::Q8_K => 292,
+            // f16 d, 32 four-bit indices.
+            GgmlType::IQ4_NL => 18,
+            // f16 d, u16 high scale bits, 4 bytes of low scale bits, 256 four-bit indices.
+            GgmlType::IQ4_XS => 136,
+            // E8M0 exponent, 32 four-bit E2M1 values.
+            GgmlType::MXFP4 => 17,
         }
     }
 
@@ -156,5 +176,18 @@ mod tests {
         assert_eq!(GgmlType::Q4_0.bytes_for(64), Some(36));
         assert_eq!(GgmlType::Q4_0.bytes_for(33), None);
         assert_eq!(GgmlType::F32.bytes_for(u64::MAX), None);
+        assert_eq!(GgmlType::IQ4_NL.bytes_for(64), Some(36));
+        assert_eq!(GgmlType::IQ4_XS.bytes_for(512), Some(272));
+        assert_eq!(GgmlType::IQ4_XS.bytes_for(32), None);
+        assert_eq!(GgmlType::MXFP4.bytes_for(2880), Some(90 * 17));
+    }
+
+    #[test]
+    fn ggml_ids() {
+        // As ggml numbers them (ggml.h); the gaps are types we do not read.
+        assert_eq!(GgmlType::from_id(20), Some(GgmlType::IQ4_NL));
+        assert_eq!(GgmlType::from_id(23), Some(GgmlType::IQ4_XS));
+        assert_eq!(GgmlType::from_id(39), Some(GgmlType::MXFP4));
+        assert_eq!(GgmlType::MXFP4.to_string(), "MXFP4");
     }
 }

@@ -96,6 +96,14 @@ fn table_pairs_formats_as_ggml() {
         (Q4_1, Q8_1),
         (Q5_0, Q8_0),
         (Q5_1, Q8_1),
+        (Q2_K, Q8_K),
+        (Q3_K, Q8_K),
+        (Q4_K, Q8_K),
+        (Q5_K, Q8_K),
+        (Q6_K, Q8_K),
+        (IQ4_NL, Q8_0),
+        (IQ4_XS, Q8_K),
+        (MXFP4, Q8_0),
     ];
     for (ty, act) in expected {
         let f = format(ty).unwrap_or_else(|| panic!("{ty} missing from FORMATS"));

@@ -4,7 +4,8 @@
 //! A weight row of `n` elements is `n / block_size` consecutive blocks. A matrix-vector product
 //! dots each weight row against the activation row quantized once into the format's
 //! `act_type()` (as ggml pairs them: Q4_0/Q5_0/Q8_0 with Q8_0, Q4_1/Q5_1 with Q8_1, k-quants
-//! with Q8_K, F16 with F16, BF16 with BF16, F32 with F32).
+//! with Q8_K, F16 with F16, BF16 with BF16, F32 with F32; IQ4_NL and MXFP4 with Q8_0, IQ4_XS
+//! with Q8_K).
 //!
 //! Block layouts are bit-exact with ggml's (`#[repr(C)]`, little-endian). Every block struct of
 //! this module has alignment 1 (f16 scales are stored as `[u8; 2]` and converted with the `half`
@@ -158,6 +159,10 @@ pub mod q5_k;
 pub mod q6_k;
 pub mod q8_k;
 
+pub mod iq4_nl;
+pub mod iq4_xs;
+pub mod mxfp4;
+
 /// Dot product of `n` elements: a weight row in one format against an activation row in that
 /// format's `act_type()`. Both slices hold exactly `n / block_size` blocks.
 pub type VecDotFn = fn(n: usize, w: &[u8], act: &[u8]) -> f32;
@@ -210,6 +215,9 @@ pub static FORMATS: &[&dyn QuantFormat] = &[
     &q5_k::Q5K,
     &q6_k::Q6K,
     &q8_k::Q8K,
+    &iq4_nl::Iq4Nl,
+    &iq4_xs::Iq4Xs,
+    &mxfp4::Mxfp4,
 ];
 
 /// The kernels of `ty`, or `None` when no format in [`FORMATS`] handles it.
