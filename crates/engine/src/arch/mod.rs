@@ -1,8 +1,11 @@
 //! Model architectures, keyed by `general.architecture`. Adding one is a file here plus a line
 //! in `ARCHITECTURES`.
 
+mod decoder;
 mod gemma3;
 mod llama;
+mod qwen2;
+mod qwen3;
 
 use crate::blocks::{LogitRows, Runtime};
 use crate::config::ModelConfig;
@@ -42,6 +45,18 @@ pub static ARCHITECTURES: &[ArchEntry] = &[
     ArchEntry {
         name: "gemma3",
         load: gemma3::load,
+    },
+    ArchEntry {
+        name: "qwen2",
+        load: qwen2::load,
+    },
+    ArchEntry {
+        name: "qwen3",
+        load: qwen3::load,
+    },
+    ArchEntry {
+        name: "qwen3moe",
+        load: qwen3::load,
     },
 ];
 

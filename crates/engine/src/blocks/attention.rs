@@ -153,6 +153,10 @@ pub struct AttnParams<'r> {
     pub softcap: Option<f32>,
     /// Whether a token sees only earlier positions (decoders) or its whole sequence (BERT).
     pub causal: bool,
+    /// Llama 4 / Mistral 3 temperature tuning `(scale, floor)`: queries at position p are
+    /// multiplied by 1 + scale · ln(⌊p / floor⌋ + 1), sharpening attention far into a long
+    /// context.
+    pub q_temperature: Option<(f32, usize)>,
 }
 
 impl<'r> AttnParams<'r> {
@@ -165,6 +169,7 @@ impl<'r> AttnParams<'r> {
             window: None,
             softcap: None,
             causal: true,
+            q_temperature: None,
         }
     }
 }
@@ -215,6 +220,12 @@ pub fn attention_block(rt: &mut Runtime, layer: usize, w: &AttnWeights, p: &Attn
             let r = rope.for_ctx(rt.seqs[seq].kv.n_ctx());
             r.apply(&mut s.q[t * q_row..(t + 1) * q_row], hd, pos);
             r.apply(&mut s.k[t * k_row..(t + 1) * k_row], hd, pos);
+        }
+    }
+    if let Some((scale, floor)) = p.q_temperature {
+        for (t, &(_, pos)) in s.token_seq.iter().enumerate() {
+            let m = 1.0 + scale * (((pos / floor.max(1)) as f32) + 1.0).ln();
+            ops::scale_inplace(&mut s.q[t * q_row..(t + 1) * q_row], m);
         }
     }
     let mut first = 0;
