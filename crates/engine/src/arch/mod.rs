@@ -3,9 +3,14 @@
 
 mod decoder;
 mod gemma3;
+mod granite;
 mod llama;
+mod mistral3;
+mod phi3;
 mod qwen2;
 mod qwen3;
+mod smollm3;
+mod starcoder2;
 
 use crate::blocks::{LogitRows, Runtime};
 use crate::config::ModelConfig;
@@ -57,6 +62,26 @@ pub static ARCHITECTURES: &[ArchEntry] = &[
     ArchEntry {
         name: "qwen3moe",
         load: qwen3::load,
+    },
+    ArchEntry {
+        name: "phi3",
+        load: phi3::load,
+    },
+    ArchEntry {
+        name: "mistral3",
+        load: mistral3::load,
+    },
+    ArchEntry {
+        name: "granite",
+        load: granite::load,
+    },
+    ArchEntry {
+        name: "smollm3",
+        load: smollm3::load,
+    },
+    ArchEntry {
+        name: "starcoder2",
+        load: starcoder2::load,
     },
 ];
 
