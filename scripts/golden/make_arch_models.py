@@ -5,7 +5,9 @@
 architectures: each model is built so that its architecture's own features (biases, Q/K norms,
 experts, rope scaling, soft-capping, sliding windows, sinks, scales, ...) change the result
 within the evaluated sequence. Weights are random with fixed seeds, quantized by llama.cpp's own
-ggml (through `make_synthetic.quantize`); norms, biases and other vectors are F32.
+ggml (through `make_synthetic.quantize`); norms, biases and other vectors are F32. The 2-D
+weights are F16 (untied embeddings Q8_0, one model's experts MXFP4): with Q8_0 weights llama.cpp
+quantizes every activation too, which blows rounding differences up to ~0.3 logit.
 
 Each model is evaluated by llama.cpp (llama-cpp-python) on a fixed token sequence longer than
 the sliding windows and the small original contexts used for rope scaling. Causal models give
@@ -17,8 +19,9 @@ results go to `<name>.logits.json` next to `<name>.gguf`, with:
   where it is clear);
 - `feature_checks`: for each feature, how far the logits move when the model is rebuilt with
   that feature switched off (same weights otherwise) - the evidence that the feature bites;
-- `moe_router_gap` (MoE models): per layer, the smallest gap between the last chosen and the
-  first unchosen expert's router logit over the sequence (a near tie could flip a routing);
+- `moe_router_gap` (MoE models): per layer, the gaps between the last chosen and the first
+  unchosen expert's router score against their flash-attn on/off noise; the token sequence is
+  chosen so that no routing decision is a near tie (which could send a token elsewhere);
 - `hparams`: every `<arch>.*` key written, read back from the file.
 
 Needs the llama-cpp-python wheel, the `gguf` package and numpy:
@@ -233,19 +236,12 @@ class Model:
         self.name, self.arch, self.vocab, self.fmt = name, arch, vocab, T[fmt]
         self.rng = np.random.default_rng(seed)
         self.features = features
-        self.kv = []  # (GGUFWriter method, value) or ("raw:<type>", (key, value))
+        self.kv = []  # (GGUFWriter method name, value)
         self.t = {}
-        self.ablation = None
 
     # --- metadata
     def add(self, method, value):
         self.kv.append((method, value))
-
-    def drop(self, method):
-        self.kv = [(m, v) for m, v in self.kv if m != method]
-
-    def set(self, method, value):
-        self.kv = [(m, value if m == method else v) for m, v in self.kv]
 
     # --- tensors (every draw happens whatever is ablated, so the weights stay the same)
     def mat(self, name, rows, cols, gain=1.0, ty=None):
