@@ -2,10 +2,13 @@
 //! in `ARCHITECTURES`.
 
 mod decoder;
+mod gemma2;
 mod gemma3;
+mod gpt2;
 mod granite;
 mod llama;
 mod mistral3;
+mod olmo2;
 mod phi3;
 mod qwen2;
 mod qwen3;
@@ -82,6 +85,18 @@ pub static ARCHITECTURES: &[ArchEntry] = &[
     ArchEntry {
         name: "starcoder2",
         load: starcoder2::load,
+    },
+    ArchEntry {
+        name: "gemma2",
+        load: gemma2::load,
+    },
+    ArchEntry {
+        name: "olmo2",
+        load: olmo2::load,
+    },
+    ArchEntry {
+        name: "gpt2",
+        load: gpt2::load,
     },
 ];
 
