@@ -2,6 +2,7 @@
 //! in `ARCHITECTURES`.
 
 mod gemma3;
+mod gpt_oss;
 mod llama;
 
 use crate::blocks::{LogitRows, Runtime};
@@ -42,6 +43,10 @@ pub static ARCHITECTURES: &[ArchEntry] = &[
     ArchEntry {
         name: "gemma3",
         load: gemma3::load,
+    },
+    ArchEntry {
+        name: "gpt-oss",
+        load: gpt_oss::load,
     },
 ];
 
