@@ -6,6 +6,7 @@ mod gemma2;
 mod gemma3;
 mod gpt2;
 mod granite;
+mod gpt_oss;
 mod llama;
 mod mistral3;
 mod olmo2;
@@ -97,6 +98,10 @@ pub static ARCHITECTURES: &[ArchEntry] = &[
     ArchEntry {
         name: "gpt2",
         load: gpt2::load,
+    },
+    ArchEntry {
+        name: "gpt-oss",
+        load: gpt_oss::load,
     },
 ];
 

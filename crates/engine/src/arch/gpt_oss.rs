@@ -1,0 +1,158 @@
+//! gpt-oss (OpenAI's open-weight mixture of experts): every layer's feed-forward is a mixture
+//! whose router has a bias and whose chosen experts are weighted by a softmax over just the
+//! chosen scores; each expert projection has a bias and the gate uses a clamped SwiGLU.
+//! Attention has Q/K/V/O biases and one learned sink logit per head; layers alternate
+//! between a sliding window (even layers) and full attention; rope is neox-style with YaRN
+//! on both kinds of layer. The output head is its own matrix.
+//!
+//! Per layer, with x the residual stream `[n_tokens, n_embd]`:
+//!   h = x + (Wo · attn_sinks(rope(Wq · rms(x) + bq), rope(Wk · rms(x) + bk), Wv · rms(x) + bv) + bo)
+//!   x = h + Σ_{e ∈ top-k(r)} softmax_k(r)_e · (Wdown_e · swiglu_oai(Wgate_e · n + bg_e, Wup_e · n + bu_e) + bd_e)
+//! where n = rms_post_attn(h), r = Wrouter · n + brouter, and
+//!   swiglu_oai(g, u) = min(g, 7) · sigmoid(1.702 · min(g, 7)) · (clamp(u, -7, 7) + 1).
+//! Logits = Wout · rms(x).
+
+use super::Architecture;
+use crate::blocks::{
+    self, Activation, AttnParams, AttnShape, AttnWeights, EmbeddingAndHead, Gating, LogitRows,
+    MoeParams, MoeWeights, Norm, Runtime,
+};
+use crate::config::ModelConfig;
+use crate::error::EngineError;
+use crate::rope::{RopeConfig, RopeSet};
+use crate::weights::TensorLoader;
+use kernels::ops::{self, RopeStyle};
+
+/// Without `attention.sliding_window_pattern`, layers alternate: sliding, full, sliding, …
+/// (a layer slides unless it is the last of each group of this many).
+const DEFAULT_SLIDING_PATTERN: usize = 2;
+
+/// The clamped SwiGLU's constants, fixed by the model (not in the file's metadata).
+const SWIGLU_ALPHA: f32 = 1.702;
+const SWIGLU_LIMIT: f32 = 7.0;
+
+struct Layer {
+    attn_norm: Norm,
+    attn: AttnWeights,
+    post_attn_norm: Norm,
+    moe: MoeWeights,
+    sliding: bool,
+}
+
+struct GptOss {
+    shape: AttnShape,
+    window: Option<usize>,
+    rope_full: RopeSet,
+    rope_sliding: RopeSet,
+    moe: MoeParams,
+    io: EmbeddingAndHead,
+    layers: Vec<Layer>,
+}
+
+pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, EngineError> {
+    let hp = t.hparams();
+    let eps = c.rms_eps;
+    let io = EmbeddingAndHead::load(t, c.n_embd, eps)?;
+    let shape = AttnShape::of(c);
+    let n_expert = hp.usize("expert_count")?;
+    let n_used = hp.usize("expert_used_count")?;
+    if n_used > n_expert {
+        return Err(EngineError::BadHyperparameter {
+            key: hp.key("expert_used_count"),
+            value: n_used.to_string(),
+            why: format!("more than the {n_expert} experts"),
+        });
+    }
+    let n_ff_exp = hp.usize("expert_feed_forward_length")?;
+    // A window is what makes the sliding layers differ; llama.cpp requires one too.
+    let window = hp.usize("attention.sliding_window")?;
+    let pattern = hp
+        .opt_count("attention.sliding_window_pattern")?
+        .unwrap_or(DEFAULT_SLIDING_PATTERN);
+    let layers = (0..c.n_layer)
+        .map(|l| {
+            let v = |s: &str| Norm::rms(t, &format!("blk.{l}.{s}"), c.n_embd, eps);
+            Ok(Layer {
+                attn_norm: v("attn_norm")?,
+                attn: AttnWeights::load(t, l, c.n_embd, shape)?.with_sinks(t, l, shape)?,
+                post_attn_norm: v("post_attention_norm")?,
+                moe: MoeWeights::load(t, l, c.n_embd, n_ff_exp, n_expert)?,
+                // Pattern 0 means every layer slides.
+                sliding: pattern == 0 || l % pattern < pattern - 1,
+            })
+        })
+        .collect::<Result<Vec<_>, EngineError>>()?;
+    // The routing is fixed by the architecture, whatever `expert_gating_func` says: softmax
+    // over the k chosen (biased) router logits, which already sum to 1.
+    let moe = MoeParams {
+        n_used,
+        gating: Gating::SoftmaxSelected,
+        normalize: false,
+        weights_scale: hp
+            .opt_f32("expert_weights_scale")?
+            .filter(|&s| s != 0.0)
+            .unwrap_or(1.0),
+        act: Activation::SwigluClamped {
+            alpha: SWIGLU_ALPHA,
+            limit: SWIGLU_LIMIT,
+        },
+    };
+    let rope = RopeConfig::from_hparams(
+        &hp,
+        RopeStyle::Neox,
+        c.rope_dims,
+        c.rope_base,
+        c.n_ctx_train,
+    )?;
+    // Sliding layers keep the same scaling, with their own base when the file names one.
+    let base_sliding = hp
+        .opt_positive("rope.freq_base_swa")?
+        .unwrap_or(c.rope_base);
+    Ok(Box::new(GptOss {
+        shape,
+        window: Some(window),
+        rope_full: rope.build(),
+        rope_sliding: rope.build_with_base(base_sliding),
+        moe,
+        io,
+        layers,
+    }))
+}
+
+impl Architecture for GptOss {
+    fn forward(
+        &self,
+        rt: &mut Runtime,
+        tokens: &[u32],
+        rows: LogitRows,
+        logits: &mut Vec<f32>,
+    ) -> Result<(), EngineError> {
+        self.io.embed(rt, tokens, 1.0)?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let (rope, window) = if layer.sliding {
+                (&self.rope_sliding, self.window)
+            } else {
+                (&self.rope_full, None)
+            };
+            let params = AttnParams {
+                window,
+                ..AttnParams::causal(self.shape, Some(rope))
+            };
+            let s = &mut *rt.scratch;
+            layer.attn_norm.rows(&s.x, &mut s.xn);
+            blocks::attention_block(rt, l, &layer.attn, &params);
+            let s = &mut *rt.scratch;
+            ops::add_inplace(&mut s.x, &s.proj);
+            layer.post_attn_norm.rows(&s.x, &mut s.xn);
+            blocks::moe_block(rt, &layer.moe, &self.moe);
+            let s = &mut *rt.scratch;
+            ops::add_inplace(&mut s.x, &s.proj);
+        }
+        self.io.logits(rt, rows, logits);
+        Ok(())
+    }
+
+    fn n_vocab(&self) -> usize {
+        self.io.n_vocab()
+    }
+}
