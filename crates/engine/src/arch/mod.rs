@@ -21,8 +21,15 @@ pub trait Architecture: Send + Sync {
         logits: &mut Vec<f32>,
     ) -> Result<(), EngineError>;
 
-    /// Vocabulary size of the output head.
+    /// Vocabulary size of the output head (of the token embedding, for an encoder).
     fn n_vocab(&self) -> usize;
+
+    /// Whether this is an encoder (BERT): every token attends to its whole sequence, so a
+    /// sequence must be evaluated in one forward pass, and there is no output head, so the
+    /// forward pass gives only hidden states (`LogitRows::Hidden`), for embeddings.
+    fn is_encoder(&self) -> bool {
+        false
+    }
 }
 
 /// Resolves an architecture's tensors in a file through a loader (see [`TensorLoader`] for
