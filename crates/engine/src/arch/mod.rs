@@ -1,8 +1,10 @@
 //! Model architectures, keyed by `general.architecture`. Adding one is a file here plus a line
 //! in `ARCHITECTURES`.
 
+mod bert;
 mod gemma3;
 mod llama;
+mod nomic_bert;
 
 use crate::blocks::{LogitRows, Runtime};
 use crate::config::ModelConfig;
@@ -49,6 +51,14 @@ pub static ARCHITECTURES: &[ArchEntry] = &[
     ArchEntry {
         name: "gemma3",
         load: gemma3::load,
+    },
+    ArchEntry {
+        name: "bert",
+        load: bert::load,
+    },
+    ArchEntry {
+        name: "nomic-bert",
+        load: nomic_bert::load,
     },
 ];
 
