@@ -24,6 +24,53 @@ pub struct ModelConfig {
     pub sliding_window: Option<usize>,
     /// `<arch>.attention.layer_norm_epsilon` (LayerNorm models), when present.
     pub norm_eps: Option<f32>,
+    /// How an embedding is made from the final hidden states (`<arch>.pooling_type`).
+    pub pooling: Pooling,
+}
+
+/// How a sequence's final hidden states become one embedding: llama.cpp's
+/// `llama_pooling_type`, the values of `<arch>.pooling_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// 0: not specified by the model (hearth then takes the mean, as for decoders).
+    None,
+    /// 1: the mean over the tokens.
+    Mean,
+    /// 2: the first token's state ([CLS]).
+    Cls,
+    /// 3: the last token's state.
+    Last,
+}
+
+impl Pooling {
+    fn from_type(key: String, v: Option<u64>) -> Result<Pooling, EngineError> {
+        match v {
+            None | Some(0) => Ok(Pooling::None),
+            Some(1) => Ok(Pooling::Mean),
+            Some(2) => Ok(Pooling::Cls),
+            Some(3) => Ok(Pooling::Last),
+            Some(4) => Err(EngineError::BadHyperparameter {
+                key,
+                value: "4 (rank)".into(),
+                why: "reranking models (a classifier head on the pooled state) are not supported"
+                    .into(),
+            }),
+            Some(v) => Err(EngineError::BadHyperparameter {
+                key,
+                value: v.to_string(),
+                why: "pooling types are 0 (none), 1 (mean), 2 (cls), 3 (last) and 4 (rank)".into(),
+            }),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Pooling::None => "none",
+            Pooling::Mean => "mean",
+            Pooling::Cls => "cls",
+            Pooling::Last => "last",
+        }
+    }
 }
 
 /// Typed access to `<arch>.<key>` with errors that name the key.
@@ -189,6 +236,10 @@ impl ModelConfig {
             rope_freq_scale,
             sliding_window: hp.opt_usize("attention.sliding_window")?,
             norm_eps: hp.opt_f32("attention.layer_norm_epsilon")?,
+            pooling: Pooling::from_type(
+                hp.key("pooling_type"),
+                file.get_u64(&hp.key("pooling_type"))?,
+            )?,
         })
     }
 }

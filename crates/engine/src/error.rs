@@ -46,4 +46,8 @@ pub enum EngineError {
     MixedBatch,
     #[error("context is full: {needed} positions needed but the context holds {ctx} (use a larger --ctx)")]
     ContextFull { needed: usize, ctx: usize },
+    #[error("this is an embedding model: it has no output head to generate text with; use it for embeddings (/v1/embeddings, /api/embed)")]
+    NoOutputHead,
+    #[error("the input of {tokens} tokens is longer than the embedding model's context of {ctx}: an embedding model reads its whole input at once; shorten the input")]
+    InputTooLong { tokens: usize, ctx: usize },
 }

@@ -16,5 +16,6 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use blocks::LogitRows;
+pub use config::Pooling;
 pub use error::EngineError;
 pub use model::{Model, Session, SessionState};

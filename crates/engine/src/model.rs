@@ -2,7 +2,7 @@
 
 use crate::arch::{self, Architecture};
 use crate::blocks::{LogitRows, Runtime, Scratch, SeqPart};
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, Pooling};
 use crate::error::EngineError;
 use crate::kv_cache::KvCache;
 use crate::tokenizer::Tokenizer;
@@ -92,6 +92,17 @@ impl Model {
 
     pub fn n_vocab(&self) -> usize {
         self.arch.n_vocab()
+    }
+
+    /// Whether the model only makes embeddings (an encoder such as BERT: no output head, so
+    /// it cannot generate text).
+    pub fn is_embedding_only(&self) -> bool {
+        self.arch.is_encoder()
+    }
+
+    /// How [`Session::embed`] pools the final hidden states (`<arch>.pooling_type`).
+    pub fn pooling(&self) -> Pooling {
+        self.config.pooling
     }
 
     /// A fresh sequence with room for `n_ctx` positions (capped at the training context).
@@ -242,9 +253,15 @@ impl<'m> Session<'m> {
 
     /// Appends `tokens` to the sequence. Returns the logits of the last token (`Last`) or of
     /// every token (`All`, `tokens.len() × n_vocab`, row-major), or the final hidden states
-    /// (`Hidden`, `tokens.len() × n_embd`).
+    /// (`Hidden`, `tokens.len() × n_embd`). An encoder (see [`Model::is_embedding_only`]) gives
+    /// only hidden states, and takes all of `tokens` in one forward pass, since each token
+    /// attends to the ones after it too.
     pub fn eval(&mut self, tokens: &[u32], rows: LogitRows) -> Result<&[f32], EngineError> {
         self.logits.clear();
+        let encoder = self.model.is_embedding_only();
+        if encoder && rows != LogitRows::Hidden {
+            return Err(EngineError::NoOutputHead);
+        }
         if tokens.is_empty() {
             return Ok(&self.logits);
         }
@@ -254,8 +271,9 @@ impl<'m> Session<'m> {
                 ctx: self.kv.n_ctx(),
             });
         }
-        let n_chunks = tokens.len().div_ceil(self.batch);
-        for (i, chunk) in tokens.chunks(self.batch).enumerate() {
+        let batch = if encoder { tokens.len() } else { self.batch };
+        let n_chunks = tokens.len().div_ceil(batch);
+        for (i, chunk) in tokens.chunks(batch).enumerate() {
             let chunk_rows = match rows {
                 LogitRows::All | LogitRows::Hidden => Some(rows),
                 LogitRows::Last if i + 1 == n_chunks => Some(LogitRows::Last),
@@ -286,22 +304,37 @@ impl<'m> Session<'m> {
         Ok(&self.logits)
     }
 
-    /// The mean of the final hidden states of `tokens` (a fresh sequence: the session is reset
-    /// first), scaled to unit length: a sentence embedding.
+    /// A sentence embedding of `tokens` (a fresh sequence: the session is reset first): the
+    /// final hidden states pooled as the model says ([`Model::pooling`]; the mean when it says
+    /// nothing), scaled to unit length. An embedding model reads the whole input at once, so an
+    /// input longer than the context is refused.
     pub fn embed(&mut self, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
         self.reset();
-        let dim = self.model.config.n_embd;
-        let hidden = self.eval(tokens, LogitRows::Hidden)?;
-        let mut sum = vec![0f64; dim];
-        for row in hidden.chunks_exact(dim) {
-            for (s, &v) in sum.iter_mut().zip(row) {
-                *s += v as f64;
-            }
+        if self.model.is_embedding_only() && tokens.len() > self.kv.n_ctx() {
+            return Err(EngineError::InputTooLong {
+                tokens: tokens.len(),
+                ctx: self.kv.n_ctx(),
+            });
         }
-        let n = tokens.len().max(1) as f64;
-        let norm = sum.iter().map(|v| (v / n) * (v / n)).sum::<f64>().sqrt();
-        let scale = if norm > 0.0 { 1.0 / (n * norm) } else { 0.0 };
-        Ok(sum.iter().map(|v| (v * scale) as f32).collect())
+        let dim = self.model.config.n_embd;
+        let pooling = self.model.config.pooling;
+        let hidden = self.eval(tokens, LogitRows::Hidden)?;
+        let mut pooled = vec![0f64; dim];
+        let mut add = |row: &[f32]| {
+            for (s, &v) in pooled.iter_mut().zip(row) {
+                *s += f64::from(v);
+            }
+        };
+        let mut rows = hidden.chunks_exact(dim);
+        match pooling {
+            Pooling::Cls => rows.next().into_iter().for_each(&mut add),
+            Pooling::Last => rows.next_back().into_iter().for_each(&mut add),
+            Pooling::Mean | Pooling::None => rows.for_each(&mut add),
+        }
+        // The mean's division is absorbed by the scaling to unit length.
+        let norm = pooled.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let scale = if norm > 0.0 { 1.0 / norm } else { 0.0 };
+        Ok(pooled.iter().map(|v| (v * scale) as f32).collect())
     }
 
     /// Appends `tokens[i]` to `sessions[i]` for every i in one forward pass (the weights are
@@ -319,6 +352,9 @@ impl<'m> Session<'m> {
             return Ok(());
         };
         let model = first.model;
+        if model.is_embedding_only() {
+            return Err(EngineError::NoOutputHead);
+        }
         let pool = Arc::clone(&first.pool);
         if sessions.iter().any(|s| !std::ptr::eq(s.model, model)) {
             return Err(EngineError::MixedBatch);

@@ -209,7 +209,7 @@ fn refusals_name_the_key() {
     );
 
     let mut w = spm_writer();
-    w.add("tokenizer.ggml.model", "bert");
+    w.add("tokenizer.ggml.model", "t5");
     expect_err(
         &w,
         |e| matches!(e, TokenizerError::UnsupportedModel { .. }),

@@ -30,7 +30,8 @@ pub enum Input {
     Load,
     /// Unload the model now (Ollama's empty request with `keep_alive: 0`).
     Unload,
-    /// Mean-pooled, normalised embeddings of each text.
+    /// Embeddings of each text, pooled as the model says (the mean when it says nothing) and
+    /// normalised.
     Embed { texts: Vec<String>, truncate: bool },
 }
 

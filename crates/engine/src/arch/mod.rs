@@ -1,14 +1,16 @@
 //! Model architectures, keyed by `general.architecture`. Adding one is a file here plus a line
 //! in `ARCHITECTURES`.
 
+mod bert;
 mod decoder;
 mod gemma2;
 mod gemma3;
 mod gpt2;
-mod granite;
 mod gpt_oss;
+mod granite;
 mod llama;
 mod mistral3;
+mod nomic_bert;
 mod olmo2;
 mod phi3;
 mod qwen2;
@@ -33,8 +35,15 @@ pub trait Architecture: Send + Sync {
         logits: &mut Vec<f32>,
     ) -> Result<(), EngineError>;
 
-    /// Vocabulary size of the output head.
+    /// Vocabulary size of the output head (of the token embedding, for an encoder).
     fn n_vocab(&self) -> usize;
+
+    /// Whether this is an encoder (BERT): every token attends to its whole sequence, so a
+    /// sequence must be evaluated in one forward pass, and there is no output head, so the
+    /// forward pass gives only hidden states (`LogitRows::Hidden`), for embeddings.
+    fn is_encoder(&self) -> bool {
+        false
+    }
 }
 
 /// Resolves an architecture's tensors in a file through a loader (see [`TensorLoader`] for
@@ -102,6 +111,14 @@ pub static ARCHITECTURES: &[ArchEntry] = &[
     ArchEntry {
         name: "gpt-oss",
         load: gpt_oss::load,
+    },
+    ArchEntry {
+        name: "bert",
+        load: bert::load,
+    },
+    ArchEntry {
+        name: "nomic-bert",
+        load: nomic_bert::load,
     },
 ];
 

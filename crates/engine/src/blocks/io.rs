@@ -46,22 +46,9 @@ impl EmbeddingAndHead {
         self.output.rows()
     }
 
-    /// Embeds `tokens` (times `scale`) into `rt.scratch.x`, after checking every cache has
-    /// room, and notes each token's sequence and position.
+    /// Embeds `tokens` (times `scale`) into `rt.scratch.x`: see [`embed_tokens`].
     pub fn embed(&self, rt: &mut Runtime, tokens: &[u32], scale: f32) -> Result<(), EngineError> {
-        if rt.n_tokens() != tokens.len() {
-            return Err(EngineError::BatchMismatch {
-                tokens: tokens.len(),
-                parts: rt.n_tokens(),
-            });
-        }
-        let token_seq = &mut rt.scratch.token_seq;
-        token_seq.clear();
-        for (i, seq) in rt.seqs.iter().enumerate() {
-            check_room(seq.kv, seq.pos0, seq.n_tokens)?;
-            token_seq.extend((0..seq.n_tokens).map(|t| (i, seq.pos0 + t)));
-        }
-        embed(rt.file, &self.token_embd, tokens, scale, &mut rt.scratch.x)
+        embed_tokens(rt, &self.token_embd, tokens, scale)
     }
 
     /// Final norm and output projection of `rt.scratch.x` for the rows asked for (or the
@@ -112,6 +99,45 @@ impl EmbeddingAndHead {
         );
         logits.extend_from_slice(&scratch.proj[..n * self.n_vocab()]);
     }
+}
+
+/// Embeds `tokens` (rows of `table`, times `scale`) into `rt.scratch.x`, after checking every
+/// cache has room, and notes each token's sequence and position.
+pub fn embed_tokens(
+    rt: &mut Runtime,
+    table: &Mat,
+    tokens: &[u32],
+    scale: f32,
+) -> Result<(), EngineError> {
+    if rt.n_tokens() != tokens.len() {
+        return Err(EngineError::BatchMismatch {
+            tokens: tokens.len(),
+            parts: rt.n_tokens(),
+        });
+    }
+    let token_seq = &mut rt.scratch.token_seq;
+    token_seq.clear();
+    for (i, seq) in rt.seqs.iter().enumerate() {
+        check_room(seq.kv, seq.pos0, seq.n_tokens)?;
+        token_seq.extend((0..seq.n_tokens).map(|t| (i, seq.pos0 + t)));
+    }
+    embed(rt.file, table, tokens, scale, &mut rt.scratch.x)
+}
+
+/// The output of a model without an output head (an encoder): the final hidden states
+/// `rt.scratch.x` of every token, `n_tokens × dim`, appended to `out`. Logits are refused.
+pub fn hidden_states(
+    rt: &Runtime,
+    rows: LogitRows,
+    dim: usize,
+    out: &mut Vec<f32>,
+) -> Result<(), EngineError> {
+    if rows != LogitRows::Hidden {
+        return Err(EngineError::NoOutputHead);
+    }
+    let n = rt.scratch.token_seq.len() * dim;
+    out.extend_from_slice(&rt.scratch.x[..n]);
+    Ok(())
 }
 
 /// Adds row `index(t)` of `table` (dequantized) to each token row of `rt.scratch.x`: learned

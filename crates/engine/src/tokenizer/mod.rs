@@ -5,6 +5,8 @@
 //! - "gpt2": byte-level BPE by merge rank (`bpe.rs`) after a pre-tokenizer chosen by
 //!   `tokenizer.ggml.pre` (`pretokenize.rs`).
 //! - "gemma4": BPE over SentencePiece-style text.
+//! - "bert": WordPiece (`wpm.rs`), longest pieces first after BERT's normalizer; encoding with
+//!   special tokens gives `[CLS] … [SEP]`.
 //!
 //! Before either runs, special tokens are cut out of the text ([`Tokenizer::encode`]'s
 //! `parse_special`). Which ids are BOS/EOS/end-of-generation, and the defaults when the metadata
@@ -19,6 +21,7 @@ mod stream;
 mod unicode;
 mod unicode_tables;
 mod vocab;
+mod wpm;
 
 pub use stream::StreamDecoder;
 
@@ -159,6 +162,11 @@ struct Specials {
 #[derive(Clone, Debug)]
 enum Kind {
     Spm,
+    Wpm {
+        norm: wpm::Normalizer,
+        /// Longest token text, in bytes.
+        max_len: usize,
+    },
     Bpe {
         merges: Merges,
         pre: PreTokenizer,
@@ -227,7 +235,13 @@ impl Tokenizer {
                 why,
             })
         };
-        let bpe_pre = match model.as_str() {
+        /// Which tokenizer family, before the vocabulary is read.
+        enum Family {
+            Spm,
+            Wpm,
+            Bpe(PreTokenizer),
+        }
+        let family = match model.as_str() {
             "llama" => {
                 sp.bos = Some(1);
                 sp.eos = Some(2);
@@ -236,7 +250,19 @@ impl Tokenizer {
                 add_eos = false;
                 add_space_prefix = true;
                 clean_spaces = false;
-                None
+                Family::Spm
+            }
+            "bert" => {
+                sp.bos = Some(101); // [CLS]
+                sp.unk = Some(100);
+                sp.sep = Some(102);
+                sp.pad = Some(0);
+                sp.mask = Some(103);
+                add_bos = true;
+                add_eos = false;
+                add_space_prefix = false;
+                clean_spaces = true;
+                Family::Wpm
             }
             "gpt2" | "gemma4" => {
                 if model == "gemma4" {
@@ -265,10 +291,9 @@ impl Tokenizer {
                 add_eos = false;
                 add_space_prefix = false;
                 clean_spaces = pre.flags.clean_spaces;
-                Some(pre)
+                Family::Bpe(pre)
             }
             "no_vocab" | "none" => return unsupported("the file has no vocabulary"),
-            "bert" => return unsupported("WordPiece (BERT) tokenization is not implemented"),
             "t5" => return unsupported("Unigram (T5) tokenization is not implemented"),
             "rwkv" => return unsupported("RWKV tokenization is not implemented"),
             "plamo2" => return unsupported("PLaMo-2 tokenization is not implemented"),
@@ -339,9 +364,28 @@ impl Tokenizer {
         });
         let mut vocab = Vocab::new(texts, scores, attrs)?;
 
-        let kind = match bpe_pre {
-            None => Kind::Spm,
-            Some(pre) => {
+        let kind = match family {
+            Family::Spm => Kind::Spm,
+            Family::Wpm => {
+                let flag = |key: &'static str, default: bool| {
+                    file.get_bool(key)
+                        .map(|v| v.unwrap_or(default))
+                        .map_err(bad(key))
+                };
+                let lowercase = flag("tokenizer.ggml.normalizer.lowercase", true)?;
+                let strip_accents = flag("tokenizer.ggml.normalizer.strip_accents", lowercase)?;
+                Kind::Wpm {
+                    norm: wpm::Normalizer {
+                        lowercase,
+                        strip_accents,
+                    },
+                    max_len: (0..n as u32)
+                        .map(|id| vocab.text_of(id).len())
+                        .max()
+                        .unwrap_or(0),
+                }
+            }
+            Family::Bpe(pre) => {
                 let merges = file
                     .get_str_array(KEY_MERGES)
                     .map_err(bad(KEY_MERGES))?
@@ -413,6 +457,10 @@ impl Tokenizer {
         if pre_name == "gemma4" || pre_name == "granite-embed-multi-311m" {
             add_bos = true; // llama.cpp forces this for Gemma 4
         }
+        if matches!(kind, Kind::Wpm { .. }) {
+            // llama.cpp frames WordPiece input as [CLS] … [SEP] whatever the flags say.
+            add_bos = true;
+        }
 
         let name = file
             .get_str("general.name")
@@ -450,7 +498,8 @@ impl Tokenizer {
 
     /// Text -> token ids.
     ///
-    /// `add_special`: prepend BOS / append EOS where the model's metadata asks for them.
+    /// `add_special`: prepend BOS / append EOS where the model's metadata asks for them
+    /// (WordPiece: `[CLS]` and `[SEP]`, always).
     /// `parse_special`: text such as `<|im_start|>` becomes that control token; otherwise it is
     /// tokenized as plain text. User-defined tokens are always matched whole.
     pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<u32> {
@@ -478,6 +527,21 @@ impl Tokenizer {
                             out.push(id);
                             prev_special = true;
                         }
+                    }
+                }
+            }
+            Kind::Wpm { norm, max_len } => {
+                for f in frags {
+                    match f {
+                        Frag::Text(a, b) => wpm::tokenize(
+                            &text[a..b],
+                            &self.vocab,
+                            *norm,
+                            *max_len,
+                            self.sp.unk,
+                            &mut out,
+                        ),
+                        Frag::Token(id) => out.push(id),
                     }
                 }
             }
@@ -538,6 +602,9 @@ impl Tokenizer {
         }
         if add_special && self.add_eos {
             out.extend(self.sp.eos);
+        }
+        if add_special && matches!(self.kind, Kind::Wpm { .. }) {
+            out.extend(self.sp.sep);
         }
         out
     }
@@ -645,6 +712,11 @@ impl Tokenizer {
         self.sp.unk
     }
 
+    /// The separator (`[SEP]`) that WordPiece encoding appends with the special tokens.
+    pub fn sep(&self) -> Option<u32> {
+        self.sp.sep
+    }
+
     /// Whether `encode(…, add_special = true, …)` prepends BOS.
     pub fn add_bos(&self) -> bool {
         self.add_bos && self.sp.bos.is_some()
@@ -675,10 +747,10 @@ impl Tokenizer {
         &self.model
     }
 
-    /// The pre-tokenizer in use ("" for SentencePiece).
+    /// The pre-tokenizer in use ("" for SentencePiece and WordPiece).
     pub fn pre_tokenizer(&self) -> &str {
         match self.kind {
-            Kind::Spm => "",
+            Kind::Spm | Kind::Wpm { .. } => "",
             Kind::Bpe { .. } => &self.pre_name,
         }
     }

@@ -4,7 +4,7 @@
 //! [`unicode_tables`](super::unicode_tables) (Unicode 15.1, the version llama.cpp's tables use), plus
 //! a whitespace bit for the 25 code points llama.cpp treats as `\s`.
 
-use super::unicode_tables::CATEGORY_RANGES;
+use super::unicode_tables::{CATEGORY_RANGES, LOWERCASE, NFD_FIRST};
 
 pub(crate) const UNDEFINED: u16 = 0x0001;
 pub(crate) const NUMBER: u16 = 0x0002;
@@ -50,6 +50,24 @@ pub(crate) fn category(cp: u32) -> u16 {
 pub(crate) fn flags(cp: u32) -> u16 {
     let ws = if is_whitespace(cp) { WHITESPACE } else { 0 };
     category(cp) | ws
+}
+
+/// The simple lowercase of `cp` (itself when it has none).
+pub(crate) fn to_lower(cp: u32) -> u32 {
+    match LOWERCASE.binary_search_by_key(&cp, |&(c, _)| c) {
+        Ok(i) => LOWERCASE[i].1,
+        Err(_) => cp,
+    }
+}
+
+/// The first code point of `cp`'s canonical decomposition (NFD): the base letter of an accented
+/// one. Itself when it does not decompose.
+pub(crate) fn nfd_first(cp: u32) -> u32 {
+    let i = NFD_FIRST.partition_point(|&(first, _, _)| first <= cp);
+    match i.checked_sub(1).map(|i| NFD_FIRST[i]) {
+        Some((_, last, target)) if cp <= last => target,
+        _ => cp,
+    }
 }
 
 /// GPT-2's reversible byte -> character map: printable Latin-1 bytes map to themselves, the other
@@ -127,6 +145,23 @@ mod tests {
         assert_eq!(category(0x110000), UNDEFINED);
         assert_eq!(flags(0x3000), SEPARATOR | WHITESPACE);
         assert_eq!(flags(0x85), CONTROL | WHITESPACE);
+    }
+
+    #[test]
+    fn lowercase_and_decomposition() {
+        assert_eq!(to_lower('A' as u32), 'a' as u32);
+        assert_eq!(to_lower('a' as u32), 'a' as u32);
+        assert_eq!(to_lower('Ä' as u32), 'ä' as u32);
+        assert_eq!(to_lower('Б' as u32), 'б' as u32);
+        assert_eq!(to_lower(0x130), 'i' as u32); // İ: the simple mapping
+        assert_eq!(to_lower('ß' as u32), 'ß' as u32);
+        assert_eq!(to_lower('1' as u32), '1' as u32);
+        assert_eq!(nfd_first('Ä' as u32), 'A' as u32);
+        assert_eq!(nfd_first('ử' as u32), 'u' as u32);
+        assert_eq!(nfd_first('가' as u32), 0x1100); // Hangul: the leading consonant
+        assert_eq!(nfd_first('a' as u32), 'a' as u32);
+        assert_eq!(nfd_first(0), 0);
+        assert_eq!(nfd_first(0x10FFFF), 0x10FFFF);
     }
 
     #[test]

@@ -152,7 +152,7 @@ fn show_json(m: &ModelShow, file: &gguf::GgufFile, verbose: bool) -> Value {
             "quantization_level": info.quantization.clone().unwrap_or_default(),
         },
         "model_info": model_info,
-        "capabilities": ["completion"],
+        "capabilities": [capability(file)],
         "modified_at": m.modified,
     });
     if verbose {
@@ -163,6 +163,17 @@ fn show_json(m: &ModelShow, file: &gguf::GgufFile, verbose: bool) -> Value {
             .collect();
     }
     out
+}
+
+/// What the model does, as Ollama tells it: a model that names its pooling
+/// (`<arch>.pooling_type`) makes embeddings; the others complete text.
+fn capability(file: &gguf::GgufFile) -> &'static str {
+    let arch = file.get_str("general.architecture").ok().flatten();
+    let key = arch.map(|a| format!("{a}.pooling_type"));
+    match key.is_some_and(|k| file.metadata().iter().any(|(m, _)| *m == k)) {
+        true => "embedding",
+        false => "completion",
+    }
 }
 
 /// A preset's options as Ollama writes them: `temperature                    0.7`.
@@ -544,6 +555,14 @@ mod tests {
             metadata_json(&gguf::Value::F32(f32::NAN), false),
             Value::Null
         );
+    }
+
+    #[test]
+    fn embedding_models_say_so() {
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data");
+        let open = |p: &str| gguf::GgufFile::open(data.join(p)).expect(p);
+        assert_eq!(capability(&open("arch/bert_mean.gguf")), "embedding");
+        assert_eq!(capability(&open("synthetic/llama_q8_0.gguf")), "completion");
     }
 
     #[test]

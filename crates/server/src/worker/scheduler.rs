@@ -603,6 +603,13 @@ fn prepare(
     load_time: Duration,
 ) -> Result<Box<Seq>, (Job, ApiError)> {
     let model = &r.model;
+    if model.is_embedding_only() {
+        let e = ApiError::bad_request(format!(
+            "model `{}` is an embedding model: it cannot generate text (use /v1/embeddings or /api/embed)",
+            job.model.name
+        ));
+        return Err((job, e));
+    }
     let tokens = match tokenize(model, &job, sandbox) {
         Ok(t) => t,
         Err(e) => return Err((job, e)),
@@ -760,7 +767,14 @@ fn embed(
                 )
                 .with_code("context_length_exceeded"));
             }
-            tokens.truncate(n_ctx);
+            // An encoder's input keeps its closing [SEP].
+            let sep = model
+                .tokenizer()
+                .sep()
+                .filter(|_| model.is_embedding_only());
+            let closing = sep.filter(|&s| tokens.last() == Some(&s));
+            tokens.truncate(n_ctx - usize::from(closing.is_some()));
+            tokens.extend(closing);
         }
         if tokens.is_empty() {
             return Err(ApiError::invalid("input", format!("input[{i}] is empty")));

@@ -173,6 +173,13 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     let settings = a.settings(preset)?;
     let start = Instant::now();
     let model = super::load_model(&path)?;
+    if model.is_embedding_only() {
+        bail!(
+            "{model_arg} is an embedding model ({}): it makes embeddings, not text; serve it \
+             with `hearth serve` and ask /v1/embeddings or /api/embed",
+            model.config().arch
+        );
+    }
     let load_time = start.elapsed();
     let pool = super::thread_pool(threads);
     let facts = RunFacts {
