@@ -19,10 +19,12 @@ DATA_DIR = os.path.join(ROOT, "tests", "data")
 MODEL_FILES = {
     "smollm2": "SmolLM2-135M-Instruct.Q4_1.gguf",
     "gemma3": "gemma-3-270m-q4_k_m.gguf",
+    "qwen2_5_coder": "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
 }
 MODEL_SHA256 = {
     "smollm2": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     "gemma3": "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    "qwen2_5_coder": "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
 }
 
 

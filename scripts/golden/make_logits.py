@@ -49,6 +49,9 @@ CHAT = {
     "for?<|im_end|>\n<|im_start|>assistant\n",
     "gemma3": "<start_of_turn>user\nWhat is the capital of France, and what is it famous "
     "for?<end_of_turn>\n<start_of_turn>model\n",
+    "qwen2_5_coder": "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+    "assistant.<|im_end|>\n<|im_start|>user\nWrite a Python function that checks whether a "
+    "string is a palindrome.<|im_end|>\n<|im_start|>assistant\n",
 }
 
 CHAT_GREEDY = {
@@ -57,6 +60,9 @@ CHAT_GREEDY = {
     "<|im_start|>assistant\n",
     "gemma3": "<start_of_turn>user\nGive me three tips for sleeping better.<end_of_turn>\n"
     "<start_of_turn>model\n",
+    "qwen2_5_coder": "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+    "assistant.<|im_end|>\n<|im_start|>user\nGive me three tips for sleeping better.<|im_end|>\n"
+    "<|im_start|>assistant\n",
 }
 
 
