@@ -153,6 +153,11 @@ fn gemma3_perplexity() {
     perplexity_matches(&testutil::gemma3(), "perplexity_gemma3.json");
 }
 
+#[test]
+fn qwen2_5_coder_perplexity() {
+    perplexity_matches(&testutil::qwen2_5_coder(), "perplexity_qwen2_5_coder.json");
+}
+
 /// Weights are mapped, not copied: peak RSS of `run` stays below file size + KV cache + 64 MiB.
 #[cfg(target_os = "linux")]
 fn peak_rss_within_bound(model: &Path) {

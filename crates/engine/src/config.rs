@@ -20,7 +20,6 @@ pub struct ModelConfig {
     pub rms_eps: f32,
     pub rope_base: f32,
     pub rope_dims: usize,
-    pub rope_freq_scale: f32,
     pub sliding_window: Option<usize>,
     /// `<arch>.attention.layer_norm_epsilon` (LayerNorm models), when present.
     pub norm_eps: Option<f32>,
@@ -216,10 +215,6 @@ impl ModelConfig {
         let rms_eps = hp
             .opt_f32("attention.layer_norm_rms_epsilon")?
             .unwrap_or(1e-5);
-        let rope_freq_scale = match hp.opt_f32("rope.scaling.factor")? {
-            Some(f) if f > 0.0 => 1.0 / f,
-            _ => 1.0,
-        };
         Ok(ModelConfig {
             arch: arch.to_string(),
             n_embd,
@@ -233,7 +228,6 @@ impl ModelConfig {
             rms_eps,
             rope_base: hp.opt_f32("rope.freq_base")?.unwrap_or(10000.0),
             rope_dims,
-            rope_freq_scale,
             sliding_window: hp.opt_usize("attention.sliding_window")?,
             norm_eps: hp.opt_f32("attention.layer_norm_epsilon")?,
             pooling: Pooling::from_type(

@@ -87,3 +87,8 @@ fn smollm2_logits_match_llama_cpp() {
 fn gemma3_logits_match_llama_cpp() {
     check_model(testutil::gemma3(), "logits_gemma3.json");
 }
+
+#[test]
+fn qwen2_5_coder_logits_match_llama_cpp() {
+    check_model(testutil::qwen2_5_coder(), "logits_qwen2_5_coder.json");
+}

@@ -133,6 +133,11 @@ fn gemma3_matches_llama_cpp() {
 }
 
 #[test]
+fn qwen2_5_coder_matches_llama_cpp() {
+    check_model("qwen2_5_coder", &testutil::qwen2_5_coder());
+}
+
+#[test]
 fn smollm2_chat_markers() {
     let path = testutil::smollm2();
     let file = gguf::GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
