@@ -1,6 +1,6 @@
 //! Base models (pretrained, no chat template): `run` refuses to chat with them, saying why and
-//! what works instead (`--raw`, an instruct model, `--chat-template`). No network: the
-//! synthetic GGUFs of tests/data/synthetic.
+//! what works instead (`--raw`, an instruct model, `--chat-template`); `list` and `show` tell
+//! them from instruct models. No network: the synthetic GGUFs of tests/data/synthetic.
 
 #[path = "common/store_cmd.rs"]
 mod store_cmd;
@@ -119,4 +119,47 @@ fn chat_template_flag_is_checked_before_anything_is_loaded() {
     ]));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--chat-template"), "{err}");
+}
+
+#[test]
+fn list_and_show_tell_base_models_from_instruct_ones() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let files = tempfile::tempdir().unwrap();
+    let chat = with_template(files.path(), "llama_q8_0.gguf", CHATML);
+    ok(hearth(h)
+        .args(["create", "pre", "--from"])
+        .arg(synthetic("llama_q8_0.gguf")));
+    ok(hearth(h).args(["create", "tuned", "--from"]).arg(&chat));
+
+    let out = ok(hearth(h).arg("list"));
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].contains("  QUANT  KIND  "), "{out}");
+    assert!(
+        lines[1].starts_with("pre:latest") && lines[1].contains(" base "),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with("tuned:latest") && lines[2].contains(" instruct "),
+        "{out}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(hearth(h).args(["list", "--json"]))).unwrap();
+    assert_eq!(json["models"][0]["kind"], "base");
+    assert_eq!(json["models"][1]["kind"], "instruct");
+
+    let out = ok(hearth(h).args(["show", "pre"]));
+    assert!(
+        out.contains("kind              base (pretrained: continues text and does not chat; `hearth run pre --raw TEXT`)"),
+        "{out}"
+    );
+    let out = ok(hearth(h).args(["show", "tuned"]));
+    assert!(out.contains("kind              instruct (chats)"), "{out}");
+    // A file by path: its template decides.
+    let out = ok(hearth(h).arg("show").arg(synthetic("gemma3_q8_0.gguf")));
+    assert!(out.contains("kind              base"), "{out}");
+    assert!(out.contains("architecture      gemma3\n"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(hearth(h).args(["show", "pre", "--json"]))).unwrap();
+    assert_eq!(json["kind"], "base");
 }

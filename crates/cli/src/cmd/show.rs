@@ -4,7 +4,7 @@
 use super::pull::{clean, emit, human_bytes};
 use anyhow::bail;
 use std::path::{Path, PathBuf};
-use store::{Manifest, ModelInfo, ModelName, Store};
+use store::{Manifest, ModelInfo, ModelKind, ModelName, Store};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -30,6 +30,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
     };
     let info = ModelInfo::read(&path)?;
+    // A file given by path is not hashed to find it in the catalog: its template decides.
+    let kind = ModelKind::of(&info, manifest.as_ref().map(|m| &m.digest));
     let license = manifest
         .as_ref()
         .and_then(|m| m.license.clone())
@@ -54,6 +56,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "params": manifest.as_ref().map(|m| m.params.clone()).unwrap_or_default(),
             "license": license,
             "architecture": info.architecture,
+            "kind": kind,
             "model_name": info.model_name,
             "size_label": info.size_label,
             "parameters": info.parameters,
@@ -89,9 +92,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             a.model
         )
     });
-    let optional: [(&str, Option<String>); 11] = [
+    let kind_text = match kind {
+        ModelKind::Instruct => "instruct (chats)".to_owned(),
+        ModelKind::Base => format!(
+            "base (pretrained: continues text and does not chat; `hearth run {} --raw TEXT`)",
+            clean(&a.model)
+        ),
+    };
+    let optional: [(&str, Option<String>); 12] = [
         ("model", opt(&info.model_name)),
         ("architecture", opt(&info.architecture)),
+        ("kind", Some(kind_text)),
         ("parameters", Some(params)),
         ("quantization", opt(&info.quantization)),
         ("context length", num(info.context_length)),
