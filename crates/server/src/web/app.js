@@ -366,7 +366,12 @@ function startRename(li, conv) {
   input.value = conv.title || "";
   input.maxLength = 200;
   input.setAttribute("aria-label", "New name");
+  // Once: Chromium blurs the input when renderList removes it, which would call this again
+  // in the middle of that removal (and throw).
+  let finished = false;
   const finish = (keep) => {
+    if (finished) return;
+    finished = true;
     if (keep && input.value.trim()) {
       conv.title = input.value.trim();
       persist();
