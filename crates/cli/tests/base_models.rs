@@ -162,4 +162,5 @@ fn list_and_show_tell_base_models_from_instruct_ones() {
     let json: serde_json::Value =
         serde_json::from_str(&ok(hearth(h).args(["show", "pre", "--json"]))).unwrap();
     assert_eq!(json["kind"], "base");
+    assert_eq!(json["architecture_supported"], true);
 }
