@@ -17,15 +17,8 @@ fn synthetic(file: &str) -> PathBuf {
 /// A copy of a synthetic model in `dir` with `template` as its chat template.
 fn with_template(dir: &Path, file: &str, template: &str) -> PathBuf {
     let f = gguf::GgufFile::open(synthetic(file)).expect("synthetic model");
-    let mut w = gguf::GgufWriter::new();
-    for (k, v) in f.metadata() {
-        w.add(k, v.clone());
-    }
+    let mut w = gguf::GgufWriter::from_file(&f).expect("copy the model");
     w.add("tokenizer.chat_template", template);
-    for t in f.tensors() {
-        w.add_tensor(&t.name, &t.dims, t.ty, f.tensor_data(t).to_vec())
-            .expect("copy tensor");
-    }
     let out = dir.join(format!("chat-{file}"));
     w.write(&out).expect("write gguf");
     out

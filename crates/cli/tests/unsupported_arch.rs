@@ -15,25 +15,18 @@ fn synthetic(file: &str) -> PathBuf {
         .join(file)
 }
 
-/// The synthetic llama model relabelled as `arch` (its hyperparameter keys renamed to match):
-/// a well-formed file of an architecture hearth may not run.
+/// The synthetic llama model relabelled as `arch` (its hyperparameters copied under the new
+/// name): a well-formed file of an architecture hearth may not run.
 fn relabelled(dir: &Path, arch: &str) -> PathBuf {
     let f = gguf::GgufFile::open(synthetic("llama_q8_0.gguf")).expect("synthetic model");
-    let mut w = gguf::GgufWriter::new();
+    let mut w = gguf::GgufWriter::from_file(&f).expect("copy the model");
+    w.add("general.architecture", arch);
     for (k, v) in f.metadata() {
-        match k.as_str() {
-            "general.architecture" => w.add(k, arch),
-            _ => match k.strip_prefix("llama.") {
-                Some(rest) => w.add(&format!("{arch}.{rest}"), v.clone()),
-                None => w.add(k, v.clone()),
-            },
-        };
+        if let Some(rest) = k.strip_prefix("llama.") {
+            w.add(&format!("{arch}.{rest}"), v.clone());
+        }
     }
     w.add("tokenizer.chat_template", "{{ messages[0].content }}");
-    for t in f.tensors() {
-        w.add_tensor(&t.name, &t.dims, t.ty, f.tensor_data(t).to_vec())
-            .expect("copy tensor");
-    }
     let out = dir.join(format!("{arch}.gguf"));
     w.write(&out).expect("write gguf");
     out

@@ -111,16 +111,9 @@ fn synthetic(name: &str) -> PathBuf {
 /// The synthetic model's bytes with `template` as its chat template (none: as it is).
 fn synthetic_with_template(name: &str, template: Option<&str>) -> Model {
     let f = gguf::GgufFile::open(synthetic(name)).expect("synthetic model");
-    let mut w = gguf::GgufWriter::new();
-    for (k, v) in f.metadata() {
-        w.add(k, v.clone());
-    }
+    let mut w = gguf::GgufWriter::from_file(&f).expect("copy the model");
     if let Some(t) = template {
         w.add("tokenizer.chat_template", t);
-    }
-    for t in f.tensors() {
-        w.add_tensor(&t.name, &t.dims, t.ty, f.tensor_data(t).to_vec())
-            .expect("copy tensor");
     }
     let file = gguf::GgufFile::from_bytes(w.to_bytes()).expect("reparse");
     Model::from_file(file).expect("load")

@@ -26,15 +26,8 @@ pub fn model() -> String {
     static PATH: OnceLock<String> = OnceLock::new();
     PATH.get_or_init(|| {
         let f = gguf::GgufFile::open(base_model()).unwrap();
-        let mut w = gguf::GgufWriter::new();
-        for (k, v) in f.metadata() {
-            w.add(k, v.clone());
-        }
+        let mut w = gguf::GgufWriter::from_file(&f).unwrap();
         w.add("tokenizer.chat_template", engine::chat::CHATML_TEMPLATE);
-        for t in f.tensors() {
-            w.add_tensor(&t.name, &t.dims, t.ty, f.tensor_data(t).to_vec())
-                .unwrap();
-        }
         let dir = tempfile::tempdir().unwrap().keep();
         let path = dir.join("llama_q8_0_chatml.gguf");
         w.write(&path).unwrap();
