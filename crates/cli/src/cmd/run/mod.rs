@@ -173,10 +173,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     a.settings(Settings::default())?;
     if let Some(name) = &a.chat_template {
         if !BUILTIN_TEMPLATES.iter().any(|(n, _)| n == name) {
-            bail!(
-                "--chat-template: no built-in template {name:?} (there are: {})",
-                builtin_names()
-            );
+            return Err(no_such_builtin(name));
         }
     }
     let threads = a.threads()?;
@@ -296,12 +293,7 @@ fn chat_template(
     builtin: Option<&str>,
 ) -> anyhow::Result<ChatTemplate> {
     if let Some(name) = builtin {
-        return ChatTemplate::builtin(name, model).ok_or_else(|| {
-            anyhow::anyhow!(
-                "--chat-template: no built-in template {name:?} (there are: {})",
-                builtin_names()
-            )
-        });
+        return ChatTemplate::builtin(name, model).ok_or_else(|| no_such_builtin(name));
     }
     let t = match ChatTemplate::for_model(model) {
         Ok(t) => t,
@@ -315,7 +307,7 @@ fn chat_template(
 }
 
 /// Why `run` will not chat with a base model, and the three ways on.
-pub fn base_model_refusal(model_arg: &str) -> String {
+fn base_model_refusal(model_arg: &str) -> String {
     let shown = super::pull::clean(model_arg);
     format!(
         "{shown} is a base model: its file has no chat template, so it continues text rather \
@@ -324,6 +316,13 @@ pub fn base_model_refusal(model_arg: &str) -> String {
          - to chat: use an instruct model, e.g. hearth run {DEFAULT_MODEL}\n\
          - if {shown} is an instruct model whose file lacks its template: add --chat-template \
          NAME ({})",
+        builtin_names()
+    )
+}
+
+fn no_such_builtin(name: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "--chat-template: no built-in template {name:?} (there are: {})",
         builtin_names()
     )
 }
