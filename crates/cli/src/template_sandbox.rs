@@ -164,6 +164,8 @@ pub fn serve_one() -> anyhow::Result<()> {
         Err(ChatError::Render(m) | ChatError::Sandbox(m)) => Reply::Render(m),
         Err(ChatError::TooLong) => Reply::TooLong,
         Err(ChatError::Unsafe(m)) => Reply::Unsafe(m),
+        // Not an outcome of rendering a template that exists; passed on as text regardless.
+        Err(e @ ChatError::BaseModel) => Reply::Render(e.to_string()),
     };
     let mut out = std::io::stdout().lock();
     serde_json::to_writer(&mut out, &reply)?;

@@ -330,7 +330,12 @@ fn presets_apply_and_flags_override_them() {
         "create failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut c = Chat::spawn("tiny-preset", home, &["--top-k", "9"]);
+    // The synthetic file has no chat template (a base model to hearth): chat through ChatML.
+    let mut c = Chat::spawn(
+        "tiny-preset",
+        home,
+        &["--top-k", "9", "--chat-template", "chatml"],
+    );
     let params = c.command("/show parameters");
     assert!(params.contains("temperature        0.2"), "{params}");
     assert!(params.contains("num_predict        3"), "{params}");
@@ -339,4 +344,30 @@ fn presets_apply_and_flags_override_them() {
     let r = c.ask("hello");
     assert!(r.generated <= 3, "{r:?}");
     c.bye();
+}
+
+/// A base model (a file without a chat template) gets no chat: hearth says why and what to
+/// do instead, and exits, rather than open a chat that would answer nonsense.
+#[test]
+fn a_base_model_is_refused_before_the_chat_opens() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let synthetic =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/synthetic/llama_f32.gguf");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
+    cmd.arg("run")
+        .arg(&synthetic)
+        .env("HEARTH_HOME", home.path())
+        .env("HEARTH_OFFLINE", "1")
+        .env("TERM", "xterm");
+    let mut s = Session::spawn(cmd).expect("spawn hearth on a pty");
+    s.set_expect_timeout(Some(TIMEOUT));
+    let found = s.expect(Eof).expect("hearth exits");
+    // Eof's match is everything printed.
+    let mut text = String::from_utf8_lossy(found.before()).into_owned();
+    for m in found.matches() {
+        text.push_str(&String::from_utf8_lossy(m));
+    }
+    assert!(text.contains("is a base model"), "{text}");
+    assert!(text.contains("--raw"), "{text}");
+    assert!(!text.contains(">>> "), "{text}");
 }

@@ -17,15 +17,8 @@ fn model_with_template(dir: &Path, name: &str, template: &str) -> PathBuf {
     let src =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/synthetic/llama_q8_0.gguf");
     let f = gguf::GgufFile::open(&src).expect("synthetic model");
-    let mut w = gguf::GgufWriter::new();
-    for (k, v) in f.metadata() {
-        w.add(k, v.clone());
-    }
+    let mut w = gguf::GgufWriter::from_file(&f).expect("copy the model");
     w.add("tokenizer.chat_template", template);
-    for t in f.tensors() {
-        w.add_tensor(&t.name, &t.dims, t.ty, f.tensor_data(t).to_vec())
-            .expect("copy tensor");
-    }
     let out = dir.join(format!("{name}.gguf"));
     w.write(&out).expect("write gguf");
     out

@@ -192,7 +192,7 @@ fn list_show_and_rm() {
     assert!(blobs(home.path()).is_empty());
     assert_eq!(
         ok(hearth(home.path()).arg("list")).trim(),
-        "NAME  ID  SIZE  ARCH  PARAMS  QUANT  MODIFIED"
+        "NAME  ID  SIZE  ARCH  PARAMS  QUANT  KIND  MODIFIED"
     );
 }
 

@@ -15,6 +15,8 @@ use std::sync::{Mutex, OnceLock};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const MODEL: &str = "smollm2";
+/// A base model (pretrained, no chat template) whose name sorts before [`MODEL`].
+const BASE_MODEL: &str = "gemma3";
 
 /// The two scenarios share the npm directory and the machine's few cores: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -122,20 +124,26 @@ fn playwright_dir() -> &'static Path {
     })
 }
 
-/// `hearth` with a fresh store holding the SmolLM2 model as `smollm2`, serving on a free port.
+/// `hearth` with a fresh store holding the SmolLM2 model as `smollm2` and, listed before it,
+/// the Gemma 3 base model as `gemma3` (the page must not pick a base model by default),
+/// serving on a free port.
 fn start_server(api_key: Option<&str>) -> Server {
-    let model = testutil::smollm2();
     let home = tempfile::tempdir().unwrap();
     let hearth = env!("CARGO_BIN_EXE_hearth");
-    run(
-        Command::new(hearth)
-            .args(["create", MODEL, "--from"])
-            .arg(&model)
-            .env("HEARTH_HOME", home.path())
-            .env("HEARTH_OFFLINE", "1"),
-        "hearth create",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    for (name, model) in [
+        (MODEL, testutil::smollm2()),
+        (BASE_MODEL, testutil::gemma3()),
+    ] {
+        run(
+            Command::new(hearth)
+                .args(["create", name, "--from"])
+                .arg(&model)
+                .env("HEARTH_HOME", home.path())
+                .env("HEARTH_OFFLINE", "1"),
+            "hearth create",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
     let mut args = vec!["--ctx", "2048"];
     if let Some(key) = api_key {
         args.extend(["--api-key", key]);
@@ -163,6 +171,7 @@ fn drive(scenario: &str, server: &Server, api_key: Option<&str>) -> String {
         .env("E2E_SCENARIO", scenario)
         .env("E2E_BASE", &server.process.base)
         .env("E2E_MODEL", MODEL)
+        .env("E2E_BASE_MODEL", BASE_MODEL)
         .env("E2E_API_KEY", api_key.unwrap_or(""))
         .env("E2E_OUT", &out_dir)
         .env("E2E_CHROMIUM", chromium())

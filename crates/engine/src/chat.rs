@@ -1,5 +1,8 @@
 //! Chat prompts: renders the model's `tokenizer.chat_template` (a Jinja template) with minijinja,
-//! sandboxed and bounded, or a built-in format when the file has none.
+//! sandboxed and bounded. A file without a template is taken for a base (pretrained) model,
+//! which continues text and does not chat: [`ChatTemplate::for_model`] refuses it rather than
+//! guess a format the model never learned. The built-in formats are there for a caller that
+//! picks one on purpose ([`ChatTemplate::builtin`]).
 //!
 //! The environment matches what Hugging Face transformers gives templates (`trim_blocks`,
 //! `lstrip_blocks`, `raise_exception`, `strftime_now`, its `tojson`), so prompts agree with
@@ -39,6 +42,12 @@ pub enum ChatError {
     /// The sandbox refused or failed (memory limit, timeout, the helper process failing).
     #[error("the model's chat template could not be rendered: {0}")]
     Sandbox(String),
+    /// The file has no chat template: a base model, trained to continue text.
+    #[error(
+        "the model has no chat template: it is a base (pretrained) model, which continues \
+         text rather than answering messages"
+    )]
+    BaseModel,
 }
 
 /// Renders a template where its memory can be bounded, such as another process: minijinja
@@ -64,6 +73,10 @@ pub const GEMMA3_TEMPLATE: &str = include_str!("chat/gemma3.jinja");
 
 /// ChatML, the most common format, for other files without a template.
 pub const CHATML_TEMPLATE: &str = include_str!("chat/chatml.jinja");
+
+/// The built-in templates by name, for [`ChatTemplate::builtin`].
+pub const BUILTIN_TEMPLATES: &[(&str, &str)] =
+    &[("chatml", CHATML_TEMPLATE), ("gemma3", GEMMA3_TEMPLATE)];
 
 /// A chat template ready to render.
 #[derive(Clone)]
@@ -93,16 +106,27 @@ impl ChatTemplate {
         }
     }
 
-    /// The model's `tokenizer.chat_template`, or a built-in one when the file has none, with
-    /// the model's BOS and EOS texts.
-    pub fn for_model(model: &crate::Model) -> ChatTemplate {
+    /// The model's `tokenizer.chat_template` with the model's BOS and EOS texts;
+    /// [`ChatError::BaseModel`] when the file has none (or an empty one).
+    pub fn for_model(model: &crate::Model) -> Result<ChatTemplate, ChatError> {
+        match model_template(model.file()) {
+            Some(source) => Ok(Self::with_model_tokens(Some(source), model)),
+            None => Err(ChatError::BaseModel),
+        }
+    }
+
+    /// A built-in template by name (`chatml`, `gemma3`) with the model's BOS and EOS texts,
+    /// for a model whose file lacks the template it was trained with. Rendered in this process.
+    pub fn builtin(name: &str, model: &crate::Model) -> Option<ChatTemplate> {
+        let (_, source) = BUILTIN_TEMPLATES.iter().find(|(n, _)| *n == name)?;
+        let mut t = Self::with_model_tokens(Some(source), model);
+        t.builtin = true;
+        Some(t)
+    }
+
+    fn with_model_tokens(source: Option<&str>, model: &crate::Model) -> ChatTemplate {
         let tok = model.tokenizer();
         let text = |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or("").to_string();
-        let source = model
-            .file()
-            .get_str("tokenizer.chat_template")
-            .ok()
-            .flatten();
         ChatTemplate::new(
             source,
             &model.config().arch,
@@ -187,6 +211,14 @@ impl ChatTemplate {
         }
         String::from_utf8(out.0).map_err(|e| ChatError::Render(e.to_string()))
     }
+}
+
+/// The file's chat template, unless it is missing or blank (a base model).
+pub fn model_template(file: &gguf::GgufFile) -> Option<&str> {
+    file.get_str("tokenizer.chat_template")
+        .ok()
+        .flatten()
+        .filter(|t| !t.trim().is_empty())
 }
 
 /// The template environment: Jinja as transformers configures it, plus bounds on work.

@@ -1,7 +1,8 @@
 //! Chat templates render exactly as Hugging Face transformers renders them: the prompts in
 //! `tests/data/templates/` were made with Jinja2 by `scripts/golden/make_templates.py`.
 
-use engine::chat::{ChatTemplate, Message, CHATML_TEMPLATE, GEMMA3_TEMPLATE};
+use engine::chat::{ChatError, ChatTemplate, Message, CHATML_TEMPLATE, GEMMA3_TEMPLATE};
+use engine::Model;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -99,4 +100,62 @@ fn goldens_hold_the_real_models_templates() {
     );
     assert_eq!(golden("gemma3"), GEMMA3_TEMPLATE);
     assert!(CHATML_TEMPLATE.contains("<|im_start|>"));
+}
+
+fn synthetic(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/data/synthetic")
+        .join(name)
+}
+
+/// The synthetic model's bytes with `template` as its chat template (none: as it is).
+fn synthetic_with_template(name: &str, template: Option<&str>) -> Model {
+    let f = gguf::GgufFile::open(synthetic(name)).expect("synthetic model");
+    let mut w = gguf::GgufWriter::from_file(&f).expect("copy the model");
+    if let Some(t) = template {
+        w.add("tokenizer.chat_template", t);
+    }
+    let file = gguf::GgufFile::from_bytes(w.to_bytes()).expect("reparse");
+    Model::from_file(file).expect("load")
+}
+
+/// A file without a chat template is a base model: chat is refused with a clear error rather
+/// than run through a format the model never learned.
+#[test]
+fn a_model_without_a_template_is_a_base_model() {
+    for name in ["llama_q8_0.gguf", "gemma3_q8_0.gguf"] {
+        for template in [None, Some(""), Some("  \n ")] {
+            let model = synthetic_with_template(name, template);
+            assert!(engine::chat::model_template(model.file()).is_none());
+            let e = ChatTemplate::for_model(&model).err().expect(name);
+            assert!(matches!(e, ChatError::BaseModel), "{e}");
+            let msg = e.to_string();
+            assert!(msg.contains("base (pretrained) model"), "{msg}");
+            assert!(msg.contains("no chat template"), "{msg}");
+        }
+    }
+    // The file's template when it has one.
+    let model = synthetic_with_template("llama_q8_0.gguf", Some("{{ messages[0].content }}!"));
+    let t = ChatTemplate::for_model(&model).expect("template");
+    assert_eq!(
+        t.render(&[Message::new("user", "hi")], true).unwrap(),
+        "hi!"
+    );
+}
+
+/// A built-in template can be chosen by name for a file that lacks its own.
+#[test]
+fn builtin_templates_by_name() {
+    let model = synthetic_with_template("llama_q8_0.gguf", None);
+    let t = ChatTemplate::builtin("chatml", &model).expect("chatml");
+    assert_eq!(t.source(), CHATML_TEMPLATE);
+    let out = t.render(&[Message::new("user", "hi")], true).unwrap();
+    assert_eq!(
+        out,
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    );
+    let gemma = ChatTemplate::builtin("gemma3", &model).expect("gemma3");
+    assert_eq!(gemma.source(), GEMMA3_TEMPLATE);
+    assert!(ChatTemplate::builtin("vicuna", &model).is_none());
+    assert!(ChatTemplate::builtin("", &model).is_none());
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::error::GgufError;
 use crate::reader::ALIGNMENT_KEY;
 use crate::value::type_id;
-use crate::{GgmlType, Value, DEFAULT_ALIGNMENT, MAX_DIMS};
+use crate::{GgmlType, GgufFile, Value, DEFAULT_ALIGNMENT, MAX_DIMS};
 
 struct PendingTensor {
     name: String,
@@ -86,6 +86,21 @@ impl GgufWriter {
             metadata: Vec::new(),
             tensors: Vec::new(),
         }
+    }
+
+    /// A writer holding a copy of `file`: its metadata (`general.alignment` included) and its
+    /// tensors, in the file's order. Tests and tools change what they need (`add` replaces a
+    /// key in place) and write the result.
+    pub fn from_file(file: &GgufFile) -> Result<GgufWriter, GgufError> {
+        let mut w = GgufWriter::new();
+        for (key, value) in file.metadata() {
+            // A parsed array holds one element type, so this cannot panic.
+            w.add(key, value.clone());
+        }
+        for t in file.tensors() {
+            w.add_tensor(&t.name, &t.dims, t.ty, file.tensor_data(t).to_vec())?;
+        }
+        Ok(w)
     }
 
     /// Sets `general.alignment`. The value is written as given, so a test can make a file with

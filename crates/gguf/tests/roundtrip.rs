@@ -348,3 +348,20 @@ mod header_prefix {
         assert_eq!(header_size(&bytes[..100], u64::MAX).unwrap(), None);
     }
 }
+
+#[test]
+fn from_file_copies_a_file_exactly() {
+    for w in [sample_writer(), sample_writer().with_alignment(64)] {
+        let bytes = w.to_bytes();
+        let f = GgufFile::from_bytes(bytes.clone()).unwrap();
+        let copy = GgufWriter::from_file(&f).unwrap();
+        assert_eq!(copy.to_bytes(), bytes);
+        // What a test changes in the copy is all that changes.
+        let mut changed = GgufWriter::from_file(&f).unwrap();
+        changed.add("general.name", "renamed");
+        let g = GgufFile::from_bytes(changed.to_bytes()).unwrap();
+        assert_eq!(g.get_str("general.name").unwrap(), Some("renamed"));
+        assert_eq!(g.metadata().len(), f.metadata().len() + 1);
+        check(&g, f.alignment());
+    }
+}

@@ -485,3 +485,63 @@ async fn a_dropped_stream_stops_generation() {
     .expect("the worker should be free");
     assert_eq!(r.status, StatusCode::OK);
 }
+
+/// A model without a chat template is a base model: every request that would go through a
+/// template is refused with 400 saying so and what works instead; raw completion works.
+#[tokio::test]
+async fn base_models_complete_text_but_do_not_chat() {
+    let app = default_server();
+    let m = base_model();
+    let msgs = json!([{"role": "user", "content": "Hi"}]);
+    for (uri, body) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": m, "messages": msgs, "max_tokens": 2}),
+        ),
+        (
+            "/api/chat",
+            json!({"model": m, "messages": msgs, "stream": false}),
+        ),
+        // Streaming too: the refusal comes before the stream starts.
+        ("/api/chat", json!({"model": m, "messages": msgs})),
+        (
+            "/api/generate",
+            json!({"model": m, "prompt": "Hi", "stream": false}),
+        ),
+    ] {
+        let r = send(&app, post(uri, &body)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{uri} {body}: {}",
+            r.text()
+        );
+        let v = r.json();
+        let msg = v["error"]
+            .as_str()
+            .or_else(|| v["error"]["message"].as_str())
+            .unwrap_or_else(|| panic!("{uri}: {v}"))
+            .to_string();
+        assert!(msg.contains("is a base model"), "{uri}: {msg}");
+        assert!(msg.contains("no chat template"), "{uri}: {msg}");
+        assert!(msg.contains("\"raw\": true"), "{uri}: {msg}");
+        assert!(msg.contains("/v1/completions"), "{uri}: {msg}");
+        if uri.starts_with("/v1/") {
+            assert_eq!(v["error"]["code"], "base_model", "{v}");
+        }
+    }
+    for (uri, body) in [
+        (
+            "/api/generate",
+            json!({"model": m, "prompt": "Once", "raw": true, "stream": false,
+                   "options": {"num_predict": 2, "temperature": 0}}),
+        ),
+        (
+            "/v1/completions",
+            json!({"model": m, "prompt": "Once", "max_tokens": 2, "temperature": 0}),
+        ),
+    ] {
+        let r = send(&app, post(uri, &body)).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.text());
+    }
+}

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use server::{app, AppState, Config};
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use support::{get, model, post, send};
+use support::{base_model, get, model, post, send};
 use tokio::sync::{Mutex, MutexGuard};
 
 /// The hub's file for `hf.co/org/repo/tiny-Q8_0.gguf` and `hf.co/org/repo:Q8_0`.
@@ -192,6 +192,8 @@ async fn pull_streams_monotonic_progress_then_success() {
         "{entry}"
     );
     assert!(!d["parameter_size"].as_str().unwrap().is_empty(), "{entry}");
+    // The file has a chat template: it chats.
+    assert_eq!(d["kind"], "instruct", "{entry}");
 
     // Again: already there, nothing downloaded, still a success.
     e.hub.clear_log();
@@ -326,6 +328,11 @@ async fn show_describes_store_models_and_files() {
     let r = send(&app, post("/api/show", &json!({"model": model()}))).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["details"]["family"], "llama");
+    assert_eq!(r.json()["details"]["kind"], "instruct");
+    // Without a chat template it is a base model.
+    let r = send(&app, post("/api/show", &json!({"model": base_model()}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["details"]["kind"], "base");
 
     for (body, status) in [
         (json!({"model": "nosuch:latest"}), 404),

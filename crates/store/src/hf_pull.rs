@@ -47,6 +47,8 @@ impl Store {
                     digest: digest.clone(),
                     license: String::new(),
                     description: String::new(),
+                    architecture: None,
+                    kind: None,
                     sources: vec![Source::HuggingFace {
                         repo: format!("{org}/{repo}"),
                         revision: "main".to_owned(),

@@ -30,7 +30,53 @@ pub struct ModelInfo {
     pub file_size: u64,
 }
 
+/// What a model was trained for, which decides whether it can chat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// Instruction-tuned: answers messages through its chat template.
+    Instruct,
+    /// Pretrained only: continues text. Its file has no chat template, so hearth does not
+    /// chat with it (raw completion works).
+    Base,
+}
+
+impl ModelKind {
+    /// `instruct` or `base`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Instruct => "instruct",
+            ModelKind::Base => "base",
+        }
+    }
+
+    /// The kind of a file: the catalog's word for its bytes when it has one (by sha256, so a
+    /// copy or a preset of a catalog model counts), else base exactly when the file has no
+    /// chat template (what the engine's chat goes by).
+    pub fn of(info: &ModelInfo, digest: Option<&crate::Digest>) -> ModelKind {
+        digest
+            .and_then(crate::catalog::by_digest)
+            .and_then(|e| e.kind)
+            .unwrap_or_else(|| info.kind())
+    }
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl ModelInfo {
+    /// The kind the file's metadata says: base when it has no chat template (an empty one
+    /// counts as none). [`ModelKind::of`] also asks the catalog.
+    pub fn kind(&self) -> ModelKind {
+        match self.chat_template.as_deref() {
+            Some(t) if !t.trim().is_empty() => ModelKind::Instruct,
+            _ => ModelKind::Base,
+        }
+    }
+
     /// Reads the metadata of the GGUF file at `path`.
     pub fn read(path: &Path) -> Result<ModelInfo, StoreError> {
         let file = GgufFile::open(path).map_err(|e| StoreError::Io {
@@ -180,6 +226,32 @@ mod tests {
         assert_eq!(info.chat_template.as_deref(), Some("{{ x }}"));
         assert_eq!(info.license.as_deref(), Some("mit"));
         assert_eq!(info.tensor_count, 2);
+    }
+
+    #[test]
+    fn kind_follows_the_chat_template() {
+        let info = |template: Option<&str>| ModelInfo {
+            chat_template: template.map(str::to_owned),
+            ..ModelInfo::default()
+        };
+        assert_eq!(info(Some("{{ x }}")).kind(), ModelKind::Instruct);
+        assert_eq!(info(None).kind(), ModelKind::Base);
+        assert_eq!(info(Some(" \n")).kind(), ModelKind::Base);
+        // The catalog's word wins for its own bytes; other files go by their template.
+        let gemma =
+            crate::catalog::lookup(&crate::ModelName::parse("gemma3:270m").unwrap()).unwrap();
+        assert_eq!(
+            ModelKind::of(&info(Some("{{ x }}")), Some(&gemma.digest)),
+            ModelKind::Base
+        );
+        let other = crate::Digest::parse(&format!("sha256:{}", "0".repeat(64))).unwrap();
+        assert_eq!(ModelKind::of(&info(None), Some(&other)), ModelKind::Base);
+        assert_eq!(
+            ModelKind::of(&info(Some("{{ x }}")), Some(&other)),
+            ModelKind::Instruct
+        );
+        assert_eq!(ModelKind::of(&info(Some("t")), None), ModelKind::Instruct);
+        assert_eq!(serde_json::to_string(&ModelKind::Base).unwrap(), "\"base\"");
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub mod remote_header;
 pub use catalog::{CatalogEntry, Source, WheelPart, DEFAULT_MODEL};
 pub use create::{CreateOptions, Resolved};
 pub use error::StoreError;
-pub use info::ModelInfo;
+pub use info::{ModelInfo, ModelKind};
 pub use manifest::Manifest;
 pub use name::{Digest, ModelName};
 pub use preset::Params;

@@ -20,6 +20,8 @@ fn entry(name: &str, bytes: &[u8]) -> CatalogEntry {
         digest: Digest::parse(&format!("sha256:{}", sha256_hex(bytes))).unwrap(),
         license: "mit".into(),
         description: "synthetic".into(),
+        architecture: None,
+        kind: None,
         sources: vec![Source::HuggingFace {
             repo: "org/repo".into(),
             revision: "main".into(),

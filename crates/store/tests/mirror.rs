@@ -93,6 +93,8 @@ fn split_entry(pip: &FakePip, bytes: &[u8], n: usize) -> CatalogEntry {
         digest: Digest::parse(&format!("sha256:{}", sha256_hex(bytes))).unwrap(),
         license: "apache-2.0".into(),
         description: "synthetic".into(),
+        architecture: None,
+        kind: None,
         sources: vec![
             Source::HuggingFace {
                 repo: "org/repo".into(),

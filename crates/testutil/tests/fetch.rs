@@ -45,6 +45,18 @@ fn gemma3_is_fetched_and_verified() {
 }
 
 #[test]
+fn qwen2_5_coder_is_fetched_and_verified() {
+    let p = testutil::qwen2_5_coder();
+    assert!(p.ends_with("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"));
+    assert_eq!(fs::metadata(&p).expect("stat").len(), 491_400_064);
+    assert_eq!(
+        testutil::sha256_file(&p).expect("hash"),
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+    );
+    assert_eq!(&gguf_magic(&p), b"GGUF");
+}
+
+#[test]
 fn llama_vocab_files_are_present() {
     let dir = testutil::llama_vocab_dir();
     for name in [

@@ -1,9 +1,11 @@
 //! `hearth fit MODEL [--ctx N]`: will this model run here? Memory needed (weights, KV cache at
 //! the context, compute buffers, the process) against the memory available now, with a verdict
-//! and, when it does not fit, a smaller catalog model that does. A model not in the store is
+//! and, when it does not fit, a smaller catalog model that does. A model whose architecture
+//! hearth cannot run gets that as its verdict, whatever the memory. A model not in the store is
 //! sized from its header, read with HTTP range requests from where `pull` would fetch it
 //! (the catalog's file size when that cannot be done: offline, or a package-mirror source).
 
+use super::unsupported;
 use crate::insight::estimate::{self, Estimate};
 use crate::insight::{human, system};
 use anyhow::{bail, Context};
@@ -84,8 +86,13 @@ struct Report {
     min_bytes: Option<u64>,
     available_bytes: Option<u64>,
     total_bytes: Option<u64>,
-    /// `fits`, `fits_reduced_ctx`, `does_not_fit` or `unknown` (available memory unknown).
+    /// `fits`, `fits_reduced_ctx`, `does_not_fit`, `unknown` (available memory unknown) or
+    /// `unsupported_architecture` (hearth cannot run it, whatever the memory).
     verdict: &'static str,
+    /// The model's `general.architecture` (None: not known without the file's header).
+    architecture: Option<String>,
+    /// Why hearth cannot run the model (its architecture), with the ones it can.
+    unsupported: Option<String>,
     /// The largest context that fits (when it is smaller than the one asked for).
     max_ctx: Option<u64>,
     suggestion: Option<Suggestion>,
@@ -238,6 +245,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         available_bytes: available,
         total_bytes: None,
         verdict: "unknown",
+        architecture: None,
+        unsupported: None,
         max_ctx: None,
         suggestion: None,
         notes: Vec::new(),
@@ -272,11 +281,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let needed = match located {
         Ok(e) => {
-            if let Err(err) = engine::arch::find(&e.arch) {
-                report
-                    .notes
-                    .push(format!("hearth cannot run this model yet: {err}"));
-            }
+            report.architecture = Some(e.arch.clone());
             if e.n_ctx < ctx {
                 report.notes.push(format!(
                     "the model was trained for {} positions: hearth caps the context there",
@@ -315,10 +320,22 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             if let Some(avail) = available {
                 report.verdict = if min <= avail { "fits" } else { "does_not_fit" };
             }
+            report.architecture = entry.architecture.clone();
             min
         }
     };
-    if report.verdict == "does_not_fit" {
+    // Memory is beside the point for a model hearth cannot run: that is the verdict.
+    if let Some(why) = report.architecture.as_deref().and_then(unsupported) {
+        report.verdict = "unsupported_architecture";
+        report.max_ctx = None;
+        report.unsupported = Some(why);
+        report.notes.push(
+            "the memory figures are what the model would need once hearth supports its \
+             architecture"
+                .to_owned(),
+        );
+        report.suggestion = suggest(u64::MAX, available.unwrap_or(0));
+    } else if report.verdict == "does_not_fit" {
         report.suggestion = suggest(needed, available.unwrap_or(0));
     }
     if a.mem.is_some() {
@@ -338,10 +355,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The largest catalog model smaller than `needed` whose weights fit in `available`.
+/// The largest catalog model smaller than `needed` whose weights fit in `available`, among
+/// those hearth can run and chat with.
 fn suggest(needed: u64, available: u64) -> Option<Suggestion> {
     catalog::entries()
         .into_iter()
+        .filter(|e| {
+            e.architecture
+                .as_deref()
+                .is_some_and(|a| unsupported(a).is_none())
+        })
+        .filter(|e| e.kind == Some(store::ModelKind::Instruct))
         .filter(|e| estimate::from_size(e.size) < needed)
         .filter(|e| estimate::from_size(e.size) <= available)
         .max_by_key(|e| e.size)
@@ -384,10 +408,11 @@ fn print_human(r: &Report) -> anyhow::Result<()> {
         Some(b) => out.push_str(&format!("available  {}\n", human(b))),
         None => out.push_str("available  unknown\n"),
     }
-    let verdict = match (r.verdict, r.max_ctx) {
-        ("fits", _) => "fits".to_owned(),
-        ("fits_reduced_ctx", Some(x)) => format!("fits up to context {x}"),
-        ("does_not_fit", _) => "does not fit".to_owned(),
+    let verdict = match (r.verdict, r.max_ctx, &r.unsupported) {
+        (_, _, Some(why)) => format!("cannot run here: {why}"),
+        ("fits", _, _) => "fits".to_owned(),
+        ("fits_reduced_ctx", Some(x), _) => format!("fits up to context {x}"),
+        ("does_not_fit", _, _) => "does not fit".to_owned(),
         _ => "unknown".to_owned(),
     };
     out.push_str(&format!("verdict    {verdict}\n"));
@@ -411,5 +436,39 @@ fn human_small(bytes: u64) -> String {
         human(bytes)
     } else {
         format!("{:.1} KiB", bytes as f64 / 1024.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// However much memory there is, the suggestion is a model hearth can run and chat with:
+    /// never a catalog model of an unsupported architecture, never a base model.
+    #[test]
+    fn suggestions_run_here_and_chat() {
+        for (needed, available) in [
+            (u64::MAX, u64::MAX),
+            (u64::MAX, 1 << 40),
+            (1 << 40, 1 << 30),
+        ] {
+            let s = suggest(needed, available).expect("a suggestion");
+            let e = catalog::lookup(&ModelName::parse(&s.model).unwrap()).unwrap();
+            let arch = e.architecture.as_deref().unwrap();
+            assert!(unsupported(arch).is_none(), "{} ({arch})", s.model);
+            assert_eq!(e.kind, Some(store::ModelKind::Instruct), "{}", s.model);
+        }
+        // Nothing fits in a kilobyte.
+        assert!(suggest(u64::MAX, 1024).is_none());
+    }
+
+    #[test]
+    fn unsupported_names_the_architectures_that_run() {
+        assert!(unsupported("llama").is_none());
+        let why = unsupported("qwen2-moe-9000").unwrap();
+        assert!(
+            why.contains("qwen2-moe-9000") && why.contains("llama"),
+            "{why}"
+        );
     }
 }

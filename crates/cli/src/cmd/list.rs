@@ -7,8 +7,9 @@ use store::{ModelInfo, Store};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Print JSON: {"models": [{name, digest, size, modified, architecture, …, base, system,
-    /// params, broken}]}.
+    /// Print JSON: {"models": [{name, digest, size, modified, architecture, …, kind, base,
+    /// system, params, broken}]}; `kind` is `instruct` or `base` (a pretrained model), `base`
+    /// the model a preset was made from.
     #[arg(long)]
     json: bool,
 }
@@ -22,6 +23,8 @@ struct Row {
     architecture: Option<String>,
     parameters: Option<u64>,
     quantization: Option<String>,
+    /// `instruct`, or `base` (pretrained: continues text, does not chat).
+    kind: Option<store::ModelKind>,
     path: Option<String>,
     /// For a preset: the model it was made from.
     base: Option<String>,
@@ -47,6 +50,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                     architecture: info.as_ref().and_then(|i| i.architecture.clone()),
                     parameters: info.as_ref().map(|i| i.parameters),
                     quantization: info.as_ref().and_then(|i| i.quantization.clone()),
+                    kind: info
+                        .as_ref()
+                        .map(|i| store::ModelKind::of(i, Some(&m.digest))),
                     path: Some(path.display().to_string()),
                     base: m.base.as_ref().map(ToString::to_string),
                     system: m.system.clone(),
@@ -62,6 +68,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 architecture: None,
                 parameters: None,
                 quantization: None,
+                kind: None,
                 path: None,
                 base: None,
                 system: None,
@@ -77,9 +84,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let dash = || "-".to_owned();
     // The BASE column appears only when there is a preset to show.
     let with_base = rows.iter().any(|r| r.base.is_some());
-    let mut header: Vec<String> = ["NAME", "ID", "SIZE", "ARCH", "PARAMS", "QUANT", "MODIFIED"]
-        .map(String::from)
-        .to_vec();
+    let mut header: Vec<String> = [
+        "NAME", "ID", "SIZE", "ARCH", "PARAMS", "QUANT", "KIND", "MODIFIED",
+    ]
+    .map(String::from)
+    .to_vec();
     if with_base {
         header.push("BASE".into());
     }
@@ -103,6 +112,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 .map(store::info::human_count)
                 .unwrap_or_else(dash),
             r.quantization.as_deref().map(clean).unwrap_or_else(dash),
+            r.kind.map(|k| k.to_string()).unwrap_or_else(dash),
             r.modified
                 .as_deref()
                 .map(|t| t.replacen('T', " ", 1).trim_end_matches('Z').to_owned() + " UTC")

@@ -103,6 +103,21 @@ pub fn thread_pool(threads: Option<usize>) -> Arc<ThreadPool> {
     Arc::new(ThreadPool::new(n))
 }
 
+/// Why hearth cannot run models of this `general.architecture` (naming those it can); None
+/// when it can. What `fit`, `pull` and `show` tell before a model is loaded.
+pub fn unsupported(arch: &str) -> Option<String> {
+    engine::arch::find(arch).err().map(|e| e.to_string())
+}
+
+/// The architectures hearth runs, for messages: `llama, gemma3`.
+pub fn supported_architectures() -> String {
+    engine::arch::ARCHITECTURES
+        .iter()
+        .map(|a| a.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Loads a model, saying which file failed.
 pub fn load_model(path: &std::path::Path) -> anyhow::Result<engine::Model> {
     use anyhow::Context;

@@ -8,12 +8,14 @@ use std::cell::RefCell;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
-use store::{ModelName, Progress, PullOptions, PullOutcome, PullReport, Resolved, Store};
+use store::{
+    catalog, ModelInfo, ModelName, Progress, PullOptions, PullOutcome, PullReport, Resolved, Store,
+};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model name: smollm2 (= smollm2:135m), gemma3:270m, hf.co/ORG/REPO[:QUANT] (Q4_K_M when
-    /// left out), hf.co/ORG/REPO/FILE.gguf
+    /// Model name: smollm2 (= smollm2:135m), gemma3:270m (a base model), qwen2.5-coder:0.5b,
+    /// hf.co/ORG/REPO[:QUANT] (Q4_K_M when left out), hf.co/ORG/REPO/FILE.gguf
     name: String,
     /// Use no network at all: succeed only when the model is already in the store
     /// (also HEARTH_OFFLINE=1).
@@ -24,7 +26,24 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let name = ModelName::parse(&a.name)?;
     let store = Store::open_default()?;
+    // A catalog model's architecture is known before the download: say at once when hearth
+    // cannot run it (the pull goes on: the file is kept for a hearth that can).
+    let known_arch = catalog::lookup(&name).and_then(|e| e.architecture);
+    if let Some(why) = known_arch.as_deref().and_then(super::unsupported) {
+        eprintln!("note: hearth cannot run {name} yet: {why}; pulling it anyway");
+    }
     let report = pull_with_progress(&store, &name, a.offline)?;
+    if known_arch.is_none() {
+        let arch = ModelInfo::read(&report.path)
+            .ok()
+            .and_then(|i| i.architecture);
+        if let Some(why) = arch.as_deref().and_then(super::unsupported) {
+            eprintln!(
+                "note: hearth cannot run {} yet: {why}",
+                report.manifest.name
+            );
+        }
+    }
     let m = &report.manifest;
     match &report.outcome {
         PullOutcome::AlreadyPresent => emit(&format!(
@@ -91,6 +110,15 @@ pub fn resolve_store(arg: &str, offline: bool) -> anyhow::Result<Resolved> {
     // A broken manifest is repaired by pulling again.
     if let Ok(Some(resolved)) = store.resolve(&name) {
         return Ok(resolved);
+    }
+    // Every caller loads the model next: do not download one whose architecture hearth cannot
+    // run only to fail then.
+    let arch = catalog::lookup(&name).and_then(|e| e.architecture);
+    if let Some(why) = arch.as_deref().and_then(super::unsupported) {
+        bail!(
+            "cannot run {name}: {why}. Nothing was downloaded; `hearth pull {name}` keeps it \
+             for a hearth that can run it"
+        );
     }
     if !offline && !store::offline_from_env() {
         eprintln!("{name} is not in the store yet; pulling it");

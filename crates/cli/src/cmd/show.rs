@@ -4,7 +4,7 @@
 use super::pull::{clean, emit, human_bytes};
 use anyhow::bail;
 use std::path::{Path, PathBuf};
-use store::{Manifest, ModelInfo, ModelName, Store};
+use store::{Manifest, ModelInfo, ModelKind, ModelName, Store};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -30,6 +30,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
     };
     let info = ModelInfo::read(&path)?;
+    // A file given by path is not hashed to find it in the catalog: its template decides.
+    let kind = ModelKind::of(&info, manifest.as_ref().map(|m| &m.digest));
+    let unsupported = info.architecture.as_deref().and_then(super::unsupported);
     let license = manifest
         .as_ref()
         .and_then(|m| m.license.clone())
@@ -54,6 +57,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "params": manifest.as_ref().map(|m| m.params.clone()).unwrap_or_default(),
             "license": license,
             "architecture": info.architecture,
+            // Whether this hearth can run the architecture (null: the file names none).
+            "architecture_supported": info.architecture.as_ref().map(|_| unsupported.is_none()),
+            "kind": kind,
             "model_name": info.model_name,
             "size_label": info.size_label,
             "parameters": info.parameters,
@@ -89,9 +95,24 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             a.model
         )
     });
-    let optional: [(&str, Option<String>); 11] = [
+    let architecture = opt(&info.architecture).map(|arch| match &unsupported {
+        Some(_) => format!(
+            "{arch} (hearth cannot run it yet; it runs {})",
+            super::supported_architectures()
+        ),
+        None => arch,
+    });
+    let kind_text = match kind {
+        ModelKind::Instruct => "instruct (chats)".to_owned(),
+        ModelKind::Base => format!(
+            "base (pretrained: continues text and does not chat; `hearth run {} --raw TEXT`)",
+            clean(&a.model)
+        ),
+    };
+    let optional: [(&str, Option<String>); 12] = [
         ("model", opt(&info.model_name)),
-        ("architecture", opt(&info.architecture)),
+        ("architecture", architecture),
+        ("kind", Some(kind_text)),
         ("parameters", Some(params)),
         ("quantization", opt(&info.quantization)),
         ("context length", num(info.context_length)),

@@ -2,7 +2,8 @@
 // starts `hearth serve` and passes everything through the environment:
 //   E2E_SCENARIO        "main" (chat, stream, stop, reload, XSS, conversations) or "key"
 //   E2E_BASE            the server, e.g. http://127.0.0.1:PORT
-//   E2E_MODEL           the store model to pick
+//   E2E_MODEL           the store model to pick (and the page's default)
+//   E2E_BASE_MODEL      a base model in the store, listed first: labelled, never the default
 //   E2E_API_KEY         the key the server wants ("key" scenario)
 //   E2E_OUT             where screenshots go
 //   E2E_CHROMIUM        the browser binary
@@ -22,6 +23,7 @@ const env = (name) => {
 const scenario = env("E2E_SCENARIO");
 const base = env("E2E_BASE");
 const model = env("E2E_MODEL");
+const baseModel = env("E2E_BASE_MODEL");
 const outDir = env("E2E_OUT");
 const require = createRequire(path.join(env("E2E_PLAYWRIGHT_DIR"), "package.json"));
 const { chromium } = require("playwright-core");
@@ -105,6 +107,32 @@ async function pickModel(page) {
   return value;
 }
 
+// What the page picks by itself: the default model, not the base model listed before it,
+// which is labelled "base".
+async function checkDefaultModel(page) {
+  const matches = (value, name) => value === name || value.startsWith(`${name}:`);
+  await page.waitForFunction(
+    ([a, b]) => {
+      const values = [...document.querySelectorAll("#model option")].map((o) => o.value);
+      return [a, b].every((n) => values.some((v) => v === n || v.startsWith(`${n}:`)));
+    },
+    [model, baseModel],
+    { timeout: 30000 },
+  );
+  const options = await page.locator("#model option").evaluateAll((os) =>
+    os.map((o) => ({ value: o.value, label: o.textContent, title: o.title })),
+  );
+  const selected = await page.locator("#model").inputValue();
+  log("models:", options.map((o) => o.label).join(" | "), "selected:", selected);
+  assert.ok(matches(options[0].value, baseModel), "the base model is listed first");
+  assert.ok(matches(selected, model), `the page picks ${model} by default, not ${selected}`);
+  const base = options.find((o) => matches(o.value, baseModel));
+  assert.match(base.label, / · base$/, "the base model is labelled as one");
+  assert.match(base.title, /Base model/);
+  const chat = options.find((o) => matches(o.value, model));
+  assert.doesNotMatch(chat.label, /base/);
+}
+
 async function setSettings(page, values) {
   await page.click("#open-settings");
   await page.locator("#settings").waitFor({ state: "visible" });
@@ -147,6 +175,7 @@ async function mainScenario() {
   await page.goto(base);
   const csp = (await page.request.get(base)).headers()["content-security-policy"];
   assert.ok(csp && csp.includes("default-src 'self'"), `CSP header: ${csp}`);
+  await checkDefaultModel(page);
   await pickModel(page);
 
   // Greedy decoding with a large budget: a long answer, so it is still streaming when stopped.

@@ -150,6 +150,8 @@ fn show_json(m: &ModelShow, file: &gguf::GgufFile, verbose: bool) -> Value {
             "families": info.architecture.as_ref().map(|a| vec![a.clone()]),
             "parameter_size": parameter_size,
             "quantization_level": info.quantization.clone().unwrap_or_default(),
+            // hearth's own: `base` models continue text and refuse chat.
+            "kind": model_kind(&info, m.digest.as_deref()),
         },
         "model_info": model_info,
         "capabilities": [capability(file)],
@@ -174,6 +176,13 @@ fn capability(file: &gguf::GgufFile) -> &'static str {
         true => "embedding",
         false => "completion",
     }
+}
+
+/// `instruct` or `base`: the catalog's word for a known file (by its `sha256:…` digest), else
+/// whether the file has a chat template.
+pub(crate) fn model_kind(info: &store::ModelInfo, digest: Option<&str>) -> &'static str {
+    let digest = digest.and_then(|d| store::Digest::parse(d).ok());
+    store::ModelKind::of(info, digest.as_ref()).as_str()
 }
 
 /// A preset's options as Ollama writes them: `temperature                    0.7`.

@@ -443,6 +443,11 @@ async fn tags(State(state): State<AppState>) -> Result<Response, OllamaError> {
                             .as_ref()
                             .and_then(|i| i.quantization.clone())
                             .unwrap_or_default(),
+                        // hearth's own: `base` models continue text and refuse chat (null
+                        // when the file cannot be read).
+                        "kind": info
+                            .as_ref()
+                            .map(|i| super::manage::model_kind(i, Some(&m.digest))),
                     },
                 })
             })

@@ -204,10 +204,26 @@ function formatSize(bytes) {
   return `${n >= 100 || u === 0 ? Math.round(n) : n.toFixed(1)} ${units[u]}`;
 }
 
+// The model chosen when neither the conversation nor an earlier choice names one.
+const DEFAULT_MODEL = "smollm2";
+const BASE_TITLE = "Base model: pretrained to continue text, not to chat (the server refuses to chat with it). Pick an instruct model to chat.";
+
 function modelLabel(name, size, details) {
   const d = details || {};
   const bits = [formatSize(size), d.parameter_size, d.quantization_level].filter(Boolean);
+  // A base (pretrained) model continues text and does not chat: say so where it is picked.
+  if (d.kind === "base") bits.push("base");
   return bits.length ? `${name} · ${bits.join(" · ")}` : name;
+}
+
+const isBase = (m) => Boolean(m && m.details && m.details.kind === "base");
+
+// The default model if it is there, else the first model that chats; a base model only when
+// there is nothing else.
+function defaultModel(models) {
+  const chat = models.filter((m) => !isBase(m));
+  const preferred = chat.find((m) => m.name === DEFAULT_MODEL || m.name.startsWith(`${DEFAULT_MODEL}:`));
+  return (preferred || chat[0] || models[0]).name;
 }
 
 // The model list may leave out the parameter count and quantization; /api/show reads them
@@ -225,7 +241,10 @@ async function addDetails(models) {
         if (!resp.ok) return;
         const details = (await resp.json()).details;
         const opt = [...ui.model.options].find((o) => o.value === m.name);
-        if (opt && details) opt.textContent = modelLabel(m.name, m.size, details);
+        if (opt && details) {
+          opt.textContent = modelLabel(m.name, m.size, details);
+          if (details.kind === "base") opt.title = BASE_TITLE;
+        }
       } catch (e) {
         // Keep the shorter label.
       }
@@ -255,12 +274,20 @@ async function loadModels() {
   for (const m of models) {
     const opt = el("option", null, modelLabel(m.name, m.size, m.details));
     opt.value = m.name;
+    if (isBase(m)) opt.title = BASE_TITLE;
     ui.model.appendChild(opt);
   }
   addDetails(models);
+  // The conversation's own model; else the last one chosen, unless it is a base model (an
+  // earlier page picked the first model in the list and remembered it on sending); else the
+  // default.
   const conv = current();
-  const wanted = (conv && conv.model) || load(KEYS.model, null);
-  if (wanted && models.some((m) => m.name === wanted)) ui.model.value = wanted;
+  const find = (name) => models.find((m) => m.name === name);
+  const saved = find(load(KEYS.model, null));
+  let choice = defaultModel(models);
+  if (conv && conv.model && find(conv.model)) choice = conv.model;
+  else if (saved && !isBase(saved)) choice = saved.name;
+  ui.model.value = choice;
   ui.model.disabled = false;
   updateComposer();
 }
@@ -339,7 +366,12 @@ function startRename(li, conv) {
   input.value = conv.title || "";
   input.maxLength = 200;
   input.setAttribute("aria-label", "New name");
+  // Once: Chromium blurs the input when renderList removes it, which would call this again
+  // in the middle of that removal (and throw).
+  let finished = false;
   const finish = (keep) => {
+    if (finished) return;
+    finished = true;
     if (keep && input.value.trim()) {
       conv.title = input.value.trim();
       persist();

@@ -9,7 +9,7 @@ use super::{
     Totals, UsageSink, WorkerConfig,
 };
 use crate::error::ApiError;
-use engine::chat::{ChatTemplate, Sandbox};
+use engine::chat::{ChatError, ChatTemplate, Sandbox};
 use engine::generate::{Decoding, GenerateOptions, StopReason};
 use engine::{Model, Session, SessionState};
 use kernels::pool::ThreadPool;
@@ -721,7 +721,10 @@ fn tokenize(
     Ok(match &job.input {
         Input::Raw(text) => tok.encode(text, true, true),
         Input::Chat(messages) => {
-            let mut template = ChatTemplate::for_model(model);
+            let mut template = ChatTemplate::for_model(model).map_err(|e| match e {
+                ChatError::BaseModel => base_model_refusal(&job.model.name),
+                e => ApiError::bad_request(e.to_string()),
+            })?;
             if let Some(sandbox) = sandbox {
                 template = template.with_sandbox(Arc::clone(sandbox));
             }
@@ -735,6 +738,19 @@ fn tokenize(
         }
         _ => Vec::new(),
     })
+}
+
+/// Why a chat (or a templated generate) with a base model is refused, and what works instead.
+fn base_model_refusal(name: &str) -> ApiError {
+    ApiError::invalid(
+        "model",
+        format!(
+            "{name} is a base model: its file has no chat template, so it continues text rather \
+             than answering messages. Send the text to continue to /api/generate with \
+             \"raw\": true or to /v1/completions, or chat with an instruct model."
+        ),
+    )
+    .with_code("base_model")
 }
 
 /// Embeds each text (all must fit the context unless `truncate`, which cuts them).

@@ -12,11 +12,28 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use tower::ServiceExt;
 
-pub fn model() -> String {
+/// The tiny synthetic model as it is: no chat template, so a base model to the server.
+pub fn base_model() -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/data/synthetic/llama_q8_0.gguf")
         .to_string_lossy()
         .into_owned()
+}
+
+/// The tiny synthetic model with ChatML as its chat template (written once per test binary),
+/// so that it chats.
+pub fn model() -> String {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let f = gguf::GgufFile::open(base_model()).unwrap();
+        let mut w = gguf::GgufWriter::from_file(&f).unwrap();
+        w.add("tokenizer.chat_template", engine::chat::CHATML_TEMPLATE);
+        let dir = tempfile::tempdir().unwrap().keep();
+        let path = dir.join("llama_q8_0_chatml.gguf");
+        w.write(&path).unwrap();
+        path.to_string_lossy().into_owned()
+    })
+    .clone()
 }
 
 /// An empty store for the whole test binary.

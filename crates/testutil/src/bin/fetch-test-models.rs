@@ -2,4 +2,5 @@
 fn main() {
     println!("{}", testutil::smollm2().display());
     println!("{}", testutil::gemma3().display());
+    println!("{}", testutil::qwen2_5_coder().display());
 }

@@ -22,7 +22,8 @@ pub struct Conversation<'m> {
     session: Session<'m>,
     /// The tokens whose keys and values the session holds, position by position.
     cached: Vec<u32>,
-    template: ChatTemplate,
+    /// None for raw completion only (`--raw`): a chat turn is then an error.
+    template: Option<ChatTemplate>,
     /// User and assistant turns; the system prompt lives in `settings`.
     pub messages: Vec<Message>,
     pub settings: Settings,
@@ -45,7 +46,7 @@ pub struct Answer {
 impl<'m> Conversation<'m> {
     pub fn new(
         session: Session<'m>,
-        template: ChatTemplate,
+        template: Option<ChatTemplate>,
         settings: Settings,
         facts: RunFacts,
     ) -> Self {
@@ -151,7 +152,10 @@ impl<'m> Conversation<'m> {
             all.push(Message::new("system", s));
         }
         all.extend(self.messages.iter().cloned());
-        let text = self.template.render(&all, true)?;
+        let Some(template) = &self.template else {
+            bail!("no chat template: this conversation only completes raw text (--raw)");
+        };
+        let text = template.render(&all, true)?;
         let tok = self.session.model().tokenizer();
         let bos_text = tok.bos().and_then(|b| tok.token_text(b)).unwrap_or("");
         // A template that writes BOS itself must not get a second one.

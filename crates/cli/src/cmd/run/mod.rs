@@ -12,7 +12,7 @@ mod settings;
 use crate::insight::usage_log::UsageLog;
 use anyhow::{bail, Context};
 use conversation::{Conversation, RunFacts};
-use engine::chat::ChatTemplate;
+use engine::chat::{ChatError, ChatTemplate, BUILTIN_TEMPLATES};
 use engine::Model;
 use settings::Settings;
 use std::io::IsTerminal;
@@ -32,6 +32,10 @@ pub struct Args {
     /// Use the prompt as it is, without the chat template (BOS as the model's metadata says).
     #[arg(long)]
     raw: bool,
+    /// Chat through a built-in template (chatml, gemma3) instead of the file's: for an
+    /// instruct model whose file lacks the template it was trained with.
+    #[arg(long, value_name = "NAME", conflicts_with = "raw")]
+    chat_template: Option<String>,
     /// A system prompt for the chat (replaces a preset's).
     #[arg(long)]
     system: Option<String>,
@@ -167,6 +171,11 @@ pub const DEFAULT_MODEL: &str = "smollm2";
 pub fn run(mut a: Args) -> anyhow::Result<()> {
     // Flags are checked before anything is loaded or pulled.
     a.settings(Settings::default())?;
+    if let Some(name) = &a.chat_template {
+        if !BUILTIN_TEMPLATES.iter().any(|(n, _)| n == name) {
+            return Err(no_such_builtin(name));
+        }
+    }
     let threads = a.threads()?;
     let (model_arg, prompt) = model_and_prompt(a.model.take(), a.prompt.take());
     let (path, preset) = resolve(&model_arg, a.offline)?;
@@ -186,10 +195,19 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         load_time,
         n_threads: pool.n_threads(),
     };
+    // Raw completion needs no template; a chat with a base model is refused here, before
+    // anything is generated.
+    let template = match a.raw {
+        true => None,
+        false => Some(chat_template(
+            &model,
+            &model_arg,
+            a.chat_template.as_deref(),
+        )?),
+    };
     let session = model.session(settings.num_ctx(), pool);
     let usage = UsageLog::open(a.no_ledger, &model_arg, "cli", load_time);
-    let mut conv =
-        Conversation::new(session, chat_template(&model), settings, facts).with_usage(usage);
+    let mut conv = Conversation::new(session, template, settings, facts).with_usage(usage);
     let interactive = !a.raw && prompt.is_none() && std::io::stdin().is_terminal();
     if !interactive {
         let prompt = match prompt {
@@ -273,14 +291,55 @@ fn read_stdin() -> anyhow::Result<String> {
     Ok(s)
 }
 
-/// The model's chat template (or a built-in one), the file's rendered in a child process with
-/// capped memory.
-fn chat_template(model: &Model) -> ChatTemplate {
-    let t = ChatTemplate::for_model(model);
-    match crate::template_sandbox::ProcessSandbox::new() {
+/// The model's chat template, rendered in a child process with capped memory, or the
+/// built-in one `--chat-template` names. A model without a template is a base model: the
+/// error says so and what to do instead (the model is named as the user gave it).
+fn chat_template(
+    model: &Model,
+    model_arg: &str,
+    builtin: Option<&str>,
+) -> anyhow::Result<ChatTemplate> {
+    if let Some(name) = builtin {
+        return ChatTemplate::builtin(name, model).ok_or_else(|| no_such_builtin(name));
+    }
+    let t = match ChatTemplate::for_model(model) {
+        Ok(t) => t,
+        Err(ChatError::BaseModel) => bail!("{}", base_model_refusal(model_arg)),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(match crate::template_sandbox::ProcessSandbox::new() {
         Some(sandbox) => t.with_sandbox(std::sync::Arc::new(sandbox)),
         None => t,
-    }
+    })
+}
+
+/// Why `run` will not chat with a base model, and the three ways on.
+fn base_model_refusal(model_arg: &str) -> String {
+    let shown = super::pull::clean(model_arg);
+    format!(
+        "{shown} is a base model: its file has no chat template, so it continues text rather \
+         than answering messages, and a chat with it gives nonsense.\n\
+         - to continue text: hearth run {shown} --raw \"The sky is blue because\"\n\
+         - to chat: use an instruct model, e.g. hearth run {DEFAULT_MODEL}\n\
+         - if {shown} is an instruct model whose file lacks its template: add --chat-template \
+         NAME ({})",
+        builtin_names()
+    )
+}
+
+fn no_such_builtin(name: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "--chat-template: no built-in template {name:?} (there are: {})",
+        builtin_names()
+    )
+}
+
+fn builtin_names() -> String {
+    BUILTIN_TEMPLATES
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `ID=BIAS`, e.g. `42=-1.5` or `42=-inf`.
