@@ -2,7 +2,7 @@
 //! read once from `<arch>.rope.*` metadata (and the factor tensors some files carry), turned
 //! into per-pair frequencies that [`kernels::ops::Rope`] applies.
 
-use crate::config::Hparams;
+use crate::config::{Hparams, ModelConfig};
 use crate::error::EngineError;
 use crate::weights::TensorLoader;
 use kernels::ops::{Rope, RopeStyle};
@@ -48,6 +48,9 @@ pub struct RopeConfig {
     pub scaling: RopeScaling,
     /// `rope.scaling.attn_factor`: an extra magnitude scale (1 when absent).
     pub attn_factor: f32,
+    /// `rope.scaling.original_context_length` (the training context when absent): where
+    /// LongRoPE switches to its long factors.
+    pub orig_ctx: usize,
 }
 
 /// The rotations to use: one, or LongRoPE's pair chosen by a sequence's context size.
@@ -68,6 +71,16 @@ impl RopeSet {
 }
 
 impl RopeConfig {
+    /// A model's rope: the dimensions and base of its shared hyperparameters, and
+    /// `<arch>.rope.*` as [`RopeConfig::from_hparams`] reads them.
+    pub fn of(
+        t: &TensorLoader,
+        c: &ModelConfig,
+        style: RopeStyle,
+    ) -> Result<RopeConfig, EngineError> {
+        RopeConfig::from_hparams(&t.hparams(), style, c.rope_dims, c.rope_base, c.n_ctx_train)
+    }
+
     /// Reads `<arch>.rope.*`: the scaling type (linear unless named), factor, original context
     /// and YaRN parameters. Factor tensors are added by [`RopeConfig::with_factor_tensors`].
     pub fn from_hparams(
@@ -123,18 +136,14 @@ impl RopeConfig {
             base,
             scaling,
             attn_factor: hp.opt_f32("rope.scaling.attn_factor")?.unwrap_or(1.0),
+            orig_ctx,
         })
     }
 
     /// Picks up the factor tensors a file may carry: `rope_freqs.weight` (Llama 3.1 and others:
     /// per-pair divisors that replace any other scaling, as llama.cpp does) or
     /// `rope_factors_long/short.weight` (LongRoPE, used with `orig_ctx`).
-    pub fn with_factor_tensors(
-        mut self,
-        t: &TensorLoader,
-        n_ctx_train: usize,
-        orig_ctx: Option<usize>,
-    ) -> Result<RopeConfig, EngineError> {
+    pub fn with_factor_tensors(mut self, t: &TensorLoader) -> Result<RopeConfig, EngineError> {
         let half = self.dims / 2;
         if let Some(factors) = t.opt_vector("rope_freqs.weight", half)? {
             check_factors("rope_freqs.weight", &factors)?;
@@ -160,7 +169,7 @@ impl RopeConfig {
                 self.scaling = RopeScaling::LongRope {
                     short,
                     long,
-                    orig_ctx: orig_ctx.unwrap_or(n_ctx_train),
+                    orig_ctx: self.orig_ctx,
                 };
             }
             _ => {

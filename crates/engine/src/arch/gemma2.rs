@@ -7,10 +7,7 @@
 //!   x = h + rms_post_ffw(Wdown · (gelu(Wgate · rms(h)) * Wup · rms(h)))
 
 use super::Architecture;
-use crate::blocks::{
-    self, add_residual, Activation, AttnParams, AttnShape, AttnWeights, EmbeddingAndHead,
-    FfnWeights, LogitRows, Norm, Runtime,
-};
+use crate::blocks::{AttnParams, AttnShape, EmbeddingAndHead, LogitRows, Runtime, SandwichLayer};
 use crate::config::ModelConfig;
 use crate::error::EngineError;
 use crate::rope::{RopeConfig, RopeSet};
@@ -23,15 +20,6 @@ const DEFAULT_FINAL_CAP: f32 = 30.0;
 /// Gemma 2's default window, for files that do not name one.
 const DEFAULT_WINDOW: usize = 4096;
 
-struct Layer {
-    attn_norm: Norm,
-    attn: AttnWeights,
-    post_attn_norm: Norm,
-    ffn_norm: Norm,
-    ffn: FfnWeights,
-    post_ffw_norm: Norm,
-}
-
 struct Gemma2 {
     n_embd: usize,
     shape: AttnShape,
@@ -41,7 +29,7 @@ struct Gemma2 {
     final_cap: f32,
     rope: RopeSet,
     io: EmbeddingAndHead,
-    layers: Vec<Layer>,
+    layers: Vec<SandwichLayer>,
 }
 
 pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, EngineError> {
@@ -49,17 +37,7 @@ pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, 
     let eps = c.rms_eps;
     let shape = AttnShape::of(c);
     let layers = (0..c.n_layer)
-        .map(|l| {
-            let v = |s: &str| Norm::rms(t, &format!("blk.{l}.{s}"), c.n_embd, eps);
-            Ok(Layer {
-                attn_norm: v("attn_norm")?,
-                attn: AttnWeights::load(t, l, c.n_embd, shape)?,
-                post_attn_norm: v("post_attention_norm")?,
-                ffn_norm: v("ffn_norm")?,
-                ffn: FfnWeights::gated(t, l, c.n_embd, c.n_ff)?,
-                post_ffw_norm: v("post_ffw_norm")?,
-            })
-        })
+        .map(|l| SandwichLayer::load(t, l, c, shape))
         .collect::<Result<Vec<_>, EngineError>>()?;
     // The 27B model (46 layers) scales queries by the model width per head.
     let scale_dim = if c.n_layer == 46 {
@@ -67,13 +45,7 @@ pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, 
     } else {
         c.head_dim
     };
-    let rope = RopeConfig::from_hparams(
-        &hp,
-        RopeStyle::Neox,
-        c.rope_dims,
-        c.rope_base,
-        c.n_ctx_train,
-    )?;
+    let rope = RopeConfig::of(t, c, RopeStyle::Neox)?;
     Ok(Box::new(Gemma2 {
         n_embd: c.n_embd,
         shape,
@@ -107,16 +79,7 @@ impl Architecture for Gemma2 {
                 softcap: Some(self.attn_cap),
                 ..AttnParams::causal(self.shape, Some(&self.rope))
             };
-            let s = &mut *rt.scratch;
-            layer.attn_norm.rows(&s.x, &mut s.xn);
-            blocks::attention_block(rt, l, &layer.attn, &params);
-            layer.post_attn_norm.rows_inplace(&mut rt.scratch.proj);
-            add_residual(rt, 1.0);
-            let s = &mut *rt.scratch;
-            layer.ffn_norm.rows(&s.x, &mut s.xn);
-            blocks::ffn_block(rt, &layer.ffn, Activation::GeluTanh);
-            layer.post_ffw_norm.rows_inplace(&mut rt.scratch.proj);
-            add_residual(rt, 1.0);
+            layer.run(rt, l, &params);
         }
         let start = logits.len();
         self.io.logits(rt, rows, logits);

@@ -7,30 +7,17 @@
 //!   x = h + rms_post_ffw(Wdown · (gelu(Wgate · rms(h)) * Wup · rms(h)))
 
 use super::Architecture;
-use crate::blocks::{
-    self, Activation, AttnParams, AttnShape, AttnWeights, EmbeddingAndHead, FfnWeights, LogitRows,
-    Norm, Runtime,
-};
+use crate::blocks::{AttnParams, AttnShape, EmbeddingAndHead, LogitRows, Runtime, SandwichLayer};
 use crate::config::ModelConfig;
 use crate::error::EngineError;
 use crate::rope::{RopeConfig, RopeSet};
 use crate::weights::TensorLoader;
-use kernels::ops::{self, RopeStyle};
+use kernels::ops::RopeStyle;
 
 /// Gemma 3 makes every sixth layer global and the others sliding-window.
 const SLIDING_PATTERN: usize = 6;
 /// Rope base of the sliding-window layers (the metadata's base is for the global ones).
 const SLIDING_ROPE_BASE: f32 = 10_000.0;
-
-struct Layer {
-    attn_norm: Norm,
-    attn: AttnWeights,
-    post_attn_norm: Norm,
-    ffn_norm: Norm,
-    ffn: FfnWeights,
-    post_ffw_norm: Norm,
-    sliding: bool,
-}
 
 struct Gemma3 {
     n_embd: usize,
@@ -40,7 +27,7 @@ struct Gemma3 {
     rope_global: RopeSet,
     rope_local: RopeSet,
     io: EmbeddingAndHead,
-    layers: Vec<Layer>,
+    layers: Vec<SandwichLayer>,
 }
 
 pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, EngineError> {
@@ -49,17 +36,9 @@ pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, 
     let shape = AttnShape::of(c);
     let layers = (0..c.n_layer)
         .map(|l| {
-            let v = |s: &str| Norm::rms(t, &format!("blk.{l}.{s}"), c.n_embd, eps);
-            Ok(Layer {
-                attn_norm: v("attn_norm")?,
-                attn: AttnWeights::load(t, l, c.n_embd, shape)?
-                    .with_head_norms(t, l, shape, eps)?,
-                post_attn_norm: v("post_attention_norm")?,
-                ffn_norm: v("ffn_norm")?,
-                ffn: FfnWeights::gated(t, l, c.n_embd, c.n_ff)?,
-                post_ffw_norm: v("post_ffw_norm")?,
-                sliding: (l + 1) % SLIDING_PATTERN != 0,
-            })
+            let mut layer = SandwichLayer::load(t, l, c, shape)?;
+            layer.attn = layer.attn.with_head_norms(t, l, shape, eps)?;
+            Ok(layer)
         })
         .collect::<Result<Vec<_>, EngineError>>()?;
     // The 27B model scales queries by the model width per head; the others by the head size.
@@ -68,13 +47,7 @@ pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, 
     } else {
         c.head_dim
     };
-    let rope = RopeConfig::from_hparams(
-        &t.hparams(),
-        RopeStyle::Neox,
-        c.rope_dims,
-        c.rope_base,
-        c.n_ctx_train,
-    )?;
+    let rope = RopeConfig::of(t, c, RopeStyle::Neox)?;
     // The sliding layers keep their own base and no scaling.
     let local = RopeConfig {
         scaling: crate::rope::RopeScaling::None,
@@ -103,29 +76,20 @@ impl Architecture for Gemma3 {
     ) -> Result<(), EngineError> {
         self.io.embed(rt, tokens, (self.n_embd as f32).sqrt())?;
         for (l, layer) in self.layers.iter().enumerate() {
+            let sliding = (l + 1) % SLIDING_PATTERN != 0;
             let params = AttnParams {
                 scale: self.scale,
-                window: if layer.sliding { self.window } else { None },
+                window: if sliding { self.window } else { None },
                 ..AttnParams::causal(
                     self.shape,
-                    Some(if layer.sliding {
+                    Some(if sliding {
                         &self.rope_local
                     } else {
                         &self.rope_global
                     }),
                 )
             };
-            let s = &mut *rt.scratch;
-            layer.attn_norm.rows(&s.x, &mut s.xn);
-            blocks::attention_block(rt, l, &layer.attn, &params);
-            let s = &mut *rt.scratch;
-            layer.post_attn_norm.rows_inplace(&mut s.proj);
-            ops::add_inplace(&mut s.x, &s.proj);
-            layer.ffn_norm.rows(&s.x, &mut s.xn);
-            blocks::ffn_block(rt, &layer.ffn, Activation::GeluTanh);
-            let s = &mut *rt.scratch;
-            layer.post_ffw_norm.rows_inplace(&mut s.proj);
-            ops::add_inplace(&mut s.x, &s.proj);
+            layer.run(rt, l, &params);
         }
         self.io.logits(rt, rows, logits);
         Ok(())

@@ -97,13 +97,7 @@ pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, 
             limit: SWIGLU_LIMIT,
         },
     };
-    let rope = RopeConfig::from_hparams(
-        &hp,
-        RopeStyle::Neox,
-        c.rope_dims,
-        c.rope_base,
-        c.n_ctx_train,
-    )?;
+    let rope = RopeConfig::of(t, c, RopeStyle::Neox)?;
     // Sliding layers keep the same scaling, with their own base when the file names one.
     let base_sliding = hp
         .opt_positive("rope.freq_base_swa")?

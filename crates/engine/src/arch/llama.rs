@@ -19,15 +19,9 @@ use kernels::ops::RopeStyle;
 
 pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, EngineError> {
     let shape = AttnShape::of(c);
-    let rope = RopeConfig::from_hparams(
-        &t.hparams(),
-        RopeStyle::Normal,
-        c.rope_dims,
-        c.rope_base,
-        c.n_ctx_train,
-    )?
-    .with_factor_tensors(t, c.n_ctx_train, None)?
-    .build();
+    let rope = RopeConfig::of(t, c, RopeStyle::Normal)?
+        .with_factor_tensors(t)?
+        .build();
     let layers = (0..c.n_layer)
         .map(|l| PreNormLayer::load_rms(t, l, c, shape, Activation::Silu))
         .collect::<Result<Vec<_>, EngineError>>()?;

@@ -15,14 +15,7 @@ use crate::weights::TensorLoader;
 use kernels::ops::RopeStyle;
 
 pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, EngineError> {
-    let rope = RopeConfig::from_hparams(
-        &t.hparams(),
-        RopeStyle::Neox,
-        c.rope_dims,
-        c.rope_base,
-        c.n_ctx_train,
-    )?
-    .build();
+    let rope = RopeConfig::of(t, c, RopeStyle::Neox)?.build();
     let ffn = |l| FfnWeights::gated(t, l, c.n_embd, c.n_ff);
     let enc = Encoder::load(t, c, Positions::Rope(rope), ffn, Activation::Silu)?;
     Ok(Box::new(enc))

@@ -52,13 +52,7 @@ pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, 
             })
         })
         .collect::<Result<Vec<_>, EngineError>>()?;
-    let rope = RopeConfig::from_hparams(
-        &t.hparams(),
-        RopeStyle::Neox,
-        c.rope_dims,
-        c.rope_base,
-        c.n_ctx_train,
-    )?;
+    let rope = RopeConfig::of(t, c, RopeStyle::Neox)?;
     Ok(Box::new(Olmo2 {
         shape,
         rope: rope.build(),

@@ -17,18 +17,10 @@ use crate::weights::TensorLoader;
 use kernels::ops::RopeStyle;
 
 pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, EngineError> {
-    let hp = t.hparams();
     let shape = AttnShape::of(c);
-    let orig_ctx = hp.opt_usize("rope.scaling.original_context_length")?;
-    let rope = RopeConfig::from_hparams(
-        &hp,
-        RopeStyle::Neox,
-        c.rope_dims,
-        c.rope_base,
-        c.n_ctx_train,
-    )?
-    .with_factor_tensors(t, c.n_ctx_train, orig_ctx)?
-    .build();
+    let rope = RopeConfig::of(t, c, RopeStyle::Neox)?
+        .with_factor_tensors(t)?
+        .build();
     let eps = c.rms_eps;
     let layers = (0..c.n_layer)
         .map(|l| {

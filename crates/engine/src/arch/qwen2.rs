@@ -15,14 +15,7 @@ use kernels::ops::RopeStyle;
 
 pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, EngineError> {
     let shape = AttnShape::of(c);
-    let rope = RopeConfig::from_hparams(
-        &t.hparams(),
-        RopeStyle::Neox,
-        c.rope_dims,
-        c.rope_base,
-        c.n_ctx_train,
-    )?
-    .build();
+    let rope = RopeConfig::of(t, c, RopeStyle::Neox)?.build();
     // The biases are optional in the blocks; Qwen 2 requires them.
     for l in 0..c.n_layer {
         for p in ["attn_q", "attn_k", "attn_v"] {

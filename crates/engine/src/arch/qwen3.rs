@@ -16,14 +16,7 @@ use kernels::ops::RopeStyle;
 
 pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, EngineError> {
     let shape = AttnShape::of(c);
-    let rope = RopeConfig::from_hparams(
-        &t.hparams(),
-        RopeStyle::Neox,
-        c.rope_dims,
-        c.rope_base,
-        c.n_ctx_train,
-    )?
-    .build();
+    let rope = RopeConfig::of(t, c, RopeStyle::Neox)?.build();
     let layers = (0..c.n_layer)
         .map(|l| {
             let mut layer = PreNormLayer::load_rms(t, l, c, shape, Activation::Silu)?;

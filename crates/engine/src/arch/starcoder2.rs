@@ -18,14 +18,7 @@ use kernels::ops::RopeStyle;
 pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, EngineError> {
     let shape = AttnShape::of(c);
     let eps = c.norm_eps.unwrap_or(1e-5);
-    let rope = RopeConfig::from_hparams(
-        &t.hparams(),
-        RopeStyle::Neox,
-        c.rope_dims,
-        c.rope_base,
-        c.n_ctx_train,
-    )?
-    .build();
+    let rope = RopeConfig::of(t, c, RopeStyle::Neox)?.build();
     let layers = (0..c.n_layer)
         .map(|l| {
             Ok(PreNormLayer {

@@ -12,7 +12,7 @@ mod norm;
 pub use attention::{attention_block, AttnParams, AttnShape, AttnWeights, QkvProj, MAX_HEAD_DIM};
 pub use ffn::{ffn_block, Activation, FfnWeights, UpGate};
 pub use io::{add_rows_of, embed_tokens, hidden_states, EmbeddingAndHead};
-pub use layer::{add_residual, PreNormLayer};
+pub use layer::{add_residual, PreNormLayer, SandwichLayer};
 pub use moe::{moe_block, Ffn, Gating, MoeParams, MoeWeights};
 pub use norm::{Norm, NormKind};
 
