@@ -12,16 +12,17 @@
 //!   swiglu_oai(g, u) = min(g, 7) · sigmoid(1.702 · min(g, 7)) · (clamp(u, -7, 7) + 1).
 //! Logits = Wout · rms(x).
 
+use super::decoder::{Decoder, LayerAttn};
 use super::Architecture;
 use crate::blocks::{
-    self, Activation, AttnParams, AttnShape, AttnWeights, EmbeddingAndHead, Gating, LogitRows,
-    MoeParams, MoeWeights, Norm, Runtime,
+    Activation, AttnShape, AttnWeights, EmbeddingAndHead, Ffn, Gating, MoeParams, MoeWeights, Norm,
+    PreNormLayer,
 };
 use crate::config::ModelConfig;
 use crate::error::EngineError;
-use crate::rope::{RopeConfig, RopeSet};
+use crate::rope::RopeConfig;
 use crate::weights::TensorLoader;
-use kernels::ops::{self, RopeStyle};
+use kernels::ops::RopeStyle;
 
 /// Without `attention.sliding_window_pattern`, layers alternate: sliding, full, sliding, …
 /// (a layer slides unless it is the last of each group of this many).
@@ -30,24 +31,6 @@ const DEFAULT_SLIDING_PATTERN: usize = 2;
 /// The clamped SwiGLU's constants, fixed by the model (not in the file's metadata).
 const SWIGLU_ALPHA: f32 = 1.702;
 const SWIGLU_LIMIT: f32 = 7.0;
-
-struct Layer {
-    attn_norm: Norm,
-    attn: AttnWeights,
-    post_attn_norm: Norm,
-    moe: MoeWeights,
-    sliding: bool,
-}
-
-struct GptOss {
-    shape: AttnShape,
-    window: Option<usize>,
-    rope_full: RopeSet,
-    rope_sliding: RopeSet,
-    moe: MoeParams,
-    io: EmbeddingAndHead,
-    layers: Vec<Layer>,
-}
 
 pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, EngineError> {
     let hp = t.hparams();
@@ -69,19 +52,6 @@ pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, 
     let pattern = hp
         .opt_count("attention.sliding_window_pattern")?
         .unwrap_or(DEFAULT_SLIDING_PATTERN);
-    let layers = (0..c.n_layer)
-        .map(|l| {
-            let v = |s: &str| Norm::rms(t, &format!("blk.{l}.{s}"), c.n_embd, eps);
-            Ok(Layer {
-                attn_norm: v("attn_norm")?,
-                attn: AttnWeights::load(t, l, c.n_embd, shape)?.with_sinks(t, l, shape)?,
-                post_attn_norm: v("post_attention_norm")?,
-                moe: MoeWeights::load(t, l, c.n_embd, n_ff_exp, n_expert)?,
-                // Pattern 0 means every layer slides.
-                sliding: pattern == 0 || l % pattern < pattern - 1,
-            })
-        })
-        .collect::<Result<Vec<_>, EngineError>>()?;
     // The routing is fixed by the architecture, whatever `expert_gating_func` says: softmax
     // over the k chosen (biased) router logits, which already sum to 1.
     let moe = MoeParams {
@@ -102,51 +72,27 @@ pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, 
     let base_sliding = hp
         .opt_positive("rope.freq_base_swa")?
         .unwrap_or(c.rope_base);
-    Ok(Box::new(GptOss {
-        shape,
-        window: Some(window),
-        rope_full: rope.build(),
-        rope_sliding: rope.build_with_base(base_sliding),
-        moe,
-        io,
-        layers,
-    }))
-}
-
-impl Architecture for GptOss {
-    fn forward(
-        &self,
-        rt: &mut Runtime,
-        tokens: &[u32],
-        rows: LogitRows,
-        logits: &mut Vec<f32>,
-    ) -> Result<(), EngineError> {
-        self.io.embed(rt, tokens, 1.0)?;
-        for (l, layer) in self.layers.iter().enumerate() {
-            let (rope, window) = if layer.sliding {
-                (&self.rope_sliding, self.window)
-            } else {
-                (&self.rope_full, None)
-            };
-            let params = AttnParams {
-                window,
-                ..AttnParams::causal(self.shape, Some(rope))
-            };
-            let s = &mut *rt.scratch;
-            layer.attn_norm.rows(&s.x, &mut s.xn);
-            blocks::attention_block(rt, l, &layer.attn, &params);
-            let s = &mut *rt.scratch;
-            ops::add_inplace(&mut s.x, &s.proj);
-            layer.post_attn_norm.rows(&s.x, &mut s.xn);
-            blocks::moe_block(rt, &layer.moe, &self.moe);
-            let s = &mut *rt.scratch;
-            ops::add_inplace(&mut s.x, &s.proj);
-        }
-        self.io.logits(rt, rows, logits);
-        Ok(())
-    }
-
-    fn n_vocab(&self) -> usize {
-        self.io.n_vocab()
-    }
+    // Pattern 0 means every layer slides.
+    let sliding = |l: usize| pattern == 0 || l % pattern < pattern - 1;
+    let layers = (0..c.n_layer)
+        .map(|l| {
+            let norm = |s: &str| Norm::rms(t, &format!("blk.{l}.{s}"), c.n_embd, eps);
+            Ok(PreNormLayer {
+                attn_norm: norm("attn_norm")?,
+                attn: AttnWeights::load(t, l, c.n_embd, shape)?.with_sinks(t, l, shape)?,
+                // The experts' input norm is named after the attention it follows.
+                ffn_norm: norm("post_attention_norm")?,
+                ffn: Ffn::Experts(MoeWeights::load(t, l, c.n_embd, n_ff_exp, n_expert)?, moe),
+            })
+        })
+        .collect::<Result<Vec<_>, EngineError>>()?;
+    let mut d = Decoder::plain(io, layers, rope.build(), shape);
+    d.ropes.push(rope.build_with_base(base_sliding));
+    d.layer_attn = (0..c.n_layer)
+        .map(|l| LayerAttn {
+            rope: Some(usize::from(sliding(l))),
+            window: sliding(l).then_some(window),
+        })
+        .collect();
+    Ok(Box::new(d))
 }
