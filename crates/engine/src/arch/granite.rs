@@ -14,12 +14,12 @@ use kernels::ops::RopeStyle;
 
 pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, EngineError> {
     let hp = t.hparams();
+    let io = EmbeddingAndHead::load(t, c.n_embd, c.rms_eps)?;
     let shape = AttnShape::of(c);
     let rope = RopeConfig::of(t, c, RopeStyle::Normal)?.build();
     let layers = (0..c.n_layer)
         .map(|l| PreNormLayer::load_rms(t, l, c, shape, Activation::Silu))
         .collect::<Result<Vec<_>, EngineError>>()?;
-    let io = EmbeddingAndHead::load(t, c.n_embd, c.rms_eps)?;
     let mut d = Decoder::plain(io, layers, rope, shape);
     d.embed_scale = hp.opt_positive("embedding_scale")?.unwrap_or(1.0);
     d.residual_scale = hp.opt_positive("residual_scale")?.unwrap_or(1.0);

@@ -13,6 +13,7 @@ use kernels::ops::RopeStyle;
 
 pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, EngineError> {
     let hp = t.hparams();
+    let io = EmbeddingAndHead::load(t, c.n_embd, c.rms_eps)?;
     let shape = AttnShape::of(c);
     let rope = RopeConfig::of(t, c, RopeStyle::Normal)?
         .with_factor_tensors(t)?
@@ -20,7 +21,6 @@ pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, 
     let layers = (0..c.n_layer)
         .map(|l| PreNormLayer::load_rms(t, l, c, shape, Activation::Silu))
         .collect::<Result<Vec<_>, EngineError>>()?;
-    let io = EmbeddingAndHead::load(t, c.n_embd, c.rms_eps)?;
     let mut d = Decoder::plain(io, layers, rope, shape);
     if let Some(scale) = hp
         .opt_f32("attention.temperature_scale")?

@@ -17,6 +17,7 @@ use crate::weights::TensorLoader;
 use kernels::ops::RopeStyle;
 
 pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, EngineError> {
+    let io = EmbeddingAndHead::load(t, c.n_embd, c.rms_eps)?;
     let shape = AttnShape::of(c);
     let rope = RopeConfig::of(t, c, RopeStyle::Neox)?
         .with_factor_tensors(t)?
@@ -35,6 +36,5 @@ pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, 
             })
         })
         .collect::<Result<Vec<_>, EngineError>>()?;
-    let io = EmbeddingAndHead::load(t, c.n_embd, eps)?;
     Ok(Box::new(Decoder::plain(io, layers, rope, shape)))
 }

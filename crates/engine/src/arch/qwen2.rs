@@ -14,6 +14,7 @@ use crate::weights::TensorLoader;
 use kernels::ops::RopeStyle;
 
 pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, EngineError> {
+    let io = EmbeddingAndHead::load(t, c.n_embd, c.rms_eps)?;
     let shape = AttnShape::of(c);
     let rope = RopeConfig::of(t, c, RopeStyle::Neox)?.build();
     // The biases are optional in the blocks; Qwen 2 requires them.
@@ -31,6 +32,5 @@ pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, 
     let layers = (0..c.n_layer)
         .map(|l| PreNormLayer::load_rms(t, l, c, shape, Activation::Silu))
         .collect::<Result<Vec<_>, EngineError>>()?;
-    let io = EmbeddingAndHead::load(t, c.n_embd, c.rms_eps)?;
     Ok(Box::new(Decoder::plain(io, layers, rope, shape)))
 }

@@ -15,6 +15,7 @@ use crate::weights::TensorLoader;
 use kernels::ops::RopeStyle;
 
 pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, EngineError> {
+    let io = EmbeddingAndHead::load(t, c.n_embd, c.rms_eps)?;
     let shape = AttnShape::of(c);
     let rope = RopeConfig::of(t, c, RopeStyle::Neox)?.build();
     let layers = (0..c.n_layer)
@@ -24,6 +25,5 @@ pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, 
             Ok(layer)
         })
         .collect::<Result<Vec<_>, EngineError>>()?;
-    let io = EmbeddingAndHead::load(t, c.n_embd, c.rms_eps)?;
     Ok(Box::new(Decoder::plain(io, layers, rope, shape)))
 }

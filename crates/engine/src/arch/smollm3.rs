@@ -14,12 +14,12 @@ use kernels::ops::RopeStyle;
 const NO_ROPE_STEP: usize = 4;
 
 pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, EngineError> {
+    let io = EmbeddingAndHead::load(t, c.n_embd, c.rms_eps)?;
     let shape = AttnShape::of(c);
     let rope = RopeConfig::of(t, c, RopeStyle::Normal)?.build();
     let layers = (0..c.n_layer)
         .map(|l| PreNormLayer::load_rms(t, l, c, shape, Activation::Silu))
         .collect::<Result<Vec<_>, EngineError>>()?;
-    let io = EmbeddingAndHead::load(t, c.n_embd, c.rms_eps)?;
     let mut d = Decoder::plain(io, layers, rope, shape);
     for (l, la) in d.layer_attn.iter_mut().enumerate() {
         if (l + 1) % NO_ROPE_STEP == 0 {

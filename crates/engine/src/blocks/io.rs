@@ -19,6 +19,8 @@ impl EmbeddingAndHead {
         n_embd: usize,
         eps: f32,
     ) -> Result<EmbeddingAndHead, EngineError> {
+        // The embedding first: a file without tensors is reported by its first one.
+        t.vocab_rows("token_embd.weight", n_embd)?;
         let norm = Norm::rms(t, "output_norm", n_embd, eps)?;
         EmbeddingAndHead::load_with_norm(t, n_embd, norm)
     }
