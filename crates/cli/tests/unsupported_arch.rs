@@ -75,13 +75,14 @@ fn fit_says_an_unsupported_architecture_cannot_run_whatever_the_memory() {
         // The memory figures are still there.
         assert!(v["estimate"]["total_bytes"].as_u64().unwrap() > 0, "{v}");
     }
-    // With room, a model hearth can run (and chat with) is suggested instead.
+    // With room, a model hearth can run (and chat with) is suggested instead: the largest such
+    // catalog model (not the larger-than-smollm2 base gemma3:270m).
     let v: serde_json::Value = serde_json::from_str(&ok(hearth(h)
         .arg("fit")
         .arg(&model)
         .args(["--mem", "100G", "--json"])))
     .unwrap();
-    assert_eq!(v["suggestion"]["model"], "smollm2:135m", "{v}");
+    assert_eq!(v["suggestion"]["model"], "qwen2.5-coder:0.5b", "{v}");
     let out = ok(hearth(h).arg("fit").arg(&model).args(["--mem", "100G"]));
     assert!(
         out.contains("verdict    cannot run here: architecture `mamba9` is not supported (supported: llama, gemma3"),
