@@ -223,6 +223,8 @@ pub fn app(state: AppState) -> Router {
         .merge(api::manage::routes())
         .merge(metrics::routes())
         .merge(web::routes())
+        .route("/health", axum::routing::get(health))
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -245,6 +247,25 @@ pub fn app(state: AppState) -> Router {
         );
     }
     router.with_state(state)
+}
+
+/// `GET /health`: the server answers (llama-server's shape), for load balancers and scripts.
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Any other path: a JSON 404 in the dialect of the path (OpenAI's under /v1, Ollama's
+/// elsewhere), never an empty body.
+async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
+    let e = error::ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        format!("no such endpoint: {}", uri.path()),
+    );
+    if uri.path().starts_with("/v1/") {
+        e.openai()
+    } else {
+        e.ollama()
+    }
 }
 
 /// The Host header's name without its port, lower case.

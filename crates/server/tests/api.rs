@@ -50,6 +50,44 @@ async fn openai_chat_non_streaming() {
         .unwrap()
         .iter()
         .any(|d| d["id"] == model()));
+    // One model by id (ids hold slashes: here a path), and a 404 naming the unknown one.
+    let one = send(&app, get(&format!("/v1/models/{}", model()))).await;
+    assert_eq!(one.status, StatusCode::OK);
+    assert_eq!(one.json()["id"], model());
+    assert_eq!(one.json()["object"], "model");
+    let missing = send(&app, get("/v1/models/no-such-model:7b")).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let e = missing.json();
+    assert_eq!(e["error"]["code"], "model_not_found", "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-model:7b"),
+        "{e}"
+    );
+}
+
+/// `/health` answers, and unknown paths get a JSON 404 in the path's dialect.
+#[tokio::test]
+async fn health_and_json_404s() {
+    let app = default_server();
+    let h = send(&app, get("/health")).await;
+    assert_eq!(h.status, StatusCode::OK);
+    assert_eq!(h.json()["status"], "ok");
+    let v1 = send(&app, get("/v1/nothing-here")).await;
+    assert_eq!(v1.status, StatusCode::NOT_FOUND);
+    assert_eq!(v1.json()["error"]["type"], "invalid_request_error");
+    assert!(v1.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/v1/nothing-here"));
+    let api = send(&app, get("/api/nothing-here")).await;
+    assert_eq!(api.status, StatusCode::NOT_FOUND);
+    assert!(api.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("/api/nothing-here"));
 }
 
 #[tokio::test]

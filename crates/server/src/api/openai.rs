@@ -24,6 +24,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(list_models))
+        .route("/v1/models/{*id}", get(retrieve_model))
         .route("/v1/embeddings", post(embeddings))
 }
 
@@ -559,7 +560,8 @@ async fn completions(
     Ok(sse(stream))
 }
 
-async fn list_models(State(state): State<AppState>) -> Result<Response, OpenAiError> {
+/// The models a client may name: those in the store, then loaded ones that are not (paths).
+async fn model_objects(state: &AppState) -> Result<Vec<Value>, ApiError> {
     let inner = std::sync::Arc::clone(&state.inner);
     let list = tokio::task::spawn_blocking(move || inner.models.list())
         .await
@@ -580,7 +582,30 @@ async fn list_models(State(state): State<AppState>) -> Result<Response, OpenAiEr
             data.push(json!({"id": loaded, "object": "model", "created": unix_now(), "owned_by": "hearth"}));
         }
     }
+    Ok(data)
+}
+
+async fn list_models(State(state): State<AppState>) -> Result<Response, OpenAiError> {
+    let data = model_objects(&state).await?;
     Ok(Json(json!({"object": "list", "data": data})).into_response())
+}
+
+/// `GET /v1/models/{id}`: one model, or 404 `model_not_found` (ids may hold slashes and
+/// colons: `hf.co/org/repo:Q4_K_M`).
+async fn retrieve_model(
+    State(state): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, OpenAiError> {
+    let data = model_objects(&state).await?;
+    match data.into_iter().find(|m| m["id"] == id.as_str()) {
+        Some(m) => Ok(Json(m).into_response()),
+        None => Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            format!("model '{id}' not found: GET /v1/models lists the models this server has"),
+        )
+        .with_code("model_not_found")
+        .into()),
+    }
 }
 
 /// Unix seconds of an RFC 3339 time (0 when it does not parse).
