@@ -15,8 +15,8 @@
 use super::decoder::{Decoder, LayerAttn};
 use super::Architecture;
 use crate::blocks::{
-    Activation, AttnShape, AttnWeights, EmbeddingAndHead, Ffn, Gating, MoeParams, MoeWeights, Norm,
-    PreNormLayer,
+    expert_weights_scale, experts_used, Activation, AttnShape, AttnWeights, EmbeddingAndHead, Ffn,
+    Gating, MoeParams, MoeWeights, Norm, PreNormLayer,
 };
 use crate::config::ModelConfig;
 use crate::error::EngineError;
@@ -38,14 +38,7 @@ pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, 
     let io = EmbeddingAndHead::load(t, c.n_embd, eps)?;
     let shape = AttnShape::of(c);
     let n_expert = hp.usize("expert_count")?;
-    let n_used = hp.usize("expert_used_count")?;
-    if n_used > n_expert {
-        return Err(EngineError::BadHyperparameter {
-            key: hp.key("expert_used_count"),
-            value: n_used.to_string(),
-            why: format!("more than the {n_expert} experts"),
-        });
-    }
+    let n_used = experts_used(&hp, n_expert)?;
     let n_ff_exp = hp.usize("expert_feed_forward_length")?;
     // A window is what makes the sliding layers differ; llama.cpp requires one too.
     let window = hp.usize("attention.sliding_window")?;
@@ -58,10 +51,7 @@ pub fn load(t: &TensorLoader, c: &ModelConfig) -> Result<Box<dyn Architecture>, 
         n_used,
         gating: Gating::SoftmaxSelected,
         normalize: false,
-        weights_scale: hp
-            .opt_f32("expert_weights_scale")?
-            .filter(|&s| s != 0.0)
-            .unwrap_or(1.0),
+        weights_scale: expert_weights_scale(&hp)?,
         act: Activation::SwigluClamped {
             alpha: SWIGLU_ALPHA,
             limit: SWIGLU_LIMIT,

@@ -13,7 +13,7 @@ pub use attention::{attention_block, AttnParams, AttnShape, AttnWeights, QkvProj
 pub use ffn::{ffn_block, Activation, FfnWeights, UpGate};
 pub use io::{add_rows_of, embed_tokens, hidden_states, EmbeddingAndHead};
 pub use layer::{add_residual, PreNormLayer, SandwichLayer};
-pub use moe::{moe_block, Ffn, Gating, MoeParams, MoeWeights};
+pub use moe::{expert_weights_scale, experts_used, moe_block, Ffn, Gating, MoeParams, MoeWeights};
 pub use norm::{Norm, NormKind};
 
 use crate::error::EngineError;

@@ -4,6 +4,7 @@
 
 use super::ffn::{ffn_rows, Rows};
 use super::{linear, sized, Activation, FfnWeights, Linear, Runtime, UpGate};
+use crate::config::Hparams;
 use crate::error::EngineError;
 use crate::weights::TensorLoader;
 use kernels::ops;
@@ -211,6 +212,27 @@ fn route(scores: &mut [f32], k: usize, p: &MoeParams, routes: &mut Vec<(usize, f
         .for_each(|c| c.1 *= norm * p.weights_scale);
 }
 
+/// `<arch>.expert_used_count`, checked against the `n_expert` experts there are.
+pub fn experts_used(hp: &Hparams, n_expert: usize) -> Result<usize, EngineError> {
+    let n_used = hp.usize("expert_used_count")?;
+    if n_used > n_expert {
+        return Err(EngineError::BadHyperparameter {
+            key: hp.key("expert_used_count"),
+            value: n_used.to_string(),
+            why: format!("more than the {n_expert} experts"),
+        });
+    }
+    Ok(n_used)
+}
+
+/// `<arch>.expert_weights_scale`, 1 when absent or 0 (as llama.cpp reads it).
+pub fn expert_weights_scale(hp: &Hparams) -> Result<f32, EngineError> {
+    Ok(hp
+        .opt_f32("expert_weights_scale")?
+        .filter(|&s| s != 0.0)
+        .unwrap_or(1.0))
+}
+
 /// A layer's feed-forward: dense, or a mixture of experts.
 pub enum Ffn {
     Dense(FfnWeights, Activation),
@@ -236,14 +258,7 @@ impl Ffn {
                 act,
             ));
         }
-        let n_used = hp.usize("expert_used_count")?;
-        if n_used > n_expert {
-            return Err(EngineError::BadHyperparameter {
-                key: hp.key("expert_used_count"),
-                value: n_used.to_string(),
-                why: format!("more than the {n_expert} experts"),
-            });
-        }
+        let n_used = experts_used(&hp, n_expert)?;
         let gating = match hp.opt_count("expert_gating_func")? {
             None | Some(0) | Some(1) => Gating::Softmax,
             Some(2) => Gating::Sigmoid,
@@ -264,10 +279,7 @@ impl Ffn {
             n_used,
             gating,
             normalize: hp.opt_bool("expert_weights_norm")?.unwrap_or(true),
-            weights_scale: hp
-                .opt_f32("expert_weights_scale")?
-                .filter(|&s| s != 0.0)
-                .unwrap_or(1.0),
+            weights_scale: expert_weights_scale(&hp)?,
             act,
         };
         Ok(Ffn::Experts(
