@@ -5,6 +5,7 @@ pub mod arch;
 pub mod blocks;
 pub mod chat;
 pub mod config;
+pub mod constraint;
 pub mod error;
 pub mod generate;
 pub mod kv_cache;
