@@ -1,6 +1,7 @@
 //! The two dialects, and what they share: turning a checked request into a job and reading
 //! its events back.
 
+pub mod format;
 pub mod manage;
 pub mod ollama;
 pub mod openai;
