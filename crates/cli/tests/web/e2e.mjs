@@ -354,6 +354,36 @@ async function keyScenario() {
   await waitForAnswerDone(page);
   assert.equal(await page.locator("#key-dialog").isVisible(), false);
   assert.equal(unauthorized, 1, "the key was asked for once (one 401), then sent every time");
+
+  // Structured output: a schema in the settings makes the answer JSON that follows it; a
+  // schema that is not JSON is refused in the dialog.
+  await page.click("#new-chat");
+  await page.click("#open-settings");
+  await page.locator("#settings").waitFor({ state: "visible" });
+  await page.selectOption("#set-format", "schema");
+  await page.fill("#set-schema", "{not json");
+  await page.click("#close-settings");
+  await page.locator("#settings-error").waitFor({ state: "visible" });
+  assert.match(await page.locator("#settings-error").textContent(), /not valid JSON/);
+  const schema = {
+    type: "object",
+    properties: { city: { type: "string", enum: ["Paris", "London", "Rome"] }, sure: { type: "boolean" } },
+    required: ["city", "sure"],
+    additionalProperties: false,
+  };
+  await page.fill("#set-schema", JSON.stringify(schema));
+  await page.fill("#set-max-tokens", "64");
+  await page.click("#close-settings");
+  await page.locator("#settings").waitFor({ state: "hidden" });
+  await sendMessage(page, "What is the capital of France? Answer in JSON.");
+  const jsonStats = await waitForAnswerDone(page);
+  const jsonText = await answerText(page);
+  log("answer with a schema:", JSON.stringify(jsonText), jsonStats);
+  const parsed = JSON.parse(jsonText);
+  assert.deepEqual(Object.keys(parsed).sort(), ["city", "sure"]);
+  assert.ok(schema.properties.city.enum.includes(parsed.city), `city from the enum: ${parsed.city}`);
+  assert.equal(typeof parsed.sure, "boolean");
+  await screenshot(page, "web-json-schema");
   checkProblems();
   await context.close();
 }

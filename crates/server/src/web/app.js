@@ -39,6 +39,9 @@ const ui = {
   topP: $("set-top-p"),
   maxTokens: $("set-max-tokens"),
   seed: $("set-seed"),
+  format: $("set-format"),
+  schema: $("set-schema"),
+  schemaField: $("schema-field"),
   resetSettings: $("reset-settings"),
   forgetKey: $("forget-key"),
   keyDialog: $("key-dialog"),
@@ -319,6 +322,21 @@ function readSettings() {
     }
     next[key] = n;
   }
+  const format = ui.format.value;
+  if (format === "json") next.format = "json";
+  if (format === "schema") {
+    let schema;
+    try {
+      schema = JSON.parse(ui.schema.value);
+    } catch (e) {
+      return `The JSON schema is not valid JSON: ${e.message}`;
+    }
+    if (schema === null || typeof schema !== "object" || Array.isArray(schema)) {
+      return "The JSON schema must be a JSON object, such as {\"type\": \"object\"}.";
+    }
+    next.format = "schema";
+    next.schema = ui.schema.value;
+  }
   settings = next;
   save(KEYS.settings, settings);
   return null;
@@ -327,7 +345,17 @@ function readSettings() {
 function showSettingsValues() {
   ui.system.value = settings.system || "";
   for (const [field, key] of FIELDS) ui[field].value = settings[key] ?? "";
+  ui.format.value = settings.format || "";
+  ui.schema.value = settings.schema || "";
+  ui.schemaField.hidden = ui.format.value !== "schema";
   ui.settingsError.hidden = true;
+}
+
+// Ollama's `format`: "json", a schema, or nothing for plain text.
+function answerFormat() {
+  if (settings.format === "json") return "json";
+  if (settings.format === "schema" && settings.schema) return JSON.parse(settings.schema);
+  return undefined;
 }
 
 function options() {
@@ -602,7 +630,7 @@ async function send(text) {
     const resp = await api("/api/chat", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ model, messages: history, stream: true, options: options() }),
+      body: JSON.stringify({ model, messages: history, stream: true, format: answerFormat(), options: options() }),
       signal: controller.signal,
     });
     if (!resp.ok) throw new Error(await errorText(resp));
@@ -718,6 +746,9 @@ ui.settingsForm.addEventListener("submit", (e) => {
   }
 });
 ui.settings.addEventListener("close", () => ui.prompt.focus());
+ui.format.addEventListener("change", () => {
+  ui.schemaField.hidden = ui.format.value !== "schema";
+});
 ui.resetSettings.addEventListener("click", () => {
   settings = {};
   save(KEYS.settings, settings);
