@@ -1,0 +1,98 @@
+//! Structured output and tool calling as applications use them: `hearth serve` with
+//! Qwen2.5-Coder-0.5B-Instruct (fetched through the project's own code), driven by the
+//! official openai and ollama Python clients, langchain-openai and langchain-ollama
+//! (pip-installed into a virtualenv kept under the target directory). A failed install fails
+//! the test; it never skips.
+
+#[path = "common/serve.rs"]
+mod serve;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn run(cmd: &mut Command, what: &str) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const PACKAGES: &[&str] = &[
+    "openai",
+    "ollama",
+    "langchain-openai",
+    "langchain-ollama",
+    "pydantic",
+    "jsonschema",
+];
+
+/// A virtualenv with the clients, made once and kept between runs.
+fn client_venv() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("structured-clients-venv");
+    let python = dir.join("bin").join("python");
+    let ready = python.is_file()
+        && Command::new(&python)
+            .args([
+                "-c",
+                "import openai, ollama, langchain_openai, langchain_ollama, pydantic, jsonschema",
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !ready {
+        run(
+            Command::new("python3").args(["-m", "venv"]).arg(&dir),
+            "python3 -m venv",
+        );
+        run(
+            Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
+                .args(PACKAGES),
+            "pip install the client libraries",
+        );
+    }
+    python
+}
+
+#[test]
+fn clients_get_structured_output_and_tool_calls() {
+    let model = testutil::qwen2_5_coder();
+    let python = client_venv();
+    let home = tempfile::tempdir().unwrap();
+    let server = serve::start(
+        &["--ctx", "4096", "--parallel", "2"],
+        &[
+            ("HEARTH_HOME", home.path().as_os_str()),
+            ("HEARTH_OFFLINE", std::ffi::OsStr::new("1")),
+        ],
+    );
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/structured_clients.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(&server.base)
+        .arg(&model)
+        .output()
+        .expect("run the client script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprint!("{stdout}");
+    assert!(
+        out.status.success(),
+        "{} failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
+        script.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("all structured checks passed"), "{stdout}");
+}
