@@ -135,3 +135,33 @@ fn scratch_home() -> &'static std::path::Path {
     static HOME: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     HOME.get_or_init(|| tempfile::tempdir().expect("temp dir").keep())
 }
+
+/// Each reason is printed once, and a name nothing can be pulled for is refused before any
+/// download starts, with the closest catalog name.
+#[test]
+fn reasons_once_and_did_you_mean() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cut = write(dir.path(), "cut.gguf", b"GGUF\x03\x00\x00\x00garbage");
+    let out = hearth().args(["show", &cut]).output().expect("hearth runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.matches("runs past the end of the file").count(),
+        1,
+        "the reason once: {stderr}"
+    );
+    let out = hearth()
+        .args(["run", "smollm", "hi"])
+        .output()
+        .expect("hearth runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("did you mean smollm2:135m?"),
+        "did-you-mean: {stderr}"
+    );
+    assert!(
+        !stderr.contains("pulling"),
+        "refused before pulling: {stderr}"
+    );
+}

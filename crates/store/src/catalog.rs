@@ -268,6 +268,45 @@ pub fn by_digest(digest: &Digest) -> Option<CatalogEntry> {
     entries().into_iter().find(|e| e.digest == *digest)
 }
 
+/// What to tell someone who named a model hearth does not know: the closest catalog name, if
+/// one is close, and the full list.
+pub fn unknown_hint(name: &ModelName) -> String {
+    let wanted = name.to_string().to_ascii_lowercase();
+    let repo = name.repo().to_ascii_lowercase();
+    let closest = ROWS
+        .iter()
+        .map(|r| {
+            let full = format!("{}:{}", r.repo, r.tag);
+            let d = edit_distance(&repo, r.repo).min(edit_distance(&wanted, &full));
+            (d, full, r.repo)
+        })
+        .min_by_key(|(d, _, _)| *d);
+    let known = known_names();
+    match closest {
+        // Close in spelling, or the same family (`gemma3:1b` for `gemma3:270m`).
+        Some((d, full, r)) if d <= 3 || repo.starts_with(r) || r.starts_with(repo.as_str()) => {
+            format!("did you mean {full}? Known models: {known}")
+        }
+        _ => format!("known models: {known}"),
+    }
+}
+
+/// Levenshtein distance (model names are short).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, &cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 /// The catalog's names, for messages.
 pub fn known_names() -> String {
     ROWS.iter()
@@ -279,6 +318,21 @@ pub fn known_names() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_names_get_the_closest_catalog_name() {
+        let hint = |n: &str| unknown_hint(&ModelName::parse(n).unwrap());
+        assert!(
+            hint("smollm").starts_with("did you mean smollm2:135m?"),
+            "{}",
+            hint("smollm")
+        );
+        assert!(hint("gemma3:1b").starts_with("did you mean gemma3:270m?"));
+        assert!(hint("qwen2.5-coder:7b").starts_with("did you mean qwen2.5-coder:0.5b?"));
+        let far = hint("totally-different-model");
+        assert!(far.starts_with("known models: "), "{far}");
+        assert!(far.contains("smollm2:135m"));
+    }
 
     #[test]
     fn every_row_is_valid() {

@@ -30,7 +30,7 @@ pub enum StoreError {
     #[error("{name}: {reason}")]
     NoHubFile { name: String, reason: String },
 
-    #[error("{name} is not a model hearth knows; known models: {known}")]
+    #[error("{name} is not a model hearth knows; {known}")]
     UnknownModel { name: String, known: String },
 
     #[error("{name} is not in the store, and offline mode (--offline or HEARTH_OFFLINE) forbids downloading it")]

@@ -79,9 +79,10 @@ impl ModelInfo {
 
     /// Reads the metadata of the GGUF file at `path`.
     pub fn read(path: &Path) -> Result<ModelInfo, StoreError> {
-        let file = GgufFile::open(path).map_err(|e| StoreError::Io {
+        // The reason goes into the message once (an `Io` source would print it again).
+        let file = GgufFile::open(path).map_err(|e| StoreError::Refused {
             what: format!("cannot read GGUF metadata of {}", path.display()),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+            reason: e.to_string(),
         })?;
         Ok(ModelInfo::of(&file))
     }

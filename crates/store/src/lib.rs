@@ -366,7 +366,7 @@ impl Store {
                 } else {
                     Err(StoreError::UnknownModel {
                         name: name.to_string(),
-                        known: catalog::known_names(),
+                        known: catalog::unknown_hint(name),
                     })
                 }
             }

@@ -203,7 +203,7 @@ pub fn header_url(
     let Some((org, repo)) = name.hf_repo() else {
         return Err(StoreError::UnknownModel {
             name: name.to_string(),
-            known: catalog::known_names(),
+            known: catalog::unknown_hint(name),
         });
     };
     if opts.policy == SourcePolicy::Mirror {

@@ -120,6 +120,13 @@ pub fn resolve_store(arg: &str, offline: bool) -> anyhow::Result<Resolved> {
              for a hearth that can run it"
         );
     }
+    // A name nothing can be pulled for is refused before any "pulling it".
+    if catalog::lookup(&name).is_none() && !name.is_hf() {
+        bail!(store::StoreError::UnknownModel {
+            name: name.to_string(),
+            known: catalog::unknown_hint(&name),
+        });
+    }
     if !offline && !store::offline_from_env() {
         eprintln!("{name} is not in the store yet; pulling it");
     }
