@@ -275,3 +275,318 @@ fn bad_grammars_are_clear_errors() {
         Err(ConstraintError::Gbnf { line: 1, .. })
     ));
 }
+
+/// A random JSON schema whose every value is bounded (so random logits can finish it):
+/// objects with required and optional properties (no extra ones), nested objects, arrays
+/// with minItems/maxItems, enums, strings with maxLength or a pattern, bounded integers and
+/// numbers, booleans, null and anyOf.
+fn random_schema(rng: &mut Rng, depth: u32) -> serde_json::Value {
+    use serde_json::json;
+    let pick = rng.next() % if depth >= 2 { 8 } else { 11 };
+    match pick {
+        0 => {
+            let max = 1 + rng.next() % 12;
+            json!({"type": "string", "maxLength": max, "minLength": rng.next() % 2})
+        }
+        1 => {
+            let pats = [
+                "^[a-z]{1,6}$",
+                "^[0-9]{3}-[0-9]{4}$",
+                "^(red|green|blue)$",
+                "^[A-Z][a-z]{0,5}$",
+            ];
+            json!({"type": "string", "pattern": pats[(rng.next() % 4) as usize]})
+        }
+        2 => {
+            let lo = (rng.next() % 200) as i64 - 100;
+            let hi = lo + (rng.next() % 1000) as i64;
+            json!({"type": "integer", "minimum": lo, "maximum": hi})
+        }
+        3 => {
+            let lo = (rng.next() % 100) as f64 / 4.0 - 10.0;
+            json!({"type": "number", "minimum": lo, "maximum": lo + 50.5})
+        }
+        4 => json!({"type": "boolean"}),
+        5 => json!({"type": "null"}),
+        6 => {
+            let words = ["alpha", "beta", "gamma", "delta", "x y", "\"q\""];
+            let n = 1 + rng.next() % 4;
+            let vals: Vec<serde_json::Value> = (0..n)
+                .map(|i| {
+                    if rng.next().is_multiple_of(3) {
+                        json!(i as i64 * 7 - 3)
+                    } else {
+                        json!(words[((rng.next() + i) % 6) as usize])
+                    }
+                })
+                .collect();
+            json!({"enum": vals})
+        }
+        7 => json!({"type": "string", "enum": ["on", "off"]}),
+        8 => {
+            let min = rng.next() % 3;
+            let max = min + rng.next() % 3;
+            json!({"type": "array", "items": random_schema(rng, depth + 1),
+                   "minItems": min, "maxItems": max})
+        }
+        9 => json!({"anyOf": [random_schema(rng, depth + 1), random_schema(rng, depth + 1)]}),
+        _ => random_object(rng, depth + 1),
+    }
+}
+
+fn random_object(rng: &mut Rng, depth: u32) -> serde_json::Value {
+    let n = 1 + rng.next() % 4;
+    let mut props = serde_json::Map::new();
+    let mut required = Vec::new();
+    for i in 0..n {
+        let name = format!(
+            "{}{i}",
+            ["id", "name", "tags", "meta", "v"][(rng.next() % 5) as usize]
+        );
+        props.insert(name.clone(), random_schema(rng, depth));
+        if !rng.next().is_multiple_of(3) {
+            required.push(serde_json::Value::String(name));
+        }
+    }
+    serde_json::json!({"type": "object", "properties": props, "required": required,
+                       "additionalProperties": false})
+}
+
+#[test]
+fn random_schemas_give_valid_json() {
+    let tok = smollm2();
+    let mut rng = Rng(2024);
+    let (mut finished, mut total, mut tokens) = (0usize, 0usize, 0usize);
+    let budget = 300;
+    let start = Instant::now();
+    for case in 0..200u64 {
+        let schema = random_object(&mut rng, 0);
+        let constraint = Constraint::new(tok, &Grammar::JsonSchema(schema.clone()))
+            .unwrap_or_else(|e| panic!("case {case}: {schema}: {e}"));
+        let out = sample(tok, constraint, case, budget);
+        total += 1;
+        tokens += out.tokens;
+        if out.stop != Some(StopReason::EndOfGeneration) {
+            assert_eq!(out.stop, Some(StopReason::MaxTokens), "case {case}");
+            continue;
+        }
+        finished += 1;
+        let value: serde_json::Value = serde_json::from_str(&out.text)
+            .unwrap_or_else(|e| panic!("case {case}: {e}: {:?}\nschema {schema}", out.text));
+        assert!(
+            jsonschema::is_valid(&schema, &value),
+            "case {case}: {} does not follow {schema}",
+            out.text
+        );
+        // Compact separators, no free whitespace.
+        assert!(
+            !out.text.contains("  ") && !out.text.contains('\n'),
+            "{:?}",
+            out.text
+        );
+    }
+    println!(
+        "JSON schemas: {finished}/{total} finished within {budget} tokens, {tokens} tokens in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    assert!(finished * 100 >= total * 95, "{finished}/{total} finished");
+}
+
+#[test]
+fn any_json_gives_json_objects() {
+    let tok = smollm2();
+    let mut finished = 0;
+    for seed in 0..20 {
+        let c = Constraint::new(tok, &Grammar::AnyJson).unwrap();
+        let out = sample(tok, c, seed, 200);
+        if out.stop == Some(StopReason::EndOfGeneration) {
+            finished += 1;
+            let v: serde_json::Value =
+                serde_json::from_str(&out.text).unwrap_or_else(|e| panic!("{e}: {:?}", out.text));
+            assert!(v.is_object(), "{:?}", out.text);
+        }
+    }
+    // Free-form JSON with random logits rarely closes quickly; some must.
+    assert!(finished > 0);
+}
+
+#[test]
+fn random_outputs_match_regexes() {
+    let tok = smollm2();
+    let regexes = [
+        r"[0-9]{4}-[0-9]{2}-[0-9]{2}",
+        r"(yes|no|maybe)",
+        r"[a-z]{1,8}(, [a-z]{1,8}){0,3}",
+        r"\+?[0-9]{1,3} \([0-9]{3}\) [0-9]{3}-[0-9]{4}",
+        r"(ab|a)(bc|c)d?",
+    ];
+    let mut finished = 0;
+    let mut total = 0;
+    for (i, rx) in regexes.iter().enumerate() {
+        let check = regex::Regex::new(&format!("^(?:{rx})$")).unwrap();
+        for seed in 0..10 {
+            let c = Constraint::new(tok, &Grammar::Regex(rx.to_string())).unwrap();
+            let out = sample(tok, c, seed * 31 + i as u64, 100);
+            total += 1;
+            if out.stop == Some(StopReason::EndOfGeneration) {
+                finished += 1;
+                assert!(check.is_match(&out.text), "{rx}: {:?}", out.text);
+            }
+        }
+    }
+    assert!(finished * 100 >= total * 95, "{finished}/{total}");
+}
+
+const JSON_GBNF: &str = r#"
+# JSON, as the GBNF spec's classic example grammar describes it (written from the spec)
+root   ::= object
+value  ::= object | array | string | number | ("true" | "false" | "null")
+
+object ::=
+  "{" (
+    string ": " value
+    (", " string ": " value)*
+  )? "}"
+
+array  ::=
+  "[" (
+    value
+    (", " value)*
+  )? "]"
+
+string ::=
+  "\"" (
+    [^"\\\x7F\x00-\x1F] |
+    "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4}) # escapes
+  )* "\""
+
+number ::= ("-"? ([0-9] | [1-9] [0-9]{0,15})) ("." [0-9]{1,10})? ([eE] [-+]? [0-9]{1,3})?
+"#;
+
+const ARITHMETIC_GBNF: &str = r#"
+root  ::= expr
+expr  ::= term (("+" | "-") term)*
+term  ::= factor (("*" | "/") factor)*
+factor ::= number | "(" expr ")"
+number ::= [0-9]{1,3}
+"#;
+
+const CHOICES_GBNF: &str = r#"root ::= "The answer is " answer "."
+answer ::= "red" | "green" | "blue" | "light blue""#;
+
+const CHESS_GBNF: &str = r##"
+# a few numbered moves in algebraic notation
+root ::= "1. " move " " move (" " [2-5] ". " move " " move){0,3}
+move ::= (pawn | piece | castle) ("+" | "#")?
+pawn ::= ([a-h] "x")? [a-h] [1-8] ("=" [QRBN])?
+piece ::= [KQRBN] [a-h1-8]? "x"? [a-h] [1-8]
+castle ::= "O-O" ("-O")?
+"##;
+
+/// A recursive-descent check of the arithmetic grammar.
+fn is_arithmetic(s: &str) -> bool {
+    fn expr(b: &[u8], i: &mut usize) -> bool {
+        term(b, i) && {
+            while *i < b.len() && (b[*i] == b'+' || b[*i] == b'-') {
+                *i += 1;
+                if !term(b, i) {
+                    return false;
+                }
+            }
+            true
+        }
+    }
+    fn term(b: &[u8], i: &mut usize) -> bool {
+        factor(b, i) && {
+            while *i < b.len() && (b[*i] == b'*' || b[*i] == b'/') {
+                *i += 1;
+                if !factor(b, i) {
+                    return false;
+                }
+            }
+            true
+        }
+    }
+    fn factor(b: &[u8], i: &mut usize) -> bool {
+        if *i < b.len() && b[*i] == b'(' {
+            *i += 1;
+            if !expr(b, i) || *i >= b.len() || b[*i] != b')' {
+                return false;
+            }
+            *i += 1;
+            return true;
+        }
+        let start = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() && *i - start < 3 {
+            *i += 1;
+        }
+        *i > start
+    }
+    let b = s.as_bytes();
+    let mut i = 0;
+    expr(b, &mut i) && i == b.len()
+}
+
+#[test]
+fn random_outputs_follow_gbnf_grammars() {
+    let tok = smollm2();
+    let chess = regex::Regex::new(r"^1\. (\S+) (\S+)( [2-5]\. \S+ \S+){0,3}$").unwrap();
+    let mv = regex::Regex::new(
+        r"^(([a-h]x)?[a-h][1-8](=[QRBN])?|[KQRBN][a-h1-8]?x?[a-h][1-8]|O-O(-O)?)[+#]?$",
+    )
+    .unwrap();
+    type Check = Box<dyn Fn(&str) -> bool>;
+    let cases: Vec<(&str, &str, Check)> = vec![
+        (
+            "json",
+            JSON_GBNF,
+            Box::new(|s| serde_json::from_str::<serde_json::Value>(s).is_ok_and(|v| v.is_object())),
+        ),
+        ("arithmetic", ARITHMETIC_GBNF, Box::new(is_arithmetic)),
+        (
+            "choices",
+            CHOICES_GBNF,
+            Box::new(|s| {
+                ["red", "green", "blue", "light blue"]
+                    .iter()
+                    .any(|a| s == format!("The answer is {a}."))
+            }),
+        ),
+        (
+            "chess",
+            CHESS_GBNF,
+            Box::new(move |s| {
+                chess.is_match(s)
+                    && s.split(' ')
+                        .filter(|w| !w.ends_with('.'))
+                        .all(|w| mv.is_match(w))
+            }),
+        ),
+    ];
+    for (name, grammar, check) in cases {
+        let (mut finished, mut total) = (0, 0);
+        let start = Instant::now();
+        for seed in 0..12 {
+            let c = Constraint::new(tok, &Grammar::Gbnf(grammar.into()))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let out = sample(tok, c, seed, 200);
+            total += 1;
+            if out.stop == Some(StopReason::EndOfGeneration) {
+                finished += 1;
+                assert!(check(&out.text), "{name}: {:?}", out.text);
+            }
+        }
+        println!(
+            "GBNF {name}: {finished}/{total} finished in {:?}",
+            start.elapsed()
+        );
+        // Random logits walk recursive grammars (JSON strings and values, nested
+        // parentheses) for a long time; the flat ones must finish.
+        let need = match name {
+            "json" => 30,
+            "arithmetic" => 75,
+            _ => 95,
+        };
+        assert!(finished * 100 >= total * need, "{name}: {finished}/{total}");
+    }
+}
