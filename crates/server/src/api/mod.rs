@@ -12,6 +12,7 @@ use crate::worker::{
     Api, Budget, CancelOnDrop, Event, Input, Job, KeepAlive, Summary, TokenLogprob,
 };
 use crate::AppState;
+use engine::constraint::Grammar;
 use engine::sampler::SamplerConfig;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -32,6 +33,10 @@ pub struct GenSpec {
     pub use_preset_system: bool,
     /// Report log-probabilities with this many alternatives.
     pub logprobs: Option<usize>,
+    /// A grammar the output must follow (JSON mode, a JSON schema, …).
+    pub grammar: Option<Grammar>,
+    /// The request field that set `grammar` (`response_format`, `format`).
+    pub grammar_param: &'static str,
     pub keep_alive: Option<KeepAlive>,
     pub api: Api,
 }
@@ -73,6 +78,8 @@ pub async fn start(state: &AppState, mut spec: GenSpec) -> Result<Running, ApiEr
         stop: spec.stop,
         n_ctx,
         logprobs: spec.logprobs,
+        grammar: spec.grammar,
+        grammar_param: spec.grammar_param,
         keep_alive: spec.keep_alive,
         api: spec.api,
         events,
@@ -165,6 +172,8 @@ pub async fn embed(
         stop: Vec::new(),
         n_ctx,
         logprobs: None,
+        grammar: None,
+        grammar_param: "",
         keep_alive,
         api,
         events,
