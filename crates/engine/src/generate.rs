@@ -1,6 +1,7 @@
 //! Text generation as an iterator of UTF-8-safe pieces, with stop conditions and timings.
 
 use crate::blocks::LogitRows;
+use crate::constraint::{Constraint, ConstraintError};
 use crate::error::EngineError;
 use crate::model::Session;
 use crate::sampler::{Sampler, SamplerConfig};
@@ -26,6 +27,10 @@ pub struct GenerateOptions {
     /// Record each generated token's log-probability and this many alternatives (at most
     /// [`MAX_TOP_LOGPROBS`]); None: none.
     pub logprobs: Option<usize>,
+    /// A compiled grammar the output must follow: it masks tokens ahead of the sampler,
+    /// allows end-of-generation only where the text is complete, and ends generation
+    /// (`EndOfGeneration`) when nothing more can follow.
+    pub constraint: Option<Constraint>,
 }
 
 impl Default for GenerateOptions {
@@ -38,6 +43,7 @@ impl Default for GenerateOptions {
             stop: Vec::new(),
             cancel: None,
             logprobs: None,
+            constraint: None,
         }
     }
 }
@@ -128,6 +134,8 @@ pub struct Decoding {
     /// When prompt evaluation began (for the time to first token).
     start: Instant,
     logprobs: Vec<TokenLogprob>,
+    /// Why the constraint ended generation early, if it failed.
+    constraint_error: Option<ConstraintError>,
 }
 
 impl Decoding {
@@ -148,7 +156,13 @@ impl Decoding {
             held: String::new(),
             start,
             logprobs: Vec::new(),
+            constraint_error: None,
         }
+    }
+
+    /// The constraint's failure that ended generation (it ends as `EndOfGeneration`).
+    pub fn constraint_error(&self) -> Option<&ConstraintError> {
+        self.constraint_error.as_ref()
     }
 
     /// Notes that the prompt's `tokens` were evaluated in `time`.
@@ -207,7 +221,16 @@ impl Decoding {
             self.stop = Some(StopReason::EndOfGeneration);
             return None;
         }
-        let token = self.sampler.sample(logits);
+        let token = match self.opts.constraint.is_some() {
+            false => self.sampler.sample(logits),
+            true => match self.constrained_choice(tokenizer, logits) {
+                Some(t) => t,
+                None => {
+                    self.stop = Some(StopReason::EndOfGeneration);
+                    return None;
+                }
+            },
+        };
         if self.opts.stop_at_eog && tokenizer.is_eog(token) {
             self.stop = Some(StopReason::EndOfGeneration);
             return None;
@@ -223,9 +246,51 @@ impl Decoding {
         }
         let piece = self.decoder.push(&bytes);
         let text = self.release(&piece);
+        if self
+            .opts
+            .constraint
+            .as_ref()
+            .is_some_and(|c| c.is_finished())
+        {
+            // The grammar is complete and nothing more can follow.
+            self.stop.get_or_insert(StopReason::EndOfGeneration);
+        }
         // The last token needs no forward pass: nothing will read its logits.
         let more = self.stop.is_none() && self.tokens.len() < self.opts.max_tokens;
         Some(Chosen { token, text, more })
+    }
+
+    /// The token the constraint allows and the sampler picks, already consumed by the
+    /// constraint; None when generation must end there: the grammar is complete, it allows
+    /// an end-of-generation token that was picked, or it failed (see `constraint_error`).
+    fn constrained_choice(&mut self, tokenizer: &Tokenizer, logits: &[f32]) -> Option<u32> {
+        let c = self.opts.constraint.as_mut()?;
+        if c.is_finished() {
+            return None;
+        }
+        let mut mask = match c.mask() {
+            Ok(m) => m,
+            Err(e) => {
+                self.constraint_error = Some(e);
+                return None;
+            }
+        };
+        let mut token = self.sampler.sample_with(logits, &mut mask).or_else(|| {
+            // Every allowed token had a NaN logit: take the first allowed one.
+            mask.first()
+        })?;
+        if !mask.allows(token) {
+            // Greedy over logits that are all -inf falls back to token 0.
+            token = mask.first()?;
+        }
+        if tokenizer.is_eog(token) {
+            return None;
+        }
+        if let Err(e) = c.consume(token) {
+            self.constraint_error = Some(e);
+            return None;
+        }
+        Some(token)
     }
 
     /// The text still held back, once generation has ended (empty before, and after the

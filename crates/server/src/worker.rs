@@ -87,6 +87,11 @@ pub struct Job {
     pub n_ctx: usize,
     /// Report each token's log-probability and this many alternatives.
     pub logprobs: Option<usize>,
+    /// A grammar the output must follow, compiled against the model's tokenizer when the
+    /// job starts.
+    pub grammar: Option<engine::constraint::Grammar>,
+    /// The request field that set `grammar`, for the error that says it does not compile.
+    pub grammar_param: &'static str,
     /// None: leave the model's setting as it is (the default for a fresh load).
     pub keep_alive: Option<KeepAlive>,
     pub api: Api,

@@ -4,6 +4,7 @@ mod bench;
 mod cp;
 mod create;
 mod fit;
+mod format;
 mod hw;
 mod list;
 mod logits;

@@ -198,6 +198,8 @@ pub struct Tokenizer {
     special_tokens: Vec<u32>,
     /// Finds them in text.
     special_trie: special::SpecialTrie,
+    /// The token trie and parser factory of constrained decoding, built on first use.
+    constraint_env: crate::constraint::EnvCache,
 }
 
 /// A piece of the text being encoded: raw text (byte range) or a special token.
@@ -493,6 +495,7 @@ impl Tokenizer {
             eog,
             special_tokens,
             special_trie,
+            constraint_env: Default::default(),
         })
     }
 
@@ -735,6 +738,16 @@ impl Tokenizer {
     /// All end-of-generation ids, sorted.
     pub fn eog_ids(&self) -> &[u32] {
         &self.eog
+    }
+
+    /// Whether `id` is the unknown token (or marked unknown in the vocabulary).
+    pub fn is_unknown(&self, id: u32) -> bool {
+        self.vocab.attr(id) & attr::UNKNOWN != 0
+    }
+
+    /// The cache of constrained decoding's shared state (see `constraint`).
+    pub(crate) fn constraint_env(&self) -> &crate::constraint::EnvCache {
+        &self.constraint_env
     }
 
     /// Whether `id` is a control token (rendered as "" unless asked).

@@ -13,6 +13,7 @@ use crate::worker::{
     Api, Budget, CancelOnDrop, Event, Input, Job, KeepAlive, Summary, TokenLogprob,
 };
 use crate::AppState;
+use engine::constraint::Grammar;
 use engine::sampler::SamplerConfig;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -33,6 +34,10 @@ pub struct GenSpec {
     pub use_preset_system: bool,
     /// Report log-probabilities with this many alternatives.
     pub logprobs: Option<usize>,
+    /// A grammar the output must follow (JSON mode, a JSON schema, …).
+    pub grammar: Option<Grammar>,
+    /// The request field that set `grammar` (`response_format`, `format`).
+    pub grammar_param: &'static str,
     pub keep_alive: Option<KeepAlive>,
     pub api: Api,
 }
@@ -74,6 +79,8 @@ pub async fn start(state: &AppState, mut spec: GenSpec) -> Result<Running, ApiEr
         stop: spec.stop,
         n_ctx,
         logprobs: spec.logprobs,
+        grammar: spec.grammar,
+        grammar_param: spec.grammar_param,
         keep_alive: spec.keep_alive,
         api: spec.api,
         events,
@@ -166,6 +173,8 @@ pub async fn embed(
         stop: Vec::new(),
         n_ctx,
         logprobs: None,
+        grammar: None,
+        grammar_param: "",
         keep_alive,
         api,
         events,

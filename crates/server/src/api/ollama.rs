@@ -182,6 +182,8 @@ impl Checked {
             n_ctx: self.n_ctx,
             use_preset_system,
             logprobs: None,
+            grammar: None,
+            grammar_param: "",
             keep_alive,
             api: Api::Ollama,
         }

@@ -145,6 +145,8 @@ impl Checked {
             n_ctx: None,
             use_preset_system,
             logprobs: self.logprobs,
+            grammar: None,
+            grammar_param: "",
             keep_alive: None,
             api: Api::OpenAi,
         }

@@ -614,6 +614,16 @@ fn prepare(
         Ok(t) => t,
         Err(e) => return Err((job, e)),
     };
+    let constraint = match &job.grammar {
+        None => None,
+        Some(g) => match engine::constraint::Constraint::new(model.tokenizer(), g) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                let e = ApiError::invalid(job.grammar_param, e.to_string());
+                return Err((job, e));
+            }
+        },
+    };
     let n_ctx = job.n_ctx.min(model.config().n_ctx_train.max(1));
     let prompt_param = match job.input {
         Input::Chat(_) => "messages",
@@ -689,6 +699,7 @@ fn prepare(
         stop: job.stop.clone(),
         cancel: Some(Arc::clone(&job.cancel)),
         logprobs: job.logprobs,
+        constraint,
         ..GenerateOptions::default()
     };
     // Timed from the queue: the first token's wait includes the queue and the load.

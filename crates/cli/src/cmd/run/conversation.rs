@@ -30,6 +30,9 @@ pub struct Conversation<'m> {
     facts: RunFacts,
     /// The usage ledger: one row per answer (off unless [`Conversation::with_usage`]).
     usage: UsageLog,
+    /// The grammar every answer follows (`--format`, `--grammar`), compiled and unused: each
+    /// answer starts from a copy.
+    constraint: Option<engine::constraint::Constraint>,
 }
 
 /// What one answer did.
@@ -58,7 +61,14 @@ impl<'m> Conversation<'m> {
             settings,
             facts,
             usage: UsageLog::off(),
+            constraint: None,
         }
+    }
+
+    /// Makes every answer follow `constraint`'s grammar.
+    pub fn with_constraint(mut self, constraint: Option<engine::constraint::Constraint>) -> Self {
+        self.constraint = constraint;
+        self
     }
 
     /// Records every answer in the usage ledger.
@@ -199,6 +209,7 @@ impl<'m> Conversation<'m> {
         let started = self.usage.start();
         let mut opts = self.settings.generate_options();
         opts.cancel = cancel;
+        opts.constraint = self.constraint.clone();
         let mut gen = match Generator::new(&mut self.session, new, opts) {
             Ok(g) => g,
             Err(e) => {

@@ -42,6 +42,12 @@ pub struct Args {
     // Boxed: inline, these would make every subcommand's arguments as large.
     #[command(flatten)]
     sampling: Box<SamplingFlags>,
+    /// The answer must be JSON: `json` for any JSON object, or a JSON schema file.
+    #[arg(long, value_name = "json|SCHEMA.json", conflicts_with = "grammar")]
+    format: Option<String>,
+    /// The answer must follow this GBNF grammar file (its start rule is `root`).
+    #[arg(long, value_name = "FILE.gbnf")]
+    grammar: Option<PathBuf>,
     /// Context size in tokens (capped at the model's training context) [default: 4096]
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     ctx: Option<String>,
@@ -177,6 +183,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         }
     }
     let threads = a.threads()?;
+    let grammar = super::format::grammar_from_flags(a.format.as_deref(), a.grammar.as_deref())?;
     let (model_arg, prompt) = model_and_prompt(a.model.take(), a.prompt.take());
     let (path, preset) = resolve(&model_arg, a.offline)?;
     let settings = a.settings(preset)?;
@@ -190,6 +197,17 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         );
     }
     let load_time = start.elapsed();
+    let constraint = match &grammar {
+        None => None,
+        Some(g) => {
+            let flag = if a.format.is_some() {
+                "--format"
+            } else {
+                "--grammar"
+            };
+            Some(super::format::compile(&model, g, flag)?)
+        }
+    };
     let pool = super::thread_pool(threads);
     let facts = RunFacts {
         load_time,
@@ -207,7 +225,9 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     };
     let session = model.session(settings.num_ctx(), pool);
     let usage = UsageLog::open(a.no_ledger, &model_arg, "cli", load_time);
-    let mut conv = Conversation::new(session, template, settings, facts).with_usage(usage);
+    let mut conv = Conversation::new(session, template, settings, facts)
+        .with_usage(usage)
+        .with_constraint(constraint);
     let interactive = !a.raw && prompt.is_none() && std::io::stdin().is_terminal();
     if !interactive {
         let prompt = match prompt {
