@@ -399,6 +399,7 @@ async fn chat(
         msgs.push(Message {
             role: m.role,
             content: m.content,
+            ..Message::default()
         });
     }
     let input = if msgs.is_empty() {

@@ -352,7 +352,11 @@ fn messages(list: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError> {
                     text
                 }
             };
-            Ok(Message { role, content })
+            Ok(Message {
+                role,
+                content,
+                ..Message::default()
+            })
         })
         .collect()
 }
