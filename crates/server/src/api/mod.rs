@@ -4,6 +4,7 @@
 pub mod manage;
 pub mod ollama;
 pub mod openai;
+pub mod responses;
 pub mod tools;
 
 use crate::error::ApiError;
