@@ -23,7 +23,9 @@ struct Request {
     source: String,
     bos: String,
     eos: String,
-    messages: Vec<(String, String)>,
+    messages: Vec<Message>,
+    #[serde(default)]
+    tools: Option<Vec<serde_json::Value>>,
     add_generation_prompt: bool,
 }
 
@@ -56,6 +58,7 @@ impl Sandbox for ProcessSandbox {
         &self,
         t: &ChatTemplate,
         messages: &[Message],
+        tools: Option<&[serde_json::Value]>,
         add_generation_prompt: bool,
     ) -> Result<String, ChatError> {
         let fail = |why: String| ChatError::Sandbox(why);
@@ -63,10 +66,8 @@ impl Sandbox for ProcessSandbox {
             source: t.source().to_string(),
             bos: t.bos().to_string(),
             eos: t.eos().to_string(),
-            messages: messages
-                .iter()
-                .map(|m| (m.role.clone(), m.content.clone()))
-                .collect(),
+            messages: messages.to_vec(),
+            tools: tools.map(<[serde_json::Value]>::to_vec),
             add_generation_prompt,
         };
         let input = serde_json::to_vec(&request).map_err(|e| fail(e.to_string()))?;
@@ -153,12 +154,8 @@ pub fn serve_one() -> anyhow::Result<()> {
     std::io::stdin().read_to_end(&mut input)?;
     let r: Request = serde_json::from_slice(&input)?;
     let template = ChatTemplate::from_parts(&r.source, &r.bos, &r.eos);
-    let messages: Vec<Message> = r
-        .messages
-        .iter()
-        .map(|(role, content)| Message::new(role, content))
-        .collect();
-    let reply = match template.render_here(&messages, r.add_generation_prompt) {
+    let reply = match template.render_here(&r.messages, r.tools.as_deref(), r.add_generation_prompt)
+    {
         Ok(text) => Reply::Ok(text),
         Err(ChatError::Syntax(m)) => Reply::Syntax(m),
         Err(ChatError::Render(m) | ChatError::Sandbox(m)) => Reply::Render(m),

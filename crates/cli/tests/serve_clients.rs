@@ -122,3 +122,26 @@ fn official_python_clients_work_against_hearth_serve() {
         hub.requests()
     );
 }
+
+/// Tool calls with a model that makes them (Qwen2.5-Coder-0.5B-Instruct, Hermes calls), a
+/// call's round trip, streamed calls and `/v1/responses`, through the official OpenAI client.
+#[test]
+fn tool_calls_and_responses_with_qwen2_5_coder() {
+    let model = testutil::qwen2_5_coder();
+    let python = client_venv();
+    let home = tempfile::tempdir().unwrap();
+    let server = serve::start(
+        &["--ctx", "4096"],
+        &[
+            ("HEARTH_HOME", home.path().as_os_str()),
+            ("HEARTH_OFFLINE", std::ffi::OsStr::new("1")),
+        ],
+    );
+    let base = server.base.clone();
+    run_script(
+        &python,
+        "../../tests/clients/tool_clients.py",
+        &[&base, &model.to_string_lossy()],
+        "all tool checks passed",
+    );
+}

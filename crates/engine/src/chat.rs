@@ -9,15 +9,27 @@
 //! theirs byte for byte (`tests/data/templates/`).
 
 mod pyjson;
+pub mod reasoning;
+pub mod tools;
 
 use minijinja::value::{Kwargs, Value};
 use minijinja::{context, Environment, Error as JinjaError, ErrorKind};
+use serde::{Deserialize, Serialize};
 
 /// One turn of a conversation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub role: String,
     pub content: String,
+    /// The calls an assistant turn made (rendered as transformers passes them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// A `tool` turn: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// A `tool` turn: the function's name (Ollama's `tool_name`, OpenAI's legacy `name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl Message {
@@ -25,8 +37,18 @@ impl Message {
         Message {
             role: role.to_string(),
             content: content.to_string(),
+            ..Message::default()
         }
     }
+}
+
+/// A function call an assistant made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// The arguments as a JSON value (an object for every real template).
+    pub arguments: serde_json::Value,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +81,7 @@ pub trait Sandbox: Send + Sync {
         &self,
         template: &ChatTemplate,
         messages: &[Message],
+        tools: Option<&[serde_json::Value]>,
         add_generation_prompt: bool,
     ) -> Result<String, ChatError>;
 }
@@ -171,9 +194,24 @@ impl ChatTemplate {
         messages: &[Message],
         add_generation_prompt: bool,
     ) -> Result<String, ChatError> {
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// [`ChatTemplate::render`] with the tools the model may call, each in OpenAI's shape
+    /// (`{"type": "function", "function": {"name", "description", "parameters"}}`), passed to
+    /// the template as transformers passes them (`tools`; None when there are none).
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message],
+        tools: Option<&[serde_json::Value]>,
+        add_generation_prompt: bool,
+    ) -> Result<String, ChatError> {
+        let tools = tools.filter(|t| !t.is_empty());
         match &self.sandbox {
-            Some(sandbox) if !self.builtin => sandbox.render(self, messages, add_generation_prompt),
-            _ => self.render_here(messages, add_generation_prompt),
+            Some(sandbox) if !self.builtin => {
+                sandbox.render(self, messages, tools, add_generation_prompt)
+            }
+            _ => self.render_here(messages, tools, add_generation_prompt),
         }
     }
 
@@ -181,6 +219,7 @@ impl ChatTemplate {
     pub fn render_here(
         &self,
         messages: &[Message],
+        tools: Option<&[serde_json::Value]>,
         add_generation_prompt: bool,
     ) -> Result<String, ChatError> {
         if let Some(name) = dunder_access(&self.source) {
@@ -190,17 +229,18 @@ impl ChatTemplate {
         let tmpl = env
             .template_from_str(&self.source)
             .map_err(|e| ChatError::Syntax(e.to_string()))?;
-        let msgs: Vec<_> = messages
-            .iter()
-            .map(|m| context! { role => m.role, content => m.content })
-            .collect();
+        let msgs: Vec<Value> = messages.iter().map(message_value).collect();
+        let tools = match tools.filter(|t| !t.is_empty()) {
+            Some(list) => Value::from(list.iter().map(json_value).collect::<Vec<_>>()),
+            None => Value::from(()),
+        };
         let ctx = context! {
             messages => msgs,
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos,
             eos_token => self.eos,
             // transformers passes these as None when a chat has none.
-            tools => Value::from(()),
+            tools => tools,
             documents => Value::from(()),
         };
         let mut out = Bounded(Vec::new());
@@ -210,6 +250,66 @@ impl ChatTemplate {
             Err(e) => return Err(ChatError::Render(render_error(&e))),
         }
         String::from_utf8(out.0).map_err(|e| ChatError::Render(e.to_string()))
+    }
+}
+
+/// A message as transformers gives it to templates: `role` and `content`, plus `tool_calls`
+/// (`[{"id", "type": "function", "function": {"name", "arguments": {..}}}]`, the arguments a
+/// dict), `tool_call_id` and `name` only when the message has them. An assistant turn made
+/// only of calls has `content` None, as OpenAI clients send it.
+fn message_value(m: &Message) -> Value {
+    let mut pairs: Vec<(&str, Value)> = vec![("role", Value::from(m.role.as_str()))];
+    let content = if m.content.is_empty() && !m.tool_calls.is_empty() {
+        Value::from(())
+    } else {
+        Value::from(m.content.as_str())
+    };
+    pairs.push(("content", content));
+    if !m.tool_calls.is_empty() {
+        let calls: Vec<Value> = m
+            .tool_calls
+            .iter()
+            .map(|c| {
+                let function = Value::from_iter([
+                    ("name", Value::from(c.name.as_str())),
+                    ("arguments", json_value(&c.arguments)),
+                ]);
+                Value::from_iter([
+                    ("id", Value::from(c.id.as_str())),
+                    ("type", Value::from("function")),
+                    ("function", function),
+                ])
+            })
+            .collect();
+        pairs.push(("tool_calls", Value::from(calls)));
+    }
+    if let Some(id) = &m.tool_call_id {
+        pairs.push(("tool_call_id", Value::from(id.as_str())));
+    }
+    if let Some(name) = &m.name {
+        pairs.push(("name", Value::from(name.as_str())));
+    }
+    Value::from_iter(pairs)
+}
+
+/// A JSON value for a template, its objects' keys in the order the JSON map keeps them.
+fn json_value(v: &serde_json::Value) -> Value {
+    use serde_json::Value as J;
+    match v {
+        J::Null => Value::from(()),
+        J::Bool(b) => Value::from(*b),
+        J::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                Value::from(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        J::String(s) => Value::from(s.as_str()),
+        J::Array(a) => Value::from(a.iter().map(json_value).collect::<Vec<_>>()),
+        J::Object(o) => Value::from_iter(o.iter().map(|(k, v)| (k.as_str(), json_value(v)))),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Chat templates render exactly as Hugging Face transformers renders them: the prompts in
 //! `tests/data/templates/` were made with Jinja2 by `scripts/golden/make_templates.py`.
 
-use engine::chat::{ChatError, ChatTemplate, Message, CHATML_TEMPLATE, GEMMA3_TEMPLATE};
+use engine::chat::{ChatError, ChatTemplate, Message, ToolCall, CHATML_TEMPLATE, GEMMA3_TEMPLATE};
 use engine::Model;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -54,10 +54,11 @@ fn templates_match_transformers() {
                 .as_array()
                 .expect("messages")
                 .iter()
-                .map(|m| Message::new(text(m, "role"), text(m, "content")))
+                .map(message)
                 .collect();
             let gen = case["add_generation_prompt"].as_bool().expect("flag");
-            let ours = template.render(&messages, gen);
+            let tools = case.get("tools").and_then(Value::as_array);
+            let ours = template.render_with_tools(&messages, tools.map(Vec::as_slice), gen);
             let label = format!("{name}/{}", text(case, "name"));
             match case.get("expected").and_then(Value::as_str) {
                 Some(want) => {
@@ -74,6 +75,28 @@ fn templates_match_transformers() {
         }
     }
     assert!(checked >= 20, "only {checked} cases");
+}
+
+/// A golden message: role and content (None when an assistant turn only calls tools), and
+/// `tool_calls` / `tool_call_id` / `name` when it has them.
+fn message(m: &Value) -> Message {
+    let mut msg = Message::new(text(m, "role"), m["content"].as_str().unwrap_or(""));
+    if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
+        msg.tool_calls = calls
+            .iter()
+            .map(|c| ToolCall {
+                id: text(c, "id").to_string(),
+                name: text(&c["function"], "name").to_string(),
+                arguments: c["function"]["arguments"].clone(),
+            })
+            .collect();
+    }
+    msg.tool_call_id = m
+        .get("tool_call_id")
+        .and_then(Value::as_str)
+        .map(String::from);
+    msg.name = m.get("name").and_then(Value::as_str).map(String::from);
+    msg
 }
 
 /// The golden templates are the ones hearth really uses for the test models.
@@ -99,6 +122,12 @@ fn goldens_hold_the_real_models_templates() {
         "the Gemma 3 test model now has a template: regenerate the goldens"
     );
     assert_eq!(golden("gemma3"), GEMMA3_TEMPLATE);
+    let qwen = gguf::GgufFile::open(testutil::qwen2_5_coder()).expect("open Qwen2.5-Coder");
+    let template = qwen
+        .get_str("tokenizer.chat_template")
+        .expect("metadata")
+        .expect("Qwen2.5-Coder has a template");
+    assert_eq!(golden("qwen2_5_coder-tools"), template);
     assert!(CHATML_TEMPLATE.contains("<|im_start|>"));
 }
 

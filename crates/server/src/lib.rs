@@ -219,6 +219,7 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     let mut router = Router::new()
         .merge(api::openai::routes())
+        .merge(api::responses::routes())
         .merge(api::ollama::routes())
         .merge(api::manage::routes())
         .merge(metrics::routes())

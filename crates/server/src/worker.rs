@@ -95,6 +95,8 @@ pub struct Job {
     /// None: leave the model's setting as it is (the default for a fresh load).
     pub keep_alive: Option<KeepAlive>,
     pub api: Api,
+    /// Tools shown to the model (OpenAI's shape), for `Input::Chat`; None: no tools.
+    pub tools: Option<Vec<serde_json::Value>>,
     pub events: mpsc::UnboundedSender<Event>,
     pub cancel: Arc<AtomicBool>,
     pub queued: Instant,
@@ -149,8 +151,19 @@ pub struct TokenLogprob {
     pub top: Vec<(String, Vec<u8>, f32)>,
 }
 
+/// What the chat template says about the answer to come: how it writes tool calls, and
+/// whether it thinks in `<think>` blocks (and the prompt opened one already).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PromptInfo {
+    pub tool_format: Option<engine::chat::tools::ToolFormat>,
+    pub thinks: bool,
+    pub thinking_open: bool,
+}
+
 #[derive(Debug)]
 pub enum Event {
+    /// A chat's prompt was rendered (sent before `Started`).
+    Prompt(PromptInfo),
     /// The prompt was evaluated; pieces follow.
     Started,
     Piece(String),

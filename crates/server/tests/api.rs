@@ -279,7 +279,7 @@ async fn bad_numbers_are_400_naming_the_field() {
             chat_body(json!({"top_p": 1.5})),
             "top_p",
         ),
-        ("/v1/chat/completions", chat_body(json!({"n": 2})), "n"),
+        ("/v1/chat/completions", chat_body(json!({"n": 9})), "n"),
         ("/v1/chat/completions", chat_body(json!({"n": 0})), "n"),
         (
             "/v1/chat/completions",

@@ -5,15 +5,19 @@ pub mod format;
 pub mod manage;
 pub mod ollama;
 pub mod openai;
+pub mod responses;
+pub mod tools;
 
 use crate::error::ApiError;
 use crate::models::ModelRef;
 use crate::params::SamplerRequest;
 use crate::worker::{
-    Api, Budget, CancelOnDrop, Event, Input, Job, KeepAlive, Summary, TokenLogprob,
+    Api, Budget, CancelOnDrop, Event, Input, Job, KeepAlive, PromptInfo, Summary, TokenLogprob,
 };
 use crate::AppState;
 use engine::constraint::Grammar;
+use engine::chat::reasoning::{OutputParser, ThinkSplitter};
+use engine::chat::tools::ToolCallParser;
 use engine::sampler::SamplerConfig;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -40,12 +44,16 @@ pub struct GenSpec {
     pub grammar_param: &'static str,
     pub keep_alive: Option<KeepAlive>,
     pub api: Api,
+    /// Tools shown to the model (OpenAI's shape); None: none.
+    pub tools: Option<Vec<serde_json::Value>>,
 }
 
 /// A job that has started (its prompt evaluated): events follow on `rx`. Dropping it cancels
 /// the job.
 pub struct Running {
     pub model: ModelRef,
+    /// What the chat template said about the answer (chat jobs only).
+    pub prompt: Option<PromptInfo>,
     pub rx: mpsc::UnboundedReceiver<Event>,
     pub _cancel: CancelOnDrop,
 }
@@ -83,19 +91,62 @@ pub async fn start(state: &AppState, mut spec: GenSpec) -> Result<Running, ApiEr
         grammar_param: spec.grammar_param,
         keep_alive: spec.keep_alive,
         api: spec.api,
+        tools: spec.tools,
         events,
         cancel,
         queued: Instant::now(),
     })?;
-    match rx.recv().await {
-        Some(Event::Started) => Ok(Running {
-            model,
-            rx,
-            _cancel: guard,
-        }),
-        Some(Event::Error(e)) => Err(e),
-        _ => Err(ended_early()),
+    let mut prompt = None;
+    loop {
+        match rx.recv().await {
+            Some(Event::Prompt(info)) => prompt = Some(info),
+            Some(Event::Started) => {
+                return Ok(Running {
+                    model,
+                    prompt,
+                    rx,
+                    _cancel: guard,
+                })
+            }
+            Some(Event::Error(e)) => return Err(e),
+            _ => return Err(ended_early()),
+        }
     }
+}
+
+/// Starts `specs` together (n choices of one request): each is queued at once, so they
+/// generate side by side; the first error fails them all.
+pub async fn start_all(state: &AppState, specs: Vec<GenSpec>) -> Result<Vec<Running>, ApiError> {
+    futures_util::future::try_join_all(specs.into_iter().map(|s| start(state, s))).await
+}
+
+/// How a chat answer is read: `<think>` blocks split off when the template has them and
+/// `reasoning` asks for it, tool calls parsed when `tools` were shown. `seed` makes call ids.
+pub fn output_parser(run: &Running, tools: bool, reasoning: bool, seed: u64) -> OutputParser {
+    let info = run.prompt.unwrap_or_default();
+    let think = (reasoning && (info.thinks || info.thinking_open))
+        .then(|| ThinkSplitter::new(info.thinking_open));
+    let calls = info
+        .tool_format
+        .filter(|_| tools)
+        .map(|f| ToolCallParser::new(f, seed));
+    OutputParser::new(think, calls)
+}
+
+/// The tool-call format of a model's own chat template (None without one), read from its
+/// file: for the grammar that forces a call, which must be known before the job starts.
+pub async fn tool_format(
+    state: &AppState,
+    name: &str,
+) -> Result<Option<engine::chat::tools::ToolFormat>, ApiError> {
+    let model = resolve(state, name).await?;
+    tokio::task::spawn_blocking(move || {
+        let file =
+            gguf::GgufFile::open(&model.path).map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok(engine::chat::model_template(&file).and_then(engine::chat::tools::ToolFormat::detect))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
 }
 
 /// The model a request names (a store lookup: off the async threads).
@@ -147,7 +198,7 @@ pub async fn collect(mut run: Running) -> Result<Collected, ApiError> {
                 })
             }
             Event::Error(e) => return Err(e),
-            Event::Started | Event::Embeddings { .. } => {}
+            Event::Prompt(_) | Event::Started | Event::Embeddings { .. } => {}
         }
     }
     Err(ended_early())
@@ -177,6 +228,7 @@ pub async fn embed(
         grammar_param: "",
         keep_alive,
         api,
+        tools: None,
         events,
         cancel,
         queued: Instant::now(),
@@ -222,7 +274,7 @@ fn sampler(p: &store::Params, r: &SamplerRequest, n_ctx: usize) -> Result<Sample
 }
 
 /// A fresh seed per request when none is given (as Ollama and OpenAI behave).
-fn random_seed() -> u64 {
+pub(crate) fn random_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -272,6 +324,72 @@ where
                 return;
             }
         }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
+}
+
+/// What [`relay_many`] hands its formatter.
+pub enum Relayed<'a> {
+    /// An event of choice `index`.
+    Event(usize, &'a Event),
+    /// Every choice has finished.
+    End,
+}
+
+/// [`relay`] for several jobs at once (the n choices of one request): events come tagged
+/// with their job's index as they arrive; `End` follows the last `Done`. An error ends the
+/// stream (and with it every job).
+pub fn relay_many<F>(runs: Vec<Running>, mut format: F) -> impl futures_util::Stream<Item = String>
+where
+    F: FnMut(Relayed<'_>) -> Vec<String> + Send + 'static,
+{
+    use futures_util::StreamExt;
+    let (tx, rx) = mpsc::channel::<String>(16);
+    tokio::spawn(async move {
+        let mut open = runs.len();
+        let mut guards = Vec::new();
+        let streams = runs.into_iter().enumerate().map(|(i, run)| {
+            let Running { rx, _cancel, .. } = run;
+            guards.push(_cancel);
+            // Each job's events up to and including its last.
+            futures_util::stream::unfold(Some(rx), |rx| async move {
+                let mut rx = rx?;
+                let ev = rx
+                    .recv()
+                    .await
+                    .unwrap_or_else(|| Event::Error(ended_early()));
+                let last = matches!(ev, Event::Done(_) | Event::Error(_));
+                Some((ev, (!last).then_some(rx)))
+            })
+            .map(move |ev| (i, ev))
+            .boxed()
+        });
+        let mut all = futures_util::stream::select_all(streams);
+        while open > 0 {
+            let next = tokio::select! {
+                next = all.next() => next,
+                _ = tx.closed() => return,
+            };
+            let Some((i, ev)) = next else { return };
+            let error = matches!(ev, Event::Error(_));
+            if matches!(ev, Event::Done(_)) {
+                open -= 1;
+            }
+            for out in format(Relayed::Event(i, &ev)) {
+                if tx.send(out).await.is_err() {
+                    return;
+                }
+            }
+            if error {
+                return;
+            }
+        }
+        for out in format(Relayed::End) {
+            if tx.send(out).await.is_err() {
+                return;
+            }
+        }
+        drop(guards);
     });
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
 }

@@ -1,7 +1,8 @@
 //! Ollama-compatible endpoints: `/api/generate`, `/api/chat` (NDJSON streams by default),
 //! `/api/embed`, `/api/embeddings`, `/api/tags`, `/api/ps`, `/api/version`.
 
-use super::{collect, relay, start, Collected, GenSpec};
+use super::tools::{self as tool_api, Parsed};
+use super::{collect, output_parser, relay, start, Collected, GenSpec};
 use crate::error::{ApiError, OllamaError};
 use crate::params::{self, float, int, parse_body, seed, SamplerRequest, Stop};
 use crate::worker::{Api, Budget, Event, Input, KeepAlive, Summary};
@@ -14,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
+use engine::chat::tools::ParseEvent;
 use engine::chat::Message;
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -143,7 +145,10 @@ struct ChatRequest {
     messages: Vec<ChatMessage>,
     stream: Option<bool>,
     format: Option<Value>,
-    tools: Option<Vec<Value>>,
+    tools: Option<Value>,
+    /// Thinking models: true shows the reasoning in `message.thinking`, false hides it;
+    /// unset leaves the answer as the model wrote it.
+    think: Option<Value>,
     options: Option<Options>,
     keep_alive: Option<Value>,
 }
@@ -154,6 +159,11 @@ struct ChatMessage {
     #[serde(default)]
     content: String,
     images: Option<Vec<Value>>,
+    /// An assistant turn's calls: `[{"function": {"name", "arguments": {..}}}]`.
+    tool_calls: Option<Value>,
+    /// A `tool` turn: the function that answered.
+    tool_name: Option<String>,
+    tool_call_id: Option<String>,
 }
 
 struct Checked {
@@ -186,6 +196,7 @@ impl Checked {
             grammar_param: "",
             keep_alive,
             api: Api::Ollama,
+            tools: None,
         }
     }
 }
@@ -330,7 +341,9 @@ async fn answer(
             vec![v.to_string()]
         }
         Event::Error(e) => vec![json!({"error": e.message}).to_string()],
-        Event::Started | Event::Logprobs(_) | Event::Embeddings { .. } => Vec::new(),
+        Event::Prompt(_) | Event::Started | Event::Logprobs(_) | Event::Embeddings { .. } => {
+            Vec::new()
+        }
     })))
 }
 
@@ -379,6 +392,81 @@ async fn generate(
     answer(&state, spec, req.stream.unwrap_or(true), generate_chunk).await
 }
 
+/// Ollama's `think`: true or false, or an effort ("high", "medium", "low"), which counts as
+/// true.
+fn check_think(v: &Option<Value>) -> Result<Option<bool>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) if matches!(s.as_str(), "high" | "medium" | "low") => Ok(Some(true)),
+        Some(other) => Err(ApiError::invalid(
+            "think",
+            format!("think must be true, false, \"high\", \"medium\" or \"low\" (got {other})"),
+        )),
+    }
+}
+
+/// The calls of an assistant message: `[{"function": {"name", "arguments": {..}}}]`.
+fn ollama_calls(v: &Value, at: &str) -> Result<Vec<engine::chat::ToolCall>, ApiError> {
+    let Some(list) = v.as_array() else {
+        return Err(ApiError::invalid(at, format!("{at} must be a list")));
+    };
+    list.iter()
+        .enumerate()
+        .map(|(j, c)| {
+            let at = format!("{at}[{j}]");
+            let f = c.get("function").filter(|f| f.is_object()).ok_or_else(|| {
+                ApiError::invalid(
+                    &format!("{at}.function"),
+                    format!("{at}.function must be an object"),
+                )
+            })?;
+            let name = f
+                .get("name")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        &format!("{at}.function.name"),
+                        format!("{at}.function.name must be a string"),
+                    )
+                })?;
+            let arguments =
+                tool_api::arguments(f.get("arguments"), &format!("{at}.function.arguments"))?;
+            let id = c
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            Ok(engine::chat::ToolCall {
+                id,
+                name: name.to_string(),
+                arguments,
+            })
+        })
+        .collect()
+}
+
+/// A call in Ollama's shape (arguments an object).
+fn ollama_call(index: usize, c: &tool_api::Call) -> Value {
+    json!({
+        "id": c.id,
+        "function": {"index": index, "name": c.name, "arguments": tool_api::args_value(&c.arguments)},
+    })
+}
+
+/// The message of a chat chunk: content, `thinking` when shown, `tool_calls` when any.
+fn chat_message(content: &str, thinking: &str, calls: &[(usize, &tool_api::Call)]) -> Value {
+    let mut m = json!({"role": "assistant", "content": content});
+    if !thinking.is_empty() {
+        m["thinking"] = json!(thinking);
+    }
+    if !calls.is_empty() {
+        m["tool_calls"] = calls.iter().map(|(i, c)| ollama_call(*i, c)).collect();
+    }
+    m
+}
+
 async fn chat(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
@@ -387,8 +475,9 @@ async fn chat(
     let checked = check_options(req.options, state.inner.config.n_ctx)?;
     let keep = keep_alive(&req.keep_alive)?;
     check_format(&req.format)?;
-    none_or_empty("tools", &req.tools, "tools")?;
-    let mut msgs = Vec::with_capacity(req.messages.len());
+    let tools = tool_api::check_tools("tools", req.tools.as_ref(), false)?;
+    let think = check_think(&req.think)?;
+    let mut msgs: Vec<Message> = Vec::with_capacity(req.messages.len());
     for (i, m) in req.messages.into_iter().enumerate() {
         none_or_empty(&format!("messages[{i}].images"), &m.images, "images")?;
         if !matches!(m.role.as_str(), "system" | "user" | "assistant" | "tool") {
@@ -398,18 +487,115 @@ async fn chat(
             )
             .into());
         }
-        msgs.push(Message {
+        let mut msg = Message {
             role: m.role,
             content: m.content,
-        });
+            ..Message::default()
+        };
+        if let Some(calls) = m.tool_calls.as_ref().filter(|v| !v.is_null()) {
+            if msg.role != "assistant" {
+                return Err(ApiError::invalid(
+                    &format!("messages[{i}].tool_calls"),
+                    "only assistant messages carry tool_calls",
+                )
+                .into());
+            }
+            msg.tool_calls = ollama_calls(calls, &format!("messages[{i}].tool_calls"))?;
+        }
+        if msg.role == "tool" {
+            msg.name = m.tool_name;
+            msg.tool_call_id = m.tool_call_id.or_else(|| {
+                // The latest call to that function, for templates that show ids.
+                let name = msg.name.as_deref()?;
+                msgs.iter()
+                    .rev()
+                    .flat_map(|p| p.tool_calls.iter().rev())
+                    .find(|c| c.name == name && !c.id.is_empty())
+                    .map(|c| c.id.clone())
+            });
+        }
+        msgs.push(msg);
     }
+    let use_tools = !tools.is_empty();
     let input = if msgs.is_empty() {
         load_or_unload(keep)
     } else {
         Input::Chat(msgs)
     };
-    let spec = checked.spec(req.model, input, true, keep);
-    answer(&state, spec, req.stream.unwrap_or(true), chat_chunk).await
+    let chatting = matches!(input, Input::Chat(_));
+    let mut spec = checked.spec(req.model, input, true, keep);
+    spec.tools = (use_tools && chatting).then_some(tools);
+    let stream = req.stream.unwrap_or(true);
+    let model = spec.model.clone();
+    let run = start(&state, spec).await?;
+    let mut parser = output_parser(&run, use_tools, think.is_some(), super::random_seed());
+    let show_thinking = think == Some(true);
+    if !stream {
+        let Collected { text, summary, .. } = collect(run).await?;
+        let parsed = Parsed::of(&text, &mut parser);
+        let thinking = if show_thinking {
+            parsed.reasoning.as_str()
+        } else {
+            ""
+        };
+        let calls: Vec<_> = parsed.calls.iter().enumerate().collect();
+        let mut v = json!({
+            "model": model,
+            "created_at": now(),
+            "message": chat_message(&parsed.content, thinking, &calls),
+            "done": false,
+        });
+        final_fields(&mut v, &summary);
+        return Ok(Json(v).into_response());
+    }
+    // Calls are sent whole, each in its own chunk, as Ollama does.
+    let mut open: Vec<tool_api::Call> = Vec::new();
+    let model_name = model.clone();
+    let chunk = move |message: Value| json!({"model": model, "created_at": now(), "message": message, "done": false});
+    let lines = move |events: Vec<ParseEvent>, open: &mut Vec<tool_api::Call>| {
+        let mut out = Vec::new();
+        for e in events {
+            match e {
+                ParseEvent::Content(t) => out.push(chunk(chat_message(&t, "", &[])).to_string()),
+                ParseEvent::Reasoning(t) if show_thinking => {
+                    out.push(chunk(chat_message("", &t, &[])).to_string())
+                }
+                ParseEvent::Reasoning(_) => {}
+                ParseEvent::ToolCallStart { index, id, name } => {
+                    if index >= open.len() {
+                        open.resize_with(index + 1, tool_api::Call::default);
+                    }
+                    open[index] = tool_api::Call {
+                        id,
+                        name,
+                        arguments: String::new(),
+                    };
+                }
+                ParseEvent::ToolCallArgs { index, delta } => {
+                    if let Some(c) = open.get_mut(index) {
+                        c.arguments.push_str(&delta);
+                        let call = c.clone();
+                        out.push(chunk(chat_message("", "", &[(index, &call)])).to_string());
+                    }
+                }
+            }
+        }
+        out
+    };
+    Ok(ndjson(relay(run, move |ev| match ev {
+        Event::Piece(p) => lines(parser.push(p), &mut open),
+        Event::Done(s) => {
+            let mut out = lines(parser.finish(), &mut open);
+            let mut v = chat_chunk(&model_name, "");
+            final_fields(&mut v, s);
+            out.push(v.to_string());
+            out
+        }
+        Event::Error(e) => vec![json!({"error": e.message}).to_string()],
+        Event::Prompt(_) | Event::Started | Event::Logprobs(_) | Event::Embeddings { .. } => {
+            Vec::new()
+        }
+    })))
 }
 
 async fn tags(State(state): State<AppState>) -> Result<Response, OllamaError> {

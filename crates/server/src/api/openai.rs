@@ -1,7 +1,11 @@
 //! OpenAI-compatible endpoints: `/v1/chat/completions`, `/v1/completions`, `/v1/models`,
 //! `/v1/embeddings`.
 
-use super::{collect, relay, request_id, start, unix_now, Collected, GenSpec};
+use super::tools::{self as tool_api, Parsed};
+use super::{
+    collect, output_parser, relay, relay_many, request_id, start, start_all, unix_now, Collected,
+    GenSpec, Relayed,
+};
 use crate::error::{ApiError, OpenAiError};
 use crate::params::{self, float, int, parse_body, seed, SamplerRequest, Stop};
 use crate::worker::{Api, Budget, Event, Input, Summary, TokenLogprob};
@@ -13,7 +17,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
+use engine::chat::tools::{tool_call_grammar, ParseEvent, ToolChoice};
 use engine::chat::Message;
+use engine::constraint::Grammar;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Number, Value};
@@ -78,7 +84,9 @@ struct ResponseFormat {
 struct ChatRequest {
     messages: Vec<ChatMessage>,
     max_completion_tokens: Option<Value>,
-    tools: Option<Vec<Value>>,
+    tools: Option<Value>,
+    tool_choice: Option<Value>,
+    parallel_tool_calls: Option<bool>,
     #[serde(flatten)]
     common: Common,
 }
@@ -87,6 +95,12 @@ struct ChatRequest {
 struct ChatMessage {
     role: String,
     content: Option<Content>,
+    /// An assistant turn's calls: `[{"id", "type": "function", "function": {"name",
+    /// "arguments": "<JSON text>"}}]`.
+    tool_calls: Option<Value>,
+    /// A `tool` turn: the call it answers.
+    tool_call_id: Option<String>,
+    name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,6 +163,7 @@ impl Checked {
             grammar_param: "",
             keep_alive: None,
             api: Api::OpenAi,
+            tools: None,
         }
     }
 }
@@ -322,144 +337,361 @@ fn messages(list: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError> {
     if list.is_empty() {
         return Err(ApiError::invalid("messages", "messages must not be empty"));
     }
-    list.into_iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let role = match m.role.as_str() {
-                "developer" => "system".to_string(),
-                "system" | "user" | "assistant" | "tool" => m.role,
-                other => {
-                    return Err(ApiError::invalid(
-                        &format!("messages[{i}].role"),
-                        format!("unknown role {other:?}"),
-                    ))
-                }
-            };
-            let content = match m.content {
-                None => String::new(),
-                Some(Content::Text(t)) => t,
-                Some(Content::Parts(parts)) => {
-                    let mut text = String::new();
-                    for p in parts {
-                        match (p.kind.as_str(), p.text) {
-                            ("text", Some(t)) => text.push_str(&t),
-                            (kind, _) => {
-                                return Err(ApiError::invalid(
-                                    &format!("messages[{i}].content"),
-                                    format!("content parts of type {kind:?} are not supported"),
-                                ))
-                            }
+    let mut out: Vec<Message> = Vec::with_capacity(list.len());
+    for (i, m) in list.into_iter().enumerate() {
+        let role = match m.role.as_str() {
+            "developer" => "system".to_string(),
+            "system" | "user" | "assistant" | "tool" => m.role,
+            other => {
+                return Err(ApiError::invalid(
+                    &format!("messages[{i}].role"),
+                    format!("unknown role {other:?}"),
+                ))
+            }
+        };
+        let content = match m.content {
+            None => String::new(),
+            Some(Content::Text(t)) => t,
+            Some(Content::Parts(parts)) => {
+                let mut text = String::new();
+                for p in parts {
+                    match (p.kind.as_str(), p.text) {
+                        ("text", Some(t)) => text.push_str(&t),
+                        (kind, _) => {
+                            return Err(ApiError::invalid(
+                                &format!("messages[{i}].content"),
+                                format!("content parts of type {kind:?} are not supported"),
+                            ))
                         }
                     }
-                    text
                 }
+                text
+            }
+        };
+        let mut msg = Message {
+            role,
+            content,
+            ..Message::default()
+        };
+        match m.tool_calls {
+            None | Some(Value::Null) => {}
+            Some(_) if msg.role != "assistant" => {
+                return Err(ApiError::invalid(
+                    &format!("messages[{i}].tool_calls"),
+                    "only assistant messages carry tool_calls",
+                ))
+            }
+            Some(Value::Array(calls)) => {
+                for (j, c) in calls.iter().enumerate() {
+                    msg.tool_calls
+                        .push(openai_call(c, &format!("messages[{i}].tool_calls[{j}]"))?);
+                }
+            }
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    &format!("messages[{i}].tool_calls"),
+                    format!("messages[{i}].tool_calls must be a list"),
+                ))
+            }
+        }
+        if msg.role == "tool" {
+            let Some(id) = m.tool_call_id else {
+                return Err(ApiError::invalid(
+                    &format!("messages[{i}].tool_call_id"),
+                    "a tool message needs the tool_call_id of the call it answers",
+                ));
             };
-            Ok(Message { role, content })
-        })
-        .collect()
+            // The function's name, from the call it answers (some templates show it).
+            msg.name = m.name.or_else(|| {
+                out.iter()
+                    .flat_map(|p| &p.tool_calls)
+                    .find(|c| c.id == id)
+                    .map(|c| c.name.clone())
+            });
+            msg.tool_call_id = Some(id);
+        }
+        out.push(msg);
+    }
+    Ok(out)
+}
+
+/// One call of an assistant message: `{"id", "type": "function", "function": {"name",
+/// "arguments": "<JSON text>"}}`; `at` names it in errors.
+fn openai_call(c: &Value, at: &str) -> Result<engine::chat::ToolCall, ApiError> {
+    let f = c.get("function").filter(|f| f.is_object()).ok_or_else(|| {
+        ApiError::invalid(
+            &format!("{at}.function"),
+            format!("{at}.function must be an object"),
+        )
+    })?;
+    let name = f
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                &format!("{at}.function.name"),
+                format!("{at}.function.name must be a string"),
+            )
+        })?;
+    let arguments = tool_api::arguments(f.get("arguments"), &format!("{at}.function.arguments"))?;
+    let id = match c.get("id") {
+        Some(Value::String(id)) => id.clone(),
+        None | Some(Value::Null) => String::new(),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                &format!("{at}.id"),
+                format!("{at}.id must be a string"),
+            ))
+        }
+    };
+    Ok(engine::chat::ToolCall {
+        id,
+        name: name.to_string(),
+        arguments,
+    })
 }
 
 fn sse(stream: impl futures_util::Stream<Item = String> + Send + 'static) -> Response {
     Sse::new(stream.map(|data| Ok::<_, Infallible>(SseEvent::default().data(data)))).into_response()
 }
 
+/// Most choices one chat request may ask for (`n`).
+const MAX_CHOICES: i64 = 8;
+
+/// The chat message of a parsed answer: `content` None when the answer is only calls,
+/// `reasoning_content` when the model thought aloud, `tool_calls` with arguments as JSON text.
+fn chat_message(p: &Parsed) -> Value {
+    let content = if p.content.is_empty() && !p.calls.is_empty() {
+        Value::Null
+    } else {
+        json!(p.content)
+    };
+    let mut m = json!({"role": "assistant", "content": content});
+    if !p.reasoning.is_empty() {
+        m["reasoning_content"] = json!(p.reasoning);
+    }
+    if !p.calls.is_empty() {
+        m["tool_calls"] = p
+            .calls
+            .iter()
+            .map(|c| {
+                json!({
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                })
+            })
+            .collect();
+    }
+    m
+}
+
+/// `tool_calls` when the answer ended by calling, else why it ended.
+fn chat_finish(s: &Summary, calls: usize) -> &'static str {
+    match finish_reason(s) {
+        "stop" if calls > 0 => "tool_calls",
+        other => other,
+    }
+}
+
+/// Usage of n choices: the prompt once (it is the same), the completions summed.
+fn usage_of(summaries: &[Summary]) -> Value {
+    let Some(first) = summaries.first() else {
+        return json!({});
+    };
+    let completion: usize = summaries.iter().map(|s| s.completion_tokens).sum();
+    json!({
+        "prompt_tokens": first.prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": first.prompt_tokens + completion,
+        "prompt_tokens_details": {"cached_tokens": first.cached_tokens},
+    })
+}
+
+/// The streamed delta of one parser event.
+fn chat_delta(e: ParseEvent) -> Value {
+    match e {
+        ParseEvent::Content(t) => json!({"content": t}),
+        ParseEvent::Reasoning(t) => json!({"reasoning_content": t}),
+        ParseEvent::ToolCallStart { index, id, name } => json!({"tool_calls": [{
+            "index": index,
+            "id": id,
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }]}),
+        ParseEvent::ToolCallArgs { index, delta } => {
+            json!({"tool_calls": [{"index": index, "function": {"arguments": delta}}]})
+        }
+    }
+}
+
 async fn chat_completions(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OpenAiError> {
-    let req: ChatRequest = parse_body(body)?;
+    let mut req: ChatRequest = parse_body(body)?;
+    // n is the chat endpoint's own (checked here, not with the settings completions share).
+    let n = int("n", req.common.n.take().as_ref(), 1, MAX_CHOICES)?.unwrap_or(1) as usize;
     let checked = check_common(
         &req.common,
         req.max_completion_tokens.as_ref(),
         LogprobStyle::Chat,
     )?;
-    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(ApiError::invalid("tools", "tools are not supported yet").into());
-    }
+    let tools = tool_api::check_tools("tools", req.tools.as_ref(), false)?;
+    let choice = tool_api::check_choice("tool_choice", req.tool_choice.as_ref(), &tools, false)?;
+    let parallel = req.parallel_tool_calls.unwrap_or(true);
+    // tool_choice "none": the tools are not shown and the answer is not read for calls.
+    let use_tools = !tools.is_empty() && choice != ToolChoice::None;
     let model_name = req.common.model.clone();
-    let input = Input::Chat(messages(req.messages)?);
-    let run = start(&state, checked.spec(model_name.clone(), input, true)).await?;
+    let msgs = messages(req.messages)?;
+    let grammar = forced_call_grammar(&state, &model_name, &tools, &choice, parallel).await?;
+    // INTEGRATION (constrained decoding): `grammar` becomes `GenSpec.grammar` of every spec
+    // below when that field lands (`spec.grammar = grammar.clone();`). Until then a required
+    // or named call is asked for only through the prompt, and the answer is parsed as it is.
+    let _: &Option<Grammar> = &grammar;
+    let base_seed = match (checked.sampler.seed, n) {
+        (Some(s), _) => Some(s),
+        (None, 1) => None,
+        (None, _) => Some(super::random_seed()),
+    };
+    let specs = (0..n)
+        .map(|i| {
+            let mut spec = checked.spec(model_name.clone(), Input::Chat(msgs.clone()), true);
+            spec.tools = use_tools.then(|| tools.clone());
+            if let Some(s) = base_seed {
+                spec.sampler.seed = Some(s.wrapping_add(i as u64));
+            }
+            spec
+        })
+        .collect();
+    let runs = start_all(&state, specs).await?;
+    let ids_seed = super::random_seed();
+    let mut parsers: Vec<_> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| output_parser(r, use_tools, true, ids_seed.wrapping_add(i as u64)))
+        .collect();
     let want_logprobs = checked.logprobs.is_some();
     let id = request_id("chatcmpl");
     let created = unix_now();
     if !checked.stream {
-        let Collected {
-            text,
-            logprobs,
-            summary,
-        } = collect(run).await?;
+        let answers = futures_util::future::try_join_all(runs.into_iter().map(collect)).await?;
+        let mut choices = Vec::with_capacity(answers.len());
+        let mut summaries = Vec::with_capacity(answers.len());
+        for (i, (a, parser)) in answers.into_iter().zip(&mut parsers).enumerate() {
+            let parsed = Parsed::of(&a.text, parser);
+            choices.push(json!({
+                "index": i,
+                "message": chat_message(&parsed),
+                "logprobs": if want_logprobs { chat_logprobs(&a.logprobs) } else { Value::Null },
+                "finish_reason": chat_finish(&a.summary, parsed.calls.len()),
+            }));
+            summaries.push(a.summary);
+        }
         return Ok(Json(json!({
             "id": id,
             "object": "chat.completion",
             "created": created,
             "model": model_name,
             "system_fingerprint": "hearth",
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": if want_logprobs { chat_logprobs(&logprobs) } else { Value::Null },
-                "finish_reason": finish_reason(&summary),
-            }],
-            "usage": usage(&summary),
-            "timings": timings(&summary),
+            "choices": choices,
+            "usage": usage_of(&summaries),
+            "timings": timings(&summaries[0]),
         }))
         .into_response());
     }
     let include_usage = checked.include_usage;
-    let chunk = move |delta: Value, finish: Option<&str>| {
+    let chunk = move |index: usize, delta: Value, finish: Option<&str>| {
         let mut c = json!({
             "id": id,
             "object": "chat.completion.chunk",
             "created": created,
             "model": model_name,
             "system_fingerprint": "hearth",
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+            "choices": [{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish}],
         });
         if include_usage {
             c["usage"] = Value::Null;
         }
         c
     };
-    let mut first = true;
-    // Log-probabilities arrive just before the piece whose text they cover.
-    let mut pending: Vec<TokenLogprob> = Vec::new();
-    let stream = relay(run, move |ev| {
+    let mut started = vec![false; n];
+    let mut summaries: Vec<Option<Summary>> = vec![None; n];
+    // Log-probabilities arrive just before the piece whose text they cover; they go with the
+    // next chunk of their choice.
+    let mut pending: Vec<Vec<TokenLogprob>> = vec![Vec::new(); n];
+    let stream = relay_many(runs, move |r| {
         let mut out = Vec::new();
-        if first {
-            first = false;
-            out.push(chunk(json!({"role": "assistant", "content": ""}), None).to_string());
+        let (i, ev) = match r {
+            Relayed::Event(i, ev) => (i, ev),
+            Relayed::End => {
+                if include_usage {
+                    let done: Vec<Summary> = summaries.iter().flatten().cloned().collect();
+                    let mut u = chunk(0, json!({}), None);
+                    u["choices"] = json!([]);
+                    u["usage"] = usage_of(&done);
+                    out.push(u.to_string());
+                }
+                out.push("[DONE]".into());
+                return out;
+            }
+        };
+        if !started[i] {
+            started[i] = true;
+            out.push(chunk(i, json!({"role": "assistant", "content": ""}), None).to_string());
         }
-        let with_logprobs = |mut c: Value, pending: &mut Vec<TokenLogprob>| {
+        let mut emit = |mut c: Value, pending: &mut Vec<TokenLogprob>| {
             if want_logprobs && !pending.is_empty() {
                 c["choices"][0]["logprobs"] = chat_logprobs(pending);
                 pending.clear();
             }
-            c.to_string()
+            out.push(c.to_string());
         };
         match ev {
-            Event::Logprobs(l) => pending.extend(l.iter().cloned()),
-            Event::Piece(p) => out.push(with_logprobs(
-                chunk(json!({"content": p}), None),
-                &mut pending,
-            )),
-            Event::Done(s) => {
-                let mut last = chunk(json!({}), Some(finish_reason(s)));
-                last["timings"] = timings(s);
-                out.push(with_logprobs(last, &mut pending));
-                if include_usage {
-                    let mut u = chunk(json!({}), None);
-                    u["choices"] = json!([]);
-                    u["usage"] = usage(s);
-                    out.push(u.to_string());
+            Event::Logprobs(l) => pending[i].extend(l.iter().cloned()),
+            Event::Piece(p) => {
+                for e in parsers[i].push(p) {
+                    emit(chunk(i, chat_delta(e), None), &mut pending[i]);
                 }
-                out.push("[DONE]".into());
+            }
+            Event::Done(s) => {
+                for e in parsers[i].finish() {
+                    emit(chunk(i, chat_delta(e), None), &mut pending[i]);
+                }
+                let mut last = chunk(i, json!({}), Some(chat_finish(s, parsers[i].calls())));
+                last["timings"] = timings(s);
+                emit(last, &mut pending[i]);
+                summaries[i] = Some(s.clone());
             }
             Event::Error(e) => out.push(error_chunk(e)),
-            Event::Started | Event::Embeddings { .. } => {}
+            Event::Prompt(_) | Event::Started | Event::Embeddings { .. } => {}
         }
         out
     });
     Ok(sse(stream))
+}
+
+/// The grammar that forces the call a `required` or named `tool_choice` asks for, in the
+/// model's own format (None for `auto` and `none`). A model whose template has no tool calls
+/// cannot be given tools.
+async fn forced_call_grammar(
+    state: &AppState,
+    model: &str,
+    tools: &[Value],
+    choice: &ToolChoice,
+    parallel: bool,
+) -> Result<Option<Grammar>, ApiError> {
+    if !matches!(choice, ToolChoice::Required | ToolChoice::Function(_)) {
+        return Ok(None);
+    }
+    match super::tool_format(state, model).await? {
+        Some(format) => Ok(tool_call_grammar(format, tools, choice, parallel)),
+        None => Err(ApiError::invalid(
+            "tools",
+            format!("{model}'s chat template has no tool calls: this model cannot be given tools"),
+        )),
+    }
 }
 
 fn error_chunk(e: &ApiError) -> String {
@@ -556,7 +788,7 @@ async fn completions(
                 out
             }
             Event::Error(e) => vec![error_chunk(e)],
-            Event::Started | Event::Embeddings { .. } => Vec::new(),
+            Event::Prompt(_) | Event::Started | Event::Embeddings { .. } => Vec::new(),
         }
     });
     Ok(sse(stream))

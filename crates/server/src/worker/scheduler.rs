@@ -5,11 +5,12 @@
 //! going on) evaluates only what is new.
 
 use super::{
-    Budget, Event, Finish, Input, Job, KeepAlive, LoadedModel, Status, Summary, TokenLogprob,
-    Totals, UsageSink, WorkerConfig,
+    Budget, Event, Finish, Input, Job, KeepAlive, LoadedModel, PromptInfo, Status, Summary,
+    TokenLogprob, Totals, UsageSink, WorkerConfig,
 };
 use crate::error::ApiError;
-use engine::chat::{ChatError, ChatTemplate, Sandbox};
+use engine::chat::tools::ToolFormat;
+use engine::chat::{reasoning, ChatError, ChatTemplate, Sandbox};
 use engine::generate::{Decoding, GenerateOptions, StopReason};
 use engine::{Model, Session, SessionState};
 use kernels::pool::ThreadPool;
@@ -739,9 +740,24 @@ fn tokenize(
             if let Some(sandbox) = sandbox {
                 template = template.with_sandbox(Arc::clone(sandbox));
             }
+            let tool_format = ToolFormat::detect(template.source());
+            if job.tools.is_some() && tool_format.is_none() {
+                return Err(ApiError::invalid(
+                    "tools",
+                    format!(
+                        "{}'s chat template has no tool calls: this model cannot be given tools",
+                        job.model.name
+                    ),
+                ));
+            }
             let text = template
-                .render(messages, true)
+                .render_with_tools(messages, job.tools.as_deref(), true)
                 .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let _ = job.events.send(Event::Prompt(PromptInfo {
+                tool_format,
+                thinks: reasoning::template_thinks(template.source()),
+                thinking_open: reasoning::prompt_opens_thinking(&text),
+            }));
             let bos_text = tok.bos().and_then(|b| tok.token_text(b)).unwrap_or("");
             // A template that writes BOS itself must not get a second one.
             let add_bos = bos_text.is_empty() || !text.starts_with(bos_text);
