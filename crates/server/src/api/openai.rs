@@ -4,7 +4,7 @@
 use super::{collect, relay, request_id, start, unix_now, Collected, GenSpec};
 use crate::error::{ApiError, OpenAiError};
 use crate::params::{self, float, int, parse_body, seed, SamplerRequest, Stop};
-use crate::worker::{Api, Budget, Event, Input, Summary, TokenLogprob};
+use crate::worker::{Api, Budget, EmbedInput, Event, Input, Summary, TokenLogprob};
 use crate::AppState;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -626,8 +626,8 @@ struct EmbeddingRequest {
 enum EmbeddingInput {
     One(String),
     Many(Vec<String>),
-    /// Token ids: not supported (their ids would be another model's).
-    Tokens(#[allow(dead_code)] Vec<Value>),
+    /// Token ids of the model's vocabulary: one list, or a list of lists.
+    Tokens(Vec<Value>),
 }
 
 /// Most inputs in one embeddings request.
@@ -638,21 +638,18 @@ async fn embeddings(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OpenAiError> {
     let req: EmbeddingRequest = parse_body(body)?;
-    let texts = match req.input {
-        EmbeddingInput::One(t) => vec![t],
-        EmbeddingInput::Many(v) => v,
-        EmbeddingInput::Tokens(_) => {
-            return Err(ApiError::invalid(
-                "input",
-                "input must be a string or a list of strings (token ids are not supported)",
-            )
-            .into())
-        }
+    let inputs = match req.input {
+        EmbeddingInput::One(t) => vec![EmbedInput::Text(t)],
+        EmbeddingInput::Many(v) => v.into_iter().map(EmbedInput::Text).collect(),
+        EmbeddingInput::Tokens(v) => token_inputs("input", &v)?
+            .into_iter()
+            .map(EmbedInput::Tokens)
+            .collect(),
     };
-    if texts.is_empty() || texts.len() > MAX_EMBED_INPUTS {
+    if inputs.is_empty() || inputs.len() > MAX_EMBED_INPUTS {
         return Err(ApiError::invalid(
             "input",
-            format!("input must hold 1 to {MAX_EMBED_INPUTS} strings"),
+            format!("input must hold 1 to {MAX_EMBED_INPUTS} strings or lists of token ids"),
         )
         .into());
     }
@@ -676,7 +673,7 @@ async fn embeddings(
         .into());
     }
     let (vectors, summary) =
-        super::embed(&state, req.model.clone(), texts, false, None, Api::OpenAi).await?;
+        super::embed_inputs(&state, req.model.clone(), inputs, false, None, Api::OpenAi).await?;
     let data: Vec<Value> = vectors
         .into_iter()
         .enumerate()
@@ -698,4 +695,39 @@ async fn embeddings(
         "usage": {"prompt_tokens": summary.prompt_tokens, "total_tokens": summary.prompt_tokens},
     }))
     .into_response())
+}
+
+/// Token-id input (`prompt`, `input`): one list of ids, or a list of lists. The first id that
+/// is not an integer from 0 to 2^32 - 1 is named (`input[1][3]`); the vocabulary is checked
+/// where the model is loaded. An empty list is refused, naming it.
+fn token_inputs(param: &str, v: &[Value]) -> Result<Vec<Vec<u32>>, ApiError> {
+    if v.is_empty() {
+        return Err(ApiError::invalid(
+            param,
+            format!("{param} must not be empty"),
+        ));
+    }
+    if v.iter().all(Value::is_array) {
+        v.iter()
+            .enumerate()
+            .map(|(i, inner)| {
+                let field = format!("{param}[{i}]");
+                let list = inner.as_array().map_or(&[][..], |a| a.as_slice());
+                if list.is_empty() {
+                    return Err(ApiError::invalid(&field, format!("{field} is empty")));
+                }
+                params::token_ids(&field, list)
+            })
+            .collect()
+    } else if v.iter().any(Value::is_array) || v.iter().any(Value::is_string) {
+        Err(ApiError::invalid(
+            param,
+            format!(
+                "{param} must be a string, a list of strings, a list of token ids or a list \
+                 of lists of token ids (not a mix)"
+            ),
+        ))
+    } else {
+        Ok(vec![params::token_ids(param, v)?])
+    }
 }
