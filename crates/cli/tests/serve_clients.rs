@@ -112,7 +112,7 @@ fn official_python_clients_work_against_hearth_serve() {
     run_script(
         &python,
         "tests/clients/manage_clients.py",
-        &[&base, "smollm2"],
+        &[&base, "smollm2", &model],
         "all management checks passed",
     );
     drop(server);

@@ -222,6 +222,7 @@ pub fn app(state: AppState) -> Router {
         .merge(api::responses::routes())
         .merge(api::ollama::routes())
         .merge(api::manage::routes())
+        .merge(api::llama::routes())
         .merge(metrics::routes())
         .merge(web::routes())
         .route("/health", axum::routing::get(health))
@@ -244,10 +245,43 @@ pub fn app(state: AppState) -> Router {
             CorsLayer::new()
                 .allow_origin(allow)
                 .allow_methods(Any)
-                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+                .allow_headers(cors_allowed_headers()),
         );
     }
     router.with_state(state)
+}
+
+/// Request headers a page may send across origins: those of the OpenAI and Ollama SDKs for
+/// JavaScript (the `x-stainless-*` family describes the client and its retries).
+pub const CORS_ALLOWED_HEADERS: &[&str] = &[
+    "authorization",
+    "content-type",
+    "accept",
+    "openai-organization",
+    "openai-project",
+    "openai-beta",
+    "idempotency-key",
+    "user-agent",
+    "x-stainless-arch",
+    "x-stainless-async",
+    "x-stainless-custom-poll-interval",
+    "x-stainless-helper-method",
+    "x-stainless-lang",
+    "x-stainless-os",
+    "x-stainless-package-version",
+    "x-stainless-poll-helper",
+    "x-stainless-retry-count",
+    "x-stainless-runtime",
+    "x-stainless-runtime-version",
+    "x-stainless-stream-helper",
+    "x-stainless-timeout",
+];
+
+fn cors_allowed_headers() -> Vec<header::HeaderName> {
+    CORS_ALLOWED_HEADERS
+        .iter()
+        .map(|h| header::HeaderName::from_static(h))
+        .collect()
 }
 
 /// `GET /health`: the server answers (llama-server's shape), for load balancers and scripts.

@@ -72,6 +72,27 @@ pub trait PullProgress: Send + Sync {
     fn finish(&self);
 }
 
+/// Where `/api/create` takes the model's bytes from.
+#[derive(Debug, Clone)]
+pub enum CreateFrom {
+    /// A blob the client uploaded (`files: {"x.gguf": "sha256:…"}`).
+    Blob(store::Digest),
+    /// A GGUF file on this machine, by absolute path, owned by the server's user.
+    File(PathBuf),
+    /// Another model: the new one is a preset of it.
+    Model(String),
+}
+
+/// A checked `/api/create` request.
+#[derive(Debug, Clone)]
+pub struct CreateSpec {
+    pub name: String,
+    pub from: CreateFrom,
+    pub system: Option<String>,
+    pub params: store::Params,
+    pub license: Option<String>,
+}
+
 pub trait ModelSource: Send + Sync + 'static {
     fn resolve(&self, name: &str) -> Result<ModelRef, ApiError>;
     fn list(&self) -> Result<Vec<ModelEntry>, ApiError>;
@@ -84,6 +105,16 @@ pub trait ModelSource: Send + Sync + 'static {
     fn copy(&self, source: &str, destination: &str) -> Result<(), ApiError>;
     /// Downloads a model (blocking); `progress` hears about each transfer.
     fn pull(&self, name: &str, progress: &dyn PullProgress) -> Result<Pulled, ApiError>;
+    /// Whether the store holds a blob.
+    fn has_blob(&self, digest: &store::Digest) -> Result<bool, ApiError>;
+    /// Starts receiving a blob, with the bytes the store's disk can take (None: unknown).
+    fn receive_blob(
+        &self,
+        digest: &store::Digest,
+    ) -> Result<(store::BlobUpload, Option<u64>), ApiError>;
+    /// Makes a model (replacing one of the same name, as Ollama does); returns its canonical
+    /// name and digest.
+    fn create(&self, spec: CreateSpec) -> Result<(String, String), ApiError>;
 }
 
 /// Models by store name (`HEARTH_HOME`), or a GGUF file by path.
@@ -269,6 +300,44 @@ impl ModelSource for StoreModels {
             Err(store::StoreError::NotFound { .. }) => Err(not_found(source, "not in the store")),
             Err(e) => Err(store_error(e)),
         }
+    }
+
+    fn has_blob(&self, digest: &store::Digest) -> Result<bool, ApiError> {
+        Ok(open_store()?.has_blob(digest))
+    }
+
+    fn receive_blob(
+        &self,
+        digest: &store::Digest,
+    ) -> Result<(store::BlobUpload, Option<u64>), ApiError> {
+        let store = open_store()?;
+        let room = store.free_space();
+        Ok((store.receive_blob(digest).map_err(store_error)?, room))
+    }
+
+    fn create(&self, spec: CreateSpec) -> Result<(String, String), ApiError> {
+        let name = parse_name("model", &spec.name)?;
+        let store = open_store()?;
+        let opts = store::CreateOptions {
+            system: spec.system,
+            params: spec.params,
+            replace: true,
+        };
+        let made = match &spec.from {
+            CreateFrom::Blob(d) => store.create_from_blob(&name, d, spec.license, &opts),
+            CreateFrom::File(p) => store.create_from_own_file(&name, p, &opts),
+            CreateFrom::Model(base) => {
+                let base_name = parse_name("from", base)?;
+                match store.create_preset(&name, &base_name, &opts) {
+                    Err(store::StoreError::NotFound { .. }) => {
+                        return Err(not_found(base, "not in the store"))
+                    }
+                    r => r,
+                }
+            }
+        };
+        let m = made.map_err(store_error)?;
+        Ok((m.name.to_string(), m.digest.to_string()))
     }
 
     fn pull(&self, name: &str, progress: &dyn PullProgress) -> Result<Pulled, ApiError> {

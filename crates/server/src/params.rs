@@ -220,3 +220,16 @@ pub struct SamplerRequest {
 
 /// The largest token count any request may name (context, predictions, penalties window).
 pub const MAX_TOKENS_LIMIT: i64 = 1 << 20;
+
+/// A list of token ids: each an integer from 0 to 2^32 - 1 (the model's vocabulary is
+/// checked where the model is loaded); the first bad one is named `param[i]`.
+pub fn token_ids(param: &str, list: &[Value]) -> Result<Vec<u32>, ApiError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let field = format!("{param}[{i}]");
+            let id = int(&field, Some(v), 0, i64::from(u32::MAX))?.unwrap_or(0);
+            Ok(id as u32)
+        })
+        .collect()
+}

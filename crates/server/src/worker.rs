@@ -6,6 +6,8 @@
 
 mod scheduler;
 
+pub(crate) use scheduler::check_ids;
+
 use crate::error::ApiError;
 use crate::models::ModelRef;
 use axum::http::StatusCode;
@@ -30,9 +32,55 @@ pub enum Input {
     Load,
     /// Unload the model now (Ollama's empty request with `keep_alive: 0`).
     Unload,
-    /// Embeddings of each text, pooled as the model says (the mean when it says nothing) and
-    /// normalised.
-    Embed { texts: Vec<String>, truncate: bool },
+    /// A prompt given as token ids, checked against the vocabulary (`param` names the field
+    /// in errors: `prompt[1]` gives `prompt[1][3]`).
+    Tokens { ids: Vec<u32>, param: String },
+    /// Fill-in-the-middle: the model's FIM markers around `prefix` and `suffix` (prefix,
+    /// suffix, middle order); a model without them is a 400 naming `suffix`.
+    Fim { prefix: String, suffix: String },
+    /// Embeddings of each input, pooled as the model says (the mean when it says nothing)
+    /// and normalised.
+    Embed {
+        inputs: Vec<EmbedInput>,
+        truncate: bool,
+    },
+    /// Work on the loaded model that answers for itself (tokenize, detokenize).
+    Task(ModelTask),
+}
+
+/// One input to embed.
+#[derive(Debug, Clone)]
+pub enum EmbedInput {
+    Text(String),
+    /// Token ids, checked against the vocabulary.
+    Tokens(Vec<u32>),
+}
+
+/// A closure run once on the worker thread with the job's model loaded; it sends its own
+/// answer (a load failure drops it unrun, and the job's events carry the error).
+#[derive(Clone)]
+pub struct ModelTask(Arc<Mutex<Option<ModelFn>>>);
+
+type ModelFn = Box<dyn FnOnce(&engine::Model) + Send>;
+
+impl ModelTask {
+    pub fn new(f: impl FnOnce(&engine::Model) + Send + 'static) -> ModelTask {
+        ModelTask(Arc::new(Mutex::new(Some(Box::new(f)))))
+    }
+
+    /// Runs the closure (at most once).
+    pub fn run(&self, model: &engine::Model) {
+        let f = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(f) = f {
+            f(model);
+        }
+    }
+}
+
+impl std::fmt::Debug for ModelTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ModelTask")
+    }
 }
 
 /// How many tokens to generate.

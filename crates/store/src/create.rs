@@ -97,6 +97,36 @@ impl Store {
         self.import_with(name, file, None, opts)
     }
 
+    /// [`create_from_file`](Store::create_from_file) for a path a client names (Ollama's
+    /// `/api/create` with `from: /path/file.gguf`): the path must be absolute and name a
+    /// regular file owned by the user this process runs as.
+    pub fn create_from_own_file(
+        &self,
+        name: &ModelName,
+        file: &Path,
+        opts: &CreateOptions,
+    ) -> Result<Manifest, StoreError> {
+        let refuse = |reason: &str| StoreError::Refused {
+            what: format!("cannot create {name} from {}", file.display()),
+            reason: reason.into(),
+        };
+        if !file.is_absolute() {
+            return Err(refuse("the path must be absolute"));
+        }
+        let meta = fs::metadata(file).map_err(|e| refuse(&e.to_string()))?;
+        if !meta.is_file() {
+            return Err(refuse("it is not a regular file"));
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if meta.uid() != rustix::process::getuid().as_raw() {
+                return Err(refuse("it belongs to another user"));
+            }
+        }
+        self.import_with(name, file, None, opts)
+    }
+
     fn import_with(
         &self,
         name: &ModelName,
@@ -150,6 +180,46 @@ impl Store {
             let _ = fs::remove_file(&tmp);
         }
         result
+    }
+
+    /// A model made from a blob already in the store (Ollama's `/api/create` with `files`,
+    /// after the client uploaded it): the blob must be a GGUF file; nothing is copied.
+    pub fn create_from_blob(
+        &self,
+        name: &ModelName,
+        digest: &Digest,
+        license: Option<String>,
+        opts: &CreateOptions,
+    ) -> Result<Manifest, StoreError> {
+        opts.check()?;
+        let blob = self.blob_path(digest);
+        let missing = || StoreError::Refused {
+            what: format!("blob {digest} is not in the store"),
+            reason: "upload it first (POST /api/blobs/DIGEST)".into(),
+        };
+        if !self.has_blob(digest) {
+            return Err(missing());
+        }
+        gguf::GgufFile::open(&blob).map_err(|e| StoreError::Refused {
+            what: format!("blob {digest} is not a usable GGUF file"),
+            reason: e.to_string(),
+        })?;
+        self.ensure_layout()?;
+        let _lock = self.store_lock(&Silent)?;
+        self.refuse_existing(name, opts.replace)?;
+        // Under the lock: a removal elsewhere may have collected it meanwhile.
+        let size = fs::metadata(&blob).map_err(|_| missing())?.len();
+        let mut m = Manifest::new(
+            name.clone(),
+            digest.clone(),
+            size,
+            license,
+            Some(format!("blob: {digest}")),
+        );
+        m.system = opts.system.clone();
+        m.params = opts.params.clone();
+        self.write_manifest(&m)?;
+        Ok(m)
     }
 
     /// `hearth create NAME --from MODEL`: a preset, a manifest that uses `base`'s blob (no

@@ -33,6 +33,7 @@ pub mod mirror;
 pub mod name;
 pub mod preset;
 pub mod remote_header;
+mod upload;
 
 pub use catalog::{CatalogEntry, Source, WheelPart, DEFAULT_MODEL};
 pub use create::{CreateOptions, Resolved};
@@ -41,6 +42,7 @@ pub use info::{ModelInfo, ModelKind};
 pub use manifest::Manifest;
 pub use name::{Digest, ModelName};
 pub use preset::Params;
+pub use upload::BlobUpload;
 
 use fsutil::{create_dir, hash_file, rename_durable, sync_dir, write_atomic, FileLock};
 use std::fs::{self, File};
@@ -274,7 +276,7 @@ impl Store {
         Ok(())
     }
 
-    /// Removes scratch entries in `tmp/` (`pip-<pid>-…`, `import-<pid>-…`) left by processes
+    /// Removes scratch entries in `tmp/` (`pip-<pid>-…`, `import-<pid>-…`, `upload-<pid>-…`) left by processes
     /// that died. Only where live processes can be told (`/proc`); elsewhere they stay.
     fn clean_stale_tmp(&self) {
         let proc_dir = Path::new("/proc");
@@ -289,6 +291,7 @@ impl Store {
             let pid = name
                 .strip_prefix("pip-")
                 .or_else(|| name.strip_prefix("import-"))
+                .or_else(|| name.strip_prefix("upload-"))
                 .and_then(|rest| rest.split('-').next())
                 .and_then(|p| p.parse::<u32>().ok());
             let Some(pid) = pid else { continue };

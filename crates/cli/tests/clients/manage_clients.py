@@ -1,16 +1,17 @@
 """Drives a running `hearth serve` with the official Ollama Python client's model management:
-pull (streamed progress), list, show, copy, delete.
+pull (streamed progress), list, show, copy, delete, and create from an uploaded blob.
 
-Usage: python manage_clients.py BASE_URL MODEL_NAME
+Usage: python manage_clients.py BASE_URL MODEL_NAME GGUF_PATH
 MODEL_NAME must be pullable by the server (the test points it at a local hub) and not yet in
-its store. Exits non-zero (with a traceback) on any failure.
+its store; GGUF_PATH is a chat model file the client uploads. Exits non-zero (with a
+traceback) on any failure.
 """
 
 import sys
 
 import ollama
 
-base, name = sys.argv[1], sys.argv[2]
+base, name, gguf_path = sys.argv[1], sys.argv[2], sys.argv[3]
 
 
 def check(cond, what):
@@ -70,7 +71,42 @@ check(r.status == "success", "ollama delete")
 names = [m.model for m in ol.list().models]
 check("hearth-copy:test" not in names and canonical in names, "ollama list after delete")
 
+# create: the client uploads the file as a blob (POST /api/blobs/DIGEST), then names it.
+digest = ol.create_blob(gguf_path)
+check(digest.startswith("sha256:") and len(digest) == 71, "ollama create_blob: uploaded")
+r = ol.create(
+    model="hearth-made:test",
+    files={"model.gguf": digest},
+    system="Answer in one word.",
+    parameters={"temperature": 0.1, "num_ctx": 1024, "stop": ["<end>"]},
+)
+check(r.status == "success", "ollama create from the uploaded blob")
+s = ol.show("hearth-made:test")
+# The client's ShowResponse has no `system` field: the prompt is in the Modelfile it shows.
+check('SYSTEM """Answer in one word."""' in s.modelfile,
+      "ollama show: the created model's system prompt (in its modelfile)")
+check("temperature" in s.parameters and "num_ctx" in s.parameters and "<end>" in s.parameters,
+      f"ollama show: the created model's parameters ({s.parameters!r})")
+check(isinstance(s.template, str) and len(s.template) > 0, "ollama show: the file's template")
+lines = list(ol.create(model="hearth-made:preset", from_="hearth-made:test",
+                       system="Be brief.", stream=True))
+check(lines[-1].status == "success", "ollama create from a model, streamed")
+check('SYSTEM """Be brief."""' in ol.show("hearth-made:preset").modelfile,
+      "ollama show: the preset's system prompt")
+c = ol.chat(
+    model="hearth-made:test",
+    messages=[{"role": "user", "content": "Hi"}],
+    options={"num_predict": 4},
+)
+check(c.done and isinstance(c.message.content, str), "ollama chat with the created model")
+for made in ["hearth-made:preset", "hearth-made:test"]:
+    check(ol.delete(made).status == "success", f"ollama delete {made}")
+
 for what, call, status in [
+    ("create with quantize", lambda: ol.create(model="q:x", files={"m.gguf": digest},
+                                                quantize="q4_K_M"), 400),
+    ("create from a blob never uploaded",
+     lambda: ol.create(model="q:x", files={"m.gguf": "sha256:" + "0" * 64}), 400),
     ("show of a deleted model", lambda: ol.show("hearth-copy:test"), 404),
     ("delete of a deleted model", lambda: ol.delete("hearth-copy:test"), 404),
     ("copy of a missing model", lambda: ol.copy("no-such:model", "x:y"), 404),

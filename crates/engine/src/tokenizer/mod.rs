@@ -720,6 +720,13 @@ impl Tokenizer {
         self.sp.sep
     }
 
+    /// The fill-in-the-middle markers (prefix, suffix, middle) when the model has all three:
+    /// from `tokenizer.ggml.fim_{pre,suf,mid}_token_id`, else found in the vocabulary by
+    /// their usual texts (`<|fim_prefix|>`, `<fim_prefix>`, `<PRE>`, …).
+    pub fn fim(&self) -> Option<(u32, u32, u32)> {
+        Some((self.sp.fim_pre?, self.sp.fim_suf?, self.sp.fim_mid?))
+    }
+
     /// Whether `encode(…, add_special = true, …)` prepends BOS.
     pub fn add_bos(&self) -> bool {
         self.add_bos && self.sp.bos.is_some()

@@ -3,7 +3,7 @@
 //! streams its progress as NDJSON while it runs.
 
 use crate::error::{ApiError, OllamaError};
-use crate::models::{ModelShow, PullProgress, Pulled};
+use crate::models::{CreateFrom, CreateSpec, ModelShow, PullProgress, Pulled};
 use crate::params::parse_body;
 use crate::AppState;
 use axum::body::Body;
@@ -28,7 +28,12 @@ pub fn routes() -> Router<AppState> {
         .route("/api/pull", post(pull))
         .route("/api/delete", delete(remove))
         .route("/api/copy", post(copy))
+        .route("/api/create", post(create))
+        .route("/api/blobs/{digest}", post(upload_blob).head(has_blob))
 }
+
+/// Space an upload leaves free on the store's disk.
+const UPLOAD_RESERVE: u64 = 512 << 20;
 
 /// Metadata arrays longer than this (the tokenizer's tokens, merges and token types) are
 /// shown as `null` unless `verbose` is set, as Ollama does.
@@ -349,6 +354,302 @@ impl PullProgress for Lines {
         }
         *t = Transfer::default();
     }
+}
+
+/// A `sha256:<64 hex>` digest from the path, or 400 naming `digest`.
+fn parse_digest(d: &str) -> Result<store::Digest, ApiError> {
+    store::Digest::parse(d).map_err(|_| {
+        ApiError::invalid(
+            "digest",
+            format!(
+                "digest {:?} is not sha256: followed by 64 lowercase hex digits",
+                d.chars().take(80).collect::<String>()
+            ),
+        )
+    })
+}
+
+/// `HEAD /api/blobs/{digest}`: 200 when the store holds the blob, 404 when not.
+async fn has_blob(
+    State(state): State<AppState>,
+    axum::extract::Path(digest): axum::extract::Path<String>,
+) -> Result<Response, OllamaError> {
+    let digest = parse_digest(&digest)?;
+    let inner = Arc::clone(&state.inner);
+    let there = blocking(move || inner.models.has_blob(&digest)).await?;
+    Ok(if there {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    }
+    .into_response())
+}
+
+/// What the request side tells the thread writing an upload.
+enum Chunk {
+    Data(Bytes),
+    /// The body ended: verify and keep it.
+    End,
+}
+
+/// `POST /api/blobs/{digest}`: the body, streamed to a file in the store's `tmp/` while it
+/// is hashed, becomes the blob only when its sha256 is `digest` (else 400, nothing kept).
+/// 201 when stored, 200 when the store had it already. The body may be as large as the disk
+/// allows, less a reserve (more: 413); a body cut short leaves nothing behind.
+async fn upload_blob(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(digest): axum::extract::Path<String>,
+    body: Body,
+) -> Result<Response, OllamaError> {
+    check_origin(&state, &headers)?;
+    let digest = parse_digest(&digest)?;
+    let inner = Arc::clone(&state.inner);
+    let d = digest.clone();
+    if blocking(move || inner.models.has_blob(&d)).await? {
+        return Ok(StatusCode::OK.into_response());
+    }
+    let inner = Arc::clone(&state.inner);
+    let d = digest.clone();
+    let (mut upload, free) = blocking(move || inner.models.receive_blob(&d)).await?;
+    let room = free.map_or(u64::MAX, |f| f.saturating_sub(UPLOAD_RESERVE));
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the blob does not fit: the store's disk has room for {room} more bytes"),
+        )
+    };
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > room) {
+        return Err(too_large().into());
+    }
+    // The file is written on a blocking thread; the bytes go there through a short queue.
+    let (tx, mut rx) = mpsc::channel::<Chunk>(8);
+    let writer = tokio::task::spawn_blocking(move || -> Result<bool, ApiError> {
+        while let Some(chunk) = rx.blocking_recv() {
+            match chunk {
+                Chunk::Data(b) => upload.write(&b).map_err(crate::models::store_error)?,
+                Chunk::End => {
+                    upload.finish().map_err(crate::models::store_error)?;
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false) // the request ended early: the upload's drop removes its file
+    });
+    let mut stream = body.into_data_stream();
+    let mut received = 0u64;
+    let mut failure = None;
+    use futures_util::StreamExt;
+    while let Some(frame) = stream.next().await {
+        let bytes = match frame {
+            Ok(b) => b,
+            Err(e) => {
+                failure = Some(ApiError::bad_request(format!(
+                    "the upload was cut short: {e}"
+                )));
+                break;
+            }
+        };
+        received += bytes.len() as u64;
+        if received > room {
+            failure = Some(too_large());
+            break;
+        }
+        if tx.send(Chunk::Data(bytes)).await.is_err() {
+            break; // the writer failed: its result says why
+        }
+    }
+    if failure.is_none() {
+        let _ = tx.send(Chunk::End).await;
+    }
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| ApiError::internal(format!("the upload task failed: {e}")))?;
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    match written? {
+        true => Ok(StatusCode::CREATED.into_response()),
+        false => Err(ApiError::internal("the upload ended unexpectedly").into()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateRequest {
+    model: Option<String>,
+    name: Option<String>,
+    from: Option<String>,
+    files: Option<std::collections::BTreeMap<String, String>>,
+    adapters: Option<Map<String, Value>>,
+    system: Option<String>,
+    template: Option<String>,
+    license: Option<Value>,
+    parameters: Option<Map<String, Value>>,
+    messages: Option<Vec<Value>>,
+    quantize: Option<String>,
+    /// The older API's Modelfile text (and `path`, a Modelfile on the server).
+    modelfile: Option<String>,
+    path: Option<String>,
+    stream: Option<bool>,
+}
+
+/// A preset's options from Ollama's `parameters` object (numbers, strings, `stop` lists).
+fn create_params(map: &Map<String, Value>) -> Result<store::Params, ApiError> {
+    let mut params = store::Params::default();
+    for (k, v) in map {
+        let field = format!("parameters.{k}");
+        let texts: Vec<String> = match v {
+            Value::Number(n) => vec![n.to_string()],
+            Value::String(s) => vec![s.clone()],
+            Value::Array(items) if k == "stop" => items
+                .iter()
+                .map(|i| {
+                    i.as_str().map(str::to_owned).ok_or_else(|| {
+                        ApiError::invalid(&field, format!("{field} must be a list of strings"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            other => {
+                return Err(ApiError::invalid(
+                    &field,
+                    format!("{field} must be a number or a string (got {other})"),
+                ))
+            }
+        };
+        for t in texts {
+            params
+                .set(k, &t)
+                .map_err(|e| ApiError::invalid(&field, format!("{field}: {e}")))?;
+        }
+    }
+    Ok(params)
+}
+
+/// What `/api/create` refuses, and where the bytes come from.
+fn create_spec(req: CreateRequest) -> Result<CreateSpec, ApiError> {
+    let name = required_name(req.model, req.name)?;
+    let unsupported =
+        |field: &str, why: &str| Err(ApiError::invalid(field, format!("{field}: {why}")));
+    if req.quantize.as_deref().is_some_and(|q| !q.is_empty()) {
+        return unsupported(
+            "quantize",
+            "hearth does not quantize models; create from a GGUF file that is already quantized",
+        );
+    }
+    if req.modelfile.is_some() || req.path.is_some() {
+        let field = if req.modelfile.is_some() {
+            "modelfile"
+        } else {
+            "path"
+        };
+        return unsupported(
+            field,
+            "the Modelfile form of /api/create is not supported; send from or files, with              system and parameters, as current Ollama clients do",
+        );
+    }
+    if req.template.as_deref().is_some_and(|t| !t.is_empty()) {
+        return unsupported(
+            "template",
+            "hearth renders the model file's own chat template (Jinja) and cannot use an              Ollama (Go) template; leave template out",
+        );
+    }
+    if req.adapters.as_ref().is_some_and(|a| !a.is_empty()) {
+        return unsupported("adapters", "LoRA adapters are not supported");
+    }
+    if req.messages.as_ref().is_some_and(|m| !m.is_empty()) {
+        return unsupported("messages", "stored messages are not supported");
+    }
+    let from = match (req.from.filter(|f| !f.is_empty()), req.files) {
+        (Some(_), Some(_)) => return unsupported("files", "give from or files, not both"),
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "from",
+                "from (a model or an absolute path to a GGUF file) or files (an uploaded GGUF                  blob) is required",
+            ))
+        }
+        (Some(f), None) if f.starts_with('/') => CreateFrom::File(f.into()),
+        (Some(f), None) => CreateFrom::Model(f),
+        (None, Some(files)) => {
+            let mut it = files.into_iter();
+            match (it.next(), it.next()) {
+                (Some((file, digest)), None) => {
+                    if !file.to_ascii_lowercase().ends_with(".gguf") {
+                        return unsupported(
+                            "files",
+                            &format!("{file:?} is not a .gguf file (only GGUF models are supported)"),
+                        );
+                    }
+                    let d = store::Digest::parse(&digest).map_err(|_| {
+                        ApiError::invalid(
+                            &format!("files.{file}"),
+                            format!("files.{file}: {digest:?} is not sha256: followed by 64 lowercase hex digits"),
+                        )
+                    })?;
+                    CreateFrom::Blob(d)
+                }
+                _ => return unsupported("files", "give exactly one GGUF file"),
+            }
+        }
+    };
+    let license = match req.license {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .map(|i| i.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    ApiError::invalid("license", "license must be text or a list of texts")
+                })?
+                .join("\n"),
+        ),
+        Some(_) => return unsupported("license", "license must be text or a list of texts"),
+    };
+    Ok(CreateSpec {
+        name,
+        from,
+        system: req.system.filter(|s| !s.is_empty()),
+        params: create_params(req.parameters.as_ref().unwrap_or(&Map::new()))?,
+        license,
+    })
+}
+
+/// `POST /api/create` (the current API: `from` or `files`, with `system` and `parameters`):
+/// `{"status": …}` lines then `{"status": "success"}`, or one object when `stream` is false.
+/// The model is made before the answer starts, so a refusal keeps its HTTP status.
+async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OllamaError> {
+    check_origin(&state, &headers)?;
+    let req: CreateRequest = parse_body(body)?;
+    let stream = req.stream.unwrap_or(true);
+    let spec = create_spec(req)?;
+    let mut lines = vec![match &spec.from {
+        CreateFrom::Blob(d) => json!({"status": format!("using existing layer {d}")}),
+        CreateFrom::File(p) => json!({"status": format!("copying file {}", p.display())}),
+        CreateFrom::Model(m) => json!({"status": format!("using model {m}")}),
+    }];
+    let inner = Arc::clone(&state.inner);
+    let (name, digest) = blocking(move || inner.models.create(spec)).await?;
+    if !stream {
+        return Ok(Json(json!({"status": "success"})).into_response());
+    }
+    lines.push(json!({"status": "writing manifest", "model": name, "digest": digest}));
+    lines.push(json!({"status": "success"}));
+    let mut text = String::new();
+    for l in lines {
+        text.push_str(&l.to_string());
+        text.push('\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], text).into_response())
 }
 
 /// `sha256:b179c9523d0e…` → `b179c9523d0e` (Ollama's short form).

@@ -2,6 +2,7 @@
 //! its events back.
 
 pub mod format;
+pub mod llama;
 pub mod manage;
 pub mod ollama;
 pub mod openai;
@@ -12,12 +13,13 @@ use crate::error::ApiError;
 use crate::models::ModelRef;
 use crate::params::SamplerRequest;
 use crate::worker::{
-    Api, Budget, CancelOnDrop, Event, Input, Job, KeepAlive, PromptInfo, Summary, TokenLogprob,
+    Api, Budget, CancelOnDrop, EmbedInput, Event, Input, Job, KeepAlive, ModelTask, PromptInfo,
+    Summary, TokenLogprob,
 };
 use crate::AppState;
-use engine::constraint::Grammar;
 use engine::chat::reasoning::{OutputParser, ThinkSplitter};
 use engine::chat::tools::ToolCallParser;
+use engine::constraint::Grammar;
 use engine::sampler::SamplerConfig;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -213,11 +215,24 @@ pub async fn embed(
     keep_alive: Option<KeepAlive>,
     api: Api,
 ) -> Result<(Vec<Vec<f32>>, Summary), ApiError> {
+    let inputs = texts.into_iter().map(EmbedInput::Text).collect();
+    embed_inputs(state, model, inputs, truncate, keep_alive, api).await
+}
+
+/// Embeddings of `inputs` (texts or token ids) with `model`.
+pub async fn embed_inputs(
+    state: &AppState,
+    model: String,
+    inputs: Vec<EmbedInput>,
+    truncate: bool,
+    keep_alive: Option<KeepAlive>,
+    api: Api,
+) -> Result<(Vec<Vec<f32>>, Summary), ApiError> {
     let model = resolve(state, &model).await?;
     let n_ctx = state.inner.config.n_ctx;
     let (mut rx, _guard) = submit(state, |events, cancel| Job {
         model,
-        input: Input::Embed { texts, truncate },
+        input: Input::Embed { inputs, truncate },
         budget: Budget::Default(0),
         budget_param: "",
         sampler: SamplerConfig::default(),
@@ -237,6 +252,47 @@ pub async fn embed(
         Some(Event::Embeddings { vectors, summary }) => Ok((vectors, summary)),
         Some(Event::Error(e)) => Err(e),
         _ => Err(ended_early()),
+    }
+}
+
+/// Runs `f` on the worker thread with `model` loaded (as a generation would load it), so
+/// that work on its tokenizer stays off the async threads and sees the model's own vocabulary.
+pub async fn on_model<T: Send + 'static>(
+    state: &AppState,
+    model: &str,
+    f: impl FnOnce(&engine::Model) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let model = resolve(state, model).await?;
+    let n_ctx = state.inner.config.n_ctx;
+    let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+    let task = ModelTask::new(move |m| {
+        let _ = reply_tx.send(f(m));
+    });
+    let (mut rx, _guard) = submit(state, |events, cancel| Job {
+        model,
+        input: Input::Task(task),
+        budget: Budget::Default(0),
+        budget_param: "",
+        sampler: SamplerConfig::default(),
+        stop: Vec::new(),
+        n_ctx,
+        logprobs: None,
+        grammar: None,
+        grammar_param: "",
+        keep_alive: None,
+        api: Api::OpenAi,
+        tools: None,
+        events,
+        cancel,
+        queued: Instant::now(),
+    })?;
+    match reply_rx.await {
+        Ok(r) => r,
+        // Dropped unrun: the model did not load (the events say why).
+        Err(_) => match rx.recv().await {
+            Some(Event::Error(e)) => Err(e),
+            _ => Err(ended_early()),
+        },
     }
 }
 

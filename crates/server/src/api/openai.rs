@@ -3,12 +3,12 @@
 
 use super::tools::{self as tool_api, Parsed};
 use super::{
-    collect, output_parser, relay, relay_many, request_id, start, start_all, unix_now, Collected,
-    GenSpec, Relayed,
+    collect, output_parser, relay, relay_many, request_id, start, start_all, unix_now, GenSpec,
+    Relayed,
 };
 use crate::error::{ApiError, OpenAiError};
 use crate::params::{self, float, int, parse_body, seed, SamplerRequest, Stop};
-use crate::worker::{Api, Budget, Event, Input, Summary, TokenLogprob};
+use crate::worker::{Api, Budget, EmbedInput, Event, Input, Summary, TokenLogprob};
 use crate::AppState;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -119,19 +119,12 @@ struct Part {
 
 #[derive(Debug, Deserialize)]
 struct CompletionRequest {
-    prompt: Prompt,
+    prompt: Value,
     echo: Option<bool>,
     suffix: Option<String>,
     best_of: Option<Number>,
     #[serde(flatten)]
     common: Common,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Prompt {
-    One(String),
-    Many(Vec<String>),
 }
 
 /// What the common settings come to.
@@ -457,7 +450,7 @@ fn sse(stream: impl futures_util::Stream<Item = String> + Send + 'static) -> Res
 }
 
 /// Most choices one chat request may ask for (`n`).
-const MAX_CHOICES: i64 = 8;
+const MAX_CHAT_CHOICES: i64 = 8;
 
 /// The chat message of a parsed answer: `content` None when the answer is only calls,
 /// `reasoning_content` when the model thought aloud, `tool_calls` with arguments as JSON text.
@@ -532,7 +525,7 @@ async fn chat_completions(
 ) -> Result<Response, OpenAiError> {
     let mut req: ChatRequest = parse_body(body)?;
     // n is the chat endpoint's own (checked here, not with the settings completions share).
-    let n = int("n", req.common.n.take().as_ref(), 1, MAX_CHOICES)?.unwrap_or(1) as usize;
+    let n = int("n", req.common.n.take().as_ref(), 1, MAX_CHAT_CHOICES)?.unwrap_or(1) as usize;
     let checked = check_common(
         &req.common,
         req.max_completion_tokens.as_ref(),
@@ -699,99 +692,280 @@ fn error_chunk(e: &ApiError) -> String {
         .to_string()
 }
 
+/// Most choices one `/v1/completions` request may ask for (prompts × `n`).
+pub const MAX_CHOICES: usize = 64;
+/// Most sequences per prompt (`n`).
+pub const MAX_N: i64 = 8;
+
+/// One prompt of a completion request.
+enum PromptItem {
+    Text(String),
+    Tokens(Vec<u32>),
+}
+
+/// `prompt`: a string, a list of strings (one prompt each), a list of token ids, or a list of
+/// lists of token ids.
+fn prompt_items(v: &Value) -> Result<Vec<PromptItem>, ApiError> {
+    match v {
+        Value::String(s) => Ok(vec![PromptItem::Text(s.clone())]),
+        Value::Array(a) if !a.is_empty() && a.iter().all(Value::is_string) => Ok(a
+            .iter()
+            .map(|s| PromptItem::Text(s.as_str().unwrap_or_default().to_string()))
+            .collect()),
+        Value::Array(a) => Ok(token_inputs("prompt", a)?
+            .into_iter()
+            .map(PromptItem::Tokens)
+            .collect()),
+        other => Err(ApiError::invalid(
+            "prompt",
+            format!(
+                "prompt must be a string, a list of strings, a list of token ids or a list of \
+                 lists of token ids (got {})",
+                json_kind(other)
+            ),
+        )),
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The summaries of several sequences as one: tokens summed, times the longest (they ran
+/// side by side), the finish of the first that stopped for length, else the first's.
+fn combined(list: &[Summary]) -> Summary {
+    let mut out = Summary::default();
+    for s in list {
+        out.prompt_tokens += s.prompt_tokens;
+        out.cached_tokens += s.cached_tokens;
+        out.completion_tokens += s.completion_tokens;
+        out.prompt_time = out.prompt_time.max(s.prompt_time);
+        out.generation_time = out.generation_time.max(s.generation_time);
+        out.load_time = out.load_time.max(s.load_time);
+        out.total_time = out.total_time.max(s.total_time);
+        out.first_token = match (out.first_token, s.first_token) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    out.finish = list.first().map(|s| s.finish).unwrap_or_default();
+    out
+}
+
+/// `POST /v1/completions`: every prompt gets `n` sequences (seeds `seed + i`), all decoded
+/// side by side by the worker; choice `prompt_index * n + i`. `echo` puts the prompt's text
+/// before each choice's (log-probabilities then still cover only the generated tokens, whose
+/// `text_offset` counts from the start of the echoed prompt). A `suffix` asks for
+/// fill-in-the-middle with the model's FIM tokens.
 async fn completions(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OpenAiError> {
-    let req: CompletionRequest = parse_body(body)?;
+    let mut req: CompletionRequest = parse_body(body)?;
+    // `n` is read here: the shared checks allow only one choice.
+    let n = int("n", req.common.n.take().as_ref(), 1, MAX_N)?.unwrap_or(1) as usize;
     let checked = check_common(&req.common, None, LogprobStyle::Completion)?;
-    let prompt = match req.prompt {
-        Prompt::One(p) => p,
-        Prompt::Many(mut v) if v.len() == 1 => v.remove(0),
-        Prompt::Many(_) => {
-            return Err(ApiError::invalid("prompt", "prompt must be one string").into())
-        }
-    };
-    if req.echo == Some(true) {
-        return Err(ApiError::invalid("echo", "echo is not supported yet").into());
+    let items = prompt_items(&req.prompt)?;
+    if items.len() > MAX_CHOICES {
+        return Err(ApiError::invalid(
+            "prompt",
+            format!(
+                "prompt may hold at most {MAX_CHOICES} prompts (got {})",
+                items.len()
+            ),
+        )
+        .into());
     }
-    if req.suffix.as_ref().is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::invalid("suffix", "suffix is not supported yet").into());
+    if items.len() * n > MAX_CHOICES {
+        return Err(ApiError::invalid(
+            "n",
+            format!(
+                "{} prompts × n = {n} asks for {} choices; at most {MAX_CHOICES} per request",
+                items.len(),
+                items.len() * n
+            ),
+        )
+        .into());
+    }
+    let echo = req.echo.unwrap_or(false);
+    let suffix = req.suffix.take().filter(|s| !s.is_empty());
+    if suffix.is_some() {
+        if echo {
+            return Err(ApiError::invalid("echo", "echo cannot be combined with suffix").into());
+        }
+        if items.iter().any(|p| matches!(p, PromptItem::Tokens(_))) {
+            return Err(ApiError::invalid(
+                "suffix",
+                "suffix (fill-in-the-middle) needs the prompt as text, not token ids",
+            )
+            .into());
+        }
     }
     int("best_of", req.best_of.as_ref(), 1, 1)?;
     let model_name = req.common.model.clone();
-    let run = start(
-        &state,
-        checked.spec(model_name.clone(), Input::Raw(prompt), false),
-    )
-    .await?;
+    // The text each prompt's choices echo.
+    let mut echoes = Vec::with_capacity(items.len());
+    if echo {
+        for (k, item) in items.iter().enumerate() {
+            echoes.push(match item {
+                PromptItem::Text(t) => t.clone(),
+                PromptItem::Tokens(ids) => {
+                    let ids = ids.clone();
+                    let param = format!("prompt[{k}]");
+                    super::on_model(&state, &model_name, move |m| {
+                        crate::worker::check_ids(m, &ids, &param)?;
+                        Ok(m.tokenizer().decode(&ids, true))
+                    })
+                    .await?
+                }
+            });
+        }
+    } else {
+        echoes.resize(items.len(), String::new());
+    }
+    let flat = is_flat_id_list(&req.prompt);
+    let mut runs = Vec::with_capacity(items.len() * n);
+    for (k, item) in items.into_iter().enumerate() {
+        let input = match (item, &suffix) {
+            (PromptItem::Text(prefix), Some(suffix)) => Input::Fim {
+                prefix,
+                suffix: suffix.clone(),
+            },
+            (PromptItem::Text(t), None) => Input::Raw(t),
+            (PromptItem::Tokens(ids), _) => Input::Tokens {
+                ids,
+                // A lone list of ids is `prompt` itself.
+                param: if flat {
+                    "prompt".into()
+                } else {
+                    format!("prompt[{k}]")
+                },
+            },
+        };
+        for i in 0..n {
+            let mut spec = checked.spec(model_name.clone(), input.clone(), false);
+            if let Some(s) = spec.sampler.seed {
+                spec.sampler.seed = Some(s.wrapping_add(i as u64));
+            }
+            // One at a time: each waits until its prompt is in (so a request never fills the
+            // queue by itself), while the ones before it already generate.
+            runs.push(start(&state, spec).await?);
+        }
+    }
     let want_logprobs = checked.logprobs.is_some();
     let id = request_id("cmpl");
     let created = unix_now();
     let include_usage = checked.include_usage;
-    let chunk = move |text: &str, finish: Option<&str>| {
+    let chunk = move |index: usize, text: &str, finish: Option<&str>| {
         let mut c = json!({
             "id": id,
             "object": "text_completion",
             "created": created,
             "model": model_name,
             "system_fingerprint": "hearth",
-            "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}],
+            "choices": [{"text": text, "index": index, "logprobs": null, "finish_reason": finish}],
         });
         if include_usage {
             c["usage"] = Value::Null;
         }
         c
     };
+    let echo_of = |index: usize| echoes[index / n].clone();
     if !checked.stream {
-        let Collected {
-            text,
-            logprobs,
-            summary,
-        } = collect(run).await?;
-        let mut body = chunk(&text, Some(finish_reason(&summary)));
-        if want_logprobs {
-            body["choices"][0]["logprobs"] = completion_logprobs(&logprobs, 0);
-        }
-        body["usage"] = usage(&summary);
-        body["timings"] = timings(&summary);
+        let done = futures_util::future::try_join_all(runs.into_iter().map(collect)).await?;
+        let summaries: Vec<Summary> = done.iter().map(|c| c.summary.clone()).collect();
+        let choices: Vec<Value> = done
+            .into_iter()
+            .enumerate()
+            .map(|(index, c)| {
+                let echoed = echo_of(index);
+                let mut choice = chunk(
+                    index,
+                    &format!("{echoed}{}", c.text),
+                    Some(finish_reason(&c.summary)),
+                )["choices"][0]
+                    .take();
+                if want_logprobs {
+                    choice["logprobs"] = completion_logprobs(&c.logprobs, echoed.len());
+                }
+                choice
+            })
+            .collect();
+        let total = combined(&summaries);
+        let mut body = chunk(0, "", None);
+        body["choices"] = Value::Array(choices);
+        body["usage"] = usage(&total);
+        body["timings"] = timings(&total);
         return Ok(Json(body).into_response());
     }
-    let mut pending: Vec<TokenLogprob> = Vec::new();
-    let mut offset = 0;
-    let stream = relay(run, move |ev| {
-        let mut with_logprobs = |mut c: Value, text_len: usize| {
-            if want_logprobs && !pending.is_empty() {
-                c["choices"][0]["logprobs"] = completion_logprobs(&pending, offset);
-                pending.clear();
+    let summaries = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Summary>::new()));
+    let streams = runs.into_iter().enumerate().map(|(index, run)| {
+        let chunk = chunk.clone();
+        let summaries = std::sync::Arc::clone(&summaries);
+        let mut echoed = Some(echo_of(index)).filter(|e| !e.is_empty());
+        let mut offset = echoed.as_ref().map_or(0, String::len);
+        let mut pending: Vec<TokenLogprob> = Vec::new();
+        relay(run, move |ev| {
+            let mut out = Vec::new();
+            if let Some(e) = echoed.take() {
+                out.push(chunk(index, &e, None).to_string());
             }
-            offset += text_len;
-            c.to_string()
-        };
-        match ev {
-            Event::Logprobs(l) => {
-                pending.extend(l.iter().cloned());
-                Vec::new()
-            }
-            Event::Piece(p) => vec![with_logprobs(chunk(p, None), p.len())],
-            Event::Done(s) => {
-                let mut last = chunk("", Some(finish_reason(s)));
-                last["timings"] = timings(s);
-                let mut out = vec![with_logprobs(last, 0)];
-                if include_usage {
-                    let mut u = chunk("", None);
-                    u["choices"] = json!([]);
-                    u["usage"] = usage(s);
-                    out.push(u.to_string());
+            let mut with_logprobs = |mut c: Value, text_len: usize| {
+                if want_logprobs && !pending.is_empty() {
+                    c["choices"][0]["logprobs"] = completion_logprobs(&pending, offset);
+                    pending.clear();
                 }
-                out.push("[DONE]".into());
-                out
+                offset += text_len;
+                c.to_string()
+            };
+            match ev {
+                Event::Logprobs(l) => pending.extend(l.iter().cloned()),
+                Event::Piece(p) => out.push(with_logprobs(chunk(index, p, None), p.len())),
+                Event::Done(s) => {
+                    let mut last = chunk(index, "", Some(finish_reason(s)));
+                    last["timings"] = timings(s);
+                    out.push(with_logprobs(last, 0));
+                    summaries
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(s.clone());
+                }
+                Event::Error(e) => out.push(error_chunk(e)),
+                Event::Prompt(_) | Event::Started | Event::Embeddings { .. } => {}
             }
-            Event::Error(e) => vec![error_chunk(e)],
-            Event::Prompt(_) | Event::Started | Event::Embeddings { .. } => Vec::new(),
-        }
+            out
+        })
     });
-    Ok(sse(stream))
+    let merged = futures_util::stream::select_all(streams.map(Box::pin));
+    let end = futures_util::stream::once(async move {
+        let mut out = Vec::new();
+        if include_usage {
+            let list = summaries.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let mut u = chunk(0, "", None);
+            u["choices"] = json!([]);
+            u["usage"] = usage(&combined(&list));
+            out.push(u.to_string());
+        }
+        out.push("[DONE]".to_string());
+        futures_util::stream::iter(out)
+    })
+    .flatten();
+    Ok(sse(merged.chain(end)))
+}
+
+/// Whether `prompt` is one flat list of token ids (then it is named `prompt`, not
+/// `prompt[0]`).
+fn is_flat_id_list(prompt: &Value) -> bool {
+    prompt
+        .as_array()
+        .is_some_and(|a| !a.is_empty() && !a.iter().any(Value::is_array))
 }
 
 /// The models a client may name: those in the store, then loaded ones that are not (paths).
@@ -860,8 +1034,8 @@ struct EmbeddingRequest {
 enum EmbeddingInput {
     One(String),
     Many(Vec<String>),
-    /// Token ids: not supported (their ids would be another model's).
-    Tokens(#[allow(dead_code)] Vec<Value>),
+    /// Token ids of the model's vocabulary: one list, or a list of lists.
+    Tokens(Vec<Value>),
 }
 
 /// Most inputs in one embeddings request.
@@ -872,21 +1046,18 @@ async fn embeddings(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OpenAiError> {
     let req: EmbeddingRequest = parse_body(body)?;
-    let texts = match req.input {
-        EmbeddingInput::One(t) => vec![t],
-        EmbeddingInput::Many(v) => v,
-        EmbeddingInput::Tokens(_) => {
-            return Err(ApiError::invalid(
-                "input",
-                "input must be a string or a list of strings (token ids are not supported)",
-            )
-            .into())
-        }
+    let inputs = match req.input {
+        EmbeddingInput::One(t) => vec![EmbedInput::Text(t)],
+        EmbeddingInput::Many(v) => v.into_iter().map(EmbedInput::Text).collect(),
+        EmbeddingInput::Tokens(v) => token_inputs("input", &v)?
+            .into_iter()
+            .map(EmbedInput::Tokens)
+            .collect(),
     };
-    if texts.is_empty() || texts.len() > MAX_EMBED_INPUTS {
+    if inputs.is_empty() || inputs.len() > MAX_EMBED_INPUTS {
         return Err(ApiError::invalid(
             "input",
-            format!("input must hold 1 to {MAX_EMBED_INPUTS} strings"),
+            format!("input must hold 1 to {MAX_EMBED_INPUTS} strings or lists of token ids"),
         )
         .into());
     }
@@ -910,7 +1081,7 @@ async fn embeddings(
         .into());
     }
     let (vectors, summary) =
-        super::embed(&state, req.model.clone(), texts, false, None, Api::OpenAi).await?;
+        super::embed_inputs(&state, req.model.clone(), inputs, false, None, Api::OpenAi).await?;
     let data: Vec<Value> = vectors
         .into_iter()
         .enumerate()
@@ -932,4 +1103,39 @@ async fn embeddings(
         "usage": {"prompt_tokens": summary.prompt_tokens, "total_tokens": summary.prompt_tokens},
     }))
     .into_response())
+}
+
+/// Token-id input (`prompt`, `input`): one list of ids, or a list of lists. The first id that
+/// is not an integer from 0 to 2^32 - 1 is named (`input[1][3]`); the vocabulary is checked
+/// where the model is loaded. An empty list is refused, naming it.
+fn token_inputs(param: &str, v: &[Value]) -> Result<Vec<Vec<u32>>, ApiError> {
+    if v.is_empty() {
+        return Err(ApiError::invalid(
+            param,
+            format!("{param} must not be empty"),
+        ));
+    }
+    if v.iter().all(Value::is_array) {
+        v.iter()
+            .enumerate()
+            .map(|(i, inner)| {
+                let field = format!("{param}[{i}]");
+                let list = inner.as_array().map_or(&[][..], |a| a.as_slice());
+                if list.is_empty() {
+                    return Err(ApiError::invalid(&field, format!("{field} is empty")));
+                }
+                params::token_ids(&field, list)
+            })
+            .collect()
+    } else if v.iter().any(Value::is_array) || v.iter().any(Value::is_string) {
+        Err(ApiError::invalid(
+            param,
+            format!(
+                "{param} must be a string, a list of strings, a list of token ids or a list \
+                 of lists of token ids (not a mix)"
+            ),
+        ))
+    } else {
+        Ok(vec![params::token_ids(param, v)?])
+    }
 }

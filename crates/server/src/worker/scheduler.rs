@@ -5,8 +5,8 @@
 //! going on) evaluates only what is new.
 
 use super::{
-    Budget, Event, Finish, Input, Job, KeepAlive, LoadedModel, PromptInfo, Status, Summary,
-    TokenLogprob, Totals, UsageSink, WorkerConfig,
+    Budget, EmbedInput, Event, Finish, Input, Job, KeepAlive, LoadedModel, PromptInfo, Status,
+    Summary, TokenLogprob, Totals, UsageSink, WorkerConfig,
 };
 use crate::error::ApiError;
 use engine::chat::tools::ToolFormat;
@@ -320,15 +320,16 @@ impl Scheduler {
                 let _ = job.events.send(Event::Done(summary));
                 return;
             }
-            Input::Embed { texts, truncate } => {
-                match embed(&r.model, &pool, &job, texts, *truncate, load_time) {
+            Input::Task(task) => task.run(&r.model),
+            Input::Embed { inputs, truncate } => {
+                match embed(&r.model, &pool, &job, inputs, *truncate, load_time) {
                     Ok(ev) => {
                         let _ = job.events.send(ev);
                     }
                     Err(e) => fail(&job, e),
                 }
             }
-            Input::Chat(_) | Input::Raw(_) => {
+            Input::Chat(_) | Input::Raw(_) | Input::Tokens { .. } | Input::Fim { .. } => {
                 match prepare(r, job, parallel, &pool, sandbox.as_ref(), load_time) {
                     Ok(seq) => {
                         r.idle_since = None;
@@ -626,10 +627,13 @@ fn prepare(
         },
     };
     let n_ctx = job.n_ctx.min(model.config().n_ctx_train.max(1));
-    let prompt_param = match job.input {
+    let prompt_param = match &job.input {
         Input::Chat(_) => "messages",
+        Input::Tokens { param, .. } => param.as_str(),
         _ => "prompt",
-    };
+    }
+    .to_string();
+    let prompt_param = prompt_param.as_str();
     if tokens.is_empty() {
         return Err((job, ApiError::invalid(prompt_param, "the prompt is empty")));
     }
@@ -763,8 +767,61 @@ fn tokenize(
             let add_bos = bos_text.is_empty() || !text.starts_with(bos_text);
             tok.encode(&text, add_bos, true)
         }
+        Input::Tokens { ids, param } => {
+            check_ids(model, ids, param)?;
+            ids.clone()
+        }
+        Input::Fim { prefix, suffix } => fim_prompt(tok, prefix, suffix).ok_or_else(|| {
+            ApiError::invalid(
+                "suffix",
+                format!(
+                    "suffix asks for fill-in-the-middle, but model `{}` has no FIM tokens \
+                         (tokenizer.ggml.fim_pre_token_id or <|fim_prefix|>, <|fim_suffix|>, \
+                         <|fim_middle|>): use a code model made for it, or leave suffix out",
+                    job.model.name
+                ),
+            )
+        })?,
         _ => Vec::new(),
     })
+}
+
+/// Refuses ids the model does not have, naming the first: `{param}[{i}]`.
+pub(crate) fn check_ids(model: &Model, ids: &[u32], param: &str) -> Result<(), ApiError> {
+    let limit = model.tokenizer().n_vocab().min(model.n_vocab());
+    match ids.iter().position(|&id| id as usize >= limit) {
+        None => Ok(()),
+        Some(i) => Err(ApiError::invalid(
+            &format!("{param}[{i}]"),
+            format!(
+                "{param}[{i}] is token id {} but the model's vocabulary has ids 0 to {}",
+                ids[i],
+                limit.saturating_sub(1)
+            ),
+        )),
+    }
+}
+
+/// The fill-in-the-middle prompt: BOS when the model adds one, then the prefix marker and
+/// the prefix, the suffix marker and the suffix, and the middle marker, after which the model
+/// writes what goes between. The texts are plain text: marker-like text in them is not
+/// parsed as control tokens. None when the model has no FIM tokens.
+pub(crate) fn fim_prompt(
+    tok: &engine::tokenizer::Tokenizer,
+    prefix: &str,
+    suffix: &str,
+) -> Option<Vec<u32>> {
+    let (pre, suf, mid) = tok.fim()?;
+    let mut out = Vec::new();
+    if tok.add_bos() {
+        out.extend(tok.bos());
+    }
+    out.push(pre);
+    out.extend(tok.encode(prefix, false, false));
+    out.push(suf);
+    out.extend(tok.encode(suffix, false, false));
+    out.push(mid);
+    Some(out)
 }
 
 /// Why a chat (or a templated generate) with a base model is refused, and what works instead.
@@ -785,20 +842,26 @@ fn embed(
     model: &Model,
     pool: &Arc<ThreadPool>,
     job: &Job,
-    texts: &[String],
+    inputs: &[EmbedInput],
     truncate: bool,
     load_time: Duration,
 ) -> Result<Event, ApiError> {
     let n_ctx = job.n_ctx.min(model.config().n_ctx_train.max(1));
     let mut session = model.session(n_ctx, Arc::clone(pool));
     let t = Instant::now();
-    let mut vectors = Vec::with_capacity(texts.len());
+    let mut vectors = Vec::with_capacity(inputs.len());
     let mut total = 0;
-    for (i, text) in texts.iter().enumerate() {
+    for (i, input) in inputs.iter().enumerate() {
         if job.cancel.load(Ordering::Relaxed) {
             return Err(ApiError::internal("cancelled"));
         }
-        let mut tokens = model.tokenizer().encode(text, true, true);
+        let mut tokens = match input {
+            EmbedInput::Text(text) => model.tokenizer().encode(text, true, true),
+            EmbedInput::Tokens(ids) => {
+                check_ids(model, ids, &format!("input[{i}]"))?;
+                ids.clone()
+            }
+        };
         if tokens.len() > n_ctx {
             if !truncate {
                 return Err(ApiError::invalid(
