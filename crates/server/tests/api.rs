@@ -293,7 +293,7 @@ async fn bad_numbers_are_400_naming_the_field() {
         ),
         (
             "/v1/chat/completions",
-            chat_body(json!({"response_format": {"type": "json_object"}})),
+            chat_body(json!({"response_format": {"type": "xml"}})),
             "response_format",
         ),
         // Prompt + max_tokens over the context (256 for this model).

@@ -385,3 +385,67 @@ async fn responses_whole_and_streamed() {
     b["input"] = json!([]);
     bad(&app, "/v1/responses", b, "input").await;
 }
+
+/// `required` and a named `tool_choice` force a call whose arguments follow the tool's
+/// parameters, even from a model with random weights.
+#[tokio::test]
+async fn required_and_named_tool_choice_force_a_parsed_call() {
+    let app = default_server();
+    let unit_tool = json!({"type": "function", "function": {
+        "name": "set_unit",
+        "parameters": {"type": "object",
+            "properties": {"unit": {"enum": ["celsius", "fahrenheit"]}},
+            "required": ["unit"], "additionalProperties": false},
+    }});
+    let light_tool = json!({"type": "function", "function": {
+        "name": "lights",
+        "parameters": {"type": "object",
+            "properties": {"on": {"type": "boolean"}},
+            "required": ["on"], "additionalProperties": false},
+    }});
+    let choices = [
+        (json!("required"), None),
+        (
+            json!({"type": "function", "function": {"name": "lights"}}),
+            Some("lights"),
+        ),
+    ];
+    for (choice, want) in choices {
+        for seed in 0..3 {
+            let mut b = chat_body(json!({
+                "tools": [unit_tool.clone(), light_tool.clone()],
+                "tool_choice": choice.clone(),
+                "parallel_tool_calls": false,
+                "temperature": 1.0,
+                "seed": seed,
+                // The synthetic vocabulary spells one character per token.
+                "max_tokens": 160,
+            }));
+            b["model"] = json!(tool_model());
+            let r = send(&app, post("/v1/chat/completions", &b)).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+            let v = r.json();
+            let c = &v["choices"][0];
+            assert_eq!(
+                c["finish_reason"], "tool_calls",
+                "{choice} seed {seed}: {v}"
+            );
+            let calls = c["message"]["tool_calls"].as_array().unwrap();
+            assert_eq!(calls.len(), 1, "{v}");
+            let f = &calls[0]["function"];
+            let name = f["name"].as_str().unwrap();
+            if let Some(want) = want {
+                assert_eq!(name, want, "{v}");
+            }
+            let args: Value = serde_json::from_str(f["arguments"].as_str().unwrap()).unwrap();
+            match name {
+                "set_unit" => assert!(
+                    ["celsius", "fahrenheit"].contains(&args["unit"].as_str().unwrap_or("")),
+                    "{args}"
+                ),
+                "lights" => assert!(args["on"].is_boolean(), "{args}"),
+                other => panic!("a call to {other}: {v}"),
+            }
+        }
+    }
+}

@@ -654,10 +654,11 @@ pub fn tool_call_grammar(
         .filter_map(|t| {
             let f = t.get("function").unwrap_or(t);
             let name = f.get("name")?.as_str()?;
-            let params = match f.get("parameters") {
+            let mut params = match f.get("parameters") {
                 Some(p) if p.is_object() => p.clone(),
                 _ => serde_json::json!({"type": "object"}),
             };
+            crate::constraint::set_json_style(&mut params);
             Some((name, params))
         })
         .filter(|(name, _)| match choice {
@@ -1025,7 +1026,7 @@ mod tests {
                 "start: call\n",
                 "call: \"<tool_call>\\n\" (fn_0) \"\\n</tool_call>\"\n",
                 "fn_0: \"{\\\"name\\\": \\\"get_weather\\\", \\\"arguments\\\": \" args_0 \"}\"\n",
-                "args_0: %json {\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"],\"type\":\"object\"}\n",
+                "args_0: %json {\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"],\"x-guidance\":{\"whitespace_flexible\":false,\"item_separator\":\", \",\"key_separator\":\": \",\"coerce_one_of\":true}}\n",
             )
         );
         assert_well_formed(&g);
@@ -1050,7 +1051,10 @@ mod tests {
                 assert!(g.contains("fn_0") && g.contains("fn_1"), "{g}");
                 if format != ToolFormat::FunctionGemma {
                     // A tool without parameters takes any object.
-                    assert!(g.contains("args_1: %json {\"type\":\"object\"}"), "{g}");
+                    assert!(
+                        g.contains("args_1: %json {\"type\":\"object\",\"x-guidance\""),
+                        "{g}"
+                    );
                 }
                 let start = g.lines().next().unwrap_or("");
                 assert_eq!(parallel, start.contains('*') || start.contains('+'), "{g}");

@@ -142,6 +142,13 @@ fn json_grammar(schema: &serde_json::Value) -> Result<TopLevelGrammar, Constrain
         serde_json::Value::Object(_) => schema.clone(),
         _ => return Err(bad("a schema is a JSON object (or `true`)")),
     };
+    set_json_style(&mut schema);
+    Ok(TopLevelGrammar::from_json_schema(schema))
+}
+
+/// Gives a schema object hearth's JSON formatting (see [`json_grammar`]); also for the
+/// `%json` rules of Lark grammars such as the forced tool call's.
+pub fn set_json_style(schema: &mut serde_json::Value) {
     if let Some(obj) = schema.as_object_mut() {
         obj.insert(
             "x-guidance".into(),
@@ -153,7 +160,6 @@ fn json_grammar(schema: &serde_json::Value) -> Result<TopLevelGrammar, Constrain
             }),
         );
     }
-    Ok(TopLevelGrammar::from_json_schema(schema))
 }
 
 /// Nesting depth of a JSON value, without recursion.

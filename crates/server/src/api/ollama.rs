@@ -264,17 +264,6 @@ fn check_options(o: Option<Options>, server_ctx: usize) -> Result<Checked, ApiEr
     })
 }
 
-fn check_format(format: &Option<Value>) -> Result<(), ApiError> {
-    match format {
-        None | Some(Value::Null) => Ok(()),
-        Some(Value::String(s)) if s.is_empty() => Ok(()),
-        Some(_) => Err(ApiError::invalid(
-            "format",
-            "structured output (format) is not supported yet",
-        )),
-    }
-}
-
 fn none_or_empty(field: &str, v: &Option<Vec<Value>>, what: &str) -> Result<(), ApiError> {
     if v.as_ref().is_some_and(|v| !v.is_empty()) {
         return Err(ApiError::invalid(
@@ -367,7 +356,7 @@ async fn generate(
     let req: GenerateRequest = parse_body(body)?;
     let checked = check_options(req.options, state.inner.config.n_ctx)?;
     let keep = keep_alive(&req.keep_alive)?;
-    check_format(&req.format)?;
+    let grammar = super::format::ollama_format(req.format.as_ref())?;
     none_or_empty("images", &req.images, "images")?;
     none_or_empty("context", &req.context, "context token lists")?;
     if req.suffix.as_ref().is_some_and(|s| !s.is_empty()) {
@@ -388,7 +377,9 @@ async fn generate(
         msgs.push(Message::new("user", &req.prompt));
         (Input::Chat(msgs), req.system.is_none())
     };
-    let spec = checked.spec(req.model, input, use_preset_system, keep);
+    let mut spec = checked.spec(req.model, input, use_preset_system, keep);
+    spec.grammar = grammar;
+    spec.grammar_param = "format";
     answer(&state, spec, req.stream.unwrap_or(true), generate_chunk).await
 }
 
@@ -474,7 +465,7 @@ async fn chat(
     let req: ChatRequest = parse_body(body)?;
     let checked = check_options(req.options, state.inner.config.n_ctx)?;
     let keep = keep_alive(&req.keep_alive)?;
-    check_format(&req.format)?;
+    let grammar = super::format::ollama_format(req.format.as_ref())?;
     let tools = tool_api::check_tools("tools", req.tools.as_ref(), false)?;
     let think = check_think(&req.think)?;
     let mut msgs: Vec<Message> = Vec::with_capacity(req.messages.len());
@@ -525,6 +516,8 @@ async fn chat(
     let chatting = matches!(input, Input::Chat(_));
     let mut spec = checked.spec(req.model, input, true, keep);
     spec.tools = (use_tools && chatting).then_some(tools);
+    spec.grammar = grammar;
+    spec.grammar_param = "format";
     let stream = req.stream.unwrap_or(true);
     let model = spec.model.clone();
     let run = start(&state, spec).await?;

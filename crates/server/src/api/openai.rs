@@ -66,18 +66,12 @@ struct Common {
     logprobs: Option<Value>,
     logit_bias: Option<Value>,
     top_logprobs: Option<Value>,
-    response_format: Option<ResponseFormat>,
+    response_format: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
 struct StreamOptions {
     include_usage: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ResponseFormat {
-    #[serde(rename = "type")]
-    kind: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,6 +117,10 @@ struct CompletionRequest {
     echo: Option<bool>,
     suffix: Option<String>,
     best_of: Option<Number>,
+    /// llama.cpp's: a GBNF grammar the completion follows.
+    grammar: Option<Value>,
+    /// llama.cpp's: a JSON schema the completion follows.
+    json_schema: Option<Value>,
     #[serde(flatten)]
     common: Common,
 }
@@ -137,6 +135,9 @@ struct Checked {
     stop: Vec<String>,
     stream: bool,
     include_usage: bool,
+    /// What `response_format` asks the output to follow.
+    grammar: Option<Grammar>,
+    grammar_param: &'static str,
 }
 
 impl Checked {
@@ -152,8 +153,8 @@ impl Checked {
             n_ctx: None,
             use_preset_system,
             logprobs: self.logprobs,
-            grammar: None,
-            grammar_param: "",
+            grammar: self.grammar.clone(),
+            grammar_param: self.grammar_param,
             keep_alive: None,
             api: Api::OpenAi,
             tools: None,
@@ -170,17 +171,8 @@ fn check_common(
     if let Some(n) = int("n", c.n.as_ref(), 1, 1)? {
         debug_assert_eq!(n, 1);
     }
-    if let Some(f) = &c.response_format {
-        if f.kind != "text" {
-            return Err(ApiError::invalid(
-                "response_format",
-                format!(
-                    "response_format {:?} is not supported yet: only \"text\"",
-                    f.kind
-                ),
-            ));
-        }
-    }
+    let grammar =
+        super::format::openai_response_format("response_format", c.response_format.as_ref())?;
     let logprobs = check_logprobs(c, style)?;
     let (budget_param, budget) = match (max_completion_tokens, c.max_tokens.as_ref()) {
         (Some(n), _) => ("max_completion_tokens", Some(n)),
@@ -212,6 +204,8 @@ fn check_common(
             .as_ref()
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
+        grammar,
+        grammar_param: "response_format",
     })
 }
 
@@ -539,10 +533,14 @@ async fn chat_completions(
     let model_name = req.common.model.clone();
     let msgs = messages(req.messages)?;
     let grammar = forced_call_grammar(&state, &model_name, &tools, &choice, parallel).await?;
-    // INTEGRATION (constrained decoding): `grammar` becomes `GenSpec.grammar` of every spec
-    // below when that field lands (`spec.grammar = grammar.clone();`). Until then a required
-    // or named call is asked for only through the prompt, and the answer is parsed as it is.
-    let _: &Option<Grammar> = &grammar;
+    if grammar.is_some() && checked.grammar.is_some() {
+        return Err(ApiError::invalid(
+            "response_format",
+            "response_format cannot be combined with a required or named tool_choice: the \
+             answer is the tool call",
+        )
+        .into());
+    }
     let base_seed = match (checked.sampler.seed, n) {
         (Some(s), _) => Some(s),
         (None, 1) => None,
@@ -552,6 +550,10 @@ async fn chat_completions(
         .map(|i| {
             let mut spec = checked.spec(model_name.clone(), Input::Chat(msgs.clone()), true);
             spec.tools = use_tools.then(|| tools.clone());
+            if grammar.is_some() {
+                spec.grammar = grammar.clone();
+                spec.grammar_param = "tool_choice";
+            }
             if let Some(s) = base_seed {
                 spec.sampler.seed = Some(s.wrapping_add(i as u64));
             }
@@ -771,7 +773,25 @@ async fn completions(
     let mut req: CompletionRequest = parse_body(body)?;
     // `n` is read here: the shared checks allow only one choice.
     let n = int("n", req.common.n.take().as_ref(), 1, MAX_N)?.unwrap_or(1) as usize;
-    let checked = check_common(&req.common, None, LogprobStyle::Completion)?;
+    let mut checked = check_common(&req.common, None, LogprobStyle::Completion)?;
+    let from_response_format = checked.grammar.is_some();
+    checked.grammar = super::format::completion_grammar(
+        req.grammar.as_ref(),
+        req.json_schema.as_ref(),
+        checked.grammar.take(),
+    )?;
+    if !from_response_format {
+        checked.grammar_param = if req
+            .grammar
+            .as_ref()
+            .and_then(Value::as_str)
+            .is_some_and(|g| !g.trim().is_empty())
+        {
+            "grammar"
+        } else {
+            "json_schema"
+        };
+    }
     let items = prompt_items(&req.prompt)?;
     if items.len() > MAX_CHOICES {
         return Err(ApiError::invalid(

@@ -621,7 +621,7 @@ fn prepare(
         Some(g) => match engine::constraint::Constraint::new(model.tokenizer(), g) {
             Ok(c) => Some(c),
             Err(e) => {
-                let e = ApiError::invalid(job.grammar_param, e.to_string());
+                let e = ApiError::invalid(job.grammar_param, format!("{}: {e}", job.grammar_param));
                 return Err((job, e));
             }
         },
