@@ -111,7 +111,7 @@ pub struct ToolCallParser {
     in_call: bool,
     /// Whitespace held back: dropped when a call follows or the answer ends after calls.
     pending_space: String,
-    /// Nothing but whitespace so far (Llama 3's bare JSON call must open the answer).
+    /// Nothing but whitespace so far (a bare JSON call must open the answer).
     at_start: bool,
     /// After a Llama 3 call: `;` may join another.
     after_llama_call: bool,
@@ -178,9 +178,11 @@ impl ToolCallParser {
                             });
                             out.push(ParseEvent::ToolCallArgs { index, delta: args });
                         }
+                        let bare = self.buf.starts_with('{');
                         self.buf.drain(..used);
                         self.in_call = false;
-                        self.at_start = false;
+                        // Bare JSON calls (Qwen's habit) may follow one another, one per line.
+                        self.at_start = bare && self.format == ToolFormat::Hermes;
                         self.after_llama_call = self.format == ToolFormat::Llama3;
                     }
                     CallScan::Malformed => {
@@ -208,7 +210,9 @@ impl ToolCallParser {
                 }
                 self.after_llama_call = false;
             }
-            if self.at_start && self.format == ToolFormat::Llama3 {
+            // Llama 3 writes a call as bare JSON; Hermes models (Qwen 2.5 above all) often
+            // drop the <tool_call> tags and do the same.
+            if self.at_start && matches!(self.format, ToolFormat::Llama3 | ToolFormat::Hermes) {
                 let t = self.buf.trim_start();
                 if t.is_empty() {
                     if end {
@@ -279,6 +283,9 @@ impl ToolCallParser {
     fn try_call(&self, end: bool) -> CallScan {
         let buf = self.buf.as_str();
         match self.format {
+            ToolFormat::Hermes if buf.starts_with('{') => json_calls(buf, end, 0, |v| {
+                name_and_args(&v, &["arguments", "parameters"]).map(|c| vec![c])
+            }),
             ToolFormat::Hermes => tagged(buf, "<tool_call>", "</tool_call>", end, hermes_call),
             ToolFormat::FunctionGemma => tagged(
                 buf,
@@ -868,6 +875,30 @@ mod tests {
             .collect();
         assert_ne!(ids[0], ids[1]);
         assert!(ids[0].starts_with("call_"));
+    }
+
+    #[test]
+    fn hermes_bare_json_calls_at_the_start_are_calls() {
+        // Qwen 2.5 often answers with the call's JSON and no <tool_call> tags.
+        let text = "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n{\"name\": \"get_time\", \"arguments\": {}}\n";
+        let (content, calls) = summary(&check_streaming(ToolFormat::Hermes, text));
+        assert_eq!(content, "");
+        assert_eq!(
+            calls,
+            vec![
+                ("get_weather".into(), json!({"city": "Paris"})),
+                ("get_time".into(), json!({})),
+            ]
+        );
+        // JSON that is not a call, or JSON after text, stays content.
+        for text in [
+            "{\"answer\": 42}",
+            "Here: {\"name\": \"f\", \"arguments\": {}}",
+            "{\"name\": \"f\", \"arguments\": {\"a\": ",
+        ] {
+            let (content, calls) = summary(&check_streaming(ToolFormat::Hermes, text));
+            assert_eq!((content.as_str(), calls.len()), (text, 0), "{text:?}");
+        }
     }
 
     #[test]
