@@ -174,9 +174,11 @@ history = ask_weather + [
     {"role": "assistant", "content": None, "tool_calls": [required_call.model_dump()]},
     {"role": "tool", "tool_call_id": required_call.id, "content": json.dumps({"temperature_c": 21, "sky": "sunny"})},
 ]
-r = oa.chat.completions.create(model=model, messages=history, tools=[WEATHER, ADD], temperature=0, max_tokens=64)
+# Qwen2.5-Coder-0.5B tends to repeat its call before answering (so does its own template's
+# prompt in other runners); what counts here is that the result reached it and came back.
+r = oa.chat.completions.create(model=model, messages=history, tools=[WEATHER], temperature=0, max_tokens=96)
 final = r.choices[0].message.content or ""
-check(not r.choices[0].message.tool_calls and final.strip(), f"openai round trip: a final answer ({final!r})")
+check("21" in final or "sunny" in final.lower(), f"openai round trip: an answer from the tool's result ({final!r})")
 
 # --- openai: n > 1 and the Responses API -------------------------------------------------------
 r = oa.chat.completions.create(model=model, messages=ask_capital, n=2, max_tokens=12, seed=5)
@@ -214,7 +216,8 @@ msgs.append(ai)
 for call in ai.tool_calls:
     msgs.append(ToolMessage(content=str(tools[call["name"]].invoke(call["args"])), tool_call_id=call["id"]))
 answer = llm.bind_tools([get_weather, add]).invoke(msgs)
-check(isinstance(answer.content, str) and answer.content.strip(), f"langchain-openai round trip: {answer.content!r}")
+check(isinstance(answer.content, str) and ("21" in answer.content or "sunny" in answer.content.lower()),
+      f"langchain-openai round trip: an answer from the tool's result ({answer.content!r})")
 
 # --- ollama ----------------------------------------------------------------------------------
 oc = ollama.Client(host=base, timeout=300)
