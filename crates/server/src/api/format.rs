@@ -110,12 +110,12 @@ pub fn ollama_format(v: Option<&Value>) -> Result<Option<Grammar>, ApiError> {
 }
 
 /// llama.cpp's `/v1/completions` extensions: `grammar` (GBNF text) or `json_schema`, beside
-/// OpenAI's `response_format`; at most one of them.
+/// OpenAI's `response_format`; at most one of them. With it, the field it came from.
 pub fn completion_grammar(
     grammar: Option<&Value>,
     json_schema: Option<&Value>,
     response_format: Option<Grammar>,
-) -> Result<Option<Grammar>, ApiError> {
+) -> Result<Option<(&'static str, Grammar)>, ApiError> {
     let grammar = match grammar {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.trim().is_empty() => None,
@@ -134,10 +134,14 @@ pub fn completion_grammar(
         None | Some(Value::Null) => None,
         Some(s) => Some(schema_grammar("json_schema", s)?),
     };
-    let given: Vec<Grammar> = [grammar, schema, response_format]
-        .into_iter()
-        .flatten()
-        .collect();
+    let given: Vec<(&'static str, Grammar)> = [
+        ("grammar", grammar),
+        ("json_schema", schema),
+        ("response_format", response_format),
+    ]
+    .into_iter()
+    .filter_map(|(param, g)| Some((param, g?)))
+    .collect();
     if given.len() > 1 {
         return Err(ApiError::invalid(
             "grammar",
@@ -268,7 +272,13 @@ mod tests {
     fn completion_fields() {
         assert_eq!(
             completion_grammar(Some(&json!("root ::= \"a\"")), None, None).unwrap(),
-            Some(Grammar::Gbnf("root ::= \"a\"".into()))
+            Some(("grammar", Grammar::Gbnf("root ::= \"a\"".into())))
+        );
+        assert_eq!(
+            completion_grammar(Some(&json!(" ")), Some(&json!({"type": "object"})), None)
+                .unwrap()
+                .map(|(param, _)| param),
+            Some("json_schema")
         );
         assert_eq!(completion_grammar(None, None, None).unwrap(), None);
         let e = completion_grammar(

@@ -230,9 +230,38 @@ pub async fn embed_inputs(
 ) -> Result<(Vec<Vec<f32>>, Summary), ApiError> {
     let model = resolve(state, &model).await?;
     let n_ctx = state.inner.config.n_ctx;
-    let (mut rx, _guard) = submit(state, |events, cancel| Job {
+    let (mut rx, _guard) = submit(state, |events, cancel| {
+        work_job(
+            model,
+            Input::Embed { inputs, truncate },
+            n_ctx,
+            keep_alive,
+            api,
+            events,
+            cancel,
+        )
+    })?;
+    match rx.recv().await {
+        Some(Event::Embeddings { vectors, summary }) => Ok((vectors, summary)),
+        Some(Event::Error(e)) => Err(e),
+        _ => Err(ended_early()),
+    }
+}
+
+/// A job that generates nothing (embeddings, a task on the model): no sampler, budget,
+/// grammar or tools.
+fn work_job(
+    model: ModelRef,
+    input: Input,
+    n_ctx: usize,
+    keep_alive: Option<KeepAlive>,
+    api: Api,
+    events: mpsc::UnboundedSender<Event>,
+    cancel: Arc<AtomicBool>,
+) -> Job {
+    Job {
         model,
-        input: Input::Embed { inputs, truncate },
+        input,
         budget: Budget::Default(0),
         budget_param: "",
         sampler: SamplerConfig::default(),
@@ -247,11 +276,6 @@ pub async fn embed_inputs(
         events,
         cancel,
         queued: Instant::now(),
-    })?;
-    match rx.recv().await {
-        Some(Event::Embeddings { vectors, summary }) => Ok((vectors, summary)),
-        Some(Event::Error(e)) => Err(e),
-        _ => Err(ended_early()),
     }
 }
 
@@ -268,23 +292,16 @@ pub async fn on_model<T: Send + 'static>(
     let task = ModelTask::new(move |m| {
         let _ = reply_tx.send(f(m));
     });
-    let (mut rx, _guard) = submit(state, |events, cancel| Job {
-        model,
-        input: Input::Task(task),
-        budget: Budget::Default(0),
-        budget_param: "",
-        sampler: SamplerConfig::default(),
-        stop: Vec::new(),
-        n_ctx,
-        logprobs: None,
-        grammar: None,
-        grammar_param: "",
-        keep_alive: None,
-        api: Api::OpenAi,
-        tools: None,
-        events,
-        cancel,
-        queued: Instant::now(),
+    let (mut rx, _guard) = submit(state, |events, cancel| {
+        work_job(
+            model,
+            Input::Task(task),
+            n_ctx,
+            None,
+            Api::OpenAi,
+            events,
+            cancel,
+        )
     })?;
     match reply_rx.await {
         Ok(r) => r,

@@ -774,23 +774,13 @@ async fn completions(
     // `n` is read here: the shared checks allow only one choice.
     let n = int("n", req.common.n.take().as_ref(), 1, MAX_N)?.unwrap_or(1) as usize;
     let mut checked = check_common(&req.common, None, LogprobStyle::Completion)?;
-    let from_response_format = checked.grammar.is_some();
-    checked.grammar = super::format::completion_grammar(
+    if let Some((param, grammar)) = super::format::completion_grammar(
         req.grammar.as_ref(),
         req.json_schema.as_ref(),
         checked.grammar.take(),
-    )?;
-    if !from_response_format {
-        checked.grammar_param = if req
-            .grammar
-            .as_ref()
-            .and_then(Value::as_str)
-            .is_some_and(|g| !g.trim().is_empty())
-        {
-            "grammar"
-        } else {
-            "json_schema"
-        };
+    )? {
+        checked.grammar = Some(grammar);
+        checked.grammar_param = param;
     }
     let items = prompt_items(&req.prompt)?;
     if items.len() > MAX_CHOICES {
