@@ -19,4 +19,4 @@ pub mod weights;
 pub use blocks::LogitRows;
 pub use config::Pooling;
 pub use error::EngineError;
-pub use model::{Model, Session, SessionState};
+pub use model::{Model, Pooler, Session, SessionState};

@@ -316,25 +316,10 @@ impl<'m> Session<'m> {
                 ctx: self.kv.n_ctx(),
             });
         }
-        let dim = self.model.config.n_embd;
-        let pooling = self.model.config.pooling;
+        let mut pooler = Pooler::new(self.model);
         let hidden = self.eval(tokens, LogitRows::Hidden)?;
-        let mut pooled = vec![0f64; dim];
-        let mut add = |row: &[f32]| {
-            for (s, &v) in pooled.iter_mut().zip(row) {
-                *s += f64::from(v);
-            }
-        };
-        let mut rows = hidden.chunks_exact(dim);
-        match pooling {
-            Pooling::Cls => rows.next().into_iter().for_each(&mut add),
-            Pooling::Last => rows.next_back().into_iter().for_each(&mut add),
-            Pooling::Mean | Pooling::None => rows.for_each(&mut add),
-        }
-        // The mean's division is absorbed by the scaling to unit length.
-        let norm = pooled.iter().map(|v| v * v).sum::<f64>().sqrt();
-        let scale = if norm > 0.0 { 1.0 / norm } else { 0.0 };
-        Ok(pooled.iter().map(|v| (v * scale) as f32).collect())
+        pooler.add(hidden);
+        Ok(pooler.finish())
     }
 
     /// Appends `tokens[i]` to `sessions[i]` for every i in one forward pass (the weights are
@@ -399,5 +384,58 @@ impl<'m> Session<'m> {
             s.pos += t.len();
         }
         Ok(())
+    }
+}
+
+/// Pools the final hidden states of one input into its embedding, chunk by chunk, so that a
+/// long input can be evaluated in pieces between other work (a decoder's hidden states do not
+/// depend on what comes after them). Feed it each chunk's `LogitRows::Hidden` rows in order.
+pub struct Pooler {
+    dim: usize,
+    pooling: Pooling,
+    sum: Vec<f64>,
+    rows: usize,
+}
+
+impl Pooler {
+    pub fn new(model: &Model) -> Pooler {
+        let dim = model.config.n_embd;
+        Pooler {
+            dim,
+            pooling: model.config.pooling,
+            sum: vec![0f64; dim],
+            rows: 0,
+        }
+    }
+
+    /// Takes the next rows of hidden states (`n × n_embd`).
+    pub fn add(&mut self, hidden: &[f32]) {
+        let mut rows = hidden.chunks_exact(self.dim);
+        let row = match self.pooling {
+            Pooling::Cls if self.rows == 0 => rows.next(),
+            Pooling::Cls => None,
+            Pooling::Last => rows.next_back(),
+            Pooling::Mean | Pooling::None => {
+                for row in rows {
+                    for (s, &v) in self.sum.iter_mut().zip(row) {
+                        *s += f64::from(v);
+                    }
+                }
+                None
+            }
+        };
+        if let Some(row) = row {
+            for (s, &v) in self.sum.iter_mut().zip(row) {
+                *s = f64::from(v);
+            }
+        }
+        self.rows += hidden.len() / self.dim.max(1);
+    }
+
+    /// The pooled vector scaled to unit length (the mean's division is absorbed by it).
+    pub fn finish(self) -> Vec<f32> {
+        let norm = self.sum.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let scale = if norm > 0.0 { 1.0 / norm } else { 0.0 };
+        self.sum.iter().map(|v| (v * scale) as f32).collect()
     }
 }

@@ -119,3 +119,24 @@ fn embeddings_are_unit_length_and_batch_size_independent() {
         "different texts, different vectors"
     );
 }
+
+/// The server evaluates a long input in chunks between other requests' steps: pooling the
+/// chunks' hidden states gives the embedding of the whole input.
+#[test]
+fn an_embedding_pooled_chunk_by_chunk_matches_the_whole() {
+    let m = model("llama_q8_0.gguf");
+    let pool = Arc::new(ThreadPool::new(2));
+    let tokens: Vec<u32> = (1..40).collect();
+    let mut s = m.session(64, Arc::clone(&pool));
+    let whole = s.embed(&tokens).unwrap();
+    s.reset();
+    let mut pooler = engine::Pooler::new(&m);
+    for chunk in tokens.chunks(11) {
+        pooler.add(s.eval(chunk, LogitRows::Hidden).unwrap());
+    }
+    let chunked = pooler.finish();
+    assert!(
+        max_diff(&whole, &chunked) < 1e-3,
+        "{whole:?} vs {chunked:?}"
+    );
+}

@@ -4,9 +4,11 @@
 //! results go back through an unbounded channel per request, so a slow reader never stalls
 //! the others; a dropped channel or a set cancel flag ends that sequence at the next step.
 
+mod embed;
+mod prep;
 mod scheduler;
 
-pub(crate) use scheduler::check_ids;
+pub(crate) use prep::check_ids;
 
 use crate::error::ApiError;
 use crate::models::ModelRef;

@@ -3,25 +3,33 @@
 //! each), so several requests share each read of the weights. Finished sequences keep their
 //! KV cache for a while, and a new request that starts with the same tokens (a conversation
 //! going on) evaluates only what is new.
+//!
+//! Nothing slow runs on this thread between two steps: models load on a loader thread, and a
+//! job's template, tokens and grammar are prepared on a thread of its own (see `prep`), while
+//! the running streams go on; an embedding job runs a chunk per step (see `embed`).
 
+use super::embed::{EmbedTask, Progress};
+use super::prep::{self, Plan, Ready};
 use super::{
-    Budget, EmbedInput, Event, Finish, Input, Job, KeepAlive, LoadedModel, PromptInfo, Status,
-    Summary, TokenLogprob, Totals, UsageSink, WorkerConfig,
+    Event, Finish, Input, Job, KeepAlive, LoadedModel, Status, Summary, TokenLogprob, Totals,
+    UsageSink, WorkerConfig,
 };
 use crate::error::ApiError;
-use engine::chat::tools::ToolFormat;
-use engine::chat::{reasoning, ChatError, ChatTemplate, Sandbox};
+use engine::chat::Sandbox;
 use engine::generate::{Decoding, GenerateOptions, StopReason};
 use engine::{Model, Session, SessionState};
 use kernels::pool::ThreadPool;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Tokens one step evaluates at most (prompt chunks are cut to fit).
 const STEP_TOKENS: usize = engine::model::DEFAULT_BATCH;
+
+/// How often the thread looks for finished loads and preparations when it has nothing to step.
+const POLL: Duration = Duration::from_millis(2);
 
 /// What the handle and the thread share.
 pub struct Shared {
@@ -29,7 +37,29 @@ pub struct Shared {
     pub waiting: Arc<AtomicUsize>,
 }
 
+/// Slow work finished beside the decode thread.
+enum Done {
+    Loaded {
+        path: PathBuf,
+        /// None: the loader panicked.
+        result: Result<Box<(Model, Duration)>, Option<engine::EngineError>>,
+    },
+    /// None: the preparation panicked (its job's client hears that the worker failed).
+    Prepared {
+        path: PathBuf,
+        result: Option<Box<Ready>>,
+    },
+}
+
+/// A model being loaded, with the jobs that wait for it.
+struct Loading {
+    path: PathBuf,
+    jobs: Vec<Job>,
+}
+
 pub fn run(config: WorkerConfig, rx: Receiver<Job>, shared: Shared) {
+    let (done_tx, done_rx) = channel();
+    let loads = start_loader(done_tx.clone());
     let mut s = Scheduler {
         pool: config.pool,
         parallel: config.parallel.max(1),
@@ -38,6 +68,10 @@ pub fn run(config: WorkerConfig, rx: Receiver<Job>, shared: Shared) {
         usage: config.usage,
         template_sandbox: config.template_sandbox,
         residents: Vec::new(),
+        loading: Vec::new(),
+        loads,
+        done_tx,
+        done_rx,
         next: 0,
         totals: Totals::default(),
         shared,
@@ -45,10 +79,15 @@ pub fn run(config: WorkerConfig, rx: Receiver<Job>, shared: Shared) {
         logits: Vec::new(),
     };
     loop {
+        s.collect_done();
         // Take jobs while a sequence is free; wait for one only when nothing runs.
-        while s.active() < s.parallel {
-            let job = if s.active() == 0 {
-                match s.idle_wait() {
+        while s.taken() < s.parallel {
+            let job = if s.runnable() == 0 {
+                let wait = match (s.idle_wait(), s.in_flight() > 0) {
+                    (w, true) => Some(w.map_or(POLL, |w| w.min(POLL))),
+                    (w, false) => w,
+                };
+                match wait {
                     Some(wait) => match rx.recv_timeout(wait) {
                         Ok(job) => Some(job),
                         Err(RecvTimeoutError::Timeout) => None,
@@ -68,17 +107,46 @@ pub fn run(config: WorkerConfig, rx: Receiver<Job>, shared: Shared) {
             };
             let Some(job) = job else { break };
             s.shared.waiting.fetch_sub(1, Ordering::Relaxed);
-            s.guarded(|s| s.admit(job));
+            s.guarded(|s| s.admit(job, Duration::ZERO));
             s.publish();
         }
+        s.collect_done();
         s.expire();
         s.note_activity();
-        if s.active() > 0 {
+        if s.runnable() > 0 {
             s.guarded(|s| s.step());
+        } else if s.in_flight() > 0 {
+            if let Ok(done) = s.done_rx.recv_timeout(POLL) {
+                s.guarded(|s| s.on_done(done));
+            }
         }
         s.note_activity();
         s.publish();
     }
+}
+
+/// The thread that loads models, one at a time, in the order asked.
+fn start_loader(done: Sender<Done>) -> Sender<PathBuf> {
+    let (tx, rx) = channel::<PathBuf>();
+    let spawned = std::thread::Builder::new()
+        .name("hearth-loader".into())
+        .spawn(move || {
+            for path in rx {
+                let t = Instant::now();
+                let result = match std::panic::catch_unwind(|| Model::load(&path)) {
+                    Ok(Ok(model)) => Ok(Box::new((model, t.elapsed()))),
+                    Ok(Err(e)) => Err(Some(e)),
+                    Err(_) => Err(None),
+                };
+                if done.send(Done::Loaded { path, result }).is_err() {
+                    return;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!("hearth: cannot start the model loader thread: {e}");
+    }
+    tx
 }
 
 struct Scheduler {
@@ -89,6 +157,11 @@ struct Scheduler {
     usage: Option<Arc<dyn UsageSink>>,
     template_sandbox: Option<Arc<dyn Sandbox>>,
     residents: Vec<Resident>,
+    loading: Vec<Loading>,
+    /// To the loader thread.
+    loads: Sender<PathBuf>,
+    done_tx: Sender<Done>,
+    done_rx: Receiver<Done>,
     /// Round robin over the residents with work.
     next: usize,
     totals: Totals,
@@ -103,7 +176,7 @@ struct Scheduler {
 struct Resident {
     name: String,
     path: PathBuf,
-    model: Model,
+    model: Arc<Model>,
     weight_bytes: u64,
     load_time: Duration,
     keep_alive: KeepAlive,
@@ -111,8 +184,19 @@ struct Resident {
     idle_since: Option<Instant>,
     last_used: Instant,
     active: Vec<Seq>,
+    /// Embedding jobs, run in order, a chunk per step.
+    embeds: Vec<EmbedTask>,
+    /// Jobs being prepared beside the decode thread.
+    preparing: usize,
     /// Finished sequences' caches, most recently used last, for prefix reuse.
     cache: Vec<Cached>,
+}
+
+impl Resident {
+    /// Whether anything runs or waits on it (it may not be unloaded).
+    fn in_use(&self) -> bool {
+        !self.active.is_empty() || !self.embeds.is_empty() || self.preparing > 0
+    }
 }
 
 struct Cached {
@@ -152,13 +236,28 @@ impl Seq {
 }
 
 impl Scheduler {
-    fn active(&self) -> usize {
-        self.residents.iter().map(|r| r.active.len()).sum()
+    /// Sequences and embedding jobs that a step would advance.
+    fn runnable(&self) -> usize {
+        self.residents
+            .iter()
+            .map(|r| r.active.len() + r.embeds.len())
+            .sum()
+    }
+
+    /// Jobs being prepared or waiting for their model to load.
+    fn in_flight(&self) -> usize {
+        let preparing: usize = self.residents.iter().map(|r| r.preparing).sum();
+        preparing + self.loading.iter().map(|l| l.jobs.len()).sum::<usize>()
+    }
+
+    /// Jobs taken from the queue and not finished: they hold a sequence.
+    fn taken(&self) -> usize {
+        self.runnable() + self.in_flight()
     }
 
     /// Tells the usage sink when the worker starts or stops running requests.
     fn note_activity(&mut self) {
-        let busy = self.active() > 0;
+        let busy = self.taken() > 0;
         if busy != self.busy {
             self.busy = busy;
             if let Some(sink) = &self.usage {
@@ -172,11 +271,14 @@ impl Scheduler {
     fn guarded(&mut self, f: impl FnOnce(&mut Scheduler)) {
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
         if run.is_err() {
+            let failed =
+                ApiError::internal("inference failed (internal error); the model will be reloaded");
             for r in self.residents.drain(..) {
                 for seq in r.active {
-                    seq.send(Event::Error(ApiError::internal(
-                        "inference failed (internal error); the model will be reloaded",
-                    )));
+                    seq.send(Event::Error(failed.clone()));
+                }
+                for task in r.embeds {
+                    task.fail(failed.clone());
                 }
             }
         }
@@ -194,7 +296,7 @@ impl Scheduler {
     fn expire(&mut self) {
         let now = Instant::now();
         self.residents
-            .retain(|r| !r.active.is_empty() || expiry(r).is_none_or(|at| at > now));
+            .retain(|r| r.in_use() || expiry(r).is_none_or(|at| at > now));
     }
 
     fn publish(&self) {
@@ -206,7 +308,8 @@ impl Scheduler {
                     .cache
                     .iter()
                     .map(|c| &c.state)
-                    .chain(r.active.iter().filter_map(|s| s.state.as_ref()));
+                    .chain(r.active.iter().filter_map(|s| s.state.as_ref()))
+                    .chain(r.embeds.iter().filter_map(EmbedTask::state));
                 let (kv, ctx) = states.fold((0u64, 0usize), |(kv, ctx), s| {
                     (kv + s.kv_bytes() as u64, ctx.max(s.n_ctx()))
                 });
@@ -218,58 +321,50 @@ impl Scheduler {
                     n_ctx: if ctx == 0 { self.default_ctx } else { ctx },
                     expires_at: expiry(r)
                         .map(|at| SystemTime::now() + at.saturating_duration_since(Instant::now())),
-                    active: r.active.len(),
+                    active: r.active.len() + r.embeds.len(),
                     load_time: r.load_time,
                 }
             })
             .collect();
         let mut st = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
         st.models = models;
-        st.active = self.active();
+        st.active = self.runnable();
         st.totals = self.totals.clone();
     }
 
-    /// The resident for `job`'s model, loading it (and making room) when needed. Returns its
-    /// index and the load time (zero when it was loaded already).
-    fn resident(&mut self, job: &Job) -> Result<(usize, Duration), ApiError> {
-        if let Some(i) = self.residents.iter().position(|r| r.path == job.model.path) {
-            return Ok((i, Duration::ZERO));
+    /// Starts loading `job`'s model on the loader thread (making room first); the job waits
+    /// for it with any others that come meanwhile.
+    fn start_load(&mut self, job: Job) {
+        if let Some(l) = self.loading.iter_mut().find(|l| l.path == job.model.path) {
+            l.jobs.push(job);
+            return;
         }
         let weight_bytes = std::fs::metadata(&job.model.path).map_or(0, |m| m.len());
         self.make_room(weight_bytes);
-        let t = Instant::now();
-        let model = Model::load(&job.model.path).map_err(|e| {
-            ApiError::internal(format!("cannot load model {}: {e}", job.model.name))
-        })?;
-        let load_time = t.elapsed();
-        self.residents.push(Resident {
-            name: job.model.name.clone(),
+        if self.loads.send(job.model.path.clone()).is_err() {
+            let e = ApiError::internal("the model loader has stopped");
+            let _ = job.events.send(Event::Error(e));
+            return;
+        }
+        self.loading.push(Loading {
             path: job.model.path.clone(),
-            model,
-            weight_bytes,
-            load_time,
-            keep_alive: KeepAlive::DEFAULT,
-            idle_since: Some(Instant::now()),
-            last_used: Instant::now(),
-            active: Vec::new(),
-            cache: Vec::new(),
+            jobs: vec![job],
         });
-        Ok((self.residents.len() - 1, load_time))
     }
 
-    /// Unloads idle models, least recently used first, while too many are loaded or memory
-    /// is short for `need` more bytes.
+    /// Unloads idle models, least recently used first, while too many are loaded (or being
+    /// loaded) or memory is short for `need` more bytes.
     fn make_room(&mut self, need: u64) {
         loop {
             let short = available_memory().is_some_and(|a| a < need.saturating_add(need / 4));
-            if self.residents.len() < self.max_loaded && !short {
+            if self.residents.len() + self.loading.len() < self.max_loaded && !short {
                 return;
             }
             let victim = self
                 .residents
                 .iter()
                 .enumerate()
-                .filter(|(_, r)| r.active.is_empty())
+                .filter(|(_, r)| !r.in_use())
                 .min_by_key(|(_, r)| r.last_used)
                 .map(|(i, _)| i);
             match victim {
@@ -281,77 +376,162 @@ impl Scheduler {
         }
     }
 
-    fn admit(&mut self, job: Job) {
+    /// Takes a job: answered at once (load, unload), handed to a preparation thread when
+    /// its model is in memory, or made to wait for its model's load.
+    fn admit(&mut self, job: Job, load_time: Duration) {
         if job.cancel.load(Ordering::Relaxed) {
             return;
         }
-        let fail = |job: &Job, e: ApiError| {
-            let _ = job.events.send(Event::Error(e));
+        let loading = self.loading.iter().any(|l| l.path == job.model.path);
+        let Some(ri) = self
+            .residents
+            .iter()
+            .position(|r| r.path == job.model.path)
+            .filter(|_| !loading)
+        else {
+            return match job.input {
+                Input::Unload if !loading => self.unload(job),
+                _ => self.start_load(job),
+            };
         };
         if matches!(job.input, Input::Unload) {
             return self.unload(job);
         }
-        let (ri, load_time) = match self.resident(&job) {
-            Ok(r) => r,
-            Err(e) => return fail(&job, e),
-        };
-        let parallel = self.parallel;
-        let pool = Arc::clone(&self.pool);
-        let sandbox = self.template_sandbox.clone();
         let r = &mut self.residents[ri];
         r.last_used = Instant::now();
         if let Some(k) = job.keep_alive {
             r.keep_alive = k;
         }
-        match &job.input {
-            Input::Load => {
-                if r.active.is_empty() {
-                    r.idle_since = Some(Instant::now());
-                }
-                // Shown loaded (by /api/ps) before the client hears so.
-                self.publish();
-                let _ = job.events.send(Event::Started);
-                let summary = Summary {
-                    finish: Finish::Load,
-                    load_time,
-                    total_time: job.queued.elapsed(),
-                    ..Summary::default()
-                };
-                let _ = job.events.send(Event::Done(summary));
-                return;
+        if let Input::Load = job.input {
+            if !r.in_use() {
+                r.idle_since = Some(Instant::now());
             }
-            Input::Task(task) => task.run(&r.model),
-            Input::Embed { inputs, truncate } => {
-                match embed(&r.model, &pool, &job, inputs, *truncate, load_time) {
-                    Ok(ev) => {
-                        let _ = job.events.send(ev);
-                    }
-                    Err(e) => fail(&job, e),
-                }
-            }
-            Input::Chat(_) | Input::Raw(_) | Input::Tokens { .. } | Input::Fim { .. } => {
-                match prepare(r, job, parallel, &pool, sandbox.as_ref(), load_time) {
-                    Ok(seq) => {
-                        r.idle_since = None;
-                        r.active.push(*seq);
-                    }
-                    Err((job, e)) => fail(&job, e),
-                }
-            }
-            Input::Unload => {}
+            // Shown loaded (by /api/ps) before the client hears so.
+            self.publish();
+            let _ = job.events.send(Event::Started);
+            let summary = Summary {
+                finish: Finish::Load,
+                load_time,
+                total_time: job.queued.elapsed(),
+                ..Summary::default()
+            };
+            let _ = job.events.send(Event::Done(summary));
+            return;
         }
-        if r.active.is_empty() {
-            r.idle_since = Some(Instant::now());
+        r.preparing += 1;
+        r.idle_since = None;
+        let model = Arc::clone(&r.model);
+        let path = r.path.clone();
+        let sandbox = self.template_sandbox.clone();
+        let done = self.done_tx.clone();
+        let work = move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                Box::new(prep::prepare(&model, job, sandbox.as_ref(), load_time))
+            }))
+            .ok();
+            let _ = done.send(Done::Prepared { path, result });
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("hearth-prepare".into())
+            .spawn(work)
+        {
+            // The job went with the closure; its client hears the worker failed.
+            eprintln!("hearth: cannot start a thread to prepare a request: {e}");
+            self.residents[ri].preparing -= 1;
+        }
+    }
+
+    /// Takes the slow work that finished, without waiting.
+    fn collect_done(&mut self) {
+        while let Ok(done) = self.done_rx.try_recv() {
+            self.guarded(|s| s.on_done(done));
+        }
+    }
+
+    fn on_done(&mut self, done: Done) {
+        match done {
+            Done::Loaded { path, result } => {
+                let Some(i) = self.loading.iter().position(|l| l.path == path) else {
+                    return;
+                };
+                let jobs = self.loading.remove(i).jobs;
+                let Some(first) = jobs.first() else { return };
+                let name = first.model.name.clone();
+                match result {
+                    Ok(loaded) => {
+                        let (model, load_time) = *loaded;
+                        let weight_bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+                        self.residents.push(Resident {
+                            name,
+                            path,
+                            model: Arc::new(model),
+                            weight_bytes,
+                            load_time,
+                            keep_alive: KeepAlive::DEFAULT,
+                            idle_since: Some(Instant::now()),
+                            last_used: Instant::now(),
+                            active: Vec::new(),
+                            embeds: Vec::new(),
+                            preparing: 0,
+                            cache: Vec::new(),
+                        });
+                        for job in jobs {
+                            self.admit(job, load_time);
+                        }
+                    }
+                    Err(e) => {
+                        let e = load_error(&name, e);
+                        for job in jobs {
+                            let _ = job.events.send(Event::Error(e.clone()));
+                        }
+                    }
+                }
+            }
+            Done::Prepared { path, result } => {
+                let ri = self.residents.iter().position(|r| r.path == path);
+                if let Some(ri) = ri {
+                    let r = &mut self.residents[ri];
+                    r.preparing = r.preparing.saturating_sub(1);
+                }
+                match (result.map(|r| *r), ri) {
+                    (Some(Ready::Answered), _) | (None, _) => {}
+                    (Some(Ready::Failed(job, e)), _) => {
+                        let _ = job.events.send(Event::Error(e));
+                    }
+                    (Some(Ready::Generate(plan, job)), Some(ri)) => {
+                        if !job.cancel.load(Ordering::Relaxed) {
+                            let r = &mut self.residents[ri];
+                            let seq = start(r, *job, *plan, self.parallel, &self.pool);
+                            r.active.push(seq);
+                        }
+                    }
+                    (Some(Ready::Embed(plan, job)), Some(ri)) => {
+                        let r = &mut self.residents[ri];
+                        let task = EmbedTask::new(&r.model, *job, *plan, &self.pool);
+                        r.embeds.push(task);
+                    }
+                    // The model was dropped meanwhile (after a panic).
+                    (Some(Ready::Generate(_, job) | Ready::Embed(_, job)), None) => {
+                        let e = ApiError::internal("the model was unloaded; try again");
+                        let _ = job.events.send(Event::Error(e));
+                    }
+                }
+                if let Some(r) = ri.map(|i| &mut self.residents[i]) {
+                    if !r.in_use() {
+                        r.idle_since = Some(Instant::now());
+                    }
+                }
+            }
         }
     }
 
     fn unload(&mut self, job: Job) {
         if let Some(i) = self.residents.iter().position(|r| r.path == job.model.path) {
-            if self.residents[i].active.is_empty() {
-                self.residents.remove(i);
-            } else {
+            if self.residents[i].in_use() {
                 // Unloaded when its running requests end.
                 self.residents[i].keep_alive = KeepAlive::For(Duration::ZERO);
+            } else {
+                self.residents.remove(i);
             }
         }
         self.publish();
@@ -366,14 +546,18 @@ impl Scheduler {
     /// One forward pass for the running sequences of the next model that has any.
     fn step(&mut self) {
         let n = self.residents.len();
-        let Some(ri) = (0..n)
-            .map(|k| (self.next + k) % n)
-            .find(|&i| !self.residents[i].active.is_empty())
-        else {
+        let Some(ri) = (0..n).map(|k| (self.next + k) % n).find(|&i| {
+            let r = &self.residents[i];
+            !r.active.is_empty() || !r.embeds.is_empty()
+        }) else {
             return;
         };
         self.next = (ri + 1) % n.max(1);
         let pool = Arc::clone(&self.pool);
+        let others_running: usize = (0..n)
+            .filter(|&i| i != ri)
+            .map(|i| self.residents[i].active.len())
+            .sum();
         let r = &mut self.residents[ri];
         let mut ended: Vec<Seq> = Vec::new();
         // Sequences whose client went away end now.
@@ -462,6 +646,14 @@ impl Scheduler {
                 }
             }
         }
+        // An embedding job's next chunk, kept short while streams wait for their next token.
+        if !r.embeds.is_empty() {
+            let shared = r.active.len() + others_running > 0;
+            let model = Arc::clone(&r.model);
+            if let Progress::Ended = r.embeds[0].step(&model, &pool, STEP_TOKENS, shared) {
+                r.embeds.remove(0);
+            }
+        }
         // Sequences that have stopped leave the batch.
         let mut i = 0;
         while i < r.active.len() {
@@ -474,7 +666,7 @@ impl Scheduler {
         }
         let done: Vec<(Seq, Summary)> = ended.into_iter().map(|seq| self.finish(ri, seq)).collect();
         let r = &mut self.residents[ri];
-        if r.active.is_empty() {
+        if !r.in_use() {
             r.idle_since = Some(Instant::now());
             r.last_used = Instant::now();
         }
@@ -541,7 +733,7 @@ impl Scheduler {
 /// When a resident's keep-alive runs out (None: never, or it is busy).
 fn expiry(r: &Resident) -> Option<Instant> {
     match (r.idle_since, r.keep_alive) {
-        (Some(since), KeepAlive::For(d)) if r.active.is_empty() => Some(since + d),
+        (Some(since), KeepAlive::For(d)) if !r.in_use() => Some(since + d),
         _ => None,
     }
 }
@@ -593,79 +785,16 @@ fn choose(seq: &mut Seq, tokenizer: &engine::tokenizer::Tokenizer, row: &[f32]) 
     }
 }
 
-/// Tokenizes a generation job, checks it fits, and gives it a cache: the finished sequence
-/// sharing the longest prefix with its prompt, else a fresh one.
-#[allow(clippy::result_large_err)]
-fn prepare(
-    r: &mut Resident,
-    job: Job,
-    parallel: usize,
-    pool: &Arc<ThreadPool>,
-    sandbox: Option<&Arc<dyn Sandbox>>,
-    load_time: Duration,
-) -> Result<Box<Seq>, (Job, ApiError)> {
-    let model = &r.model;
-    if model.is_embedding_only() {
-        let e = ApiError::bad_request(format!(
-            "model `{}` is an embedding model: it cannot generate text (use /v1/embeddings or /api/embed)",
-            job.model.name
-        ));
-        return Err((job, e));
-    }
-    let tokens = match tokenize(model, &job, sandbox) {
-        Ok(t) => t,
-        Err(e) => return Err((job, e)),
-    };
-    let constraint = match &job.grammar {
-        None => None,
-        Some(g) => match engine::constraint::Constraint::new(model.tokenizer(), g) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                let e = ApiError::invalid(job.grammar_param, format!("{}: {e}", job.grammar_param));
-                return Err((job, e));
-            }
-        },
-    };
-    let n_ctx = job.n_ctx.min(model.config().n_ctx_train.max(1));
-    let prompt_param = match &job.input {
-        Input::Chat(_) => "messages",
-        Input::Tokens { param, .. } => param.as_str(),
-        _ => "prompt",
-    }
-    .to_string();
-    let prompt_param = prompt_param.as_str();
-    if tokens.is_empty() {
-        return Err((job, ApiError::invalid(prompt_param, "the prompt is empty")));
-    }
-    if tokens.len() >= n_ctx {
-        let e = ApiError::invalid(
-            prompt_param,
-            format!(
-                "the prompt has {} tokens but the context holds {n_ctx}",
-                tokens.len()
-            ),
-        )
-        .with_code("context_length_exceeded");
-        return Err((job, e));
-    }
-    let room = n_ctx - tokens.len();
-    let max_tokens = match job.budget {
-        Budget::Exactly(n) if n > room => {
-            let e = ApiError::invalid(
-                job.budget_param,
-                format!(
-                    "the prompt ({} tokens) plus {} = {n} tokens exceeds the context of {n_ctx} tokens",
-                    tokens.len(),
-                    job.budget_param
-                ),
-            )
-            .with_code("context_length_exceeded");
-            return Err((job, e));
-        }
-        Budget::Exactly(n) => n,
-        Budget::Fill => room,
-        Budget::Default(n) => n.min(room),
-    };
+/// Gives a prepared job a cache, the finished sequence sharing the longest prefix with its
+/// prompt, else a fresh one, and makes it a running sequence.
+fn start(r: &mut Resident, job: Job, plan: Plan, parallel: usize, pool: &Arc<ThreadPool>) -> Seq {
+    let Plan {
+        tokens,
+        constraint,
+        n_ctx,
+        max_tokens,
+        load_time,
+    } = plan;
     // The cached sequence with the longest common prefix (of the same context size).
     let best = r
         .cache
@@ -690,7 +819,7 @@ fn prepare(
             (c.state, c.tokens)
         }
         _ => (
-            model.session(n_ctx, Arc::clone(pool)).into_state(),
+            r.model.session(n_ctx, Arc::clone(pool)).into_state(),
             Vec::new(),
         ),
     };
@@ -709,7 +838,8 @@ fn prepare(
     };
     // Timed from the queue: the first token's wait includes the queue and the load.
     let decoding = Decoding::new(opts, &tokens, job.queued);
-    Ok(Box::new(Seq {
+    r.idle_since = None;
+    Seq {
         job,
         state: Some(state),
         tokens: kept,
@@ -721,187 +851,21 @@ fn prepare(
         prompt_started: None,
         load_time,
         n_ctx,
-    }))
+    }
 }
 
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
-fn tokenize(
-    model: &Model,
-    job: &Job,
-    sandbox: Option<&Arc<dyn Sandbox>>,
-) -> Result<Vec<u32>, ApiError> {
-    let tok = model.tokenizer();
-    Ok(match &job.input {
-        Input::Raw(text) => tok.encode(text, true, true),
-        Input::Chat(messages) => {
-            let mut template = ChatTemplate::for_model(model).map_err(|e| match e {
-                ChatError::BaseModel => base_model_refusal(&job.model.name),
-                e => ApiError::bad_request(e.to_string()),
-            })?;
-            if let Some(sandbox) = sandbox {
-                template = template.with_sandbox(Arc::clone(sandbox));
-            }
-            let tool_format = ToolFormat::detect(template.source());
-            if job.tools.is_some() && tool_format.is_none() {
-                return Err(ApiError::invalid(
-                    "tools",
-                    format!(
-                        "{}'s chat template has no tool calls: this model cannot be given tools",
-                        job.model.name
-                    ),
-                ));
-            }
-            let text = template
-                .render_with_tools(messages, job.tools.as_deref(), true)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
-            let _ = job.events.send(Event::Prompt(PromptInfo {
-                tool_format,
-                thinks: reasoning::template_thinks(template.source()),
-                thinking_open: reasoning::prompt_opens_thinking(&text),
-            }));
-            let bos_text = tok.bos().and_then(|b| tok.token_text(b)).unwrap_or("");
-            // A template that writes BOS itself must not get a second one.
-            let add_bos = bos_text.is_empty() || !text.starts_with(bos_text);
-            tok.encode(&text, add_bos, true)
-        }
-        Input::Tokens { ids, param } => {
-            check_ids(model, ids, param)?;
-            ids.clone()
-        }
-        Input::Fim { prefix, suffix } => fim_prompt(tok, prefix, suffix).ok_or_else(|| {
-            ApiError::invalid(
-                "suffix",
-                format!(
-                    "suffix asks for fill-in-the-middle, but model `{}` has no FIM tokens \
-                         (tokenizer.ggml.fim_pre_token_id or <|fim_prefix|>, <|fim_suffix|>, \
-                         <|fim_middle|>): use a code model made for it, or leave suffix out",
-                    job.model.name
-                ),
-            )
-        })?,
-        _ => Vec::new(),
-    })
-}
-
-/// Refuses ids the model does not have, naming the first: `{param}[{i}]`.
-pub(crate) fn check_ids(model: &Model, ids: &[u32], param: &str) -> Result<(), ApiError> {
-    let limit = model.tokenizer().n_vocab().min(model.n_vocab());
-    match ids.iter().position(|&id| id as usize >= limit) {
-        None => Ok(()),
-        Some(i) => Err(ApiError::invalid(
-            &format!("{param}[{i}]"),
-            format!(
-                "{param}[{i}] is token id {} but the model's vocabulary has ids 0 to {}",
-                ids[i],
-                limit.saturating_sub(1)
-            ),
+/// Why a model could not be loaded, for every request that waited for it.
+fn load_error(name: &str, e: Option<engine::EngineError>) -> ApiError {
+    match e {
+        Some(e) => ApiError::internal(format!("cannot load model {name}: {e}")),
+        None => ApiError::internal(format!(
+            "cannot load model {name}: the loader failed (internal error)"
         )),
     }
-}
-
-/// The fill-in-the-middle prompt: BOS when the model adds one, then the prefix marker and
-/// the prefix, the suffix marker and the suffix, and the middle marker, after which the model
-/// writes what goes between. The texts are plain text: marker-like text in them is not
-/// parsed as control tokens. None when the model has no FIM tokens.
-pub(crate) fn fim_prompt(
-    tok: &engine::tokenizer::Tokenizer,
-    prefix: &str,
-    suffix: &str,
-) -> Option<Vec<u32>> {
-    let (pre, suf, mid) = tok.fim()?;
-    let mut out = Vec::new();
-    if tok.add_bos() {
-        out.extend(tok.bos());
-    }
-    out.push(pre);
-    out.extend(tok.encode(prefix, false, false));
-    out.push(suf);
-    out.extend(tok.encode(suffix, false, false));
-    out.push(mid);
-    Some(out)
-}
-
-/// Why a chat (or a templated generate) with a base model is refused, and what works instead.
-fn base_model_refusal(name: &str) -> ApiError {
-    ApiError::invalid(
-        "model",
-        format!(
-            "{name} is a base model: its file has no chat template, so it continues text rather \
-             than answering messages. Send the text to continue to /api/generate with \
-             \"raw\": true or to /v1/completions, or chat with an instruct model."
-        ),
-    )
-    .with_code("base_model")
-}
-
-/// Embeds each text (all must fit the context unless `truncate`, which cuts them).
-fn embed(
-    model: &Model,
-    pool: &Arc<ThreadPool>,
-    job: &Job,
-    inputs: &[EmbedInput],
-    truncate: bool,
-    load_time: Duration,
-) -> Result<Event, ApiError> {
-    let n_ctx = job.n_ctx.min(model.config().n_ctx_train.max(1));
-    let mut session = model.session(n_ctx, Arc::clone(pool));
-    let t = Instant::now();
-    let mut vectors = Vec::with_capacity(inputs.len());
-    let mut total = 0;
-    for (i, input) in inputs.iter().enumerate() {
-        if job.cancel.load(Ordering::Relaxed) {
-            return Err(ApiError::internal("cancelled"));
-        }
-        let mut tokens = match input {
-            EmbedInput::Text(text) => model.tokenizer().encode(text, true, true),
-            EmbedInput::Tokens(ids) => {
-                check_ids(model, ids, &format!("input[{i}]"))?;
-                ids.clone()
-            }
-        };
-        if tokens.len() > n_ctx {
-            if !truncate {
-                return Err(ApiError::invalid(
-                    "input",
-                    format!(
-                        "input[{i}] has {} tokens but the context holds {n_ctx} (set truncate: true to cut it)",
-                        tokens.len()
-                    ),
-                )
-                .with_code("context_length_exceeded"));
-            }
-            // An encoder's input keeps its closing [SEP].
-            let sep = model
-                .tokenizer()
-                .sep()
-                .filter(|_| model.is_embedding_only());
-            let closing = sep.filter(|&s| tokens.last() == Some(&s));
-            tokens.truncate(n_ctx - usize::from(closing.is_some()));
-            tokens.extend(closing);
-        }
-        if tokens.is_empty() {
-            return Err(ApiError::invalid("input", format!("input[{i}] is empty")));
-        }
-        total += tokens.len();
-        vectors.push(
-            session
-                .embed(&tokens)
-                .map_err(|e| ApiError::internal(format!("embedding failed: {e}")))?,
-        );
-    }
-    Ok(Event::Embeddings {
-        vectors,
-        summary: Summary {
-            prompt_tokens: total,
-            prompt_time: t.elapsed(),
-            load_time,
-            total_time: job.queued.elapsed(),
-            ..Summary::default()
-        },
-    })
 }
 
 /// Memory the system could give us now (Linux: MemAvailable), if known.

@@ -1,0 +1,140 @@
+//! An embedding job run as a sequence of the scheduler: its inputs are evaluated a chunk per
+//! step, between the steps of the streams that run beside it, so that a long batch of inputs
+//! does not stop them (an encoder takes each input whole: its tokens attend both ways).
+
+use super::prep::EmbedPlan;
+use super::{Event, Job, Summary};
+use crate::error::ApiError;
+use engine::{LogitRows, Model, Pooler, SessionState};
+use kernels::pool::ThreadPool;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long one chunk may take while other sequences wait for their next token.
+const SHARED_SLICE: Duration = Duration::from_millis(60);
+/// The smallest chunk worth a forward pass.
+const MIN_CHUNK: usize = 16;
+
+pub(super) struct EmbedTask {
+    pub job: Job,
+    plan: EmbedPlan,
+    state: Option<SessionState>,
+    /// The input being evaluated, and how much of it is done.
+    input: usize,
+    offset: usize,
+    pooler: Option<Pooler>,
+    vectors: Vec<Vec<f32>>,
+    eval_time: Duration,
+    /// Tokens per second so far (for the chunk size while others wait).
+    rate: Option<f64>,
+}
+
+/// What a step of the task came to.
+pub(super) enum Progress {
+    More,
+    /// Finished (its answer or error sent), or its client went away.
+    Ended,
+}
+
+impl EmbedTask {
+    pub fn new(model: &Model, job: Job, plan: EmbedPlan, pool: &Arc<ThreadPool>) -> EmbedTask {
+        let state = model.session(plan.n_ctx, Arc::clone(pool)).into_state();
+        EmbedTask {
+            job,
+            plan,
+            state: Some(state),
+            input: 0,
+            offset: 0,
+            pooler: None,
+            vectors: Vec::new(),
+            eval_time: Duration::ZERO,
+            rate: None,
+        }
+    }
+
+    /// Evaluates the next chunk: at most `limit` tokens, and when `shared` (other sequences
+    /// wait for this step) no more than fit in [`SHARED_SLICE`] at the rate measured so far.
+    pub fn step(
+        &mut self,
+        model: &Model,
+        pool: &Arc<ThreadPool>,
+        limit: usize,
+        shared: bool,
+    ) -> Progress {
+        if self.job.cancel.load(Ordering::Relaxed) {
+            return Progress::Ended;
+        }
+        let Some(tokens) = self.plan.inputs.get(self.input) else {
+            return self.answer();
+        };
+        let mut take = limit.max(1);
+        if shared {
+            let fits = self
+                .rate
+                .map_or(MIN_CHUNK, |r| (r * SHARED_SLICE.as_secs_f64()) as usize);
+            take = take.min(fits.max(MIN_CHUNK));
+        }
+        if model.is_embedding_only() {
+            take = tokens.len();
+        }
+        let end = (self.offset + take).min(tokens.len());
+        let chunk = &tokens[self.offset..end];
+        let Some(mut state) = self.state.take() else {
+            return Progress::Ended;
+        };
+        if self.offset == 0 {
+            state.truncate(0);
+        }
+        let mut session = model.resume(state, Arc::clone(pool));
+        let t = Instant::now();
+        let pooler = self.pooler.get_or_insert_with(|| Pooler::new(model));
+        let result = session
+            .eval(chunk, LogitRows::Hidden)
+            .map(|h| pooler.add(h));
+        let took = t.elapsed();
+        self.state = Some(session.into_state());
+        if let Err(e) = result {
+            self.fail(ApiError::internal(format!("embedding failed: {e}")));
+            return Progress::Ended;
+        }
+        self.eval_time += took;
+        if took > Duration::ZERO {
+            self.rate = Some(chunk.len() as f64 / took.as_secs_f64());
+        }
+        self.offset = end;
+        if self.offset == tokens.len() {
+            if let Some(p) = self.pooler.take() {
+                self.vectors.push(p.finish());
+            }
+            self.input += 1;
+            self.offset = 0;
+            if self.input == self.plan.inputs.len() {
+                return self.answer();
+            }
+        }
+        Progress::More
+    }
+
+    pub fn fail(&self, e: ApiError) {
+        let _ = self.job.events.send(Event::Error(e));
+    }
+
+    fn answer(&mut self) -> Progress {
+        let summary = Summary {
+            prompt_tokens: self.plan.inputs.iter().map(Vec::len).sum(),
+            prompt_time: self.eval_time,
+            load_time: self.plan.load_time,
+            total_time: self.job.queued.elapsed(),
+            ..Summary::default()
+        };
+        let vectors = std::mem::take(&mut self.vectors);
+        let _ = self.job.events.send(Event::Embeddings { vectors, summary });
+        Progress::Ended
+    }
+
+    /// The cache it holds (for the memory shown by `/api/ps`).
+    pub fn state(&self) -> Option<&SessionState> {
+        self.state.as_ref()
+    }
+}
