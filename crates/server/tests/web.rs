@@ -100,6 +100,11 @@ async fn assets_have_their_content_types() {
             "text/javascript; charset=utf-8",
             "export function renderMarkdown",
         ),
+        (
+            "/highlight.js",
+            "text/javascript; charset=utf-8",
+            "export function highlight",
+        ),
         ("/style.css", "text/css; charset=utf-8", ":root"),
         ("/icon.svg", "image/svg+xml", "<svg"),
     ] {
@@ -123,7 +128,14 @@ async fn assets_have_their_content_types() {
 #[tokio::test]
 async fn page_needs_no_key_but_the_api_does() {
     let app = server(Some("s3cret"));
-    for path in ["/", "/app.js", "/markdown.js", "/style.css", "/icon.svg"] {
+    for path in [
+        "/",
+        "/app.js",
+        "/markdown.js",
+        "/highlight.js",
+        "/style.css",
+        "/icon.svg",
+    ] {
         assert_eq!(get(&app, path, None).await.status, StatusCode::OK, "{path}");
     }
     let r = get(&app, "/api/tags", None).await;
