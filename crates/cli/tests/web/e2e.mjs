@@ -612,6 +612,12 @@ async function markdownScenario() {
   await check("shell", "code", 'echo "$HOME" # where\nexport N=3', "bash", (g) => {
     for (const t of ["tok-kw:echo", 'tok-str:"$HOME"', "tok-com:# where", "tok-kw:export"]) assert.ok(g.spans.includes(t), t);
   });
+  await check("an apostrophe in a word opens no string", "code", "echo don't # stop\nx='y'", "sh", (g) => {
+    assert.deepEqual(g.spans, ["tok-kw:echo", "tok-com:# stop", "tok-str:'y'"]);
+  });
+  await check("Python's prefixed strings", "code", "p = r'\\d' + b\"x\"", "py", (g) => {
+    assert.deepEqual(g.spans, ["tok-str:r'\\d'", 'tok-str:b"x"']);
+  });
   await check("SQL in capitals", "code", "SELECT name FROM t WHERE id = 1; -- one", "sql", (g) => {
     for (const t of ["tok-kw:SELECT", "tok-kw:FROM", "tok-kw:WHERE", "tok-num:1", "tok-com:-- one"]) assert.ok(g.spans.includes(t), t);
   });

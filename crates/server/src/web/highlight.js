@@ -168,7 +168,10 @@ function tokens(code, spec, out) {
         continue;
       }
     }
-    const quote = spec.strings.find((q) => at(q, i)) || (spec.chars && c === "'" ? "'" : null);
+    let quote = spec.strings.find((q) => at(q, i)) || (spec.chars && c === "'" ? "'" : null);
+    // An apostrophe inside a word (don't, it's) opens no string, unless a string prefix
+    // (Python's r'', f'') stands before it.
+    if (quote === "'" && /\w/.test(prev) && !(spec.prefixes && spec.prefixes.test(plain))) quote = null;
     if (quote) {
       const multiline = (spec.multiline || []).includes(quote);
       let j = i + quote.length;
