@@ -301,6 +301,15 @@ impl Decoding {
         }
         self.flushed = true;
         let mut rest = std::mem::take(&mut self.held);
+        let length = matches!(
+            self.stop,
+            Some(StopReason::MaxTokens | StopReason::ContextFull)
+        );
+        if length {
+            // The token limit cut a character in its bytes: its rest was never generated, so
+            // there is no character to show (not a U+FFFD).
+            self.decoder.discard();
+        }
         if self.stop != Some(StopReason::StopString) {
             rest.push_str(&self.decoder.finish());
             // A stop string may still complete in the flushed tail.

@@ -4,13 +4,14 @@
 //! KV cache for a while, and a new request that starts with the same tokens (a conversation
 //! going on) evaluates only what is new.
 
+use super::fit;
 use super::{
-    Budget, EmbedInput, Event, Finish, Input, Job, KeepAlive, LoadedModel, PromptInfo, Status,
-    Summary, TokenLogprob, Totals, UsageSink, WorkerConfig,
+    Api, Budget, EmbedInput, Event, Finish, Input, Job, KeepAlive, LoadedModel, PromptInfo, Slot,
+    Status, Summary, TokenLogprob, Totals, UsageSink, WorkerConfig,
 };
 use crate::error::ApiError;
 use engine::chat::tools::ToolFormat;
-use engine::chat::{reasoning, ChatError, ChatTemplate, Sandbox};
+use engine::chat::{reasoning, ChatError, ChatTemplate, Message, Sandbox};
 use engine::generate::{Decoding, GenerateOptions, StopReason};
 use engine::{Model, Session, SessionState};
 use kernels::pool::ThreadPool;
@@ -29,7 +30,7 @@ pub struct Shared {
     pub waiting: Arc<AtomicUsize>,
 }
 
-pub fn run(config: WorkerConfig, rx: Receiver<Job>, shared: Shared) {
+pub fn run(config: WorkerConfig, rx: Receiver<(Job, Slot)>, shared: Shared) {
     let mut s = Scheduler {
         pool: config.pool,
         parallel: config.parallel.max(1),
@@ -66,9 +67,9 @@ pub fn run(config: WorkerConfig, rx: Receiver<Job>, shared: Shared) {
                     Err(TryRecvError::Disconnected) => return,
                 }
             };
-            let Some(job) = job else { break };
+            let Some((job, slot)) = job else { break };
             s.shared.waiting.fetch_sub(1, Ordering::Relaxed);
-            s.guarded(|s| s.admit(job));
+            s.guarded(|s| s.admit(job, slot));
             s.publish();
         }
         s.expire();
@@ -123,6 +124,8 @@ struct Cached {
 /// A running request.
 struct Seq {
     job: Job,
+    /// Its place in the worker, freed when the sequence is dropped.
+    _slot: Option<Slot>,
     /// Lent to the batch during a step.
     state: Option<SessionState>,
     /// Tokens the cache holds, in order.
@@ -281,7 +284,8 @@ impl Scheduler {
         }
     }
 
-    fn admit(&mut self, job: Job) {
+    /// Starts `job`; `slot` is freed when it ends (kept by its sequence, if it runs one).
+    fn admit(&mut self, job: Job, slot: Slot) {
         if job.cancel.load(Ordering::Relaxed) {
             return;
         }
@@ -331,8 +335,9 @@ impl Scheduler {
             }
             Input::Chat(_) | Input::Raw(_) | Input::Tokens { .. } | Input::Fim { .. } => {
                 match prepare(r, job, parallel, &pool, sandbox.as_ref(), load_time) {
-                    Ok(seq) => {
+                    Ok(mut seq) => {
                         r.idle_since = None;
+                        seq._slot = Some(slot);
                         r.active.push(*seq);
                     }
                     Err((job, e)) => fail(&job, e),
@@ -612,7 +617,8 @@ fn prepare(
         ));
         return Err((job, e));
     }
-    let tokens = match tokenize(model, &job, sandbox) {
+    let n_ctx = job.n_ctx.min(model.config().n_ctx_train.max(1));
+    let tokens = match tokenize(model, &job, sandbox, n_ctx) {
         Ok(t) => t,
         Err(e) => return Err((job, e)),
     };
@@ -626,7 +632,6 @@ fn prepare(
             }
         },
     };
-    let n_ctx = job.n_ctx.min(model.config().n_ctx_train.max(1));
     let prompt_param = match &job.input {
         Input::Chat(_) => "messages",
         Input::Tokens { param, .. } => param.as_str(),
@@ -648,23 +653,12 @@ fn prepare(
         .with_code("context_length_exceeded");
         return Err((job, e));
     }
+    // A budget past the context is cut to the room left; the answer then ends with
+    // finish_reason "length", as llama.cpp and Ollama end it.
     let room = n_ctx - tokens.len();
     let max_tokens = match job.budget {
-        Budget::Exactly(n) if n > room => {
-            let e = ApiError::invalid(
-                job.budget_param,
-                format!(
-                    "the prompt ({} tokens) plus {} = {n} tokens exceeds the context of {n_ctx} tokens",
-                    tokens.len(),
-                    job.budget_param
-                ),
-            )
-            .with_code("context_length_exceeded");
-            return Err((job, e));
-        }
-        Budget::Exactly(n) => n,
+        Budget::Exactly(n) | Budget::Default(n) => n.min(room),
         Budget::Fill => room,
-        Budget::Default(n) => n.min(room),
     };
     // The cached sequence with the longest common prefix (of the same context size).
     let best = r
@@ -711,6 +705,7 @@ fn prepare(
     let decoding = Decoding::new(opts, &tokens, job.queued);
     Ok(Box::new(Seq {
         job,
+        _slot: None,
         state: Some(state),
         tokens: kept,
         prompt_done: reuse,
@@ -728,13 +723,18 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
+/// The prompt's tokens. Ollama's routes cut a prompt too long for `n_ctx` (see `fit`).
 fn tokenize(
     model: &Model,
     job: &Job,
     sandbox: Option<&Arc<dyn Sandbox>>,
+    n_ctx: usize,
 ) -> Result<Vec<u32>, ApiError> {
     let tok = model.tokenizer();
+    let cut = job.api == Api::Ollama;
+    let limit = fit::prompt_limit(n_ctx, job.budget);
     Ok(match &job.input {
+        Input::Raw(text) if cut => fit::keep_tail(tok.encode(text, true, true), limit, tok.bos()),
         Input::Raw(text) => tok.encode(text, true, true),
         Input::Chat(messages) => {
             let mut template = ChatTemplate::for_model(model).map_err(|e| match e {
@@ -754,18 +754,25 @@ fn tokenize(
                     ),
                 ));
             }
-            let text = template
-                .render_with_tools(messages, job.tools.as_deref(), true)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            // Messages' text stays text: `<|im_end|>` typed by a user is not the control token.
+            let encode = |messages: &[Message]| {
+                let prompt = template
+                    .render_prompt(tok, messages, job.tools.as_deref(), true)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                let ids = prompt.encode(tok);
+                Ok::<_, ApiError>((prompt, ids))
+            };
+            let (prompt, ids) = if cut {
+                fit::fit_chat(messages, limit, encode)?
+            } else {
+                encode(messages)?
+            };
             let _ = job.events.send(Event::Prompt(PromptInfo {
                 tool_format,
                 thinks: reasoning::template_thinks(template.source()),
-                thinking_open: reasoning::prompt_opens_thinking(&text),
+                thinking_open: reasoning::prompt_opens_thinking(&prompt.text),
             }));
-            let bos_text = tok.bos().and_then(|b| tok.token_text(b)).unwrap_or("");
-            // A template that writes BOS itself must not get a second one.
-            let add_bos = bos_text.is_empty() || !text.starts_with(bos_text);
-            tok.encode(&text, add_bos, true)
+            ids
         }
         Input::Tokens { ids, param } => {
             check_ids(model, ids, param)?;

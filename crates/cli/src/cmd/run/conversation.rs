@@ -165,12 +165,10 @@ impl<'m> Conversation<'m> {
         let Some(template) = &self.template else {
             bail!("no chat template: this conversation only completes raw text (--raw)");
         };
-        let text = template.render(&all, true)?;
         let tok = self.session.model().tokenizer();
-        let bos_text = tok.bos().and_then(|b| tok.token_text(b)).unwrap_or("");
-        // A template that writes BOS itself must not get a second one.
-        let add_bos = bos_text.is_empty() || !text.starts_with(bos_text);
-        Ok(tok.encode(&text, add_bos, true))
+        // Typed text stays text: `<|im_end|>` in a message is not the control token.
+        let prompt = template.render_prompt(tok, &all, None, true)?;
+        Ok(prompt.encode(tok))
     }
 
     /// Removes the first user message and the answers after it, never the last message.
