@@ -70,6 +70,10 @@ pub trait PullProgress: Send + Sync {
     fn note(&self, message: &str);
     /// The current transfer ended.
     fn finish(&self);
+    /// A flag that stops the pull when set (its client went away); None: it runs to its end.
+    fn cancel(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+        None
+    }
 }
 
 /// Where `/api/create` takes the model's bytes from.
@@ -153,8 +157,11 @@ pub fn store_error(e: store::StoreError) -> ApiError {
         E::NotFound { .. } | E::UnknownModel { .. } | E::NoHubFile { .. } => StatusCode::NOT_FOUND,
         E::AlreadyExists { .. } => StatusCode::CONFLICT,
         E::Offline { .. } => StatusCode::FORBIDDEN,
+        // Nobody reads it: its client has gone away.
+        E::Cancelled => StatusCode::REQUEST_TIMEOUT,
         E::BadListing { .. }
         | E::Http { .. }
+        | E::Unreachable { .. }
         | E::SizeMismatch { .. }
         | E::HashMismatch { .. }
         | E::Pip { .. }
@@ -347,6 +354,7 @@ impl ModelSource for StoreModels {
         })?;
         // pip's own output would go to the server's terminal, not to the client.
         opts.show_pip_output = false;
+        opts.cancel = progress.cancel();
         let store = open_store()?;
         let adapter = StoreProgress {
             out: progress,

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -281,6 +282,7 @@ struct Transfer {
 struct Lines {
     tx: mpsc::UnboundedSender<PullEvent>,
     current: Mutex<Transfer>,
+    cancel: Arc<AtomicBool>,
 }
 
 impl Lines {
@@ -353,6 +355,10 @@ impl PullProgress for Lines {
             self.send(Lines::progress_line(&t, done));
         }
         *t = Transfer::default();
+    }
+
+    fn cancel(&self) -> Option<Arc<AtomicBool>> {
+        Some(Arc::clone(&self.cancel))
     }
 }
 
@@ -670,6 +676,16 @@ fn closing_lines(result: Result<Pulled, ApiError>) -> Vec<Value> {
     }
 }
 
+/// Sets the flag when dropped: held by whatever reads a pull's events (the handler, then its
+/// stream), so a client that goes away stops the pull.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 fn ended_early() -> ApiError {
     ApiError::internal("the pull stopped unexpectedly; run it again to resume it")
 }
@@ -685,16 +701,21 @@ async fn pull(
     let stream = req.stream.unwrap_or(true);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let inner = Arc::clone(&state.inner);
+    // A client that goes away drops `rx` (the handler or the stream): the pull stops, pip
+    // is killed, and what was downloaded stays for the next pull to resume, as Ollama does.
+    let cancel = Arc::new(AtomicBool::new(false));
+    let guard = CancelOnDrop(Arc::clone(&cancel));
     // A panic in the pull drops `tx` without a result: the handler reports it, nothing more.
     tokio::task::spawn_blocking(move || {
         let lines = Lines {
             tx: tx.clone(),
             current: Mutex::new(Transfer::default()),
+            cancel: Arc::clone(&cancel),
         };
         let result = if stream {
             inner.models.pull(&name, &lines)
         } else {
-            inner.models.pull(&name, &Quiet)
+            inner.models.pull(&name, &Quiet(cancel))
         };
         let _ = tx.send(PullEvent::Done(result));
     });
@@ -728,15 +749,15 @@ async fn pull(
         }
     }
     let lines = futures_util::stream::unfold(
-        (rx, queue, finished),
-        |(mut rx, mut queue, mut finished)| async move {
+        (rx, queue, finished, guard),
+        |(mut rx, mut queue, mut finished, guard)| async move {
             loop {
                 if let Some(v) = queue.pop_front() {
                     let mut line = v.to_string();
                     line.push('\n');
                     return Some((
                         Ok::<_, Infallible>(Bytes::from(line)),
-                        (rx, queue, finished),
+                        (rx, queue, finished, guard),
                     ));
                 }
                 if finished {
@@ -764,13 +785,16 @@ async fn pull(
 }
 
 /// Progress nobody reads (`stream: false`).
-struct Quiet;
+struct Quiet(Arc<AtomicBool>);
 
 impl PullProgress for Quiet {
     fn begin(&self, _: &str, _: Option<&str>, _: Option<u64>) {}
     fn advance_to(&self, _: u64) {}
     fn note(&self, _: &str) {}
     fn finish(&self) {}
+    fn cancel(&self) -> Option<Arc<AtomicBool>> {
+        Some(Arc::clone(&self.0))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -832,6 +856,7 @@ mod tests {
         let lines = Lines {
             tx,
             current: Mutex::new(Transfer::default()),
+            cancel: Arc::new(AtomicBool::new(false)),
         };
         let digest = format!("sha256:{}", "ab".repeat(32));
         lines.begin("smollm2:135m", Some(&digest), Some(1000));

@@ -208,7 +208,16 @@ impl<'m> Conversation<'m> {
         let mut opts = self.settings.generate_options();
         opts.cancel = cancel;
         opts.constraint = self.constraint.clone();
-        let mut gen = match Generator::new(&mut self.session, new, opts) {
+        let spinner = super::prompt_progress::start(new.len(), self.session.batch()).map(
+            |(spinner, progress)| {
+                opts.progress = Some(progress);
+                spinner
+            },
+        );
+        let generator = Generator::new(&mut self.session, new, opts);
+        // Gone before the answer is printed.
+        drop(spinner);
+        let mut gen = match generator {
             Ok(g) => g,
             Err(e) => {
                 // Part of the prompt may be in the cache; forget it.
@@ -217,17 +226,25 @@ impl<'m> Conversation<'m> {
             }
         };
         let mut out = std::io::stdout().lock();
+        // Wrapped for the eye only: the answer's text stays as the model wrote it.
+        let mut wrap = super::wrap::WordWrap::for_stdout();
         let mut text = String::new();
         let mut failed = None;
         for piece in gen.by_ref() {
             match piece {
                 Ok(p) => {
-                    out.write_all(p.as_bytes())?;
+                    match &mut wrap {
+                        Some(w) => out.write_all(w.push(&p).as_bytes())?,
+                        None => out.write_all(p.as_bytes())?,
+                    }
                     out.flush()?;
                     text.push_str(&p);
                 }
                 Err(e) => failed = Some(e),
             }
+        }
+        if let Some(w) = &mut wrap {
+            out.write_all(w.finish().as_bytes())?;
         }
         writeln!(out)?;
         let timings = gen.timings().clone();
