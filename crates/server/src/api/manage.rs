@@ -111,9 +111,8 @@ async fn show(
     let verbose = req.verbose;
     let v = blocking(move || {
         let m = inner.models.show(&name)?;
-        let file = gguf::GgufFile::open(&m.path).map_err(|e| {
-            ApiError::internal(format!("cannot read the GGUF metadata of {}: {e}", m.name))
-        })?;
+        let file = gguf::GgufFile::open(&m.path)
+            .map_err(|e| crate::models::unreadable_model(&m.name, &e))?;
         Ok(show_json(&m, &file, verbose))
     })
     .await?;

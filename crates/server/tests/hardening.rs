@@ -1,0 +1,157 @@
+//! What a hostile client or web page can make the server do: read or probe files through
+//! model names, drive it from another site's page, or hold its connections.
+
+mod support;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use serde_json::{json, Value};
+use server::models::StoreModels;
+use server::{app, AppState, Config};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use support::{base_model, post, send};
+
+fn router(models: StoreModels, config: Config) -> Router {
+    support::home();
+    let config = Config {
+        threads: Some(1),
+        ..config
+    };
+    app(AppState::new(config, Box::new(models)))
+}
+
+fn generate(model: &str) -> Value {
+    json!({"model": model, "prompt": "Hello", "raw": true, "stream": false, "options": {"num_predict": 2}})
+}
+
+/// A file whose first bytes are a secret, and a missing file beside it.
+fn secret_and_missing(dir: &Path) -> (String, String) {
+    let secret = dir.join("shadow");
+    std::fs::write(&secret, b"SECRET-PASSWORD-HASH\n").unwrap();
+    let missing = dir.join("no-such-file");
+    (
+        secret.to_string_lossy().into_owned(),
+        missing.to_string_lossy().into_owned(),
+    )
+}
+
+fn leaks_nothing(body: &str) {
+    for needle in ["SECR", "53, 45, 43, 52", "magic"] {
+        assert!(!body.contains(needle), "{needle:?} in {body}");
+    }
+}
+
+// ---- 3. Paths as model names ----
+
+/// Without --models-dir a path is refused with the same 400 whether the file exists or not,
+/// on every route that takes a model, and nothing of the file shows.
+#[tokio::test]
+async fn paths_are_refused_alike_whether_the_file_exists_or_not() {
+    let app = router(StoreModels::new(), Config::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, missing) = secret_and_missing(dir.path());
+    for (uri, body) in [
+        ("/api/generate", generate as fn(&str) -> Value),
+        ("/api/show", |m: &str| json!({ "model": m })),
+        (
+            "/v1/chat/completions",
+            |m: &str| json!({"model": m, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
+        ),
+        ("/api/embed", |m: &str| json!({"model": m, "input": "hi"})),
+    ] {
+        let a = send(&app, post(uri, &body(&secret))).await;
+        let b = send(&app, post(uri, &body(&missing))).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{uri}: {}", a.text());
+        assert_eq!((a.status, a.text()), (b.status, b.text()), "{uri}");
+        assert!(a.text().contains("--models-dir"), "{uri}: {}", a.text());
+        leaks_nothing(&a.text());
+    }
+    // The synthetic model, a real GGUF, is refused the same way.
+    let r = send(&app, post("/api/generate", &generate(&base_model()))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+}
+
+/// A copy of the synthetic model in a fresh directory.
+fn models_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.gguf");
+    std::fs::copy(base_model(), &model).unwrap();
+    (dir, model)
+}
+
+/// With --models-dir, files inside it load by absolute or relative path; anything outside
+/// (directly, through `..` or through a symbolic link) is "not found", like a missing file.
+#[tokio::test]
+async fn a_models_dir_admits_only_files_inside_it() {
+    let (dir, model) = models_dir();
+    let app = router(
+        StoreModels::with_models_dirs(&[dir.path().to_path_buf()]).unwrap(),
+        Config::default(),
+    );
+    for name in [model.to_string_lossy().into_owned(), "tiny.gguf".into()] {
+        let r = send(&app, post("/api/generate", &generate(&name))).await;
+        assert_eq!(r.status, StatusCode::OK, "{name}: {}", r.text());
+    }
+    let outside = tempfile::tempdir().unwrap();
+    let (secret, missing) = secret_and_missing(outside.path());
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&secret, dir.path().join("link.gguf")).unwrap();
+    let escape = format!(
+        "../{}/shadow",
+        outside.path().file_name().unwrap().to_string_lossy()
+    );
+    let names = [
+        secret.clone(),
+        base_model(),
+        "link.gguf".into(),
+        escape,
+        "/etc/passwd".into(),
+    ];
+    let expected = send(&app, post("/api/generate", &generate(&missing))).await;
+    assert_eq!(
+        expected.status,
+        StatusCode::NOT_FOUND,
+        "{}",
+        expected.text()
+    );
+    for name in names {
+        let r = send(&app, post("/api/generate", &generate(&name))).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{name}: {}", r.text());
+        let shown = r.text().replace(&name, "NAME");
+        assert_eq!(
+            shown,
+            expected.text().replace(&missing, "NAME"),
+            "{name}: the answer must not differ from a missing file's"
+        );
+        leaks_nothing(&r.text());
+    }
+}
+
+/// Loading errors are sorted by cause: a model hearth cannot run is the client's 400 with
+/// the reason; a file that is not GGUF is a 500 that quotes none of its bytes.
+#[tokio::test]
+async fn load_errors_are_sorted_by_cause_and_quote_no_file() {
+    let (dir, _) = models_dir();
+    let f = gguf::GgufFile::open(base_model()).unwrap();
+    let mut w = gguf::GgufWriter::from_file(&f).unwrap();
+    w.add("general.architecture", "mamba9");
+    w.write(&dir.path().join("mamba.gguf")).unwrap();
+    std::fs::write(dir.path().join("junk.gguf"), b"SECRET-PASSWORD-HASH\n").unwrap();
+    let app = router(
+        StoreModels::with_models_dirs(&[dir.path().to_path_buf()]).unwrap(),
+        Config::default(),
+    );
+    let r = send(&app, post("/api/generate", &generate("mamba.gguf"))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert!(r.text().contains("mamba9"), "{}", r.text());
+    for uri in ["/api/generate", "/api/show"] {
+        let r = send(&app, post(uri, &generate("junk.gguf"))).await;
+        assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.text());
+        assert!(r.text().contains("not a valid GGUF"), "{}", r.text());
+        leaks_nothing(&r.text());
+    }
+}
