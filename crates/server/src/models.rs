@@ -160,7 +160,7 @@ impl StoreModels {
     /// so a link out of the directory does not count). None when there is no such file, or
     /// it lies elsewhere: callers answer both the same way.
     fn file_in_dirs(&self, name: &str) -> Option<PathBuf> {
-        if self.dirs.is_empty() {
+        if self.dirs.is_empty() || climbs(name) {
             return None;
         }
         let given = Path::new(name);
@@ -187,6 +187,11 @@ impl StoreModels {
             return Ok(p);
         }
         match parsed {
+            // Refused for its text, like any other bad name.
+            _ if climbs(name) => Err(ApiError::invalid(
+                "model",
+                "model: a relative path may not contain `..`",
+            )),
             Ok(_) if !looks_like_path(name) => Err(not_found(name, "not in the store")),
             Err(e) if !looks_like_path(name) => Err(not_found(name, e)),
             // Decided from the text alone, so existence cannot be probed.
@@ -207,6 +212,15 @@ impl StoreModels {
             .with_code("model_not_found")),
         }
     }
+}
+
+/// Whether a relative path goes up a directory (`..`): out of any models directory. (An
+/// absolute path is judged once canonical.)
+fn climbs(name: &str) -> bool {
+    let p = Path::new(name);
+    !p.is_absolute()
+        && p.components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
 }
 
 /// Whether a name is meant as a file path rather than a store name.

@@ -84,7 +84,7 @@ fn models_dir() -> (tempfile::TempDir, PathBuf) {
 }
 
 /// With --models-dir, files inside it load by absolute or relative path; anything outside
-/// (directly, through `..` or through a symbolic link) is "not found", like a missing file.
+/// (directly or through a symbolic link) is "not found", like a missing file; `..` is a 400.
 #[tokio::test]
 async fn a_models_dir_admits_only_files_inside_it() {
     let (dir, model) = models_dir();
@@ -104,11 +104,14 @@ async fn a_models_dir_admits_only_files_inside_it() {
         "../{}/shadow",
         outside.path().file_name().unwrap().to_string_lossy()
     );
+    // A name that climbs out is refused for its text.
+    let r = send(&app, post("/api/generate", &generate(&escape))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{escape}: {}", r.text());
+    leaks_nothing(&r.text());
     let names = [
         secret.clone(),
         base_model(),
         "link.gguf".into(),
-        escape,
         "/etc/passwd".into(),
     ];
     let expected = send(&app, post("/api/generate", &generate(&missing))).await;
