@@ -5,6 +5,7 @@
 //! `Router::oneshot`; [`serve`] binds and runs it.
 
 pub mod api;
+pub mod cross_site;
 pub mod error;
 pub mod metrics;
 pub mod models;
@@ -378,6 +379,13 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return resp;
+        }
+    }
+    if cross_site::is_unsafe(req.method()) {
+        let checked = cross_site::check_origin(&s.config.cors_origins, req.headers())
+            .and_then(|()| cross_site::check_content_type(req.uri().path(), req.headers()));
+        if let Err(e) = checked {
+            return refuse(e);
         }
     }
     next.run(req).await

@@ -158,3 +158,166 @@ async fn load_errors_are_sorted_by_cause_and_quote_no_file() {
         leaks_nothing(&r.text());
     }
 }
+
+// ---- 4. Cross-site requests ----
+
+fn request(
+    uri: &str,
+    content_type: Option<&str>,
+    origin: Option<&str>,
+    body: &Value,
+) -> Request<Body> {
+    let mut b = Request::post(uri).header(header::HOST, "localhost:11434");
+    if let Some(ct) = content_type {
+        b = b.header(header::CONTENT_TYPE, ct);
+    }
+    if let Some(o) = origin {
+        b = b.header(header::ORIGIN, o);
+    }
+    b.body(Body::from(body.to_string())).unwrap()
+}
+
+/// Another site's page cannot generate, load, pin or unload a model, whatever it sends;
+/// hearth's own page (same origin) and origins named by --cors-origin can.
+#[tokio::test]
+async fn another_sites_page_cannot_generate_or_load_models() {
+    let model = base_model();
+    let app = router(support::models_store(), Config::default());
+    let chat = json!({"model": support::model(), "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2});
+    let cases = [
+        ("/api/generate", generate(&model)),
+        ("/api/generate", json!({"model": model, "keep_alive": -1})),
+        ("/api/generate", json!({"model": model, "keep_alive": 0})),
+        (
+            "/api/chat",
+            json!({"model": model, "messages": [], "keep_alive": -1}),
+        ),
+        ("/v1/chat/completions", chat.clone()),
+        (
+            "/v1/completions",
+            json!({"model": model, "prompt": "hi", "max_tokens": 2}),
+        ),
+        ("/v1/embeddings", json!({"model": model, "input": "hi"})),
+        ("/api/embed", json!({"model": model, "input": "hi"})),
+        (
+            "/v1/responses",
+            json!({"model": model, "input": "hi", "max_output_tokens": 2}),
+        ),
+        ("/tokenize", json!({"model": model, "content": "hi"})),
+    ];
+    for (uri, body) in &cases {
+        for ct in ["text/plain", "application/json"] {
+            for origin in ["https://evil.example", "null"] {
+                let r = send(&app, request(uri, Some(ct), Some(origin), body)).await;
+                assert_eq!(
+                    r.status,
+                    StatusCode::FORBIDDEN,
+                    "{uri} {ct} {origin}: {}",
+                    r.text()
+                );
+                assert!(r.text().contains("--cors-origin"), "{}", r.text());
+            }
+        }
+    }
+    assert!(
+        send(&app, support::get("/api/ps")).await.json()["models"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "nothing was loaded"
+    );
+    let own = send(
+        &app,
+        request(
+            "/api/generate",
+            Some("application/json"),
+            Some("http://localhost:11434"),
+            &generate(&model),
+        ),
+    )
+    .await;
+    assert_eq!(own.status, StatusCode::OK, "{}", own.text());
+    let app = router(
+        support::models_store(),
+        Config {
+            cors_origins: vec!["http://localhost:3000".into()],
+            ..Config::default()
+        },
+    );
+    let r = send(
+        &app,
+        request(
+            "/v1/chat/completions",
+            Some("application/json"),
+            Some("http://localhost:3000"),
+            &chat,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}
+
+/// JSON routes refuse bodies declared as something else (415, in each API's shape), and
+/// take JSON, no content type, and curl -d's form type.
+#[tokio::test]
+async fn json_routes_refuse_other_content_types() {
+    let model = base_model();
+    let app = router(support::models_store(), Config::default());
+    for ct in [
+        "text/plain",
+        "text/plain;charset=UTF-8",
+        "multipart/form-data; boundary=x",
+        "application/xml",
+    ] {
+        let r = send(
+            &app,
+            request("/api/generate", Some(ct), None, &generate(&model)),
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{ct}: {}",
+            r.text()
+        );
+        assert!(
+            r.json()["error"]
+                .as_str()
+                .unwrap()
+                .contains("application/json"),
+            "{}",
+            r.text()
+        );
+        let r = send(
+            &app,
+            request(
+                "/v1/completions",
+                Some(ct),
+                None,
+                &json!({"model": model, "prompt": "hi"}),
+            ),
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{ct}: {}",
+            r.text()
+        );
+        assert_eq!(
+            r.json()["error"]["type"],
+            "invalid_request_error",
+            "{}",
+            r.text()
+        );
+    }
+    for ct in [
+        Some("application/json"),
+        Some("application/json; charset=utf-8"),
+        None,
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let r = send(&app, request("/api/generate", ct, None, &generate(&model))).await;
+        assert_eq!(r.status, StatusCode::OK, "{ct:?}: {}", r.text());
+    }
+}
