@@ -7,6 +7,7 @@
 pub mod api;
 pub mod cross_site;
 pub mod error;
+pub mod listen;
 pub mod metrics;
 pub mod models;
 pub mod params;
@@ -57,6 +58,8 @@ pub struct Config {
     pub usage: Usage,
     /// Where the models' own chat templates are rendered (none: in this process).
     pub template_sandbox: TemplateSandbox,
+    /// Timeouts and the connection cap.
+    pub limits: listen::Limits,
 }
 
 /// A sandbox for chat templates; none by default.
@@ -101,6 +104,7 @@ impl Default for Config {
             max_loaded: DEFAULT_MAX_LOADED,
             usage: Usage::default(),
             template_sandbox: TemplateSandbox::default(),
+            limits: listen::Limits::default(),
         }
     }
 }
@@ -119,6 +123,8 @@ pub enum ServeError {
     BadCtx,
     #[error("--parallel must be between 1 and {MAX_PARALLEL}")]
     BadParallel,
+    #[error("{0} must be at least 1")]
+    BadLimit(&'static str),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -157,6 +163,16 @@ impl Config {
         }
         if !(1..=MAX_PARALLEL).contains(&self.parallel) {
             return Err(ServeError::BadParallel);
+        }
+        let l = &self.limits;
+        if l.header_timeout.is_zero() {
+            return Err(ServeError::BadLimit("--header-timeout"));
+        }
+        if l.body_timeout.is_zero() {
+            return Err(ServeError::BadLimit("--body-timeout"));
+        }
+        if l.max_connections == 0 {
+            return Err(ServeError::BadLimit("--max-connections"));
         }
         Ok(ip)
     }
@@ -404,12 +420,12 @@ pub async fn serve(
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
     on_listen(listener.local_addr()?);
+    let limits = config.limits;
     let state = AppState::new(config, models);
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    listen::run(listener, app(state), limits, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await;
     Ok(())
 }
 

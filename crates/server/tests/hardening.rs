@@ -321,3 +321,152 @@ async fn json_routes_refuse_other_content_types() {
         assert_eq!(r.status, StatusCode::OK, "{ct:?}: {}", r.text());
     }
 }
+
+// ---- 5. Slow or idle connections ----
+
+/// The real server on 127.0.0.1 with `limits`; stops when the test's runtime ends.
+async fn listening(limits: server::listen::Limits) -> SocketAddr {
+    let app = router(support::models_store(), Config::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(server::listen::run(
+        listener,
+        app,
+        limits,
+        std::future::pending(),
+    ));
+    addr
+}
+
+fn limits(header_secs: u64, max_connections: usize) -> server::listen::Limits {
+    server::listen::Limits {
+        header_timeout: Duration::from_secs(header_secs),
+        body_timeout: Duration::from_secs(1),
+        max_connections,
+    }
+}
+
+/// Whether the server closed `s` (EOF or reset) within `within`; bytes it sent are
+/// returned too.
+fn closed_within(s: &mut TcpStream, within: Duration) -> (bool, String) {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let start = Instant::now();
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (true, String::from_utf8_lossy(&got).into_owned()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (true, String::from_utf8_lossy(&got).into_owned())
+            }
+            Err(_) => return (false, String::from_utf8_lossy(&got).into_owned()),
+        }
+        if start.elapsed() > within {
+            return (false, String::from_utf8_lossy(&got).into_owned());
+        }
+    }
+}
+
+/// One whole request on a fresh connection: the status line.
+fn real_request(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (_, text) = closed_within(&mut s, Duration::from_secs(10));
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+/// A client that sends its headers a byte at a time is closed once the header timeout
+/// has passed, and so is one that stays idle after a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_clients_are_closed_after_the_header_timeout() {
+    let addr = listening(limits(1, 64)).await;
+    tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        let mut slow = TcpStream::connect(addr).unwrap();
+        slow.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut closed = false;
+        for b in b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+            .iter()
+            .cycle()
+        {
+            if slow.write_all(&[*b]).is_err() || slow.read(&mut [0u8; 64]).is_ok_and(|n| n == 0) {
+                closed = true;
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(8) {
+                break;
+            }
+        }
+        assert!(closed, "a slow client was held {:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            start.elapsed()
+        );
+
+        let mut idle = TcpStream::connect(addr).unwrap();
+        idle.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let (closed, text) = closed_within(&mut idle, Duration::from_secs(4));
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(closed, "an idle keep-alive connection was held");
+    })
+    .await
+    .unwrap();
+}
+
+/// Past the cap, a new connection closes the longest idle one (a half-open flood cannot
+/// lock real clients out); when every held connection is busy, the new one is closed at
+/// once. A body that stalls fails its request after the body timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_cap_keeps_room_for_real_requests() {
+    let addr = listening(limits(30, 4)).await;
+    tokio::task::spawn_blocking(move || {
+        let mut flood: Vec<TcpStream> = (0..4)
+            .map(|_| {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.write_all(b"GET /health HTTP/1.1\r\nHost: loc").unwrap();
+                s
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        for _ in 0..3 {
+            assert_eq!(real_request(addr), "HTTP/1.1 200 OK");
+        }
+        // The oldest half-open connections made room.
+        let (closed, _) = closed_within(&mut flood[0], Duration::from_secs(2));
+        assert!(closed, "the oldest half-open connection is still held");
+        drop(flood);
+
+        // Four busy requests (bodies that stall) fill the cap: one more is closed at once.
+        std::thread::sleep(Duration::from_millis(200));
+        let busy: Vec<TcpStream> = (0..4)
+            .map(|_| {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.write_all(
+                    b"POST /api/show HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"mo",
+                )
+                .unwrap();
+                s
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let mut extra = TcpStream::connect(addr).unwrap();
+        let _ = extra.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let start = Instant::now();
+        let (closed, text) = closed_within(&mut extra, Duration::from_secs(3));
+        assert!(closed && text.is_empty(), "{text}");
+        assert!(start.elapsed() < Duration::from_millis(500), "{:?}", start.elapsed());
+        // The stalled bodies fail after the body timeout (1 s), with an answer.
+        for mut s in busy {
+            let (_, text) = closed_within(&mut s, Duration::from_secs(4));
+            assert!(text.starts_with("HTTP/1.1 4"), "{text}");
+        }
+        assert_eq!(real_request(addr), "HTTP/1.1 200 OK");
+    })
+    .await
+    .unwrap();
+}
