@@ -111,13 +111,13 @@ impl Default for Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("refusing to listen on {0} without an API key: anyone who can reach it could use it. Give --api-key KEY (clients then send `Authorization: Bearer KEY`), or listen on 127.0.0.1")]
+    #[error("refusing to listen on {0} without an API key: anyone who can reach it could use it. Give --api-key KEY or set HEARTH_API_KEY (clients then send `Authorization: Bearer KEY`), or listen on 127.0.0.1")]
     PublicWithoutKey(String),
     #[error("--host {0:?} is not an IP address (use 127.0.0.1, ::1, 0.0.0.0 or an address of this machine)")]
     BadHost(String),
     #[error("invalid --cors-origin {0:?}: expected an origin such as http://localhost:3000")]
     BadOrigin(String),
-    #[error("--api-key must be 1 to 512 printable ASCII characters without spaces")]
+    #[error("the API key (--api-key or HEARTH_API_KEY) must be 1 to 512 printable ASCII characters without spaces")]
     BadKey,
     #[error("--ctx must be between 16 and {max}", max = params::MAX_TOKENS_LIMIT)]
     BadCtx,
@@ -125,7 +125,9 @@ pub enum ServeError {
     BadParallel,
     #[error("{0} must be at least 1")]
     BadLimit(&'static str),
-    #[error("cannot listen on {addr}: {source}")]
+    // The reason is the source, not in this text: `{:#}` prints the chain, and would say
+    // it twice.
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
