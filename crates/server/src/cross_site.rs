@@ -7,8 +7,9 @@
 //! Two rules, for every request that changes state or costs work (any method but GET, HEAD
 //! and OPTIONS):
 //! - **Origin.** Browsers send `Origin` on every cross-origin request of those methods; only
-//!   hearth's own page (same origin) and the origins named by `--cors-origin` may. Clients
-//!   that are not browsers (curl, the SDKs) send none, and are unaffected.
+//!   hearth's own page (same origin), the origins named by `--cors-origin` and desktop apps'
+//!   web views (`vscode-webview://…`, as Ollama allows) may. Clients that are not browsers
+//!   (curl, the SDKs) send none, and are unaffected.
 //! - **Content type.** A JSON body must not come as `text/plain`, `multipart/form-data` or
 //!   another non-JSON type (415), in case a browser or a proxy drops `Origin`. Accepted: JSON
 //!   types; no `Content-Type` at all (scripts and some clients send none, and a browser
@@ -30,6 +31,10 @@ fn takes_raw_bytes(path: &str) -> bool {
     path.starts_with("/api/blobs/")
 }
 
+/// Origins of desktop apps' web views (editor extensions, Tauri and Electron apps), which
+/// Ollama also allows by default: no web page can send them.
+const APP_SCHEMES: &[&str] = &["app://", "tauri://", "vscode-webview://", "vscode-file://"];
+
 /// Refuses a request from another site's page (403) unless `--cors-origin` allows it.
 pub fn check_origin(allowed: &[String], headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(origin) = headers.get(header::ORIGIN) else {
@@ -39,6 +44,9 @@ pub fn check_origin(allowed: &[String], headers: &HeaderMap) -> Result<(), ApiEr
     if allowed
         .iter()
         .any(|o| o == "*" || o.eq_ignore_ascii_case(&origin))
+        || APP_SCHEMES
+            .iter()
+            .any(|s| origin.to_ascii_lowercase().starts_with(s))
     {
         return Ok(());
     }
@@ -148,5 +156,10 @@ mod tests {
         assert!(check_origin(&["https://evil.example".into()], &other).is_ok());
         let null = headers(&[(header::HOST, "localhost:11434"), (header::ORIGIN, "null")]);
         assert!(check_origin(&[], &null).is_err());
+        let app = headers(&[
+            (header::HOST, "localhost:11434"),
+            (header::ORIGIN, "vscode-webview://1abc"),
+        ]);
+        assert!(check_origin(&[], &app).is_ok());
     }
 }

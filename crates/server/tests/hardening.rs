@@ -142,7 +142,7 @@ async fn load_errors_are_sorted_by_cause_and_quote_no_file() {
     let f = gguf::GgufFile::open(base_model()).unwrap();
     let mut w = gguf::GgufWriter::from_file(&f).unwrap();
     w.add("general.architecture", "mamba9");
-    w.write(&dir.path().join("mamba.gguf")).unwrap();
+    w.write(dir.path().join("mamba.gguf")).unwrap();
     std::fs::write(dir.path().join("junk.gguf"), b"SECRET-PASSWORD-HASH\n").unwrap();
     let app = router(
         StoreModels::with_models_dirs(&[dir.path().to_path_buf()]).unwrap(),
