@@ -72,7 +72,7 @@ fn server() -> Router {
         threads: Some(1),
         ..Config::default()
     };
-    app(AppState::new(config, Box::new(server::models::StoreModels)))
+    app(AppState::new(config, Box::new(support::models_store())))
 }
 
 fn delete(body: &Value) -> Request<Body> {

@@ -28,7 +28,10 @@ fn server(api_key: Option<&str>) -> Router {
         api_key: api_key.map(str::to_string),
         ..Config::default()
     };
-    app(AppState::new(config, Box::new(server::models::StoreModels)))
+    app(AppState::new(
+        config,
+        Box::new(server::models::StoreModels::new()),
+    ))
 }
 
 struct Reply {

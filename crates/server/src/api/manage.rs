@@ -50,41 +50,6 @@ fn required_name(model: Option<String>, name: Option<String>) -> Result<String, 
         .ok_or_else(|| ApiError::invalid("model", "model is required (the model's name)"))
 }
 
-/// Refuses model changes asked for by another site's page. A browser sends `Origin`, and a
-/// POST with a simple content type needs no CORS preflight, so the Host check alone would let
-/// any page a user visits pull, copy over or delete models. Clients that are not browsers
-/// send no `Origin`; hearth's own page is same-origin; `--cors-origin` allows others.
-fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return Ok(());
-    };
-    let origin = String::from_utf8_lossy(origin.as_bytes()).into_owned();
-    let allowed = &state.inner.config.cors_origins;
-    if allowed
-        .iter()
-        .any(|o| o == "*" || o.eq_ignore_ascii_case(&origin))
-    {
-        return Ok(());
-    }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
-    let origin_host = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"));
-    if origin_host.is_some_and(|o| !host.is_empty() && o.eq_ignore_ascii_case(host)) {
-        return Ok(());
-    }
-    Err(ApiError::new(
-        StatusCode::FORBIDDEN,
-        format!(
-            "a web page from {origin:?} may not pull, copy or delete models; start the \
-             server with --cors-origin {origin} to allow that page"
-        ),
-    ))
-}
-
 /// Runs blocking store work off the async threads.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
@@ -112,9 +77,8 @@ async fn show(
     let verbose = req.verbose;
     let v = blocking(move || {
         let m = inner.models.show(&name)?;
-        let file = gguf::GgufFile::open(&m.path).map_err(|e| {
-            ApiError::internal(format!("cannot read the GGUF metadata of {}: {e}", m.name))
-        })?;
+        let file = gguf::GgufFile::open(&m.path)
+            .map_err(|e| crate::models::unreadable_model(&m.name, &e))?;
         Ok(show_json(&m, &file, verbose))
     })
     .await?;
@@ -408,7 +372,6 @@ async fn upload_blob(
     axum::extract::Path(digest): axum::extract::Path<String>,
     body: Body,
 ) -> Result<Response, OllamaError> {
-    check_origin(&state, &headers)?;
     let digest = parse_digest(&digest)?;
     let inner = Arc::clone(&state.inner);
     let d = digest.clone();
@@ -631,10 +594,8 @@ fn create_spec(req: CreateRequest) -> Result<CreateSpec, ApiError> {
 /// The model is made before the answer starts, so a refusal keeps its HTTP status.
 async fn create(
     State(state): State<AppState>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OllamaError> {
-    check_origin(&state, &headers)?;
     let req: CreateRequest = parse_body(body)?;
     let stream = req.stream.unwrap_or(true);
     let spec = create_spec(req)?;
@@ -692,10 +653,8 @@ fn ended_early() -> ApiError {
 
 async fn pull(
     State(state): State<AppState>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OllamaError> {
-    check_origin(&state, &headers)?;
     let req: PullRequest = parse_body(body)?;
     let name = required_name(req.model, req.name)?;
     let stream = req.stream.unwrap_or(true);
@@ -806,10 +765,8 @@ struct DeleteRequest {
 /// `DELETE /api/delete`: 200 with an empty body, as Ollama answers.
 async fn remove(
     State(state): State<AppState>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OllamaError> {
-    check_origin(&state, &headers)?;
     let req: DeleteRequest = parse_body(body)?;
     let name = required_name(req.model, req.name)?;
     let inner = Arc::clone(&state.inner);
@@ -828,10 +785,8 @@ struct CopyRequest {
 /// `POST /api/copy`: 200 with an empty body, as Ollama answers.
 async fn copy(
     State(state): State<AppState>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OllamaError> {
-    check_origin(&state, &headers)?;
     let req: CopyRequest = parse_body(body)?;
     let inner = Arc::clone(&state.inner);
     blocking(move || inner.models.copy(&req.source, &req.destination)).await?;

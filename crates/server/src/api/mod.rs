@@ -143,8 +143,8 @@ pub async fn tool_format(
 ) -> Result<Option<engine::chat::tools::ToolFormat>, ApiError> {
     let model = resolve(state, name).await?;
     tokio::task::spawn_blocking(move || {
-        let file =
-            gguf::GgufFile::open(&model.path).map_err(|e| ApiError::internal(e.to_string()))?;
+        let file = gguf::GgufFile::open(&model.path)
+            .map_err(|e| crate::models::unreadable_model(&model.name, &e))?;
         Ok(engine::chat::model_template(&file).and_then(engine::chat::tools::ToolFormat::detect))
     })
     .await

@@ -241,9 +241,7 @@ impl Scheduler {
         let weight_bytes = std::fs::metadata(&job.model.path).map_or(0, |m| m.len());
         self.make_room(weight_bytes);
         let t = Instant::now();
-        let model = Model::load(&job.model.path).map_err(|e| {
-            ApiError::internal(format!("cannot load model {}: {e}", job.model.name))
-        })?;
+        let model = Model::load(&job.model.path).map_err(|e| load_error(&job.model.name, e))?;
         let load_time = t.elapsed();
         self.residents.push(Resident {
             name: job.model.name.clone(),
@@ -917,4 +915,21 @@ fn available_memory() -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// Why a model did not load, as an answer: a model hearth cannot run is the client's choice
+/// (400, with the reason); a file that is not valid GGUF is the server's trouble (500), and
+/// its details stay out, since they may quote the file's bytes.
+fn load_error(name: &str, e: engine::EngineError) -> ApiError {
+    use engine::EngineError as E;
+    match e {
+        E::Gguf(g) => crate::models::unreadable_model(name, &g),
+        E::UnsupportedArchitecture(..)
+        | E::NoArchitecture
+        | E::UnsupportedTensorType { .. }
+        | E::UnclaimedTensors { .. } => {
+            ApiError::bad_request(format!("cannot load model {name:?}: {e}"))
+        }
+        e => ApiError::internal(format!("cannot load model {name:?}: {e}")),
+    }
 }
