@@ -73,6 +73,8 @@ impl Sandbox for ProcessSandbox {
         let input = serde_json::to_vec(&request).map_err(|e| fail(e.to_string()))?;
         let mut child = Command::new(&self.exe)
             .arg(SUBCOMMAND)
+            // The sandbox renders untrusted templates: it gets no secret of the server's.
+            .env_remove("HEARTH_API_KEY")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

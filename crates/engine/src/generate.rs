@@ -31,6 +31,20 @@ pub struct GenerateOptions {
     /// allows end-of-generation only where the text is complete, and ends generation
     /// (`EndOfGeneration`) when nothing more can follow.
     pub constraint: Option<Constraint>,
+    /// Told how far prompt evaluation has got, after each batch (a long prompt can take
+    /// many seconds before the first token).
+    pub progress: Option<PromptProgress>,
+}
+
+/// A callback given (tokens evaluated so far, tokens in the prompt) after each batch of the
+/// prompt.
+#[derive(Clone)]
+pub struct PromptProgress(pub Arc<dyn Fn(usize, usize) + Send + Sync>);
+
+impl std::fmt::Debug for PromptProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PromptProgress")
+    }
 }
 
 impl Default for GenerateOptions {
@@ -44,6 +58,7 @@ impl Default for GenerateOptions {
             cancel: None,
             logprobs: None,
             constraint: None,
+            progress: None,
         }
     }
 }
@@ -301,6 +316,15 @@ impl Decoding {
         }
         self.flushed = true;
         let mut rest = std::mem::take(&mut self.held);
+        let length = matches!(
+            self.stop,
+            Some(StopReason::MaxTokens | StopReason::ContextFull)
+        );
+        if length {
+            // The token limit cut a character in its bytes: its rest was never generated, so
+            // there is no character to show (not a U+FFFD).
+            self.decoder.discard();
+        }
         if self.stop != Some(StopReason::StopString) {
             rest.push_str(&self.decoder.finish());
             // A stop string may still complete in the flushed tail.
@@ -382,14 +406,15 @@ pub struct Generator<'a, 'm> {
     failed: bool,
 }
 
-/// Evaluates `prompt` (in batches when it can be cancelled, so that a Ctrl-C does not wait
-/// for a long prompt). Returns the last logits and how many tokens were evaluated.
+/// Evaluates `prompt` (in batches when it can be cancelled or progress is wanted, so that a
+/// Ctrl-C does not wait for a long prompt). Returns the last logits and how many tokens were
+/// evaluated.
 fn eval_prompt(
     session: &mut Session<'_>,
     prompt: &[u32],
     opts: &GenerateOptions,
 ) -> Result<(Vec<f32>, usize), EngineError> {
-    if opts.cancel.is_none() {
+    if opts.cancel.is_none() && opts.progress.is_none() {
         return Ok((
             session.eval(prompt, LogitRows::Last)?.to_vec(),
             prompt.len(),
@@ -397,12 +422,15 @@ fn eval_prompt(
     }
     let mut logits = Vec::new();
     let mut done = 0;
-    for chunk in prompt.chunks(crate::model::DEFAULT_BATCH) {
+    for chunk in prompt.chunks(session.batch()) {
         if opts.cancelled() {
             break;
         }
         logits = session.eval(chunk, LogitRows::Last)?.to_vec();
         done += chunk.len();
+        if let Some(p) = &opts.progress {
+            (p.0)(done, prompt.len());
+        }
     }
     Ok((logits, done))
 }
@@ -561,6 +589,33 @@ mod tests {
         assert_eq!(gen.timings().prompt_tokens, 0);
         assert_eq!(gen.count(), 0);
         assert_eq!(session.pos(), 0);
+    }
+
+    #[test]
+    fn prompt_progress_is_told_after_each_batch() {
+        let model = synthetic();
+        let pool = Arc::new(ThreadPool::new(1));
+        let mut session = model.session(256, pool);
+        session.set_batch(64);
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        let opts = GenerateOptions {
+            max_tokens: 1,
+            sampler: SamplerConfig::greedy(),
+            progress: Some(PromptProgress(Arc::new(
+                move |done: usize, total: usize| {
+                    log.lock().unwrap().push((done, total));
+                },
+            ))),
+            ..GenerateOptions::default()
+        };
+        let prompt: Vec<u32> = (0..150).map(|i| i % 30 + 1).collect();
+        let gen = Generator::new(&mut session, &prompt, opts).unwrap();
+        assert_eq!(gen.timings().prompt_tokens, 150);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![(64, 150), (128, 150), (150, 150)]
+        );
     }
 
     #[test]

@@ -246,6 +246,11 @@ impl<'m> Session<'m> {
         self.pos = self.pos.min(pos);
     }
 
+    /// How many tokens one forward pass takes.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
     /// Sets how many tokens one forward pass takes (prompts are split into such batches).
     pub fn set_batch(&mut self, batch: usize) {
         self.batch = batch.max(1);

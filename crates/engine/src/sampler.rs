@@ -50,7 +50,21 @@ impl Default for SamplerConfig {
     }
 }
 
+/// The repeat penalty of an interactive chat (Ollama's default, over the last 64 tokens):
+/// without it small models often repeat a phrase until the token limit. [`SamplerConfig`]'s
+/// own default stays 1 (off), as in llama.cpp and OpenAI's API.
+pub const CHAT_REPEAT_PENALTY: f32 = 1.1;
+
 impl SamplerConfig {
+    /// The defaults of a chat with a person (`hearth run`, Ollama's API): [`Default`] plus
+    /// [`CHAT_REPEAT_PENALTY`].
+    pub fn chat() -> Self {
+        SamplerConfig {
+            repeat_penalty: CHAT_REPEAT_PENALTY,
+            ..SamplerConfig::default()
+        }
+    }
+
     pub fn greedy() -> Self {
         SamplerConfig {
             temperature: 0.0,

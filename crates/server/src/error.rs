@@ -53,7 +53,7 @@ impl ApiError {
     /// OpenAI's error `type` for this status.
     fn openai_type(&self) -> &'static str {
         match self.status.as_u16() {
-            400 | 404 | 413 | 422 => "invalid_request_error",
+            400 | 404 | 413 | 415 | 422 => "invalid_request_error",
             401 => "authentication_error",
             403 => "permission_error",
             429 | 503 => "server_overloaded",

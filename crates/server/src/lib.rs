@@ -5,7 +5,9 @@
 //! `Router::oneshot`; [`serve`] binds and runs it.
 
 pub mod api;
+pub mod cross_site;
 pub mod error;
+pub mod listen;
 pub mod metrics;
 pub mod models;
 pub mod params;
@@ -56,6 +58,8 @@ pub struct Config {
     pub usage: Usage,
     /// Where the models' own chat templates are rendered (none: in this process).
     pub template_sandbox: TemplateSandbox,
+    /// Timeouts and the connection cap.
+    pub limits: listen::Limits,
 }
 
 /// A sandbox for chat templates; none by default.
@@ -100,25 +104,30 @@ impl Default for Config {
             max_loaded: DEFAULT_MAX_LOADED,
             usage: Usage::default(),
             template_sandbox: TemplateSandbox::default(),
+            limits: listen::Limits::default(),
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("refusing to listen on {0} without an API key: anyone who can reach it could use it. Give --api-key KEY (clients then send `Authorization: Bearer KEY`), or listen on 127.0.0.1")]
+    #[error("refusing to listen on {0} without an API key: anyone who can reach it could use it. Give --api-key KEY or set HEARTH_API_KEY (clients then send `Authorization: Bearer KEY`), or listen on 127.0.0.1")]
     PublicWithoutKey(String),
     #[error("--host {0:?} is not an IP address (use 127.0.0.1, ::1, 0.0.0.0 or an address of this machine)")]
     BadHost(String),
     #[error("invalid --cors-origin {0:?}: expected an origin such as http://localhost:3000")]
     BadOrigin(String),
-    #[error("--api-key must be 1 to 512 printable ASCII characters without spaces")]
+    #[error("the API key (--api-key or HEARTH_API_KEY) must be 1 to 512 printable ASCII characters without spaces")]
     BadKey,
     #[error("--ctx must be between 16 and {max}", max = params::MAX_TOKENS_LIMIT)]
     BadCtx,
     #[error("--parallel must be between 1 and {MAX_PARALLEL}")]
     BadParallel,
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("{0} must be at least 1")]
+    BadLimit(&'static str),
+    // The reason is the source, not in this text: `{:#}` prints the chain, and would say
+    // it twice.
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -156,6 +165,16 @@ impl Config {
         }
         if !(1..=MAX_PARALLEL).contains(&self.parallel) {
             return Err(ServeError::BadParallel);
+        }
+        let l = &self.limits;
+        if l.header_timeout.is_zero() {
+            return Err(ServeError::BadLimit("--header-timeout"));
+        }
+        if l.body_timeout.is_zero() {
+            return Err(ServeError::BadLimit("--body-timeout"));
+        }
+        if l.max_connections == 0 {
+            return Err(ServeError::BadLimit("--max-connections"));
         }
         Ok(ip)
     }
@@ -380,6 +399,13 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
             return resp;
         }
     }
+    if cross_site::is_unsafe(req.method()) {
+        let checked = cross_site::check_origin(&s.config.cors_origins, req.headers())
+            .and_then(|()| cross_site::check_content_type(req.uri().path(), req.headers()));
+        if let Err(e) = checked {
+            return refuse(e);
+        }
+    }
     next.run(req).await
 }
 
@@ -396,12 +422,12 @@ pub async fn serve(
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
     on_listen(listener.local_addr()?);
+    let limits = config.limits;
     let state = AppState::new(config, models);
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    listen::run(listener, app(state), limits, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await;
     Ok(())
 }
 

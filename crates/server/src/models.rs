@@ -70,6 +70,10 @@ pub trait PullProgress: Send + Sync {
     fn note(&self, message: &str);
     /// The current transfer ended.
     fn finish(&self);
+    /// A flag that stops the pull when set (its client went away); None: it runs to its end.
+    fn cancel(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+        None
+    }
 }
 
 /// Where `/api/create` takes the model's bytes from.
@@ -117,8 +121,132 @@ pub trait ModelSource: Send + Sync + 'static {
     fn create(&self, spec: CreateSpec) -> Result<(String, String), ApiError>;
 }
 
-/// Models by store name (`HEARTH_HOME`), or a GGUF file by path.
-pub struct StoreModels;
+/// Models by store name (`HEARTH_HOME`) and, only when the operator named models
+/// directories (`hearth serve --models-dir`), GGUF files inside them.
+///
+/// Why not any path: a request naming `/etc/shadow` would otherwise make the server open
+/// it, and the answer (its first bytes in the error, or a different error when it is
+/// missing) would read or probe files on behalf of anyone who can reach the port.
+#[derive(Debug, Clone, Default)]
+pub struct StoreModels {
+    /// Canonical directories whose GGUF files may be named by path.
+    dirs: Vec<PathBuf>,
+}
+
+impl StoreModels {
+    /// Store names only: the server's default.
+    pub fn new() -> StoreModels {
+        StoreModels::default()
+    }
+
+    /// Store names, and paths to files inside `dirs` (absolute, or relative to a directory).
+    /// Each directory must exist; it is canonicalized once, here.
+    pub fn with_models_dirs(dirs: &[PathBuf]) -> std::io::Result<StoreModels> {
+        let dirs = dirs
+            .iter()
+            .map(|d| {
+                let c = std::fs::canonicalize(d).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("models directory {}: {e}", d.display()))
+                })?;
+                if !c.is_dir() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!("models directory {} is not a directory", d.display()),
+                    ));
+                }
+                Ok(c)
+            })
+            .collect::<std::io::Result<_>>()?;
+        Ok(StoreModels { dirs })
+    }
+
+    /// The file `name` names inside a models directory, canonical (symbolic links followed,
+    /// so a link out of the directory does not count). None when there is no such file, or
+    /// it lies elsewhere: callers answer both the same way.
+    fn file_in_dirs(&self, name: &str) -> Option<PathBuf> {
+        if self.dirs.is_empty() || climbs(name) {
+            return None;
+        }
+        let given = Path::new(name);
+        let candidates: Vec<PathBuf> = if given.is_absolute() {
+            vec![given.to_path_buf()]
+        } else {
+            self.dirs.iter().map(|d| d.join(given)).collect()
+        };
+        candidates.into_iter().find_map(|c| {
+            let c = std::fs::canonicalize(c).ok()?;
+            (self.dirs.iter().any(|d| c.starts_with(d)) && c.is_file()).then_some(c)
+        })
+    }
+
+    /// What a name that is not in the store means: a file inside a models directory, or
+    /// an answer that says nothing about the file system. `parsed` is the store parser's
+    /// verdict, for the message about a name that is neither.
+    fn by_path(
+        &self,
+        name: &str,
+        parsed: &Result<store::ModelName, store::StoreError>,
+    ) -> Result<PathBuf, ApiError> {
+        if let Some(p) = self.file_in_dirs(name) {
+            return Ok(p);
+        }
+        match parsed {
+            // Refused for its text, like any other bad name.
+            _ if climbs(name) => Err(ApiError::invalid(
+                "model",
+                "model: a relative path may not contain `..`",
+            )),
+            Ok(_) if !looks_like_path(name) => Err(not_found(name, "not in the store")),
+            Err(e) if !looks_like_path(name) => Err(not_found(name, e)),
+            // Decided from the text alone, so existence cannot be probed.
+            _ if self.dirs.is_empty() => Err(ApiError::invalid(
+                "model",
+                "model must be the name of a model in the store (see `hearth list`); paths \
+                 to files are not accepted over HTTP unless the server is started with \
+                 --models-dir DIR, and then only files inside DIR",
+            )),
+            // The same answer for a missing file and for one outside the directories.
+            _ => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "model {name:?} not found: a path must name a GGUF file inside the \
+                     server's models directory"
+                ),
+            )
+            .with_code("model_not_found")),
+        }
+    }
+}
+
+/// Whether a relative path goes up a directory (`..`): out of any models directory. (An
+/// absolute path is judged once canonical.)
+fn climbs(name: &str) -> bool {
+    let p = Path::new(name);
+    !p.is_absolute()
+        && p.components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+}
+
+/// Whether a name is meant as a file path rather than a store name.
+fn looks_like_path(name: &str) -> bool {
+    name.starts_with(['/', '.', '~'])
+        || name.contains('\\')
+        || name.contains("..")
+        || Path::new(name).is_absolute()
+        || name.to_ascii_lowercase().ends_with(".gguf")
+}
+
+/// A model file that cannot be read as GGUF, as an answer: the details (which may quote
+/// the file's first bytes) stay out of it.
+pub fn unreadable_model(name: &str, e: &gguf::GgufError) -> ApiError {
+    let why = match e {
+        gguf::GgufError::Io { .. } => "cannot be read",
+        _ => "is not a valid GGUF file",
+    };
+    ApiError::internal(format!(
+        "the file of model {name:?} {why}; `hearth show` on the server's machine says more"
+    ))
+}
 
 fn not_found(name: &str, why: impl std::fmt::Display) -> ApiError {
     ApiError::new(
@@ -153,8 +281,11 @@ pub fn store_error(e: store::StoreError) -> ApiError {
         E::NotFound { .. } | E::UnknownModel { .. } | E::NoHubFile { .. } => StatusCode::NOT_FOUND,
         E::AlreadyExists { .. } => StatusCode::CONFLICT,
         E::Offline { .. } => StatusCode::FORBIDDEN,
+        // Nobody reads it: its client has gone away.
+        E::Cancelled => StatusCode::REQUEST_TIMEOUT,
         E::BadListing { .. }
         | E::Http { .. }
+        | E::Unreachable { .. }
         | E::SizeMismatch { .. }
         | E::HashMismatch { .. }
         | E::Pip { .. }
@@ -213,26 +344,29 @@ impl ModelSource for StoreModels {
         if name.is_empty() {
             return Err(ApiError::invalid("model", "model is required"));
         }
-        if Path::new(name).is_file() {
-            return Ok(ModelRef {
-                name: name.to_string(),
-                path: PathBuf::from(name),
-                system: None,
-                params: store::Params::default(),
-            });
+        let parsed = store::ModelName::parse(name);
+        if let Ok(n) = &parsed {
+            let store = open_store()?;
+            match store.resolve(n) {
+                Ok(Some(r)) => {
+                    return Ok(ModelRef {
+                        name: name.to_string(),
+                        path: r.path,
+                        system: r.system,
+                        params: r.params,
+                    })
+                }
+                Ok(None) => {}
+                Err(e) => return Err(not_found(name, e)),
+            }
         }
-        let parsed = store::ModelName::parse(name).map_err(|e| not_found(name, e))?;
-        let store = store::Store::open_default().map_err(|e| ApiError::internal(e.to_string()))?;
-        match store.resolve(&parsed) {
-            Ok(Some(r)) => Ok(ModelRef {
-                name: name.to_string(),
-                path: r.path,
-                system: r.system,
-                params: r.params,
-            }),
-            Ok(None) => Err(not_found(name, "not in the store")),
-            Err(e) => Err(not_found(name, e)),
-        }
+        let path = self.by_path(name, &parsed)?;
+        Ok(ModelRef {
+            name: name.to_string(),
+            path,
+            system: None,
+            params: store::Params::default(),
+        })
     }
 
     fn list(&self) -> Result<Vec<ModelEntry>, ApiError> {
@@ -255,33 +389,42 @@ impl ModelSource for StoreModels {
     }
 
     fn show(&self, name: &str) -> Result<ModelShow, ApiError> {
-        if !name.is_empty() && Path::new(name).is_file() {
+        if name.is_empty() {
+            return Err(ApiError::invalid("model", "model is required"));
+        }
+        let parsed = store::ModelName::parse(name);
+        if let Err(e) = &parsed {
+            if self.dirs.is_empty() && !looks_like_path(name) {
+                return Err(ApiError::invalid("model", format!("model: {e}")));
+            }
+        }
+        let found = match &parsed {
+            Ok(n) => open_store()?.find(n).map_err(store_error)?,
+            Err(_) => None,
+        };
+        let Some((m, path)) = found else {
+            let path = self.by_path(name, &parsed)?;
             return Ok(ModelShow {
                 name: name.to_string(),
-                path: PathBuf::from(name),
+                modified: file_modified(&path),
+                path,
                 digest: None,
-                modified: file_modified(Path::new(name)),
                 license: None,
                 system: None,
                 params: store::Params::default(),
                 base: None,
             });
-        }
-        let parsed = parse_name("model", name)?;
-        match open_store()?.find(&parsed) {
-            Ok(Some((m, path))) => Ok(ModelShow {
-                name: m.name.to_string(),
-                path,
-                digest: Some(m.digest.to_string()),
-                modified: m.modified,
-                license: m.license,
-                system: m.system,
-                params: m.params,
-                base: m.base.map(|b| b.to_string()),
-            }),
-            Ok(None) => Err(not_found(name, "not in the store")),
-            Err(e) => Err(store_error(e)),
-        }
+        };
+        Ok(ModelShow {
+            name: m.name.to_string(),
+            path,
+            digest: Some(m.digest.to_string()),
+            modified: m.modified,
+            license: m.license,
+            system: m.system,
+            params: m.params,
+            base: m.base.map(|b| b.to_string()),
+        })
     }
 
     fn delete(&self, name: &str) -> Result<(), ApiError> {
@@ -325,7 +468,21 @@ impl ModelSource for StoreModels {
         };
         let made = match &spec.from {
             CreateFrom::Blob(d) => store.create_from_blob(&name, d, spec.license, &opts),
-            CreateFrom::File(p) => store.create_from_own_file(&name, p, &opts),
+            // As for generation: only files inside a models directory, and one answer for
+            // a file elsewhere and a missing one.
+            CreateFrom::File(p) => match self.file_in_dirs(&p.to_string_lossy()) {
+                Some(inside) => store.create_from_own_file(&name, &inside, &opts),
+                None => {
+                    return Err(ApiError::invalid(
+                        "from",
+                        format!(
+                            "from {:?}: a path must name a GGUF file inside a directory the \
+                             server was started with (--models-dir DIR)",
+                            p.display().to_string()
+                        ),
+                    ))
+                }
+            },
             CreateFrom::Model(base) => {
                 let base_name = parse_name("from", base)?;
                 match store.create_preset(&name, &base_name, &opts) {
@@ -347,6 +504,7 @@ impl ModelSource for StoreModels {
         })?;
         // pip's own output would go to the server's terminal, not to the client.
         opts.show_pip_output = false;
+        opts.cancel = progress.cancel();
         let store = open_store()?;
         let adapter = StoreProgress {
             out: progress,

@@ -1,10 +1,13 @@
 //! The inference worker: one thread that owns the loaded models and runs every request on
 //! them. Requests to one model run as parallel sequences decoded together, one forward pass
-//! per step for all of them (see `scheduler`). Jobs wait in a bounded queue (full: 503);
+//! per step for all of them (see `scheduler`). A job holds a [`Slot`] from submission until it
+//! ends; there are `parallel + queue` of them (none left: 503), so requests that arrive together
+//! while the thread is busy are not refused when sequences are free;
 //! results go back through an unbounded channel per request, so a slow reader never stalls
 //! the others; a dropped channel or a set cancel flag ends that sequence at the next step.
 
 mod embed;
+mod fit;
 mod prep;
 mod scheduler;
 
@@ -26,9 +29,11 @@ use tokio::sync::mpsc;
 /// What to do.
 #[derive(Debug, Clone)]
 pub enum Input {
-    /// Rendered with the model's chat template.
+    /// Rendered with the model's chat template; control-token text inside the messages stays
+    /// text (only the template's own markup gives control tokens).
     Chat(Vec<Message>),
-    /// Tokenized as it is (control-token text is parsed).
+    /// Tokenized as it is, control-token text parsed as llama.cpp does for a raw prompt
+    /// (/v1/completions, /api/generate with `raw`): whoever writes it writes the markup.
     Raw(String),
     /// Only load the model.
     Load,
@@ -88,7 +93,7 @@ impl std::fmt::Debug for ModelTask {
 /// How many tokens to generate.
 #[derive(Debug, Clone, Copy)]
 pub enum Budget {
-    /// The client's number: prompt + this over the context is a 400.
+    /// The client's number: cut to the room the prompt leaves in the context.
     Exactly(usize),
     /// Until the context is full.
     Fill,
@@ -290,7 +295,7 @@ pub struct Status {
 /// How the worker runs.
 pub struct WorkerConfig {
     pub pool: Arc<ThreadPool>,
-    /// Jobs that may wait (more: 503).
+    /// Jobs that may wait when every sequence is taken (more: 503).
     pub queue_capacity: usize,
     /// Sequences decoded together.
     pub parallel: usize,
@@ -305,16 +310,34 @@ pub struct WorkerConfig {
 
 /// The handle the HTTP side holds.
 pub struct Worker {
-    queue: SyncSender<Job>,
+    queue: SyncSender<(Job, Slot)>,
     status: Arc<Mutex<Status>>,
     /// Jobs submitted and not yet taken by the worker.
     waiting: Arc<AtomicUsize>,
+    /// Jobs submitted and not yet ended (waiting, being admitted or running).
+    held: Arc<AtomicUsize>,
+    /// Free sequences plus queue places: how many jobs may be held at once.
+    capacity: usize,
+}
+
+/// A job's place in the worker, from submission until it ends (dropped with its sequence, or
+/// when the worker is done with a job that runs no sequence). Counting these, not the jobs
+/// in the channel, is what makes admission exact: the thread drains the channel only between
+/// forward passes, so a channel as deep as the queue refused requests while sequences were free.
+pub(crate) struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Worker {
     /// Starts the worker thread.
     pub fn start(config: WorkerConfig) -> Worker {
-        let (tx, rx) = sync_channel::<Job>(config.queue_capacity.max(1));
+        let capacity = config.parallel.max(1) + config.queue_capacity.max(1);
+        // Never full while slots are left: the slots bound it.
+        let (tx, rx) = sync_channel::<(Job, Slot)>(capacity);
         let status = Arc::new(Mutex::new(Status::default()));
         let waiting = Arc::new(AtomicUsize::new(0));
         let shared = scheduler::Shared {
@@ -329,21 +352,29 @@ impl Worker {
             queue: tx,
             status,
             waiting,
+            held: Arc::new(AtomicUsize::new(0)),
+            capacity,
         }
     }
 
-    /// Queues a job; a full queue is a 503 with Retry-After.
+    /// Queues a job; with every sequence and queue place taken, a 503 with Retry-After.
     pub fn submit(&self, job: Job) -> Result<(), ApiError> {
+        let busy = || ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is busy (every sequence and queue place is taken); try again shortly",
+            )
+        };
+        if self.held.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.held.fetch_sub(1, Ordering::AcqRel);
+            return Err(busy());
+        }
+        let slot = Slot(Arc::clone(&self.held));
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        let refused = match self.queue.try_send(job) {
+        let refused = match self.queue.try_send((job, slot)) {
             Ok(()) => return Ok(()),
-            Err(TrySendError::Full(_)) => ApiError {
-                retry_after: Some(1),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the server is busy (the request queue is full); try again shortly",
-                )
-            },
+            Err(TrySendError::Full(_)) => busy(),
             Err(TrySendError::Disconnected(_)) => {
                 ApiError::internal("the inference worker has stopped")
             }

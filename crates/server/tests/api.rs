@@ -296,12 +296,7 @@ async fn bad_numbers_are_400_naming_the_field() {
             chat_body(json!({"response_format": {"type": "xml"}})),
             "response_format",
         ),
-        // Prompt + max_tokens over the context (256 for this model).
-        (
-            "/v1/chat/completions",
-            chat_body(json!({"max_tokens": 1000})),
-            "max_tokens",
-        ),
+        // (Prompt + max_tokens over the context is served, capped: prompt_and_admission.rs.)
         (
             "/v1/completions",
             json!({"model": model(), "prompt": "x", "max_tokens": -1}),

@@ -28,7 +28,10 @@ fn server(api_key: Option<&str>) -> Router {
         api_key: api_key.map(str::to_string),
         ..Config::default()
     };
-    app(AppState::new(config, Box::new(server::models::StoreModels)))
+    app(AppState::new(
+        config,
+        Box::new(server::models::StoreModels::new()),
+    ))
 }
 
 struct Reply {
@@ -100,6 +103,11 @@ async fn assets_have_their_content_types() {
             "text/javascript; charset=utf-8",
             "export function renderMarkdown",
         ),
+        (
+            "/highlight.js",
+            "text/javascript; charset=utf-8",
+            "export function highlight",
+        ),
         ("/style.css", "text/css; charset=utf-8", ":root"),
         ("/icon.svg", "image/svg+xml", "<svg"),
     ] {
@@ -123,7 +131,14 @@ async fn assets_have_their_content_types() {
 #[tokio::test]
 async fn page_needs_no_key_but_the_api_does() {
     let app = server(Some("s3cret"));
-    for path in ["/", "/app.js", "/markdown.js", "/style.css", "/icon.svg"] {
+    for path in [
+        "/",
+        "/app.js",
+        "/markdown.js",
+        "/highlight.js",
+        "/style.css",
+        "/icon.svg",
+    ] {
         assert_eq!(get(&app, path, None).await.status, StatusCode::OK, "{path}");
     }
     let r = get(&app, "/api/tags", None).await;

@@ -60,6 +60,16 @@ pub enum StoreError {
         retryable: bool,
     },
 
+    /// The server never answered (no DNS, connection refused, no route, timeout): a network
+    /// that blocks the host, not a fault of the file.
+    #[error("{url}: cannot reach the server: {reason}")]
+    Unreachable { url: String, reason: String },
+
+    /// The pull's cancel flag was set (Ctrl-C, SIGTERM, a client that went away). What was
+    /// downloaded is kept for the next pull.
+    #[error("the pull was cancelled")]
+    Cancelled,
+
     #[error("{what}: expected {expected} bytes, got {got}")]
     SizeMismatch {
         what: String,

@@ -126,6 +126,7 @@ impl Store {
                 retries: opts.retries,
                 progress,
                 label: &label,
+                cancel: opts.cancel.as_deref(),
             },
         )?;
         if let Err(e) = gguf::GgufFile::open(&partial) {

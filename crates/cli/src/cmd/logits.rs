@@ -14,7 +14,7 @@ pub struct Args {
     top: usize,
     #[arg(long)]
     threads: Option<usize>,
-    /// Print JSON: one array per position of {"id", "logit"}, best first.
+    /// Print JSON: one array per position of {"id", "text", "logit"}, best first.
     #[arg(long)]
     json: bool,
 }
@@ -22,6 +22,8 @@ pub struct Args {
 #[derive(Serialize)]
 struct Entry {
     id: u32,
+    /// The token as text (control tokens by name), so ids need no lookup.
+    text: String,
     logit: f32,
 }
 
@@ -45,25 +47,27 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let logits = session
         .eval(&a.tokens, LogitRows::All)
         .context("evaluation failed")?;
+    let text = |id: u32| model.tokenizer().decode(&[id], true);
     let rows: Vec<Vec<Entry>> = logits
         .chunks_exact(n_vocab)
-        .map(|row| top_k(row, a.top))
+        .map(|row| top_k(row, a.top, &text))
         .collect();
     if a.json {
         crate::outln!("{}", serde_json::to_string(&rows)?)?;
     } else {
-        for (pos, row) in rows.iter().enumerate() {
-            let text: Vec<String> = row
+        // Position, the token there, then the best next tokens: id, text, logit.
+        for ((pos, row), &input) in rows.iter().enumerate().zip(&a.tokens) {
+            let best: Vec<String> = row
                 .iter()
-                .map(|e| format!("{}:{:.4}", e.id, e.logit))
+                .map(|e| format!("{} {:?} {:.4}", e.id, e.text, e.logit))
                 .collect();
-            crate::outln!("{pos}\t{}", text.join(" "))?;
+            crate::outln!("{pos}\t{input} {:?}\t-> {}", text(input), best.join(" | "))?;
         }
     }
     Ok(())
 }
 
-fn top_k(row: &[f32], k: usize) -> Vec<Entry> {
+fn top_k(row: &[f32], k: usize, text: &dyn Fn(u32) -> String) -> Vec<Entry> {
     let mut idx: Vec<u32> = (0..row.len() as u32).collect();
     let k = k.min(idx.len());
     let cmp = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
@@ -73,6 +77,7 @@ fn top_k(row: &[f32], k: usize) -> Vec<Entry> {
     idx.into_iter()
         .map(|id| Entry {
             id,
+            text: text(id),
             logit: row[id as usize],
         })
         .collect()

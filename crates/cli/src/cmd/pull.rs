@@ -7,6 +7,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::cell::RefCell;
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 use store::{
     catalog, ModelInfo, ModelName, Progress, PullOptions, PullOutcome, PullReport, Resolved, Store,
@@ -32,7 +34,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if let Some(why) = known_arch.as_deref().and_then(super::unsupported) {
         eprintln!("note: hearth cannot run {name} yet: {why}; pulling it anyway");
     }
-    let report = pull_with_progress(&store, &name, a.offline)?;
+    let cancel = stop_on_signals()?;
+    let report = match pull_cancellable(&store, &name, a.offline, Some(cancel)) {
+        Err(e) if is_cancelled(&e) => {
+            eprintln!("pull stopped; `hearth pull {name}` again goes on from what was kept");
+            std::process::exit(130);
+        }
+        r => r?,
+    };
     if known_arch.is_none() {
         let arch = ModelInfo::read(&report.path)
             .ok()
@@ -79,14 +88,49 @@ pub fn pull_with_progress(
     name: &ModelName,
     offline: bool,
 ) -> anyhow::Result<PullReport> {
+    pull_cancellable(store, name, offline, None)
+}
+
+/// [`pull_with_progress`] that stops (killing pip) once `cancel` is set.
+fn pull_cancellable(
+    store: &Store,
+    name: &ModelName,
+    offline: bool,
+    cancel: Option<Arc<AtomicBool>>,
+) -> anyhow::Result<PullReport> {
     let mut opts = PullOptions::from_env()?;
     opts.offline |= offline;
+    opts.cancel = cancel;
     // pip shows its own bar (bytes, rate, ETA) when a person is watching.
     opts.show_pip_output = std::io::stderr().is_terminal();
     let bar = Bar::default();
     let result = store.pull(name, &opts, &bar);
     bar.finish();
     Ok(result?)
+}
+
+/// A flag that SIGINT and SIGTERM set, for the rest of the process (`hearth pull` ends with
+/// its pull): the pull then stops and kills pip, which would otherwise go on downloading
+/// after hearth died. A second signal ends the process at once.
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        // Registered first, so that it sees the flag before this signal sets it.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&flag))
+            .context("cannot handle signals")?;
+        signal_hook::flag::register(sig, Arc::clone(&flag)).context("cannot handle signals")?;
+    }
+    Ok(flag)
+}
+
+fn is_cancelled(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<store::StoreError>(),
+            Some(store::StoreError::Cancelled)
+        )
+    })
 }
 
 /// The GGUF file for a store name, pulled first when it is absent (unless offline).

@@ -176,7 +176,7 @@ fn simd() -> Simd {
     s
 }
 
-fn kernel_path() -> KernelPath {
+pub(crate) fn kernel_path() -> KernelPath {
     let f = kernels::simd::features();
     let detected = kernels::simd::detected();
     let name = f.describe();

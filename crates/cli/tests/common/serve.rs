@@ -21,7 +21,8 @@ impl Drop for Server {
 
 /// `hearth serve --host 127.0.0.1 --port 0 --threads 2` plus `args`, with `env` set on the
 /// command (HEARTH_HOME at least; HEARTH_OFFLINE only when `env` sets it); waits until it
-/// says where it listens.
+/// says where it listens. The tests name models by path in the test-model cache, the
+/// synthetic models and temporary directories: those are the server's `--models-dir`s.
 pub fn start(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
     cmd.args([
@@ -32,11 +33,16 @@ pub fn start(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Server {
         "0",
         "--threads",
         "2",
-    ])
-    .args(args)
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .env_remove("HEARTH_OFFLINE");
+    ]);
+    let synthetic =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/synthetic");
+    for dir in [testutil::cache_dir(), std::env::temp_dir(), synthetic] {
+        cmd.arg("--models-dir").arg(dir);
+    }
+    cmd.args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .env_remove("HEARTH_OFFLINE");
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -1,6 +1,8 @@
 // Drives hearth's web page in headless Chromium. Run by crates/cli/tests/web_page.rs, which
 // starts `hearth serve` and passes everything through the environment:
-//   E2E_SCENARIO        "main" (chat, stream, stop, reload, XSS, conversations) or "key"
+//   E2E_SCENARIO        "main" (chat, stream, stop, regenerate, edit, reload, XSS,
+//                       conversations, export and import), "key" (the API key, structured
+//                       output) or "markdown" (markdown.js and highlight.js case by case)
 //   E2E_BASE            the server, e.g. http://127.0.0.1:PORT
 //   E2E_MODEL           the store model to pick (and the page's default)
 //   E2E_BASE_MODEL      a base model in the store, listed first: labelled, never the default
@@ -214,6 +216,8 @@ async function mainScenario() {
   log("stopped answer stats:", stats);
   assert.match(stats, /stopped/);
   assert.match(stats, /first token \d/);
+  // The server's count never comes for a stopped answer; the page counts what streamed.
+  assert.match(stats, /≈[1-9]\d* answer tokens/, "a stopped answer shows its token count");
   const stoppedText = await answerText(page);
   assert.ok(stoppedText.length >= samples[samples.length - 1].length);
   // Nothing more arrives after Stop.
@@ -249,8 +253,8 @@ async function mainScenario() {
   await page.press("#conversations input.rename", "Enter");
   assert.equal(await title.textContent(), "Counting test");
 
-  // A model answer (and a user message) carrying HTML must show as text. The answer is
-  // served by an intercepted /api/chat so its content is certain.
+  // A model answer (and a user message) carrying HTML must show as text. The answers are
+  // served by an intercepted /api/chat so their content is certain.
   const answer = [
     `Here it is: ${XSS} and **bold** with \`${XSS}\``,
     "",
@@ -261,21 +265,22 @@ async function mainScenario() {
     "",
     "- [a link](javascript:alert(3))",
     "- [a good link](https://example.com/docs)",
+    "",
+    "| Name | Payload | Count |",
+    "|:-----|:-------:|------:|",
+    `| **cell** | ${XSS} | 42 |`,
+    "| `code` | <script>alert(4)</script> | 7 |",
+    "",
+    "```js",
+    "// Adds one.",
+    "const add = (n) => n + 1; // <img src=y onerror=alert(5)>",
+    `let s = "<script>alert(6)</script>";`,
+    "```",
   ].join("\n");
-  await page.route("**/api/chat", async (route) => {
-    const pieces = answer.match(/[\s\S]{1,7}/g);
-    const lines = pieces.map((p) => JSON.stringify({ model, message: { role: "assistant", content: p }, done: false }));
-    lines.push(JSON.stringify({
-      model, message: { role: "assistant", content: "" }, done: true, done_reason: "stop",
-      total_duration: 120000000, load_duration: 1000000, prompt_eval_count: 12, prompt_eval_duration: 20000000,
-      eval_count: pieces.length, eval_duration: 100000000,
-    }));
-    await route.fulfill({ status: 200, contentType: "application/x-ndjson", body: lines.join("\n") + "\n" });
-  });
+  const chat = await fakeChat(page, [answer, "Second answer, written again.", "Answer to the follow-up.", "Answer to the edited question."]);
   await page.click("#new-chat");
   await sendMessage(page, `Please repeat ${XSS}`);
   await waitForAnswerDone(page);
-  await page.unroute("**/api/chat");
   const userText = await page.locator("#messages .msg.user .msg-body").last().textContent();
   assert.equal(userText, `Please repeat ${XSS}`, "user text is shown literally");
   const shown = await answerText(page);
@@ -283,19 +288,78 @@ async function mainScenario() {
   assert.ok(shown.includes("<script>alert(2)</script>"));
   assert.equal(await page.locator("#messages img").count(), 0, "no <img> in the messages");
   assert.equal(await page.locator("#messages script").count(), 0, "no <script> in the messages");
-  assert.equal(await page.locator("#messages strong").count(), 1, "Markdown bold is rendered");
-  assert.equal(await page.locator("#messages figure.code button.copy").count(), 1, "code block with a copy button");
-  assert.equal(await page.locator("#messages figure.code code").textContent(), `${XSS}\n<script>alert(2)</script>`);
+  assert.equal(await page.locator("#messages strong").count(), 2, "Markdown bold is rendered (text and table)");
+  assert.equal(await page.locator("#messages figure.code button.copy").count(), 2, "code blocks with a copy button");
+  assert.equal(await page.locator("#messages figure.code code").first().textContent(), `${XSS}\n<script>alert(2)</script>`);
   const hrefs = await page.locator("#messages a").evaluateAll((as) => as.map((a) => [a.href, a.rel]));
   assert.deepEqual(hrefs, [["https://example.com/docs", "noopener noreferrer nofollow"]], "only http(s) links");
+  // The table: header, alignment, cells as text.
+  const table = page.locator("#messages table");
+  assert.equal(await table.count(), 1, "the pipe table is a table");
+  assert.deepEqual(await table.locator("th").allTextContents(), ["Name", "Payload", "Count"]);
+  assert.deepEqual(await table.locator("th").evaluateAll((ths) => ths.map((t) => getComputedStyle(t).textAlign)), ["left", "center", "right"]);
+  assert.deepEqual(await table.locator("tbody tr").evaluateAll((trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent))), [
+    ["cell", XSS, "42"],
+    ["code", "<script>alert(4)</script>", "7"],
+  ]);
+  // The JavaScript block is highlighted; its text is exactly the code.
+  const js = page.locator('#messages figure.code code[data-lang="js"]');
+  assert.equal(await js.textContent(), `// Adds one.\nconst add = (n) => n + 1; // <img src=y onerror=alert(5)>\nlet s = "<script>alert(6)</script>";`);
+  const tokens = await js.locator("span").evaluateAll((ss) => ss.map((s) => `${s.className}:${s.textContent}`));
+  for (const t of ["tok-com:// Adds one.", "tok-kw:const", "tok-num:1", "tok-kw:let", 'tok-str:"<script>alert(6)</script>"', "tok-com:// <img src=y onerror=alert(5)>"]) {
+    assert.ok(tokens.includes(t), `highlighted ${t} in ${tokens.join(" | ")}`);
+  }
+  assert.notEqual(await js.locator(".tok-kw").first().evaluate((s) => getComputedStyle(s).color), await js.evaluate((c) => getComputedStyle(c).color), "keywords have their own colour");
   await page.waitForTimeout(300);
   checkProblems();
-  log("XSS payload shown as text; no image, no script, no dialog");
+  log("XSS payload shown as text (also in a table and highlighted code); no image, no script, no dialog");
+  await lastAnswer(page).locator("table").scrollIntoViewIfNeeded();
   await screenshot(page, "web-desktop");
+
+  // Regenerate: the last answer is asked for again, without the old one in the history.
+  assert.equal(await page.locator("#messages .msg.assistant button.regenerate").count(), 1, "Regenerate on the last answer");
+  await lastAnswer(page).getByRole("button", { name: "Regenerate" }).click();
+  await waitForAnswerDone(page);
+  assert.deepEqual(chat.requests[1], [{ role: "user", content: `Please repeat ${XSS}` }], "regenerating sends the question alone");
+  assert.equal(await answerText(page), "Second answer, written again.");
+  assert.equal(await page.locator("#messages .msg").count(), 2, "the answer was replaced, not added");
+  // A follow-up, then an edit of the first question: what came after it is replaced.
+  await sendMessage(page, "A follow-up question.");
+  await waitForAnswerDone(page);
+  assert.equal(await page.locator("#messages .msg").count(), 4);
+  assert.equal(await page.locator("#messages .msg.assistant button.regenerate").count(), 1, "Regenerate only on the last answer");
+  const firstUser = page.locator("#messages .msg.user").first();
+  await firstUser.getByRole("button", { name: "Edit" }).click();
+  const editor = firstUser.locator("form.edit textarea");
+  assert.equal(await editor.inputValue(), `Please repeat ${XSS}`);
+  assert.match(await firstUser.locator("form.edit").textContent(), /replaces the 3 messages after this one/);
+  await screenshot(page, "web-edit");
+  // Esc cancels and keeps everything.
+  await editor.press("Escape");
+  assert.equal(await page.locator("#messages .msg").count(), 4, "a cancelled edit changes nothing");
+  await firstUser.getByRole("button", { name: "Edit" }).click();
+  await editor.fill("An edited question.");
+  await editor.press("Enter");
+  await waitForAnswerDone(page);
+  assert.deepEqual(chat.requests[3], [{ role: "user", content: "An edited question." }], "the edit is sent without what followed it");
+  assert.deepEqual(await page.locator("#messages .msg .msg-body").allTextContents(), ["An edited question.", "Answer to the edited question."]);
+  assert.equal(await page.locator("#conversations .conv.active .conv-title").textContent(), "An edited question.", "the title follows the first message");
+  await page.reload();
+  assert.deepEqual(await page.locator("#messages .msg .msg-body").allTextContents(), ["An edited question.", "Answer to the edited question."], "the edit is kept");
+  await page.unroute("**/api/chat");
+  checkProblems();
+  log("regenerate and edit replace what follows, and are kept");
+
+  // No key is in use: the settings offer no "Forget API key".
+  await page.click("#open-settings");
+  await page.locator("#settings").waitFor({ state: "visible" });
+  assert.equal(await page.locator("#forget-key").isVisible(), false, "no Forget API key without a key");
+  await page.click("#close-settings");
 
   // Export every conversation as JSON.
   const [download] = await Promise.all([page.waitForEvent("download"), page.click("#export-all")]);
-  const exported = JSON.parse(readFileSync(await download.path(), "utf8"));
+  const exportedText = readFileSync(await download.path(), "utf8");
+  const exported = JSON.parse(exportedText);
   assert.equal(exported.format, "hearth-conversations");
   assert.equal(exported.conversations.length, 2);
   assert.ok(exported.conversations.some((c) => c.title === "Counting test"));
@@ -313,14 +377,71 @@ async function mainScenario() {
   await page.waitForTimeout(300);
   await screenshot(page, "web-phone-list");
 
-  // Delete the XSS conversation (two steps, no native dialog).
+  // Delete the edited conversation (two steps, no native dialog).
   await page.locator("#conversations .conv.active").getByRole("button", { name: "Delete" }).click();
   await page.locator("#conversations .confirm").getByRole("button", { name: "Delete" }).click();
   assert.equal(await page.locator("#conversations .conv").count(), 1);
   await page.reload();
   assert.equal(await page.locator("#conversations .conv").count(), 1, "the deletion is kept");
+  await page.setViewportSize({ width: 1280, height: 800 });
+
+  // Import: a bad file is refused with a reason and changes nothing; the export brings the
+  // deleted conversation back once.
+  const stored = () => page.evaluate(() => localStorage.getItem("hearth.conversations"));
+  const before = await stored();
+  const broken = JSON.parse(exportedText);
+  broken.conversations[0].messages[0].content = 5;
+  for (const [name, body, why] of [
+    ["notes.json", "this is not JSON", /not JSON/],
+    ["other.json", JSON.stringify({ format: "something-else", conversations: [] }), /not a hearth conversations export/],
+    ["newer.json", JSON.stringify({ format: "hearth-conversations", version: 9, conversations: [] }), /version 9/],
+    ["broken.json", JSON.stringify(broken), /message 1 has no text/],
+  ]) {
+    await page.setInputFiles("#import-file", { name, mimeType: "application/json", buffer: Buffer.from(body) });
+    await page.waitForFunction((n) => document.querySelector("#notice").textContent.includes(n), name);
+    const notice = await page.locator("#notice").textContent();
+    assert.match(notice, why, `the reason for ${name}`);
+    assert.match(notice, /Your conversations are unchanged/);
+    assert.equal(await page.locator("#conversations .conv").count(), 1, `${name} added nothing`);
+    assert.equal(await stored(), before, `${name} left the stored conversations alone`);
+  }
+  await screenshot(page, "web-import-error");
+  await page.setInputFiles("#import-file", { name: "export.json", mimeType: "application/json", buffer: Buffer.from(exportedText) });
+  await page.waitForFunction(() => document.querySelector("#notice").textContent.startsWith("Imported"));
+  assert.match(await page.locator("#notice").textContent(), /Imported 1 conversation from export\.json\. 1 conversation was already here\./);
+  assert.equal(await page.locator("#conversations .conv").count(), 2);
+  assert.equal(await page.locator("#conversations .conv.active .conv-title").textContent(), "An edited question.", "the imported conversation is shown");
+  assert.deepEqual(await page.locator("#messages .msg .msg-body").allTextContents(), ["An edited question.", "Answer to the edited question."]);
+  await page.reload();
+  assert.equal(await page.locator("#conversations .conv").count(), 2, "the import is kept");
+  // Importing the same file again adds nothing.
+  await page.setInputFiles("#import-file", { name: "export.json", mimeType: "application/json", buffer: Buffer.from(exportedText) });
+  await page.waitForFunction(() => document.querySelector("#notice").textContent.startsWith("Imported"));
+  assert.match(await page.locator("#notice").textContent(), /Imported 0 conversations .* 2 conversations were already here/);
+  assert.equal(await page.locator("#conversations .conv").count(), 2);
+  log("import refuses bad files and adds only what is new");
   checkProblems();
   await context.close();
+}
+
+// Serves /api/chat from a list of answers (one per request, streamed in small pieces) and
+// records each request's messages.
+async function fakeChat(page, answers) {
+  const chat = { requests: [] };
+  await page.route("**/api/chat", async (route) => {
+    const body = JSON.parse(route.request().postData());
+    chat.requests.push(body.messages);
+    const text = answers[chat.requests.length - 1] ?? "No more answers.";
+    const pieces = text.match(/[\s\S]{1,7}/g);
+    const lines = pieces.map((p) => JSON.stringify({ model, message: { role: "assistant", content: p }, done: false }));
+    lines.push(JSON.stringify({
+      model, message: { role: "assistant", content: "" }, done: true, done_reason: "stop",
+      total_duration: 120000000, load_duration: 1000000, prompt_eval_count: 12, prompt_eval_duration: 20000000,
+      eval_count: pieces.length, eval_duration: 100000000,
+    }));
+    await route.fulfill({ status: 200, contentType: "application/x-ndjson", body: lines.join("\n") + "\n" });
+  });
+  return chat;
 }
 
 async function keyScenario() {
@@ -384,6 +505,155 @@ async function keyScenario() {
   assert.ok(schema.properties.city.enum.includes(parsed.city), `city from the enum: ${parsed.city}`);
   assert.equal(typeof parsed.sure, "boolean");
   await screenshot(page, "web-json-schema");
+
+  // With a key in use the settings offer to forget it; forgotten, the page asks again.
+  await page.click("#open-settings");
+  await page.locator("#settings").waitFor({ state: "visible" });
+  assert.ok(await page.locator("#forget-key").isVisible(), "Forget API key while a key is in use");
+  await page.click("#forget-key");
+  assert.equal(await page.locator("#forget-key").isVisible(), false, "no Forget API key once forgotten");
+  assert.match(await page.locator("#notice").textContent(), /API key was forgotten/);
+  await page.click("#close-settings");
+  await page.locator("#settings").waitFor({ state: "hidden" });
+  assert.equal(await page.evaluate(() => localStorage.getItem("hearth.apiKey")), null);
+  await page.reload();
+  await page.locator("#key-dialog").waitFor({ state: "visible" });
+  await page.fill("#key-input", key);
+  await page.click("#key-save");
+  await page.locator("#key-dialog").waitFor({ state: "hidden" });
+  await pickModel(page);
+  checkProblems();
+  await context.close();
+}
+
+// markdown.js and highlight.js case by case, in the page (as the unit tests of both).
+async function markdownScenario() {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await openPage(context);
+  await page.goto(base);
+  const render = (cases) =>
+    page.evaluate(async (cases) => {
+      const { renderMarkdown } = await import("/markdown.js");
+      const { highlight } = await import("/highlight.js");
+      return cases.map(([kind, text, lang]) => {
+        const box = document.createElement("div");
+        box.appendChild(kind === "md" ? renderMarkdown(text) : highlight(text, lang));
+        return {
+          text: box.textContent,
+          tags: [...box.querySelectorAll("*")].map((n) => n.tagName.toLowerCase()),
+          spans: [...box.querySelectorAll("span[class^=tok-]")].map((s) => `${s.className}:${s.textContent}`),
+          cells: [...box.querySelectorAll("tr")].map((tr) => [...tr.cells].map((c) => `${c.tagName.toLowerCase()}${c.className ? `.${c.className}` : ""}:${c.textContent}`)),
+          attrs: [...box.querySelectorAll("*")].flatMap((n) => [...n.attributes].map((a) => a.name)),
+        };
+      });
+    }, cases);
+  const check = async (name, kind, text, lang, expect) => {
+    const [got] = await render([[kind, text, lang]]);
+    try {
+      expect(got);
+    } catch (e) {
+      e.message = `${name}: ${e.message}\n${JSON.stringify(got)}`;
+      throw e;
+    }
+    // Nothing an attacker writes becomes an element or an attribute that runs.
+    for (const t of got.tags) assert.ok(!["script", "img", "iframe", "svg", "object", "style"].includes(t), `${name}: made a <${t}>`);
+    for (const a of got.attrs) assert.ok(!a.startsWith("on") && a !== "style" && a !== "src", `${name}: set ${a}`);
+    log("ok:", name);
+  };
+
+  // Tables.
+  await check("a pipe table with alignment", "md", "| a | b | c |\n|:--|:-:|--:|\n| 1 | **two** | `3` |\n| x |", null, (g) => {
+    assert.deepEqual(g.cells, [
+      ["th.align-left:a", "th.align-center:b", "th.align-right:c"],
+      ["td.align-left:1", "td.align-center:two", "td.align-right:3"],
+      ["td.align-left:x", "td.align-center:", "td.align-right:"],
+    ]);
+    assert.ok(g.tags.includes("strong") && g.tags.includes("code"), "inline Markdown in cells");
+  });
+  await check("a table without outer pipes, after a paragraph", "md", "Results:\nname | n\n--- | ---\nfoo | 1\n\nafter", null, (g) => {
+    assert.deepEqual(g.cells, [["th:name", "th:n"], ["td:foo", "td:1"]]);
+    assert.deepEqual(g.tags.filter((t) => t === "p").length, 2);
+  });
+  await check("an escaped pipe stays in its cell", "md", "| a | b |\n|---|---|\n| x \\| y | `p\\|q` |", null, (g) => {
+    assert.deepEqual(g.cells[1], ["td:x | y", "td:p|q"]);
+  });
+  await check("HTML in table cells stays text", "md", "| <script>alert(1)</script> | h |\n| --- | --- |\n| <img src=x onerror=alert(1)> | [x](javascript:alert(1)) |", null, (g) => {
+    assert.deepEqual(g.cells, [["th:<script>alert(1)</script>", "th:h"], ["td:<img src=x onerror=alert(1)>", "td:[x](javascript:alert(1))"]]);
+  });
+  await check("no delimiter row, no table", "md", "a | b\nc | d", null, (g) => {
+    assert.deepEqual(g.cells, []);
+    assert.equal(g.text, "a | bc | d");
+  });
+  await check("a delimiter row of another width, no table", "md", "a | b\n--- | --- | ---", null, (g) => assert.deepEqual(g.cells, []));
+
+  // Code highlighting: the text is always the code, tokens in spans.
+  const js = `import { x } from "./x.js";\n/* block\n comment */\nconst n = 0x1f + 2.5e3; // done\nfunction f(a) { return \`t \${a}\` ?? null; }`;
+  await check("JavaScript", "code", js, "js", (g) => {
+    assert.equal(g.text, js);
+    for (const t of ["tok-kw:import", 'tok-str:"./x.js"', "tok-com:/* block\n comment */", "tok-kw:const", "tok-num:0x1f", "tok-num:2.5e3", "tok-com:// done", "tok-kw:function", "tok-fn:f", "tok-kw:return", "tok-str:`t ${a}`", "tok-lit:null"]) {
+      assert.ok(g.spans.includes(t), t);
+    }
+  });
+  const py = `def greet(name):\n    """Says hi."""\n    if name is None: return f"hi {name}"  # note\n    return 'x\\'y' + str(42)`;
+  await check("Python", "code", py, "python", (g) => {
+    assert.equal(g.text, py);
+    for (const t of ["tok-kw:def", "tok-fn:greet", 'tok-str:"""Says hi."""', "tok-kw:if", "tok-kw:is", "tok-lit:None", 'tok-str:f"hi {name}"', "tok-com:# note", "tok-str:'x\\'y'", "tok-num:42"]) {
+      assert.ok(g.spans.includes(t), t);
+    }
+  });
+  const rs = `fn first<'a>(s: &'a str) -> char {\n    let c = 'x'; // a char\n    s.chars().next().unwrap_or(c) as char\n}`;
+  await check("Rust", "code", rs, "rust", (g) => {
+    assert.equal(g.text, rs);
+    for (const t of ["tok-kw:fn", "tok-kw:'a", "tok-str:'x'", "tok-kw:let", "tok-com:// a char", "tok-kw:as"]) assert.ok(g.spans.includes(t), t);
+  });
+  await check("C", "code", '#include <stdio.h>\nint main(void) { printf("%d\\n", 10); }', "c", (g) => {
+    for (const t of ["tok-kw:#include", "tok-kw:int", "tok-fn:main", 'tok-str:"%d\\n"', "tok-num:10"]) assert.ok(g.spans.includes(t), t);
+  });
+  await check("shell", "code", 'echo "$HOME" # where\nexport N=3', "bash", (g) => {
+    for (const t of ["tok-kw:echo", 'tok-str:"$HOME"', "tok-com:# where", "tok-kw:export"]) assert.ok(g.spans.includes(t), t);
+  });
+  await check("an apostrophe in a word opens no string", "code", "echo don't # stop\nx='y'", "sh", (g) => {
+    assert.deepEqual(g.spans, ["tok-kw:echo", "tok-com:# stop", "tok-str:'y'"]);
+  });
+  await check("Python's prefixed strings", "code", "p = r'\\d' + b\"x\"", "py", (g) => {
+    assert.deepEqual(g.spans, ["tok-str:r'\\d'", 'tok-str:b"x"']);
+  });
+  await check("SQL in capitals", "code", "SELECT name FROM t WHERE id = 1; -- one", "sql", (g) => {
+    for (const t of ["tok-kw:SELECT", "tok-kw:FROM", "tok-kw:WHERE", "tok-num:1", "tok-com:-- one"]) assert.ok(g.spans.includes(t), t);
+  });
+  await check("JSON", "code", '{"a": [1, true, null, "s"]}', "json", (g) => {
+    assert.deepEqual(g.spans, ['tok-str:"a"', "tok-num:1", "tok-lit:true", "tok-lit:null", 'tok-str:"s"']);
+  });
+  const html = '<!-- c --><img src="x" onerror="alert(1)"><script>alert(2)</script>';
+  await check("HTML stays text", "code", html, "html", (g) => {
+    assert.equal(g.text, html);
+    for (const t of ["tok-com:<!-- c -->", "tok-kw:img", 'tok-str:"x"', 'tok-str:"alert(1)"', "tok-kw:script", "tok-kw:/script"]) assert.ok(g.spans.includes(t), t);
+  });
+  await check("an unknown language is plain", "code", "if x then y", "brainfudge", (g) => {
+    assert.deepEqual(g.spans, []);
+    assert.equal(g.text, "if x then y");
+  });
+  await check("an unterminated string and comment", "code", 'let s = "open\n/* never closed', "js", (g) => {
+    assert.deepEqual(g.spans, ["tok-kw:let", 'tok-str:"open', "tok-com:/* never closed"]);
+  });
+  const xss = "```js\nconst a = \"<img src=x onerror=alert(1)>\"; // <script>alert(2)</script>\n```";
+  await check("HTML in a highlighted block stays text", "md", xss, null, (g) => {
+    assert.equal(g.text.endsWith('const a = "<img src=x onerror=alert(1)>"; // <script>alert(2)</script>'), true);
+    assert.ok(g.spans.includes('tok-str:"<img src=x onerror=alert(1)>"'));
+    assert.ok(g.spans.includes("tok-com:// <script>alert(2)</script>"));
+  });
+  // Long input stays quick (the page re-renders an answer on every frame while it streams).
+  const timing = await page.evaluate(async () => {
+    const { renderMarkdown } = await import("/markdown.js");
+    const code = "```python\n" + "def f(x):\n    return x * 2  # twice\n".repeat(2000) + "```\n";
+    const rows = "| a | b |\n|---|---|\n" + "| 1 | two |\n".repeat(2000);
+    const t0 = performance.now();
+    renderMarkdown(code + rows);
+    return performance.now() - t0;
+  });
+  log(`rendered 4000 lines of code and 2000 table rows in ${timing.toFixed(0)} ms`);
+  assert.ok(timing < 2000, `rendering is quick (${timing} ms)`);
+  await page.waitForTimeout(300);
   checkProblems();
   await context.close();
 }
@@ -391,6 +661,7 @@ async function keyScenario() {
 try {
   if (scenario === "main") await mainScenario();
   else if (scenario === "key") await keyScenario();
+  else if (scenario === "markdown") await markdownScenario();
   else throw new Error(`unknown scenario ${scenario}`);
   console.log(`scenario ${scenario} passed`);
 } catch (e) {

@@ -506,7 +506,48 @@ impl Tokenizer {
     /// `parse_special`: text such as `<|im_start|>` becomes that control token; otherwise it is
     /// tokenized as plain text. User-defined tokens are always matched whole.
     pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<u32> {
-        let frags = self.partition(text, parse_special);
+        let frags = self.partition(text, parse_special, &[]);
+        self.encode_frags(text, &frags, add_special)
+    }
+
+    /// [`Tokenizer::encode`] with special tokens parsed everywhere except in `protected`
+    /// (sorted, disjoint byte ranges): a chat prompt's markup gives control tokens, while the
+    /// text that came from users (see `chat::guard`) stays text however it is spelled.
+    pub fn encode_protected(
+        &self,
+        text: &str,
+        add_special: bool,
+        protected: &[std::ops::Range<usize>],
+    ) -> Vec<u32> {
+        let frags = self.partition(text, true, protected);
+        self.encode_frags(text, &frags, add_special)
+    }
+
+    /// Byte ranges of `text` that `encode(…, parse_special = true)` could turn into control or
+    /// unknown tokens (overlapping occurrences merged), in order.
+    pub fn control_spans(&self, text: &str) -> Vec<std::ops::Range<usize>> {
+        let mut spans: Vec<std::ops::Range<usize>> = Vec::new();
+        self.special_trie
+            .for_each_match(text.as_bytes(), |pos, prio| {
+                if let Some(&id) = self.special_tokens.get(prio as usize) {
+                    if self.vocab.attr(id) & (attr::CONTROL | attr::UNKNOWN) != 0 {
+                        spans.push(pos..pos + self.vocab.text_of(id).len());
+                    }
+                }
+            });
+        spans.sort_unstable_by_key(|r| (r.start, r.end));
+        let mut merged: Vec<std::ops::Range<usize>> = Vec::with_capacity(spans.len());
+        for r in spans {
+            match merged.last_mut() {
+                Some(last) if r.start < last.end => last.end = last.end.max(r.end),
+                _ => merged.push(r),
+            }
+        }
+        merged
+    }
+
+    fn encode_frags(&self, text: &str, frags: &[Frag], add_special: bool) -> Vec<u32> {
+        let frags = frags.iter().copied();
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
         if add_special && self.add_bos {
             out.extend(self.sp.bos);
@@ -615,18 +656,30 @@ impl Tokenizer {
     /// Cuts special tokens out of `text` as llama.cpp does: each special token, longest first,
     /// splits every remaining text fragment at each of its occurrences (see `special.rs`). With
     /// `parse_special` false only user-defined tokens are cut.
-    fn partition(&self, text: &str, parse_special: bool) -> Vec<Frag> {
+    fn partition(
+        &self,
+        text: &str,
+        parse_special: bool,
+        protected: &[std::ops::Range<usize>],
+    ) -> Vec<Frag> {
         let bytes = text.as_bytes();
         if bytes.is_empty() {
             return Vec::new();
         }
-        let wanted =
-            |id: u32| parse_special || self.vocab.attr(id) & (attr::CONTROL | attr::UNKNOWN) == 0;
+        let overlaps_protected = |a: usize, b: usize| {
+            // The first range ending after `a` is the only one that can overlap [a, b).
+            let i = protected.partition_point(|r| r.end <= a);
+            protected.get(i).is_some_and(|r| r.start < b)
+        };
+        let wanted = |id: u32, pos: usize| {
+            self.vocab.attr(id) & (attr::CONTROL | attr::UNKNOWN) == 0
+                || (parse_special && !overlaps_protected(pos, pos + self.vocab.text_of(id).len()))
+        };
         // (priority, position) of every occurrence, packed for sorting.
         let mut occ: Vec<u64> = Vec::new();
         self.special_trie.for_each_match(bytes, |pos, prio| {
             if let Some(&id) = self.special_tokens.get(prio as usize) {
-                if wanted(id) {
+                if wanted(id, pos) {
                     occ.push((u64::from(prio) << 32) | pos as u64);
                 }
             }

@@ -58,6 +58,11 @@ impl StreamDecoder {
         s
     }
 
+    /// Drops the bytes of an unfinished character (when no more will come).
+    pub fn discard(&mut self) {
+        self.pending.clear();
+    }
+
     /// Whether bytes are waiting for the rest of a character.
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()

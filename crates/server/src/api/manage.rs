@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -49,41 +50,6 @@ fn required_name(model: Option<String>, name: Option<String>) -> Result<String, 
         .ok_or_else(|| ApiError::invalid("model", "model is required (the model's name)"))
 }
 
-/// Refuses model changes asked for by another site's page. A browser sends `Origin`, and a
-/// POST with a simple content type needs no CORS preflight, so the Host check alone would let
-/// any page a user visits pull, copy over or delete models. Clients that are not browsers
-/// send no `Origin`; hearth's own page is same-origin; `--cors-origin` allows others.
-fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return Ok(());
-    };
-    let origin = String::from_utf8_lossy(origin.as_bytes()).into_owned();
-    let allowed = &state.inner.config.cors_origins;
-    if allowed
-        .iter()
-        .any(|o| o == "*" || o.eq_ignore_ascii_case(&origin))
-    {
-        return Ok(());
-    }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
-    let origin_host = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"));
-    if origin_host.is_some_and(|o| !host.is_empty() && o.eq_ignore_ascii_case(host)) {
-        return Ok(());
-    }
-    Err(ApiError::new(
-        StatusCode::FORBIDDEN,
-        format!(
-            "a web page from {origin:?} may not pull, copy or delete models; start the \
-             server with --cors-origin {origin} to allow that page"
-        ),
-    ))
-}
-
 /// Runs blocking store work off the async threads.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
@@ -111,9 +77,8 @@ async fn show(
     let verbose = req.verbose;
     let v = blocking(move || {
         let m = inner.models.show(&name)?;
-        let file = gguf::GgufFile::open(&m.path).map_err(|e| {
-            ApiError::internal(format!("cannot read the GGUF metadata of {}: {e}", m.name))
-        })?;
+        let file = gguf::GgufFile::open(&m.path)
+            .map_err(|e| crate::models::unreadable_model(&m.name, &e))?;
         Ok(show_json(&m, &file, verbose))
     })
     .await?;
@@ -281,6 +246,7 @@ struct Transfer {
 struct Lines {
     tx: mpsc::UnboundedSender<PullEvent>,
     current: Mutex<Transfer>,
+    cancel: Arc<AtomicBool>,
 }
 
 impl Lines {
@@ -354,6 +320,10 @@ impl PullProgress for Lines {
         }
         *t = Transfer::default();
     }
+
+    fn cancel(&self) -> Option<Arc<AtomicBool>> {
+        Some(Arc::clone(&self.cancel))
+    }
 }
 
 /// A `sha256:<64 hex>` digest from the path, or 400 naming `digest`.
@@ -402,7 +372,6 @@ async fn upload_blob(
     axum::extract::Path(digest): axum::extract::Path<String>,
     body: Body,
 ) -> Result<Response, OllamaError> {
-    check_origin(&state, &headers)?;
     let digest = parse_digest(&digest)?;
     let inner = Arc::clone(&state.inner);
     let d = digest.clone();
@@ -625,10 +594,8 @@ fn create_spec(req: CreateRequest) -> Result<CreateSpec, ApiError> {
 /// The model is made before the answer starts, so a refusal keeps its HTTP status.
 async fn create(
     State(state): State<AppState>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OllamaError> {
-    check_origin(&state, &headers)?;
     let req: CreateRequest = parse_body(body)?;
     let stream = req.stream.unwrap_or(true);
     let spec = create_spec(req)?;
@@ -670,31 +637,44 @@ fn closing_lines(result: Result<Pulled, ApiError>) -> Vec<Value> {
     }
 }
 
+/// Sets the flag when dropped: held by whatever reads a pull's events (the handler, then its
+/// stream), so a client that goes away stops the pull.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 fn ended_early() -> ApiError {
     ApiError::internal("the pull stopped unexpectedly; run it again to resume it")
 }
 
 async fn pull(
     State(state): State<AppState>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OllamaError> {
-    check_origin(&state, &headers)?;
     let req: PullRequest = parse_body(body)?;
     let name = required_name(req.model, req.name)?;
     let stream = req.stream.unwrap_or(true);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let inner = Arc::clone(&state.inner);
+    // A client that goes away drops `rx` (the handler or the stream): the pull stops, pip
+    // is killed, and what was downloaded stays for the next pull to resume, as Ollama does.
+    let cancel = Arc::new(AtomicBool::new(false));
+    let guard = CancelOnDrop(Arc::clone(&cancel));
     // A panic in the pull drops `tx` without a result: the handler reports it, nothing more.
     tokio::task::spawn_blocking(move || {
         let lines = Lines {
             tx: tx.clone(),
             current: Mutex::new(Transfer::default()),
+            cancel: Arc::clone(&cancel),
         };
         let result = if stream {
             inner.models.pull(&name, &lines)
         } else {
-            inner.models.pull(&name, &Quiet)
+            inner.models.pull(&name, &Quiet(cancel))
         };
         let _ = tx.send(PullEvent::Done(result));
     });
@@ -728,15 +708,15 @@ async fn pull(
         }
     }
     let lines = futures_util::stream::unfold(
-        (rx, queue, finished),
-        |(mut rx, mut queue, mut finished)| async move {
+        (rx, queue, finished, guard),
+        |(mut rx, mut queue, mut finished, guard)| async move {
             loop {
                 if let Some(v) = queue.pop_front() {
                     let mut line = v.to_string();
                     line.push('\n');
                     return Some((
                         Ok::<_, Infallible>(Bytes::from(line)),
-                        (rx, queue, finished),
+                        (rx, queue, finished, guard),
                     ));
                 }
                 if finished {
@@ -764,13 +744,16 @@ async fn pull(
 }
 
 /// Progress nobody reads (`stream: false`).
-struct Quiet;
+struct Quiet(Arc<AtomicBool>);
 
 impl PullProgress for Quiet {
     fn begin(&self, _: &str, _: Option<&str>, _: Option<u64>) {}
     fn advance_to(&self, _: u64) {}
     fn note(&self, _: &str) {}
     fn finish(&self) {}
+    fn cancel(&self) -> Option<Arc<AtomicBool>> {
+        Some(Arc::clone(&self.0))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -782,10 +765,8 @@ struct DeleteRequest {
 /// `DELETE /api/delete`: 200 with an empty body, as Ollama answers.
 async fn remove(
     State(state): State<AppState>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OllamaError> {
-    check_origin(&state, &headers)?;
     let req: DeleteRequest = parse_body(body)?;
     let name = required_name(req.model, req.name)?;
     let inner = Arc::clone(&state.inner);
@@ -804,10 +785,8 @@ struct CopyRequest {
 /// `POST /api/copy`: 200 with an empty body, as Ollama answers.
 async fn copy(
     State(state): State<AppState>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OllamaError> {
-    check_origin(&state, &headers)?;
     let req: CopyRequest = parse_body(body)?;
     let inner = Arc::clone(&state.inner);
     blocking(move || inner.models.copy(&req.source, &req.destination)).await?;
@@ -832,6 +811,7 @@ mod tests {
         let lines = Lines {
             tx,
             current: Mutex::new(Transfer::default()),
+            cancel: Arc::new(AtomicBool::new(false)),
         };
         let digest = format!("sha256:{}", "ab".repeat(32));
         lines.begin("smollm2:135m", Some(&digest), Some(1000));

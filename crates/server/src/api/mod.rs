@@ -66,7 +66,7 @@ pub async fn start(state: &AppState, mut spec: GenSpec) -> Result<Running, ApiEr
     let s = &state.inner;
     let model = resolve(state, &spec.model).await?;
     let n_ctx = spec.n_ctx.unwrap_or(s.config.n_ctx);
-    let sampler = sampler(&model.params, &spec.sampler, n_ctx)?;
+    let sampler = sampler(&model.params, &spec.sampler, n_ctx, spec.api)?;
     if spec.use_preset_system {
         if let (Input::Chat(msgs), Some(system)) = (&mut spec.input, &model.system) {
             if !msgs.iter().any(|m| m.role == "system") {
@@ -143,8 +143,8 @@ pub async fn tool_format(
 ) -> Result<Option<engine::chat::tools::ToolFormat>, ApiError> {
     let model = resolve(state, name).await?;
     tokio::task::spawn_blocking(move || {
-        let file =
-            gguf::GgufFile::open(&model.path).map_err(|e| ApiError::internal(e.to_string()))?;
+        let file = gguf::GgufFile::open(&model.path)
+            .map_err(|e| crate::models::unreadable_model(&model.name, &e))?;
         Ok(engine::chat::model_template(&file).and_then(engine::chat::tools::ToolFormat::detect))
     })
     .await
@@ -313,9 +313,19 @@ pub async fn on_model<T: Send + 'static>(
     }
 }
 
-/// The sampler: the request's settings over the preset's over the engine's defaults.
-fn sampler(p: &store::Params, r: &SamplerRequest, n_ctx: usize) -> Result<SamplerConfig, ApiError> {
-    let d = SamplerConfig::default();
+/// The sampler: the request's settings over the preset's over the API's defaults. Ollama's
+/// API penalizes repeats by default (1.1 over the last 64 tokens, as Ollama does); OpenAI's
+/// has no such setting, so its requests get none unless they ask (`repeat_penalty`).
+fn sampler(
+    p: &store::Params,
+    r: &SamplerRequest,
+    n_ctx: usize,
+    api: Api,
+) -> Result<SamplerConfig, ApiError> {
+    let d = match api {
+        Api::Ollama => SamplerConfig::chat(),
+        Api::OpenAi => SamplerConfig::default(),
+    };
     let f = |req: Option<f32>, preset: Option<f64>, default: f32| {
         req.or(preset.map(|x| x as f32)).unwrap_or(default)
     };
@@ -465,4 +475,56 @@ where
         drop(guards);
     });
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ollama_penalizes_repeats_by_default_and_openai_does_not() {
+        let none = SamplerRequest::default();
+        let p = store::Params::default();
+        let ollama = sampler(&p, &none, 4096, Api::Ollama).unwrap();
+        assert_eq!((ollama.repeat_penalty, ollama.penalty_last_n), (1.1, 64));
+        let openai = sampler(&p, &none, 4096, Api::OpenAi).unwrap();
+        assert_eq!(openai.repeat_penalty, 1.0);
+        // A preset's value and a request's win over the API's default.
+        let preset = store::Params {
+            repeat_penalty: Some(1.3),
+            ..store::Params::default()
+        };
+        assert_eq!(
+            sampler(&preset, &none, 4096, Api::Ollama)
+                .unwrap()
+                .repeat_penalty,
+            1.3
+        );
+        let asked = SamplerRequest {
+            repeat_penalty: Some(1.0),
+            ..SamplerRequest::default()
+        };
+        assert_eq!(
+            sampler(&preset, &asked, 4096, Api::Ollama)
+                .unwrap()
+                .repeat_penalty,
+            1.0
+        );
+    }
+
+    #[test]
+    fn a_request_without_seed_is_random_and_one_with_seed_is_not() {
+        let p = store::Params::default();
+        let none = SamplerRequest::default();
+        for api in [Api::Ollama, Api::OpenAi] {
+            let a = sampler(&p, &none, 4096, api).unwrap().seed;
+            let b = sampler(&p, &none, 4096, api).unwrap().seed;
+            assert_ne!(a, b);
+        }
+        let seeded = SamplerRequest {
+            seed: Some(7),
+            ..SamplerRequest::default()
+        };
+        assert_eq!(sampler(&p, &seeded, 4096, Api::Ollama).unwrap().seed, 7);
+    }
 }

@@ -22,6 +22,8 @@ const ui = {
   noConversations: $("no-conversations"),
   newChat: $("new-chat"),
   exportAll: $("export-all"),
+  importAll: $("import-all"),
+  importFile: $("import-file"),
   model: $("model"),
   openSettings: $("open-settings"),
   notice: $("notice"),
@@ -76,11 +78,14 @@ function load(key, fallback) {
   }
 }
 
+// Returns whether the value was saved.
 function save(key, value) {
   try {
     localStorage.setItem(key, JSON.stringify(value));
+    return true;
   } catch (e) {
     notify(`Could not save to this browser's storage (${e.name}). Delete or export old conversations to make room.`, true);
+    return false;
   }
 }
 
@@ -98,8 +103,9 @@ let apiKey = (() => {
 
 function persist() {
   conversations.sort((a, b) => b.updated - a.updated);
-  save(KEYS.conversations, conversations);
+  const saved = save(KEYS.conversations, conversations);
   save(KEYS.current, currentId);
+  return saved;
 }
 
 function current() {
@@ -177,6 +183,7 @@ async function api(path, init = {}) {
     } catch (e) {
       // Kept for this page only.
     }
+    updateKeyButton();
     refused = true;
   }
 }
@@ -342,7 +349,13 @@ function readSettings() {
   return null;
 }
 
+// "Forget API key" only means something while the page holds a key.
+function updateKeyButton() {
+  ui.forgetKey.hidden = !apiKey;
+}
+
 function showSettingsValues() {
+  updateKeyButton();
   ui.system.value = settings.system || "";
   for (const [field, key] of FIELDS) ui[field].value = settings[key] ?? "";
   ui.format.value = settings.format || "";
@@ -489,6 +502,124 @@ function exportJson(list, filename) {
   setTimeout(() => URL.revokeObjectURL(url), 10000);
 }
 
+// ---- import ------------------------------------------------------------------------------
+
+const IMPORT_MAX_BYTES = 50 * 1024 * 1024;
+const STAT_NUMBERS = ["ttft_ms", "total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration", "streamed_count"];
+
+const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+const str = (v, max) => (typeof v === "string" ? v.slice(0, max) : undefined);
+const time = (v, fallback) => (Number.isFinite(v) && v >= 0 ? v : fallback);
+
+// Only the statistics the page shows, with their types.
+function cleanStats(stats) {
+  if (!isObject(stats)) return undefined;
+  const out = {};
+  for (const k of STAT_NUMBERS) if (Number.isFinite(stats[k]) && stats[k] >= 0) out[k] = stats[k];
+  if (stats.stopped === true) out.stopped = true;
+  for (const k of ["done_reason", "error"]) if (typeof stats[k] === "string") out[k] = stats[k].slice(0, 1000);
+  return out;
+}
+
+// A message with the fields the page uses, in one order; throws when it is not one.
+function cleanMessage(m, where) {
+  if (!isObject(m) || (m.role !== "user" && m.role !== "assistant")) {
+    throw new Error(`${where} is not a user or assistant message.`);
+  }
+  if (typeof m.content !== "string") throw new Error(`${where} has no text.`);
+  const msg = { role: m.role, content: m.content };
+  if (typeof m.model === "string") msg.model = m.model.slice(0, 200);
+  if (Number.isFinite(m.at)) msg.at = m.at;
+  const stats = m.role === "assistant" ? cleanStats(m.stats) : undefined;
+  if (stats) msg.stats = stats;
+  return msg;
+}
+
+// Whether a stored conversation holds these (clean) messages.
+function sameMessages(conv, messages) {
+  try {
+    const mine = JSON.stringify(conv.messages.map((m) => cleanMessage(m, "")));
+    return mine === JSON.stringify(messages);
+  } catch (e) {
+    return false;
+  }
+}
+
+// Reads an export made by exportJson. Throws an Error saying what is wrong; returns clean
+// conversations (known fields only, checked types) otherwise. All or nothing.
+function parseExport(raw) {
+  let data;
+  try {
+    data = JSON.parse(raw);
+  } catch (e) {
+    throw new Error(`The file is not JSON (${e.message}).`);
+  }
+  if (!isObject(data) || data.format !== "hearth-conversations") {
+    throw new Error("The file is not a hearth conversations export (made with Export all or a conversation's Export).");
+  }
+  if (data.version !== 1) {
+    throw new Error(`The export is version ${JSON.stringify(data.version)}; this page reads version 1.`);
+  }
+  if (!Array.isArray(data.conversations)) throw new Error("The export has no list of conversations.");
+  if (data.conversations.length === 0) throw new Error("The export holds no conversations.");
+  return data.conversations.map((c, n) => {
+    const where = `Conversation ${n + 1}${isObject(c) && typeof c.title === "string" ? ` (“${c.title.slice(0, 60)}”)` : ""}`;
+    if (!isObject(c)) throw new Error(`${where} is not an object.`);
+    if (!Array.isArray(c.messages)) throw new Error(`${where} has no list of messages.`);
+    const messages = c.messages.map((m, k) => cleanMessage(m, `${where}: message ${k + 1}`));
+    const first = messages.find((m) => m.role === "user");
+    const now = Date.now();
+    const conv = {
+      id: typeof c.id === "string" && /^[\w-]{1,100}$/.test(c.id) ? c.id : newId(),
+      title: (str(c.title, 200) || "").trim() || (first ? first.content.split("\n")[0].slice(0, 60) : "") || "Imported chat",
+      created: time(c.created, now),
+      updated: time(c.updated, now),
+      messages,
+    };
+    if (typeof c.model === "string") conv.model = c.model.slice(0, 200);
+    return conv;
+  });
+}
+
+// Adds the file's conversations to the stored ones. A conversation already here (same id,
+// same messages) is left alone; one whose id is taken by another gets a new id. Nothing
+// changes when the file is bad or the storage is full.
+async function importFile(file) {
+  let list;
+  try {
+    if (file.size > IMPORT_MAX_BYTES) throw new Error(`The file is larger than ${formatSize(IMPORT_MAX_BYTES)}.`);
+    list = parseExport(await file.text());
+  } catch (e) {
+    notify(`Could not import ${file.name}: ${e.message} Your conversations are unchanged.`, true);
+    return;
+  }
+  const before = conversations.slice();
+  const added = [];
+  let present = 0;
+  for (const conv of list) {
+    const same = conversations.find((c) => c.id === conv.id);
+    if (same && sameMessages(same, conv.messages)) {
+      present += 1;
+      continue;
+    }
+    if (same || added.some((c) => c.id === conv.id)) conv.id = newId();
+    added.push(conv);
+  }
+  conversations = conversations.concat(added);
+  if (!persist()) {
+    conversations = before;
+    persist();
+    notify(`Could not import ${file.name}: this browser's storage is full. Your conversations are unchanged.`, true);
+    return;
+  }
+  const count = (n) => `${n} conversation${n === 1 ? "" : "s"}`;
+  let message = `Imported ${count(added.length)} from ${file.name}.`;
+  if (present) message += ` ${count(present)} ${present === 1 ? "was" : "were"} already here.`;
+  notify(message);
+  if (added.length > 0 && !generation) selectConversation(added[0].id);
+  else renderList();
+}
+
 // ---- messages --------------------------------------------------------------------------
 
 function formatMs(ms) {
@@ -504,6 +635,9 @@ function statsText(stats) {
   }
   if (stats.prompt_eval_count !== undefined) parts.push(`${stats.prompt_eval_count} prompt tokens`);
   if (stats.eval_count !== undefined) parts.push(`${stats.eval_count} answer tokens`);
+  // Stopped (or broken off) before the server's count came: the pieces that streamed, one
+  // per token (a token that completes no character yet shares the next one's piece).
+  else if (stats.streamed_count) parts.push(`≈${stats.streamed_count} answer tokens`);
   if (stats.total_duration) parts.push(`total ${formatMs(stats.total_duration / 1e6)}`);
   if (stats.done_reason === "length") parts.push("stopped at max tokens");
   if (stats.stopped) parts.push("stopped");
@@ -511,10 +645,24 @@ function statsText(stats) {
   return parts.join(" · ");
 }
 
-function messageNode(msg) {
+// A message with its actions: Edit on the user's messages and Regenerate on the last answer
+// (neither while an answer is being written), Copy on all.
+function messageNode(msg, conv, index) {
   const wrap = el("article", `msg ${msg.role}`);
   const head = el("div", "msg-head");
   head.appendChild(el("span", "who", msg.role === "user" ? "You" : msg.model || "Assistant"));
+  const actions = el("div", "msg-actions");
+  head.appendChild(actions);
+  if (!generation && conv && msg.role === "user") {
+    const edit = button("Edit", "small edit-msg", "Edit this message and send it again");
+    edit.addEventListener("click", () => startEdit(wrap, conv, index));
+    actions.appendChild(edit);
+  }
+  if (!generation && conv && msg.role === "assistant" && index === conv.messages.length - 1) {
+    const again = button("Regenerate", "small regenerate", "Write this answer again");
+    again.addEventListener("click", () => regenerate(conv));
+    actions.appendChild(again);
+  }
   const copy = button("Copy", "small copy-msg", "Copy this message as text");
   copy.addEventListener("click", async () => {
     try {
@@ -525,7 +673,7 @@ function messageNode(msg) {
     }
     setTimeout(() => (copy.textContent = "Copy"), 1500);
   });
-  head.appendChild(copy);
+  actions.appendChild(copy);
   const body = el("div", "msg-body");
   const stats = el("div", "stats");
   wrap.append(head, body, stats);
@@ -554,14 +702,14 @@ function renderConversation() {
     ui.messages.appendChild(ui.empty);
     return;
   }
-  for (const msg of conv.messages) {
-    const node = messageNode(msg);
+  conv.messages.forEach((msg, index) => {
+    const node = messageNode(msg, conv, index);
     if (generation && generation.msg === msg) {
       generation.node = node;
       fillMessage(node, msg, true);
     }
     ui.messages.appendChild(node);
-  }
+  });
   scrollToEnd(true);
 }
 
@@ -588,17 +736,85 @@ function updateComposer() {
 async function send(text) {
   const model = ui.model.value;
   if (!model || generation) return;
-  clearNotice();
   let conv = current();
   if (!conv) {
     conv = { id: newId(), title: text.split("\n")[0].slice(0, 60) || "New chat", model, created: Date.now(), updated: Date.now(), messages: [] };
     conversations.unshift(conv);
     currentId = conv.id;
   }
+  conv.messages.push({ role: "user", content: text, at: Date.now() });
+  await generate(conv);
+}
+
+// Writes the last answer again: the conversation up to the question is asked anew.
+function regenerate(conv) {
+  if (generation || !ui.model.value) return;
+  const last = conv.messages[conv.messages.length - 1];
+  if (!last || last.role !== "assistant") return;
+  conv.messages.pop();
+  generate(conv);
+}
+
+// Turns a user message into an editor; sending it replaces that message and everything
+// after it.
+function startEdit(node, conv, index) {
+  const msg = conv.messages[index];
+  const later = conv.messages.length - index - 1;
+  const form = el("form", "edit");
+  const area = el("textarea", "edit-text");
+  area.value = msg.content;
+  area.rows = Math.min(12, msg.content.split("\n").length + 1);
+  area.setAttribute("aria-label", "Edit the message");
+  const note = el("p", "muted small");
+  note.textContent = later
+    ? `Sending replaces the ${later === 1 ? "answer" : `${later} messages`} after this one.`
+    : "Sending asks for an answer to the edited message.";
+  const actions = el("div", "actions");
+  const cancel = button("Cancel", "small");
+  const submit = el("button", "small primary", "Send");
+  submit.type = "submit";
+  actions.append(cancel, submit);
+  form.append(area, note, actions);
+  const body = node.querySelector(".msg-body");
+  body.replaceChildren(form);
+  node.classList.add("editing");
+  const close = () => renderConversation();
+  cancel.addEventListener("click", close);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const edited = area.value;
+    if (!edited.trim() || generation || !ui.model.value) return;
+    if (conv.messages[index] !== msg) return close();
+    // A title taken from the first message follows its edit.
+    if (index === 0 && conv.title === msg.content.split("\n")[0].slice(0, 60)) {
+      conv.title = edited.split("\n")[0].slice(0, 60) || conv.title;
+    }
+    conv.messages.splice(index);
+    conv.messages.push({ role: "user", content: edited, at: Date.now() });
+    generate(conv);
+  });
+  area.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      form.requestSubmit();
+    } else if (e.key === "Escape") {
+      e.preventDefault();
+      e.stopPropagation();
+      close();
+    }
+  });
+  area.focus();
+  area.setSelectionRange(area.value.length, area.value.length);
+}
+
+// Streams an answer to the conversation as it stands (its last message is the user's).
+async function generate(conv) {
+  const model = ui.model.value;
+  if (!model || generation) return;
+  clearNotice();
   conv.model = model;
   conv.updated = Date.now();
   save(KEYS.model, model);
-  conv.messages.push({ role: "user", content: text, at: Date.now() });
   const msg = { role: "assistant", content: "", model, at: Date.now(), stats: {} };
   conv.messages.push(msg);
   persist();
@@ -645,6 +861,7 @@ async function send(text) {
       if (piece) {
         if (msg.stats.ttft_ms === undefined) msg.stats.ttft_ms = performance.now() - started;
         msg.content += piece;
+        msg.stats.streamed_count = (msg.stats.streamed_count || 0) + 1;
         redraw();
       }
       if (chunk.done) {
@@ -732,6 +949,13 @@ ui.exportAll.addEventListener("click", () => {
   }
   exportJson(conversations, `hearth-conversations-${new Date().toISOString().slice(0, 10)}.json`);
 });
+ui.importAll.addEventListener("click", () => ui.importFile.click());
+ui.importFile.addEventListener("change", async () => {
+  const file = ui.importFile.files[0];
+  // Cleared first, so choosing the same file again still reads it.
+  ui.importFile.value = "";
+  if (file) await importFile(file);
+});
 ui.model.addEventListener("change", () => {
   save(KEYS.model, ui.model.value);
   updateComposer();
@@ -761,6 +985,7 @@ ui.forgetKey.addEventListener("click", () => {
   } catch (e) {
     // Nothing stored.
   }
+  updateKeyButton();
   notify("The API key was forgotten; the page will ask again if the server needs one.");
 });
 ui.toggleSidebar.addEventListener("click", () => {
@@ -798,6 +1023,7 @@ window.addEventListener("storage", (e) => {
 renderList();
 renderConversation();
 updateComposer();
+updateKeyButton();
 loadModels();
 // On touch screens focusing would pop the keyboard over the page before the user asks.
 if (window.matchMedia("(pointer: fine)").matches) ui.prompt.focus();

@@ -1,9 +1,12 @@
 // A small Markdown renderer that builds DOM nodes. Text only ever reaches the page through
 // createTextNode/textContent, so a model's output cannot become HTML that runs.
 //
-// Blocks: paragraphs, ATX headings, bullet and numbered lists, block quotes, rules and fenced
-// code blocks (with a copy button). Inline: `code`, **bold**, *italic*, _italic_,
-// ~~strike~~ and [links](https://...) for http(s) targets only (anything else stays text).
+// Blocks: paragraphs, ATX headings, bullet and numbered lists, block quotes, rules, GFM pipe
+// tables and fenced code blocks (highlighted by highlight.js, with a copy button). Inline:
+// `code`, **bold**, *italic*, _italic_, ~~strike~~ and [links](https://...) for http(s)
+// targets only (anything else stays text).
+
+import { highlight } from "./highlight.js";
 
 const FENCE = /^ {0,3}(`{3,}|~{3,})\s*([^`\s]*)[^`]*$/;
 const HEADING = /^ {0,3}(#{1,6})\s+(.*?)(?:\s+#+\s*)?$/;
@@ -11,6 +14,10 @@ const BULLET = /^(\s*)([-*+])\s+(.*)$/;
 const ORDERED = /^(\s*)(\d{1,9})[.)]\s+(.*)$/;
 const QUOTE = /^ {0,3}>\s?(.*)$/;
 const RULE = /^ {0,3}([-*_])(?:\s*\1){2,}\s*$/;
+// A table's delimiter row: | --- | :---: | ---: | (outer pipes optional).
+const TABLE_DELIMITER = /^ {0,3}\|?\s*:?-+:?\s*(?:\|\s*:?-+:?\s*)*\|?\s*$/;
+// Tables wider than this are shown as text rather than built (a model's runaway output).
+const MAX_TABLE_COLUMNS = 64;
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -55,7 +62,8 @@ function codeBlock(code, lang) {
   bar.appendChild(button);
   figure.appendChild(bar);
   const pre = el("pre");
-  const codeEl = el("code", null, code);
+  const codeEl = el("code");
+  codeEl.appendChild(highlight(code, lang));
   if (lang) codeEl.dataset.lang = lang;
   pre.appendChild(codeEl);
   figure.appendChild(pre);
@@ -146,6 +154,74 @@ function inline(parent, text) {
     i += 1;
   }
   flush();
+}
+
+// A row's cells: split on pipes that are not escaped (\| is a pipe inside a cell, even in
+// `code`), without the optional outer pipes.
+function cells(line) {
+  const out = [];
+  let cell = "";
+  const text = line.trim();
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === "\\" && text[i + 1] === "|") {
+      cell += "|";
+      i += 1;
+    } else if (c === "|") {
+      out.push(cell);
+      cell = "";
+    } else {
+      cell += c;
+    }
+  }
+  out.push(cell);
+  if (text.startsWith("|")) out.shift();
+  if (text.endsWith("|") && !text.endsWith("\\|") && out.length > 0) out.pop();
+  return out.map((c) => c.trim());
+}
+
+// Whether lines[i] is a table's header row: it has a pipe and the next line is a delimiter
+// row with as many cells.
+function tableStart(lines, i) {
+  const head = lines[i];
+  const delimiter = lines[i + 1];
+  if (delimiter === undefined || !head.includes("|") || !TABLE_DELIMITER.test(delimiter)) return false;
+  const n = cells(head).length;
+  return n > 0 && n <= MAX_TABLE_COLUMNS && n === cells(delimiter).length;
+}
+
+function table(lines, start) {
+  const head = cells(lines[start]);
+  const align = cells(lines[start + 1]).map((d) => {
+    const left = d.startsWith(":");
+    const right = d.endsWith(":");
+    return left && right ? "center" : right ? "right" : left ? "left" : "";
+  });
+  const row = (values, tag) => {
+    const tr = el("tr");
+    head.forEach((_, n) => {
+      const cell = el(tag, align[n] ? `align-${align[n]}` : null);
+      inline(cell, values[n] || "");
+      tr.appendChild(cell);
+    });
+    return tr;
+  };
+  const wrap = el("div", "table-wrap");
+  const tableEl = el("table");
+  const thead = el("thead");
+  thead.appendChild(row(head, "th"));
+  tableEl.appendChild(thead);
+  let i = start + 2;
+  const tbody = el("tbody");
+  while (i < lines.length) {
+    const line = lines[i];
+    if (line.trim() === "" || !line.includes("|") || FENCE.test(line) || HEADING.test(line) || QUOTE.test(line)) break;
+    tbody.appendChild(row(cells(line), "td"));
+    i += 1;
+  }
+  if (tbody.childNodes.length > 0) tableEl.appendChild(tbody);
+  wrap.appendChild(tableEl);
+  return [wrap, i];
 }
 
 function paragraph(lines) {
@@ -255,6 +331,12 @@ function blocks(lines) {
       frag.appendChild(q);
       continue;
     }
+    if (tableStart(lines, i)) {
+      const [node, next] = table(lines, i);
+      frag.appendChild(node);
+      i = next;
+      continue;
+    }
     if (BULLET.test(line) || ORDERED.test(line)) {
       const [node, next] = list(lines, i);
       frag.appendChild(node);
@@ -269,6 +351,7 @@ function blocks(lines) {
       !HEADING.test(lines[i]) &&
       !QUOTE.test(lines[i]) &&
       !RULE.test(lines[i]) &&
+      !tableStart(lines, i) &&
       !(para.length > 0 && (BULLET.test(lines[i]) || ORDERED.test(lines[i])))
     ) {
       para.push(lines[i]);

@@ -15,6 +15,7 @@ use axum::Router;
 const INDEX_HTML: &str = include_str!("index.html");
 const APP_JS: &str = include_str!("app.js");
 const MARKDOWN_JS: &str = include_str!("markdown.js");
+const HIGHLIGHT_JS: &str = include_str!("highlight.js");
 const STYLE_CSS: &str = include_str!("style.css");
 const ICON_SVG: &str = include_str!("icon.svg");
 
@@ -32,6 +33,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "/markdown.js",
         "text/javascript; charset=utf-8",
         MARKDOWN_JS,
+    ),
+    (
+        "/highlight.js",
+        "text/javascript; charset=utf-8",
+        HIGHLIGHT_JS,
     ),
     ("/style.css", "text/css; charset=utf-8", STYLE_CSS),
     ("/icon.svg", "image/svg+xml", ICON_SVG),
@@ -105,7 +111,7 @@ mod tests {
             .split(|c: char| c.is_whitespace() || c == '<')
             .find(|word| word.starts_with("on") && word.contains('='));
         assert_eq!(handler, None, "index.html has an inline event handler");
-        for js in [APP_JS, MARKDOWN_JS] {
+        for js in [APP_JS, MARKDOWN_JS, HIGHLIGHT_JS] {
             for banned in [
                 "innerHTML",
                 "outerHTML",

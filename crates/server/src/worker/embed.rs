@@ -3,7 +3,7 @@
 //! does not stop them (an encoder takes each input whole: its tokens attend both ways).
 
 use super::prep::EmbedPlan;
-use super::{Event, Job, Summary};
+use super::{Event, Job, Slot, Summary};
 use crate::error::ApiError;
 use engine::{LogitRows, Model, Pooler, SessionState};
 use kernels::pool::ThreadPool;
@@ -18,6 +18,8 @@ const MIN_CHUNK: usize = 16;
 
 pub(super) struct EmbedTask {
     pub job: Job,
+    /// Its place in the worker, freed when the task is dropped.
+    _slot: Slot,
     plan: EmbedPlan,
     state: Option<SessionState>,
     /// The input being evaluated, and how much of it is done.
@@ -38,10 +40,17 @@ pub(super) enum Progress {
 }
 
 impl EmbedTask {
-    pub fn new(model: &Model, job: Job, plan: EmbedPlan, pool: &Arc<ThreadPool>) -> EmbedTask {
+    pub fn new(
+        model: &Model,
+        job: Job,
+        slot: Slot,
+        plan: EmbedPlan,
+        pool: &Arc<ThreadPool>,
+    ) -> EmbedTask {
         let state = model.session(plan.n_ctx, Arc::clone(pool)).into_state();
         EmbedTask {
             job,
+            _slot: slot,
             plan,
             state: Some(state),
             input: 0,

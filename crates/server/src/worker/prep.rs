@@ -2,10 +2,11 @@
 //! decode thread (which would otherwise stop every running stream meanwhile): rendering the
 //! chat template, tokenizing, compiling the grammar, checking that the prompt fits.
 
-use super::{Budget, EmbedInput, Event, Input, Job, PromptInfo};
+use super::fit;
+use super::{Api, Budget, EmbedInput, Event, Input, Job, PromptInfo, Slot};
 use crate::error::ApiError;
 use engine::chat::tools::ToolFormat;
-use engine::chat::{reasoning, ChatError, ChatTemplate, Sandbox};
+use engine::chat::{reasoning, ChatError, ChatTemplate, Message, Sandbox};
 use engine::constraint::Constraint;
 use engine::Model;
 use std::sync::Arc;
@@ -13,8 +14,8 @@ use std::time::Duration;
 
 /// A job made ready to run.
 pub(super) enum Ready {
-    Generate(Box<Plan>, Box<Job>),
-    Embed(Box<EmbedPlan>, Box<Job>),
+    Generate(Box<Plan>, Box<Job>, Slot),
+    Embed(Box<EmbedPlan>, Box<Job>, Slot),
     /// It answered for itself (a model task).
     Answered,
     /// It cannot run, and this says why.
@@ -41,6 +42,7 @@ pub(super) struct EmbedPlan {
 pub(super) fn prepare(
     model: &Model,
     job: Job,
+    slot: Slot,
     sandbox: Option<&Arc<dyn Sandbox>>,
     load_time: Duration,
 ) -> Ready {
@@ -62,8 +64,8 @@ pub(super) fn prepare(
     };
     let job = Box::new(job);
     match outcome {
-        Ok(Ok(plan)) => Ready::Generate(Box::new(plan), job),
-        Ok(Err(embed)) => Ready::Embed(Box::new(embed), job),
+        Ok(Ok(plan)) => Ready::Generate(Box::new(plan), job, slot),
+        Ok(Err(embed)) => Ready::Embed(Box::new(embed), job, slot),
         Err(e) => Ready::Failed(job, e),
     }
 }
@@ -81,14 +83,14 @@ fn plan(
             job.model.name
         )));
     }
-    let tokens = tokenize(model, job, sandbox)?;
+    let n_ctx = job.n_ctx.min(model.config().n_ctx_train.max(1));
+    let tokens = tokenize(model, job, sandbox, n_ctx)?;
     let constraint = match &job.grammar {
         None => None,
         Some(g) => Some(Constraint::new(model.tokenizer(), g).map_err(|e| {
             ApiError::invalid(job.grammar_param, format!("{}: {e}", job.grammar_param))
         })?),
     };
-    let n_ctx = job.n_ctx.min(model.config().n_ctx_train.max(1));
     let prompt_param = match &job.input {
         Input::Chat(_) => "messages",
         Input::Tokens { param, .. } => param.as_str(),
@@ -107,22 +109,12 @@ fn plan(
         )
         .with_code("context_length_exceeded"));
     }
+    // A budget past the context is cut to the room left; the answer then ends with
+    // finish_reason "length", as llama.cpp and Ollama end it.
     let room = n_ctx - tokens.len();
     let max_tokens = match job.budget {
-        Budget::Exactly(n) if n > room => {
-            return Err(ApiError::invalid(
-                job.budget_param,
-                format!(
-                    "the prompt ({} tokens) plus {} = {n} tokens exceeds the context of {n_ctx} tokens",
-                    tokens.len(),
-                    job.budget_param
-                ),
-            )
-            .with_code("context_length_exceeded"));
-        }
-        Budget::Exactly(n) => n,
+        Budget::Exactly(n) | Budget::Default(n) => n.min(room),
         Budget::Fill => room,
-        Budget::Default(n) => n.min(room),
     };
     Ok(Plan {
         tokens,
@@ -133,13 +125,18 @@ fn plan(
     })
 }
 
+/// The prompt's tokens. Ollama's routes cut a prompt too long for `n_ctx` (see `fit`).
 fn tokenize(
     model: &Model,
     job: &Job,
     sandbox: Option<&Arc<dyn Sandbox>>,
+    n_ctx: usize,
 ) -> Result<Vec<u32>, ApiError> {
     let tok = model.tokenizer();
+    let cut = job.api == Api::Ollama;
+    let limit = fit::prompt_limit(n_ctx, job.budget);
     Ok(match &job.input {
+        Input::Raw(text) if cut => fit::keep_tail(tok.encode(text, true, true), limit, tok.bos()),
         Input::Raw(text) => tok.encode(text, true, true),
         Input::Chat(messages) => {
             let mut template = ChatTemplate::for_model(model).map_err(|e| match e {
@@ -159,18 +156,25 @@ fn tokenize(
                     ),
                 ));
             }
-            let text = template
-                .render_with_tools(messages, job.tools.as_deref(), true)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            // Messages' text stays text: `<|im_end|>` typed by a user is not the control token.
+            let encode = |messages: &[Message]| {
+                let prompt = template
+                    .render_prompt(tok, messages, job.tools.as_deref(), true)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                let ids = prompt.encode(tok);
+                Ok::<_, ApiError>((prompt, ids))
+            };
+            let (prompt, ids) = if cut {
+                fit::fit_chat(messages, limit, encode)?
+            } else {
+                encode(messages)?
+            };
             let _ = job.events.send(Event::Prompt(PromptInfo {
                 tool_format,
                 thinks: reasoning::template_thinks(template.source()),
-                thinking_open: reasoning::prompt_opens_thinking(&text),
+                thinking_open: reasoning::prompt_opens_thinking(&prompt.text),
             }));
-            let bos_text = tok.bos().and_then(|b| tok.token_text(b)).unwrap_or("");
-            // A template that writes BOS itself must not get a second one.
-            let add_bos = bos_text.is_empty() || !text.starts_with(bos_text);
-            tok.encode(&text, add_bos, true)
+            ids
         }
         Input::Tokens { ids, param } => {
             check_ids(model, ids, param)?;

@@ -11,7 +11,7 @@
 use super::embed::{EmbedTask, Progress};
 use super::prep::{self, Plan, Ready};
 use super::{
-    Event, Finish, Input, Job, KeepAlive, LoadedModel, Status, Summary, TokenLogprob, Totals,
+    Event, Finish, Input, Job, KeepAlive, LoadedModel, Slot, Status, Summary, TokenLogprob, Totals,
     UsageSink, WorkerConfig,
 };
 use crate::error::ApiError;
@@ -54,10 +54,10 @@ enum Done {
 /// A model being loaded, with the jobs that wait for it.
 struct Loading {
     path: PathBuf,
-    jobs: Vec<Job>,
+    jobs: Vec<(Job, Slot)>,
 }
 
-pub fn run(config: WorkerConfig, rx: Receiver<Job>, shared: Shared) {
+pub fn run(config: WorkerConfig, rx: Receiver<(Job, Slot)>, shared: Shared) {
     let (done_tx, done_rx) = channel();
     let loads = start_loader(done_tx.clone());
     let mut s = Scheduler {
@@ -105,9 +105,9 @@ pub fn run(config: WorkerConfig, rx: Receiver<Job>, shared: Shared) {
                     Err(TryRecvError::Disconnected) => return,
                 }
             };
-            let Some(job) = job else { break };
+            let Some((job, slot)) = job else { break };
             s.shared.waiting.fetch_sub(1, Ordering::Relaxed);
-            s.guarded(|s| s.admit(job, Duration::ZERO));
+            s.guarded(|s| s.admit(job, slot, Duration::ZERO));
             s.publish();
         }
         s.collect_done();
@@ -207,6 +207,8 @@ struct Cached {
 /// A running request.
 struct Seq {
     job: Job,
+    /// Its place in the worker, freed when the sequence is dropped.
+    _slot: Slot,
     /// Lent to the batch during a step.
     state: Option<SessionState>,
     /// Tokens the cache holds, in order.
@@ -334,9 +336,9 @@ impl Scheduler {
 
     /// Starts loading `job`'s model on the loader thread (making room first); the job waits
     /// for it with any others that come meanwhile.
-    fn start_load(&mut self, job: Job) {
+    fn start_load(&mut self, job: Job, slot: Slot) {
         if let Some(l) = self.loading.iter_mut().find(|l| l.path == job.model.path) {
-            l.jobs.push(job);
+            l.jobs.push((job, slot));
             return;
         }
         let weight_bytes = std::fs::metadata(&job.model.path).map_or(0, |m| m.len());
@@ -348,7 +350,7 @@ impl Scheduler {
         }
         self.loading.push(Loading {
             path: job.model.path.clone(),
-            jobs: vec![job],
+            jobs: vec![(job, slot)],
         });
     }
 
@@ -378,7 +380,8 @@ impl Scheduler {
 
     /// Takes a job: answered at once (load, unload), handed to a preparation thread when
     /// its model is in memory, or made to wait for its model's load.
-    fn admit(&mut self, job: Job, load_time: Duration) {
+    /// `slot` is freed when the job ends (kept by its sequence, if it runs one).
+    fn admit(&mut self, job: Job, slot: Slot, load_time: Duration) {
         if job.cancel.load(Ordering::Relaxed) {
             return;
         }
@@ -391,7 +394,7 @@ impl Scheduler {
         else {
             return match job.input {
                 Input::Unload if !loading => self.unload(job),
-                _ => self.start_load(job),
+                _ => self.start_load(job, slot),
             };
         };
         if matches!(job.input, Input::Unload) {
@@ -426,7 +429,13 @@ impl Scheduler {
         let done = self.done_tx.clone();
         let work = move || {
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                Box::new(prep::prepare(&model, job, sandbox.as_ref(), load_time))
+                Box::new(prep::prepare(
+                    &model,
+                    job,
+                    slot,
+                    sandbox.as_ref(),
+                    load_time,
+                ))
             }))
             .ok();
             let _ = done.send(Done::Prepared { path, result });
@@ -455,7 +464,9 @@ impl Scheduler {
                     return;
                 };
                 let jobs = self.loading.remove(i).jobs;
-                let Some(first) = jobs.first() else { return };
+                let Some((first, _)) = jobs.first() else {
+                    return;
+                };
                 let name = first.model.name.clone();
                 match result {
                     Ok(loaded) => {
@@ -475,13 +486,13 @@ impl Scheduler {
                             preparing: 0,
                             cache: Vec::new(),
                         });
-                        for job in jobs {
-                            self.admit(job, load_time);
+                        for (job, slot) in jobs {
+                            self.admit(job, slot, load_time);
                         }
                     }
                     Err(e) => {
                         let e = load_error(&name, e);
-                        for job in jobs {
+                        for (job, _) in jobs {
                             let _ = job.events.send(Event::Error(e.clone()));
                         }
                     }
@@ -498,20 +509,20 @@ impl Scheduler {
                     (Some(Ready::Failed(job, e)), _) => {
                         let _ = job.events.send(Event::Error(e));
                     }
-                    (Some(Ready::Generate(plan, job)), Some(ri)) => {
+                    (Some(Ready::Generate(plan, job, slot)), Some(ri)) => {
                         if !job.cancel.load(Ordering::Relaxed) {
                             let r = &mut self.residents[ri];
-                            let seq = start(r, *job, *plan, self.parallel, &self.pool);
+                            let seq = start(r, *job, slot, *plan, self.parallel, &self.pool);
                             r.active.push(seq);
                         }
                     }
-                    (Some(Ready::Embed(plan, job)), Some(ri)) => {
+                    (Some(Ready::Embed(plan, job, slot)), Some(ri)) => {
                         let r = &mut self.residents[ri];
-                        let task = EmbedTask::new(&r.model, *job, *plan, &self.pool);
+                        let task = EmbedTask::new(&r.model, *job, slot, *plan, &self.pool);
                         r.embeds.push(task);
                     }
                     // The model was dropped meanwhile (after a panic).
-                    (Some(Ready::Generate(_, job) | Ready::Embed(_, job)), None) => {
+                    (Some(Ready::Generate(_, job, _) | Ready::Embed(_, job, _)), None) => {
                         let e = ApiError::internal("the model was unloaded; try again");
                         let _ = job.events.send(Event::Error(e));
                     }
@@ -787,7 +798,14 @@ fn choose(seq: &mut Seq, tokenizer: &engine::tokenizer::Tokenizer, row: &[f32]) 
 
 /// Gives a prepared job a cache, the finished sequence sharing the longest prefix with its
 /// prompt, else a fresh one, and makes it a running sequence.
-fn start(r: &mut Resident, job: Job, plan: Plan, parallel: usize, pool: &Arc<ThreadPool>) -> Seq {
+fn start(
+    r: &mut Resident,
+    job: Job,
+    slot: Slot,
+    plan: Plan,
+    parallel: usize,
+    pool: &Arc<ThreadPool>,
+) -> Seq {
     let Plan {
         tokens,
         constraint,
@@ -841,6 +859,7 @@ fn start(r: &mut Resident, job: Job, plan: Plan, parallel: usize, pool: &Arc<Thr
     r.idle_since = None;
     Seq {
         job,
+        _slot: slot,
         state: Some(state),
         tokens: kept,
         prompt_done: reuse,
@@ -858,13 +877,26 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
-/// Why a model could not be loaded, for every request that waited for it.
+/// Why a model did not load, as an answer to every request that waited for it: a model
+/// hearth cannot run is the client's choice (400, with the reason); a file that is not valid
+/// GGUF is the server's trouble (500), and its details stay out, since they may quote the
+/// file's bytes.
 fn load_error(name: &str, e: Option<engine::EngineError>) -> ApiError {
+    use engine::EngineError as E;
+    let Some(e) = e else {
+        return ApiError::internal(format!(
+            "cannot load model {name:?}: the loader failed (internal error)"
+        ));
+    };
     match e {
-        Some(e) => ApiError::internal(format!("cannot load model {name}: {e}")),
-        None => ApiError::internal(format!(
-            "cannot load model {name}: the loader failed (internal error)"
-        )),
+        E::Gguf(g) => crate::models::unreadable_model(name, &g),
+        E::UnsupportedArchitecture(..)
+        | E::NoArchitecture
+        | E::UnsupportedTensorType { .. }
+        | E::UnclaimedTensors { .. } => {
+            ApiError::bad_request(format!("cannot load model {name:?}: {e}"))
+        }
+        e => ApiError::internal(format!("cannot load model {name:?}: {e}")),
     }
 }
 

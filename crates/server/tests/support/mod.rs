@@ -53,7 +53,18 @@ pub fn server(config: Config) -> Router {
         threads: Some(1),
         ..config
     };
-    app(AppState::new(config, Box::new(server::models::StoreModels)))
+    app(AppState::new(config, Box::new(models_store())))
+}
+
+/// Store names, and the files the tests name by path: the synthetic models, those written
+/// to temporary directories and the real ones in the test-model cache.
+pub fn models_store() -> server::models::StoreModels {
+    let dirs = [
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/synthetic"),
+        std::env::temp_dir(),
+        testutil::cache_dir(),
+    ];
+    server::models::StoreModels::with_models_dirs(&dirs).expect("models dirs")
 }
 
 pub fn default_server() -> Router {

@@ -165,12 +165,10 @@ impl<'m> Conversation<'m> {
         let Some(template) = &self.template else {
             bail!("no chat template: this conversation only completes raw text (--raw)");
         };
-        let text = template.render(&all, true)?;
         let tok = self.session.model().tokenizer();
-        let bos_text = tok.bos().and_then(|b| tok.token_text(b)).unwrap_or("");
-        // A template that writes BOS itself must not get a second one.
-        let add_bos = bos_text.is_empty() || !text.starts_with(bos_text);
-        Ok(tok.encode(&text, add_bos, true))
+        // Typed text stays text: `<|im_end|>` in a message is not the control token.
+        let prompt = template.render_prompt(tok, &all, None, true)?;
+        Ok(prompt.encode(tok))
     }
 
     /// Removes the first user message and the answers after it, never the last message.
@@ -210,7 +208,16 @@ impl<'m> Conversation<'m> {
         let mut opts = self.settings.generate_options();
         opts.cancel = cancel;
         opts.constraint = self.constraint.clone();
-        let mut gen = match Generator::new(&mut self.session, new, opts) {
+        let spinner = super::prompt_progress::start(new.len(), self.session.batch()).map(
+            |(spinner, progress)| {
+                opts.progress = Some(progress);
+                spinner
+            },
+        );
+        let generator = Generator::new(&mut self.session, new, opts);
+        // Gone before the answer is printed.
+        drop(spinner);
+        let mut gen = match generator {
             Ok(g) => g,
             Err(e) => {
                 // Part of the prompt may be in the cache; forget it.
@@ -219,17 +226,25 @@ impl<'m> Conversation<'m> {
             }
         };
         let mut out = std::io::stdout().lock();
+        // Wrapped for the eye only: the answer's text stays as the model wrote it.
+        let mut wrap = super::wrap::WordWrap::for_stdout();
         let mut text = String::new();
         let mut failed = None;
         for piece in gen.by_ref() {
             match piece {
                 Ok(p) => {
-                    out.write_all(p.as_bytes())?;
+                    match &mut wrap {
+                        Some(w) => out.write_all(w.push(&p).as_bytes())?,
+                        None => out.write_all(p.as_bytes())?,
+                    }
                     out.flush()?;
                     text.push_str(&p);
                 }
                 Err(e) => failed = Some(e),
             }
+        }
+        if let Some(w) = &mut wrap {
+            out.write_all(w.finish().as_bytes())?;
         }
         writeln!(out)?;
         let timings = gen.timings().clone();

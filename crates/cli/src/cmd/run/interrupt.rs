@@ -30,3 +30,44 @@ impl Interrupt {
         self.flag.store(false, Ordering::SeqCst);
     }
 }
+
+/// While it lives, the terminal does not echo control keys: a Ctrl-C that stops an answer
+/// would otherwise print `^C` into the middle of the answer's text. Restored when dropped
+/// (a second Ctrl-C that ends the program leaves only this setting off, which shells do not
+/// mind).
+pub struct QuietControlKeys {
+    #[cfg(unix)]
+    saved: Option<nix::sys::termios::Termios>,
+}
+
+impl QuietControlKeys {
+    /// Does nothing when stdin is not a terminal.
+    pub fn start() -> QuietControlKeys {
+        #[cfg(unix)]
+        {
+            use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+            let stdin = std::io::stdin();
+            let saved = tcgetattr(&stdin).ok().filter(|t| {
+                let mut quiet = t.clone();
+                quiet.local_flags.remove(LocalFlags::ECHOCTL);
+                tcsetattr(&stdin, SetArg::TCSANOW, &quiet).is_ok()
+            });
+            QuietControlKeys { saved }
+        }
+        #[cfg(not(unix))]
+        QuietControlKeys {}
+    }
+}
+
+impl Drop for QuietControlKeys {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Some(t) = &self.saved {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                t,
+            );
+        }
+    }
+}

@@ -5,9 +5,11 @@ mod command;
 mod conversation;
 mod input;
 mod interrupt;
+mod prompt_progress;
 mod repl;
 mod saved;
 mod settings;
+mod wrap;
 
 use crate::insight::usage_log::UsageLog;
 use anyhow::{bail, Context};
@@ -80,7 +82,7 @@ struct SamplingFlags {
     /// Locally typical sampling, 0 to 1; 1 disables [default: 1]
     #[arg(long, value_name = "P", allow_hyphen_values = true)]
     typical_p: Option<String>,
-    /// Penalize recently seen tokens (llama.cpp's repeat penalty), > 0; 1 disables [default: 1]
+    /// Penalize recently seen tokens (llama.cpp's repeat penalty), > 0; 1 disables [default: 1.1]
     #[arg(long, value_name = "X", allow_hyphen_values = true)]
     repeat_penalty: Option<String>,
     /// -2 to 2 [default: 0]
@@ -98,7 +100,8 @@ struct SamplingFlags {
     /// Stop before this text (repeatable; replaces a preset's); it is not printed.
     #[arg(long = "stop", allow_hyphen_values = true)]
     stop: Vec<String>,
-    /// Seed of the sampler's random draws [default: 0]
+    /// Seed of the sampler's random draws: the same seed gives the same answer [default: a
+    /// new one per answer]
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     seed: Option<String>,
     /// Tokens to generate at most, per answer [default: 512]

@@ -57,7 +57,10 @@ pub fn chat(
                 if let Some(i) = interrupt {
                     i.reset();
                 }
-                match conv.ask(&text, interrupt.map(Interrupt::flag)) {
+                let quiet = interrupt.map(|_| super::interrupt::QuietControlKeys::start());
+                let asked = conv.ask(&text, interrupt.map(Interrupt::flag));
+                drop(quiet);
+                match asked {
                     Ok(answer) => {
                         if answer.stop == Some(StopReason::Cancelled) {
                             eprintln!("(answer stopped)");

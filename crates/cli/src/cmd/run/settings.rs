@@ -93,8 +93,10 @@ impl Settings {
             .map_err(|e| refused(e.option, format!("must be {} (got {})", e.range, e.got)))
     }
 
+    /// The sampler in force. Without a `seed` each call draws a fresh one, so every answer
+    /// differs (a fixed default made every run give the same answer).
     pub fn sampler(&self) -> SamplerConfig {
-        let d = SamplerConfig::default();
+        let d = SamplerConfig::chat();
         let p = &self.params;
         let f = |v: Option<f64>, default: f32| v.map_or(default, |x| x as f32);
         let u = |v: Option<u64>, default: usize| v.map_or(default, |x| x as usize);
@@ -109,7 +111,7 @@ impl Settings {
             frequency_penalty: f(p.frequency_penalty, d.frequency_penalty),
             penalty_last_n: u(p.repeat_last_n, d.penalty_last_n),
             logit_bias: self.logit_bias.clone(),
-            seed: p.seed.unwrap_or(d.seed),
+            seed: p.seed.unwrap_or_else(random_seed),
         }
     }
 
@@ -167,7 +169,11 @@ impl Settings {
                 s.frequency_penalty.to_string(),
                 p.frequency_penalty.is_some(),
             ),
-            ("seed", s.seed.to_string(), p.seed.is_some()),
+            (
+                "seed",
+                p.seed.map_or("random".to_string(), |n| n.to_string()),
+                p.seed.is_some(),
+            ),
             (
                 "num_predict",
                 self.num_predict().to_string(),
@@ -188,6 +194,19 @@ impl Settings {
         out.push_str(&format!("{:<18} {}\n", "verbose", self.verbose));
         out
     }
+}
+
+/// A seed for a run without `--seed`: the process's hash keys (random per process) mixed
+/// with the time, so two answers in one process differ too.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
 }
 
 /// The allowed range of every option, for `/help`.
@@ -244,6 +263,25 @@ mod tests {
         assert!(d.contains("temperature        0.3\n"), "{d}");
         assert!(d.contains("top_k              40  (default)"), "{d}");
         assert!(d.contains("[\"END\"]"), "{d}");
+    }
+
+    #[test]
+    fn seed_is_random_unless_set() {
+        let mut s = Settings::default();
+        assert_ne!(s.sampler().seed, s.sampler().seed);
+        assert!(s
+            .describe()
+            .contains("seed               random  (default)"));
+        s.set("seed", "42").unwrap();
+        assert_eq!(s.sampler().seed, 42);
+        assert_eq!(s.sampler().seed, 42);
+    }
+
+    #[test]
+    fn chat_defaults_penalize_repeats_like_ollama() {
+        let s = Settings::default().sampler();
+        assert_eq!(s.repeat_penalty, 1.1);
+        assert_eq!(s.penalty_last_n, 64);
     }
 
     #[test]
