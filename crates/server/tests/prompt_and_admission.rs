@@ -46,14 +46,6 @@ impl Sandbox for Gate {
     }
 }
 
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-}
-
 /// With --parallel 4 --queue 2 the worker holds six requests: six that arrive while it is busy
 /// all succeed, and only a seventh is refused.
 #[tokio::test]

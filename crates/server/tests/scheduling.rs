@@ -23,14 +23,6 @@ fn completion(prompt: &str, max_tokens: usize, seed: u64) -> Value {
 }
 
 /// A number from the Prometheus text (the first sample of that name).
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-}
-
 #[tokio::test]
 async fn concurrent_requests_are_batched_and_match_running_alone() {
     let app = server(Config {

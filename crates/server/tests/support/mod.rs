@@ -140,3 +140,12 @@ pub fn sse_data(text: &str) -> Vec<String> {
         .map(|d| d.trim().to_string())
         .collect()
 }
+
+/// A Prometheus sample from `/metrics` text.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
