@@ -599,6 +599,19 @@ fn typical_keep(probs: &[f64], p: f64) -> usize {
 }
 
 /// Index of the largest logit (the lowest index among equals).
+/// A seed for a run or request that names none (as Ollama and OpenAI behave): the process's
+/// hash keys (random per process) mixed with the time, so two in one process differ too.
+pub fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
 pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &l) in logits.iter().enumerate() {

@@ -356,17 +356,7 @@ fn sampler(
     Ok(config)
 }
 
-/// A fresh seed per request when none is given (as Ollama and OpenAI behave).
-pub(crate) fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
-}
+pub(crate) use engine::sampler::random_seed;
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {

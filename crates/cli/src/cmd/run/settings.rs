@@ -111,7 +111,7 @@ impl Settings {
             frequency_penalty: f(p.frequency_penalty, d.frequency_penalty),
             penalty_last_n: u(p.repeat_last_n, d.penalty_last_n),
             logit_bias: self.logit_bias.clone(),
-            seed: p.seed.unwrap_or_else(random_seed),
+            seed: p.seed.unwrap_or_else(engine::sampler::random_seed),
         }
     }
 
@@ -194,19 +194,6 @@ impl Settings {
         out.push_str(&format!("{:<18} {}\n", "verbose", self.verbose));
         out
     }
-}
-
-/// A seed for a run without `--seed`: the process's hash keys (random per process) mixed
-/// with the time, so two answers in one process differ too.
-fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
 }
 
 /// The allowed range of every option, for `/help`.
