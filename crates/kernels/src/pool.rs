@@ -299,6 +299,33 @@ pub fn split_range(len: usize, idx: usize, n: usize) -> Range<usize> {
 
 #[cfg(test)]
 mod tests {
+
+    #[cfg(target_os = "linux")]
+    fn own_nice() -> i32 {
+        // SAFETY: plain integer arguments; errno is irrelevant for a thread that exists.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_lowered_thread_and_the_threads_it_starts_run_at_background_priority() {
+        let before = own_nice();
+        let (own, child) = std::thread::spawn(|| {
+            lower_thread_priority();
+            let child = std::thread::spawn(own_nice).join().unwrap();
+            (own_nice(), child)
+        })
+        .join()
+        .unwrap();
+        // Raising the priority back needs privileges; lowering never does (capped at 19).
+        let expected = (before + BACKGROUND_NICE).min(19);
+        assert_eq!((own, child), (expected, expected));
+        assert_eq!(
+            own_nice(),
+            before,
+            "the caller's own thread keeps its priority"
+        );
+    }
     use super::*;
     use std::sync::atomic::AtomicU64;
 
@@ -420,5 +447,22 @@ mod tests {
             }
         });
         assert_eq!(total.load(Ordering::Relaxed), 600);
+    }
+}
+
+/// How much lower than the decode threads background work runs (a Linux nice value: each step
+/// is about 1.25× less CPU share, so +10 gets about a tenth of a contended core).
+const BACKGROUND_NICE: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority, so that background work (loading a model,
+/// preparing a request) takes the cores only when the threads that decode running streams leave
+/// them idle. Threads it starts afterwards inherit the lower priority. Where the platform has
+/// no per-thread priority (or refuses), nothing changes: the work only competes as before.
+pub fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: nice() takes an integer and changes only the calling thread's nice value on
+    // Linux (relative, capped at 19); a failure is harmless and leaves it as it was.
+    unsafe {
+        libc::nice(BACKGROUND_NICE);
     }
 }

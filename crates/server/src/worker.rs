@@ -8,6 +8,7 @@
 
 mod embed;
 mod fit;
+mod pace;
 mod prep;
 mod scheduler;
 

@@ -2,6 +2,7 @@
 //! step, between the steps of the streams that run beside it, so that a long batch of inputs
 //! does not stop them (an encoder takes each input whole: its tokens attend both ways).
 
+use super::pace::Pace;
 use super::prep::EmbedPlan;
 use super::{Event, Job, Slot, Summary};
 use crate::error::ApiError;
@@ -10,11 +11,6 @@ use kernels::pool::ThreadPool;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// How long one chunk may take while other sequences wait for their next token.
-const SHARED_SLICE: Duration = Duration::from_millis(60);
-/// The smallest chunk worth a forward pass.
-const MIN_CHUNK: usize = 16;
 
 pub(super) struct EmbedTask {
     pub job: Job,
@@ -28,8 +24,8 @@ pub(super) struct EmbedTask {
     pooler: Option<Pooler>,
     vectors: Vec<Vec<f32>>,
     eval_time: Duration,
-    /// Tokens per second so far (for the chunk size while others wait).
-    rate: Option<f64>,
+    /// Its speed so far (for the chunk size while others wait).
+    pace: Pace,
 }
 
 /// What a step of the task came to.
@@ -58,12 +54,12 @@ impl EmbedTask {
             pooler: None,
             vectors: Vec::new(),
             eval_time: Duration::ZERO,
-            rate: None,
+            pace: Pace::default(),
         }
     }
 
     /// Evaluates the next chunk: at most `limit` tokens, and when `shared` (other sequences
-    /// wait for this step) no more than fit in [`SHARED_SLICE`] at the rate measured so far.
+    /// wait for this step) no more than its [`Pace`] allows.
     pub fn step(
         &mut self,
         model: &Model,
@@ -77,13 +73,7 @@ impl EmbedTask {
         let Some(tokens) = self.plan.inputs.get(self.input) else {
             return self.answer();
         };
-        let mut take = limit.max(1);
-        if shared {
-            let fits = self
-                .rate
-                .map_or(MIN_CHUNK, |r| (r * SHARED_SLICE.as_secs_f64()) as usize);
-            take = take.min(fits.max(MIN_CHUNK));
-        }
+        let mut take = self.pace.chunk(limit, shared);
         if model.is_embedding_only() {
             take = tokens.len();
         }
@@ -108,9 +98,7 @@ impl EmbedTask {
             return Progress::Ended;
         }
         self.eval_time += took;
-        if took > Duration::ZERO {
-            self.rate = Some(chunk.len() as f64 / took.as_secs_f64());
-        }
+        self.pace.record(chunk.len(), took);
         self.offset = end;
         if self.offset == tokens.len() {
             if let Some(p) = self.pooler.take() {

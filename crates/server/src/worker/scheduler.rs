@@ -9,6 +9,7 @@
 //! the running streams go on; an embedding job runs a chunk per step (see `embed`).
 
 use super::embed::{EmbedTask, Progress};
+use super::pace::Pace;
 use super::prep::{self, Plan, Ready};
 use super::{
     Event, Finish, Input, Job, KeepAlive, LoadedModel, Slot, Status, Summary, TokenLogprob, Totals,
@@ -131,6 +132,8 @@ fn start_loader(done: Sender<Done>) -> Sender<PathBuf> {
     let spawned = std::thread::Builder::new()
         .name("hearth-loader".into())
         .spawn(move || {
+            // A load (and the threads packing its weights) yields the cores to the streams.
+            kernels::pool::lower_thread_priority();
             for path in rx {
                 let t = Instant::now();
                 let result = match std::panic::catch_unwind(|| Model::load(&path)) {
@@ -186,6 +189,8 @@ struct Resident {
     active: Vec<Seq>,
     /// Embedding jobs, run in order, a chunk per step.
     embeds: Vec<EmbedTask>,
+    /// The speed of its prompt chunks (their size while other sequences decode).
+    prompt_pace: Pace,
     /// Jobs being prepared beside the decode thread.
     preparing: usize,
     /// Finished sequences' caches, most recently used last, for prefix reuse.
@@ -428,6 +433,7 @@ impl Scheduler {
         let sandbox = self.template_sandbox.clone();
         let done = self.done_tx.clone();
         let work = move || {
+            kernels::pool::lower_thread_priority();
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 Box::new(prep::prepare(
                     &model,
@@ -483,6 +489,7 @@ impl Scheduler {
                             last_used: Instant::now(),
                             active: Vec::new(),
                             embeds: Vec::new(),
+                            prompt_pace: Pace::default(),
                             preparing: 0,
                             cache: Vec::new(),
                         });
@@ -583,8 +590,12 @@ impl Scheduler {
             }
         }
         // Each sequence's tokens for this step: its pending token, or a chunk of its prompt.
+        // While sequences wait for their next token, a prompt gets only a short chunk.
         let decoding = r.active.iter().filter(|s| s.pending.is_some()).count();
-        let mut room = STEP_TOKENS.saturating_sub(decoding).max(1);
+        let shared = decoding + others_running > 0;
+        let mut room = r
+            .prompt_pace
+            .chunk(STEP_TOKENS.saturating_sub(decoding).max(1), shared);
         let mut parts: Vec<(usize, Vec<u32>)> = Vec::new();
         for (i, seq) in r.active.iter().enumerate() {
             if let Some(t) = seq.pending {
@@ -617,6 +628,11 @@ impl Scheduler {
                 result = Session::eval_together(&mut refs, &tokens, logits);
             }
             elapsed = t.elapsed();
+            // Decode-only steps are slower per token than prompt chunks: they teach nothing.
+            if parts.iter().any(|&(i, _)| r.active[i].pending.is_none()) {
+                r.prompt_pace
+                    .record(tokens.iter().map(|t| t.len()).sum(), elapsed);
+            }
             for (&(i, _), session) in parts.iter().zip(sessions) {
                 r.active[i].state = Some(session.into_state());
             }
