@@ -277,7 +277,14 @@ async function mainScenario() {
     `let s = "<script>alert(6)</script>";`,
     "```",
   ].join("\n");
-  const chat = await fakeChat(page, [answer, "Second answer, written again.", "Answer to the follow-up.", "Answer to the edited question."]);
+  const chat = await fakeChat(page, [
+    answer,
+    "Second answer, written again.",
+    "Answer to the follow-up.",
+    "First answer, regenerated.",
+    "Answer to the second follow-up.",
+    "Answer to the edited question.",
+  ]);
   await page.click("#new-chat");
   await sendMessage(page, `Please repeat ${XSS}`);
   await waitForAnswerDone(page);
@@ -327,7 +334,23 @@ async function mainScenario() {
   await sendMessage(page, "A follow-up question.");
   await waitForAnswerDone(page);
   assert.equal(await page.locator("#messages .msg").count(), 4);
-  assert.equal(await page.locator("#messages .msg.assistant button.regenerate").count(), 1, "Regenerate only on the last answer");
+  // An earlier answer can be written again too, but what follows it would go: asked first.
+  assert.equal(await page.locator("#messages .msg.assistant button.regenerate").count(), 2, "Regenerate on every answer");
+  const firstAnswer = page.locator("#messages .msg.assistant").first();
+  await firstAnswer.getByRole("button", { name: "Regenerate" }).click();
+  assert.match(await firstAnswer.locator(".confirm").textContent(), /replaces this answer and the 2 messages after it/);
+  await screenshot(page, "web-regenerate-earlier");
+  await firstAnswer.getByRole("button", { name: "Cancel" }).click();
+  assert.equal(await page.locator("#messages .msg").count(), 4, "a cancelled regenerate changes nothing");
+  assert.equal(chat.requests.length, 3, "nothing was asked");
+  await firstAnswer.getByRole("button", { name: "Regenerate" }).click();
+  await firstAnswer.getByRole("button", { name: "Replace them" }).click();
+  await waitForAnswerDone(page);
+  assert.deepEqual(chat.requests[3], [{ role: "user", content: `Please repeat ${XSS}` }], "the earlier answer's question alone");
+  assert.deepEqual(await page.locator("#messages .msg .msg-body").allTextContents(), [`Please repeat ${XSS}`, "First answer, regenerated."]);
+  await sendMessage(page, "A second follow-up.");
+  await waitForAnswerDone(page);
+  assert.equal(await page.locator("#messages .msg").count(), 4);
   const firstUser = page.locator("#messages .msg.user").first();
   await firstUser.getByRole("button", { name: "Edit" }).click();
   const editor = firstUser.locator("form.edit textarea");
@@ -341,7 +364,7 @@ async function mainScenario() {
   await editor.fill("An edited question.");
   await editor.press("Enter");
   await waitForAnswerDone(page);
-  assert.deepEqual(chat.requests[3], [{ role: "user", content: "An edited question." }], "the edit is sent without what followed it");
+  assert.deepEqual(chat.requests[5], [{ role: "user", content: "An edited question." }], "the edit is sent without what followed it");
   assert.deepEqual(await page.locator("#messages .msg .msg-body").allTextContents(), ["An edited question.", "Answer to the edited question."]);
   assert.equal(await page.locator("#conversations .conv.active .conv-title").textContent(), "An edited question.", "the title follows the first message");
   await page.reload();

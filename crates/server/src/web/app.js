@@ -645,7 +645,7 @@ function statsText(stats) {
   return parts.join(" · ");
 }
 
-// A message with its actions: Edit on the user's messages and Regenerate on the last answer
+// A message with its actions: Edit on the user's messages and Regenerate on the answers
 // (neither while an answer is being written), Copy on all.
 function messageNode(msg, conv, index) {
   const wrap = el("article", `msg ${msg.role}`);
@@ -658,9 +658,10 @@ function messageNode(msg, conv, index) {
     edit.addEventListener("click", () => startEdit(wrap, conv, index));
     actions.appendChild(edit);
   }
-  if (!generation && conv && msg.role === "assistant" && index === conv.messages.length - 1) {
-    const again = button("Regenerate", "small regenerate", "Write this answer again");
-    again.addEventListener("click", () => regenerate(conv));
+  if (!generation && conv && msg.role === "assistant" && index > 0 && conv.messages[index - 1].role === "user") {
+    const later = conv.messages.length - index - 1;
+    const again = button("Regenerate", "small regenerate", later ? "Write this answer again (what follows it is replaced)" : "Write this answer again");
+    again.addEventListener("click", () => (later ? confirmRegenerate(wrap, conv, index) : regenerate(conv, index)));
     actions.appendChild(again);
   }
   const copy = button("Copy", "small copy-msg", "Copy this message as text");
@@ -746,13 +747,36 @@ async function send(text) {
   await generate(conv);
 }
 
-// Writes the last answer again: the conversation up to the question is asked anew.
-function regenerate(conv) {
+// Writes an answer again: the conversation up to its question is asked anew, and the answer
+// and everything after it are replaced.
+function regenerate(conv, index) {
   if (generation || !ui.model.value) return;
-  const last = conv.messages[conv.messages.length - 1];
-  if (!last || last.role !== "assistant") return;
-  conv.messages.pop();
+  const msg = conv.messages[index];
+  if (!msg || msg.role !== "assistant") return;
+  conv.messages.splice(index);
   generate(conv);
+}
+
+// An earlier answer: what follows it would be lost, so the page asks first, in place.
+function confirmRegenerate(node, conv, index) {
+  if (node.querySelector(".confirm")) return;
+  const msg = conv.messages[index];
+  const later = conv.messages.length - index - 1;
+  const bar = el("div", "confirm");
+  bar.setAttribute("role", "group");
+  bar.setAttribute("aria-label", "Confirm regenerating");
+  const note = el("p", "muted small", `Regenerating replaces this answer and the ${later === 1 ? "message" : `${later} messages`} after it.`);
+  const cancel = button("Cancel", "small");
+  const replace = button("Replace them", "small primary");
+  bar.append(note, cancel, replace);
+  node.querySelector(".msg-body").after(bar);
+  cancel.addEventListener("click", () => bar.remove());
+  replace.addEventListener("click", () => {
+    // The conversation changed meanwhile (another tab, an import): ask again.
+    if (conv.messages[index] !== msg) return renderConversation();
+    regenerate(conv, index);
+  });
+  replace.focus();
 }
 
 // Turns a user message into an editor; sending it replaces that message and everything
