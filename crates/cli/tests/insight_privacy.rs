@@ -121,3 +121,26 @@ fn a_broken_config_is_reported_not_fatal() {
     assert!(ledger.contains("cannot be read"), "{ledger}");
     assert_eq!(j["server"]["ledger"], false);
 }
+
+#[test]
+fn a_separate_model_store_is_listed_where_it_is() {
+    let home = tempfile::tempdir().unwrap();
+    let models = tempfile::tempdir().unwrap();
+    let out = ok(hearth(home.path())
+        .args(["privacy", "--json"])
+        .env("HEARTH_MODELS", models.path()));
+    let j: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let models = std::path::absolute(models.path()).unwrap();
+    assert_eq!(Path::new(j["models"].as_str().unwrap()), models);
+    for suffix in ["manifests", "blobs", "locks", "tmp"] {
+        let p = Path::new(place(&j, suffix)["path"].as_str().unwrap()).to_owned();
+        assert_eq!(p.parent(), Some(models.as_path()), "{suffix}");
+    }
+    let home = std::path::absolute(home.path()).unwrap();
+    for suffix in ["ledger.db", "config.toml", "prices.json"] {
+        let p = Path::new(place(&j, suffix)["path"].as_str().unwrap()).to_owned();
+        assert_eq!(p.parent(), Some(home.as_path()), "{suffix}");
+    }
+    let text = ok(hearth(&home).arg("privacy").env("HEARTH_MODELS", &models));
+    assert!(text.contains("(HEARTH_MODELS)"), "{text}");
+}

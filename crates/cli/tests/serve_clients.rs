@@ -7,52 +7,12 @@
 mod hub;
 #[path = "common/serve.rs"]
 mod serve;
+#[path = "common/venv.rs"]
+#[allow(dead_code)]
+mod venv;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn run(cmd: &mut Command, what: &str) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A virtualenv with `openai` and `ollama`, made once and kept between runs.
-fn client_venv() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-clients-venv");
-    let python = dir.join("bin").join("python");
-    let ready = python.is_file()
-        && Command::new(&python)
-            .args(["-c", "import openai, ollama"])
-            .status()
-            .is_ok_and(|s| s.success());
-    if !ready {
-        run(
-            Command::new("python3").args(["-m", "venv"]).arg(&dir),
-            "python3 -m venv",
-        );
-        run(
-            Command::new(&python).args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "openai",
-                "ollama",
-            ]),
-            "pip install openai ollama",
-        );
-    }
-    python
-}
 
 /// Where the catalog's `smollm2` is on the hub.
 const SMOLLM2_HF_PATH: &str =
@@ -82,7 +42,7 @@ fn run_script(python: &Path, script: &str, args: &[&str], passed: &str) {
 #[test]
 fn official_python_clients_work_against_hearth_serve() {
     let model = testutil::smollm2();
-    let python = client_venv();
+    let python = venv::openai_and_ollama();
     let home = tempfile::tempdir().unwrap();
     // `/api/pull` goes to this imitation of the hub (the catalog's smollm2 file), never the
     // network: no pip fallback either.
@@ -128,7 +88,7 @@ fn official_python_clients_work_against_hearth_serve() {
 #[test]
 fn tool_calls_and_responses_with_qwen2_5_coder() {
     let model = testutil::qwen2_5_coder();
-    let python = client_venv();
+    let python = venv::openai_and_ollama();
     let home = tempfile::tempdir().unwrap();
     let server = serve::start(
         &["--ctx", "4096"],

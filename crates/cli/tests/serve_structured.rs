@@ -6,22 +6,12 @@
 
 #[path = "common/serve.rs"]
 mod serve;
+#[path = "common/venv.rs"]
+#[allow(dead_code)]
+mod venv;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn run(cmd: &mut Command, what: &str) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 const PACKAGES: &[&str] = &[
     "openai",
@@ -32,43 +22,14 @@ const PACKAGES: &[&str] = &[
     "jsonschema",
 ];
 
-/// A virtualenv with the clients, made once and kept between runs.
-fn client_venv() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("structured-clients-venv");
-    let python = dir.join("bin").join("python");
-    let ready = python.is_file()
-        && Command::new(&python)
-            .args([
-                "-c",
-                "import openai, ollama, langchain_openai, langchain_ollama, pydantic, jsonschema",
-            ])
-            .status()
-            .is_ok_and(|s| s.success());
-    if !ready {
-        run(
-            Command::new("python3").args(["-m", "venv"]).arg(&dir),
-            "python3 -m venv",
-        );
-        run(
-            Command::new(&python)
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                ])
-                .args(PACKAGES),
-            "pip install the client libraries",
-        );
-    }
-    python
-}
-
 #[test]
 fn clients_get_structured_output_and_tool_calls() {
     let model = testutil::qwen2_5_coder();
-    let python = client_venv();
+    let python = venv::python(
+        "structured-clients-venv",
+        PACKAGES,
+        "import openai, ollama, langchain_openai, langchain_ollama, pydantic, jsonschema",
+    );
     let home = tempfile::tempdir().unwrap();
     let server = serve::start(
         &["--ctx", "4096", "--parallel", "2"],

@@ -304,6 +304,12 @@ fn cors_allowed_headers() -> Vec<header::HeaderName> {
 }
 
 /// `GET /health`: the server answers (llama-server's shape), for load balancers and scripts.
+/// `GET` or `HEAD /health`: answered without the API key (it tells only that the server is up).
+fn is_health_check(req: &Request) -> bool {
+    (req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD)
+        && req.uri().path() == "/health"
+}
+
 async fn health() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
@@ -375,8 +381,9 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
         ));
     }
     // The page and its assets hold no secrets: a browser must load them before it can ask
-    // for the key.
-    if web::is_public(req.method(), req.uri().path()) {
+    // for the key. Nor does /health, which load balancers and Kubernetes probes ask without
+    // one.
+    if web::is_public(req.method(), req.uri().path()) || is_health_check(&req) {
         return next.run(req).await;
     }
     if let Some(key) = &s.config.api_key {

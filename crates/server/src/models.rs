@@ -131,6 +131,9 @@ pub trait ModelSource: Send + Sync + 'static {
 pub struct StoreModels {
     /// Canonical directories whose GGUF files may be named by path.
     dirs: Vec<PathBuf>,
+    /// The store is shared and must not change (replicas reading one model store): pull,
+    /// create, copy, delete and blob uploads are refused before they touch it.
+    read_only: bool,
 }
 
 impl StoreModels {
@@ -157,7 +160,25 @@ impl StoreModels {
                 Ok(c)
             })
             .collect::<std::io::Result<_>>()?;
-        Ok(StoreModels { dirs })
+        Ok(StoreModels {
+            dirs,
+            read_only: false,
+        })
+    }
+
+    /// Refuses every change to the store (`hearth serve --read-only-store`). Without it a
+    /// store the server cannot write still serves; changes fail with the file system's error.
+    pub fn read_only(mut self, read_only: bool) -> StoreModels {
+        self.read_only = read_only;
+        self
+    }
+
+    /// 403 when the store is read-only; `what` names the change refused.
+    fn writable(&self, what: &str) -> Result<(), ApiError> {
+        match self.read_only {
+            true => Err(read_only_refusal(what)),
+            false => Ok(()),
+        }
     }
 
     /// The file `name` names inside a models directory, canonical (symbolic links followed,
@@ -216,6 +237,19 @@ impl StoreModels {
             .with_code("model_not_found")),
         }
     }
+}
+
+/// What a server with a read-only store answers to a change (403).
+fn read_only_refusal(what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!(
+            "cannot {what}: this server's model store is read-only (hearth serve \
+             --read-only-store); change models where the store is writable, for example \
+             `hearth pull NAME` with the same HEARTH_MODELS"
+        ),
+    )
+    .with_code("read_only_store")
 }
 
 /// Whether a relative path goes up a directory (`..`): out of any models directory. (An
@@ -429,6 +463,7 @@ impl ModelSource for StoreModels {
 
     fn delete(&self, name: &str) -> Result<(), ApiError> {
         let parsed = parse_name("model", name)?;
+        self.writable("delete a model")?;
         open_store()?
             .remove(&parsed)
             .map(|_| ())
@@ -438,6 +473,7 @@ impl ModelSource for StoreModels {
     fn copy(&self, source: &str, destination: &str) -> Result<(), ApiError> {
         let src = parse_name("source", source)?;
         let dst = parse_name("destination", destination)?;
+        self.writable("copy a model")?;
         match open_store()?.copy(&src, &dst, true) {
             Ok(_) => Ok(()),
             Err(store::StoreError::NotFound { .. }) => Err(not_found(source, "not in the store")),
@@ -453,6 +489,7 @@ impl ModelSource for StoreModels {
         &self,
         digest: &store::Digest,
     ) -> Result<(store::BlobUpload, Option<u64>), ApiError> {
+        self.writable("receive a blob")?;
         let store = open_store()?;
         let room = store.free_space();
         Ok((store.receive_blob(digest).map_err(store_error)?, room))
@@ -460,6 +497,7 @@ impl ModelSource for StoreModels {
 
     fn create(&self, spec: CreateSpec) -> Result<(String, String), ApiError> {
         let name = parse_name("model", &spec.name)?;
+        self.writable("create a model")?;
         let store = open_store()?;
         let opts = store::CreateOptions {
             system: spec.system,
@@ -499,6 +537,20 @@ impl ModelSource for StoreModels {
 
     fn pull(&self, name: &str, progress: &dyn PullProgress) -> Result<Pulled, ApiError> {
         let parsed = parse_name("model", name)?;
+        if self.read_only {
+            // Clients pull to make sure a model is there: one that is needs no write.
+            return match open_store()?.find(&parsed).map_err(store_error)? {
+                Some((m, _)) => Ok(Pulled {
+                    name: m.name.to_string(),
+                    digest: m.digest.to_string(),
+                    size: m.size,
+                    downloaded: false,
+                }),
+                None => Err(read_only_refusal(&format!(
+                    "pull {name:?}, which is not in the store"
+                ))),
+            };
+        }
         let mut opts = store::PullOptions::from_env().map_err(|e| {
             ApiError::internal(format!("the server's pull settings are invalid: {e}"))
         })?;

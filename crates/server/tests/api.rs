@@ -476,6 +476,11 @@ async fn api_key_is_required_when_set() {
     });
     let r = send(&app, get("/api/version")).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // Health checks (load balancers, Kubernetes probes) need no key; nothing else does.
+    let r = send(&app, get("/health")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = send(&app, get("/metrics")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     let req = Request::get("/v1/models")
         .header(header::HOST, "localhost")
         .header(header::AUTHORIZATION, "Bearer wrong")

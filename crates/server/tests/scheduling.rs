@@ -103,6 +103,48 @@ async fn a_continued_conversation_reuses_the_cached_prefix() {
     );
 }
 
+/// Conversations that take turns on one server (one replica behind a sticky balancer) each
+/// keep their cache: a new conversation sharing only the template's head with another's
+/// cache gets a fresh one while there is room, so the other's next turn still finds its own.
+#[tokio::test]
+async fn interleaved_conversations_keep_their_own_caches() {
+    let app = default_server();
+    let turn = |messages: Value| json!({"model": model(), "messages": messages, "max_tokens": 8, "temperature": 0});
+    let ask = |body: Value| {
+        let app = app.clone();
+        async move {
+            let r = send(&app, post("/v1/chat/completions", &body)).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+            r.json()
+        }
+    };
+    let a1 = json!([{"role": "user", "content": "Tell me a story about a dragon."}]);
+    let first = ask(turn(a1.clone())).await;
+    let a_prompt = first["usage"]["prompt_tokens"].as_u64().unwrap();
+    let answer = first["choices"][0]["message"]["content"].clone();
+    // Another conversation between the two turns.
+    let other = ask(turn(
+        json!([{"role": "user", "content": "What is the weather like on Mars?"}]),
+    ))
+    .await;
+    assert_eq!(
+        other["usage"]["prompt_tokens_details"]["cached_tokens"], 0,
+        "a new conversation took another's cache: {other}"
+    );
+    let mut a2 = a1.as_array().unwrap().clone();
+    a2.push(json!({"role": "assistant", "content": answer}));
+    a2.push(json!({"role": "user", "content": "And then?"}));
+    let second = ask(turn(Value::Array(a2))).await;
+    let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        cached >= a_prompt,
+        "the first conversation's next turn reused {cached} tokens, fewer than its first \
+         prompt's {a_prompt}"
+    );
+}
+
 #[tokio::test]
 async fn a_disconnected_stream_leaves_the_batch() {
     let app = server(Config {

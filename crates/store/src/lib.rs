@@ -1,6 +1,7 @@
 //! The model store: models kept by name, pulled safely.
 //!
-//! Layout under `HEARTH_HOME` (default: the platform's data directory, `~/.local/share/hearth`):
+//! Layout under `HEARTH_MODELS`, else `HEARTH_HOME` (default: the platform's data directory,
+//! `~/.local/share/hearth`):
 //!
 //! ```text
 //! manifests/<name>/<tag>.json        one per model name (hf.co names nest: hf.co/ORG/REPO/<tag>.json)
@@ -218,6 +219,27 @@ pub struct RemoveReport {
     pub bytes_freed: u64,
 }
 
+/// The environment variable that moves the model store out of `HEARTH_HOME`.
+pub const MODELS_ENV: &str = "HEARTH_MODELS";
+
+/// hearth's own directory, where the ledger and settings live (and the store, unless
+/// `HEARTH_MODELS` names another): `HEARTH_HOME`, else `<data dir>/hearth`
+/// (`$XDG_DATA_HOME/hearth`, `~/.local/share/hearth`).
+pub fn home_dir() -> Result<PathBuf, StoreError> {
+    let home = match std::env::var_os("HEARTH_HOME").filter(|h| !h.is_empty()) {
+        Some(h) => PathBuf::from(h),
+        None => dirs::data_dir().ok_or(StoreError::NoHome)?.join("hearth"),
+    };
+    absolute(home, "hearth's home directory")
+}
+
+fn absolute(dir: PathBuf, what: &str) -> Result<PathBuf, StoreError> {
+    std::path::absolute(&dir).map_err(StoreError::io(format!(
+        "cannot resolve {what} {}",
+        dir.display()
+    )))
+}
+
 /// A store rooted at one directory. Opening does no I/O; directories appear on first write.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -234,16 +256,16 @@ impl Store {
         Ok(Store::open(Store::default_root()?))
     }
 
-    /// `HEARTH_HOME`, else `<data dir>/hearth` (`$XDG_DATA_HOME/hearth`, `~/.local/share/hearth`).
+    /// `HEARTH_MODELS`, else [`home_dir`]. Replicas of a server can share one store (even a
+    /// read-only one: serving only reads it) while each keeps its own `HEARTH_HOME`.
     pub fn default_root() -> Result<PathBuf, StoreError> {
-        let root = match std::env::var_os("HEARTH_HOME").filter(|h| !h.is_empty()) {
-            Some(h) => PathBuf::from(h),
-            None => dirs::data_dir().ok_or(StoreError::NoHome)?.join("hearth"),
-        };
-        std::path::absolute(&root).map_err(StoreError::io(format!(
-            "cannot resolve the store directory {}",
-            root.display()
-        )))
+        match std::env::var_os(MODELS_ENV).filter(|h| !h.is_empty()) {
+            Some(m) => absolute(
+                PathBuf::from(m),
+                "the model store directory (HEARTH_MODELS)",
+            ),
+            None => home_dir(),
+        }
     }
 
     pub fn root(&self) -> &Path {

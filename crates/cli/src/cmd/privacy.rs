@@ -18,6 +18,8 @@ struct Report {
     home: PathBuf,
     /// `HEARTH_HOME` or the platform's data directory.
     home_from: &'static str,
+    /// The model store: `HEARTH_MODELS`, else `home`.
+    models: PathBuf,
     files: Vec<Place>,
     network: Network,
     server: Server,
@@ -65,7 +67,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 }
 
 fn report() -> anyhow::Result<Report> {
-    let home = store::Store::default_root()?;
+    let home = store::home_dir()?;
+    let models = store::Store::default_root()?;
     let home_from = if std::env::var_os("HEARTH_HOME").is_some_and(|h| !h.is_empty()) {
         "HEARTH_HOME"
     } else {
@@ -95,19 +98,19 @@ fn report() -> anyhow::Result<Report> {
     };
     let mut files = vec![
         place(
-            home.join("manifests"),
+            models.join("manifests"),
             "model names and the blob each points to; presets (system prompt, sampling options)",
         ),
         place(
-            home.join("blobs"),
+            models.join("blobs"),
             "model weights (GGUF files named by their sha256); `.partial`: downloads in progress, kept for resuming",
         ),
         place(
-            home.join("locks"),
+            models.join("locks"),
             "empty lock files, held while the store changes",
         ),
         place(
-            home.join("tmp"),
+            models.join("tmp"),
             "scratch space of pulls from the package mirror and of imports (removed when done)",
         ),
         place(
@@ -192,7 +195,8 @@ fn report() -> anyhow::Result<Report> {
     let server = Server {
         default_bind: "127.0.0.1:11434 (loopback only; `hearth serve --host/--port`)".to_owned(),
         auth: "no key needed on loopback; `--api-key KEY` requires `Authorization: Bearer KEY` \
-               on every request, and binding any other address is refused without one"
+               on every request but /health and the web page's files, and binding any other \
+               address is refused without one"
             .to_owned(),
         cors: "off: no browser page from another origin may call it unless named with \
                --cors-origin"
@@ -205,6 +209,7 @@ fn report() -> anyhow::Result<Report> {
     Ok(Report {
         home,
         home_from,
+        models,
         files,
         network,
         server,
@@ -264,6 +269,12 @@ fn print_human(r: &Report) -> anyhow::Result<()> {
         r.home.display(),
         r.home_from
     ));
+    if r.models != r.home {
+        out.push_str(&format!(
+            "models     {} (HEARTH_MODELS)\n",
+            r.models.display()
+        ));
+    }
     out.push_str("\nfiles hearth writes\n");
     for f in &r.files {
         let state = match (f.exists, f.bytes) {

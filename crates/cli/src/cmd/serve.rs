@@ -10,7 +10,8 @@ pub struct Args {
     /// Port (0: any free port; the address is printed on stderr).
     #[arg(long, default_value_t = 11434)]
     port: u16,
-    /// Require `Authorization: Bearer KEY` on every request. Also read from the
+    /// Require `Authorization: Bearer KEY` on every request but /health (and the web
+    /// page's files, which hold no secret). Also read from the
     /// HEARTH_API_KEY environment variable, which keeps the key out of the process list;
     /// the flag wins when both are set.
     #[arg(long)]
@@ -48,6 +49,11 @@ pub struct Args {
     /// when all are busy).
     #[arg(long = "max-connections", value_name = "N", default_value_t = server::listen::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
+    /// Never change the model store (HEARTH_MODELS, else HEARTH_HOME): refuse pull of an
+    /// absent model, create, copy, delete and blob uploads with 403. For replicas sharing
+    /// one store; the ledger stays in each server's own HEARTH_HOME.
+    #[arg(long)]
+    read_only_store: bool,
     /// Record nothing in the usage ledger (also `ledger = false` in HEARTH_HOME/config.toml).
     #[arg(long)]
     no_ledger: bool,
@@ -98,7 +104,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ),
     };
     let models = server::models::StoreModels::with_models_dirs(&a.models_dirs)
-        .context("cannot use --models-dir")?;
+        .context("cannot use --models-dir")?
+        .read_only(a.read_only_store);
     server::serve_blocking(config, Box::new(models), |addr| {
         eprintln!("hearth listening on http://{addr}");
     })

@@ -84,7 +84,7 @@ struct Report {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let home = store::Store::default_root()?;
+    let home = store::home_dir()?;
     let prices = PriceTable::load(&home)?;
     if a.prices {
         crate::outln!("{}", serde_json::to_string_pretty(&prices)?)?;

@@ -93,7 +93,7 @@ pub fn open_ledger(
     if no_ledger {
         return None;
     }
-    let home = store::Store::default_root().map_err(|e| warn(&e)).ok()?;
+    let home = store::home_dir().map_err(|e| warn(&e)).ok()?;
     // A config that cannot be read could say `ledger = false`: record nothing then.
     let settings = Settings::load(&home).map_err(|e| warn(&e)).ok()?;
     if !settings.ledger {

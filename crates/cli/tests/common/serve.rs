@@ -7,7 +7,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 pub struct Server {
-    child: Child,
+    /// The process (a test may kill it early, as a crash would).
+    pub child: Child,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
 }
@@ -24,16 +25,18 @@ impl Drop for Server {
 /// says where it listens. The tests name models by path in the test-model cache, the
 /// synthetic models and temporary directories: those are the server's `--models-dir`s.
 pub fn start(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Server {
+    start_with_threads(2, args, env)
+}
+
+/// [`start`] with `--threads threads`.
+pub fn start_with_threads(
+    threads: usize,
+    args: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
-    cmd.args([
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--threads",
-        "2",
-    ]);
+    cmd.args(["serve", "--host", "127.0.0.1", "--port", "0", "--threads"])
+        .arg(threads.to_string());
     let synthetic =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/synthetic");
     for dir in [testutil::cache_dir(), std::env::temp_dir(), synthetic] {
@@ -42,7 +45,8 @@ pub fn start(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Server {
     cmd.args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .env_remove("HEARTH_OFFLINE");
+        .env_remove("HEARTH_OFFLINE")
+        .env_remove("HEARTH_MODELS");
     for (k, v) in env {
         cmd.env(k, v);
     }

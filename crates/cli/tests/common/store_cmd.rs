@@ -9,6 +9,7 @@ pub fn hearth(home: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_hearth"));
     c.env("HEARTH_HOME", home);
     for k in [
+        "HEARTH_MODELS",
         "HEARTH_OFFLINE",
         "HEARTH_SOURCE",
         "HEARTH_PYTHON",

@@ -829,7 +829,11 @@ fn start(
         max_tokens,
         load_time,
     } = plan;
-    // The cached sequence with the longest common prefix (of the same context size).
+    // The cached sequence with the longest common prefix (of the same context size), taken
+    // only when the prompt goes on with at least half of what it holds: a conversation's
+    // next turn, or a long shared system prompt. One that shares just a head (the template's
+    // first tokens) is another conversation, whose next turn would find its cache gone:
+    // while there is room, this prompt gets a fresh cache instead.
     let best = r
         .cache
         .iter()
@@ -838,11 +842,12 @@ fn start(
         .map(|(i, c)| (i, common_prefix(&c.tokens, &tokens)))
         .max_by_key(|&(i, n)| (n, i));
     let (mut state, mut kept) = match best {
-        Some((i, n)) if n > 0 => {
+        Some((i, n)) if n > 0 && 2 * n >= r.cache[i].tokens.len() => {
             let c = r.cache.remove(i);
             (c.state, c.tokens)
         }
-        // No shared prefix: reuse the oldest cache's memory once enough are kept.
+        // No room: reuse the memory of the least recently used cache (whatever prefix it
+        // shares with the prompt is still reused below).
         Some(_) if r.cache.len() >= parallel => {
             let i = r
                 .cache
