@@ -240,7 +240,7 @@ mod tests {
         assert!(matches!(e("=http://h/v1"), UpstreamError::EmptyName(_)));
         assert!(matches!(e("a b=http://h/v1"), UpstreamError::BadName(_)));
         assert!(matches!(e("big=not a url"), UpstreamError::BadUrl { .. }));
-        assert!(matches!(e("big=gpu-box:8000"), UpstreamError::BadScheme { .. }));
+        assert!(e("big=gpu-box:8000").to_string().contains("no scheme"));
         assert!(matches!(e("big=ftp://h/v1"), UpstreamError::BadScheme { .. }));
         assert!(matches!(e("big=/v1"), UpstreamError::BadUrl { .. }));
         assert!(matches!(e("big=http://u:p@h/v1"), UpstreamError::UserInUrl(_)));
