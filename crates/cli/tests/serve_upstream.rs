@@ -44,7 +44,12 @@ fn bad_upstreams_stop_the_server_before_it_listens() {
     assert!(e.contains("NAME=URL") && e.contains("\"big\""), "{e}");
     let e = serve(&["--upstream", "big=ftp://h/v1"]);
     assert!(e.contains("only http:// and https://"), "{e}");
-    let e = serve(&["--upstream", "big=http://h:8000/v1", "--upstream", "big=http://g/v1"]);
+    let e = serve(&[
+        "--upstream",
+        "big=http://h:8000/v1",
+        "--upstream",
+        "big=http://g/v1",
+    ]);
     assert!(e.contains("\"big\" is given to two upstreams"), "{e}");
     let e = serve(&["--upstream", "big=http://h/v1", "--upstream-timeout", "0"]);
     assert!(e.contains("--upstream-timeout"), "{e}");
@@ -66,8 +71,14 @@ fn bad_upstreams_stop_the_server_before_it_listens() {
     std::fs::remove_file(home.path().join("config.toml")).unwrap();
     // Offline means no prompt leaves the machine either.
     let mut c = hearth(home.path());
-    c.env("HEARTH_OFFLINE", "1")
-        .args(["serve", "--no-ledger", "--port", "0", "--upstream", "big=http://h/v1"]);
+    c.env("HEARTH_OFFLINE", "1").args([
+        "serve",
+        "--no-ledger",
+        "--port",
+        "0",
+        "--upstream",
+        "big=http://h/v1",
+    ]);
     let e = failure(&mut c);
     assert!(e.contains("HEARTH_OFFLINE"), "{e}");
 }
@@ -161,7 +172,10 @@ fn a_remote_answer_streams_through_and_is_recorded_as_remote() {
         if v["remote"].as_array().is_some_and(|r| !r.is_empty()) {
             break v;
         }
-        assert!(Instant::now() < deadline, "no remote row in the ledger: {v}");
+        assert!(
+            Instant::now() < deadline,
+            "no remote row in the ledger: {v}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(usage["remote"][0]["key"], format!("big @ {addr}"));

@@ -84,7 +84,9 @@ fn a_version_1_ledger_is_read_as_it_is_and_migrated_when_written() {
     assert_eq!(l.groups(None).unwrap()[0].remote, None);
     drop(l);
     let c = Connection::open(Ledger::path_in(home.path())).unwrap();
-    let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    let v: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(v, 1);
     drop(c);
     // Writing brings it to version 2 and keeps the old rows.
@@ -250,9 +252,13 @@ fn upstream_tables_are_read_and_checked() {
         ]
     );
     let err = Settings::parse("[[upstream]]\nname = \"big\"\nurl = \"\"\n").unwrap_err();
-    assert!(err.contains("[[upstream]] number 1") && err.contains("url"), "{err}");
-    let err = Settings::parse("[[upstream]]\nname = \"b\"\nurl = \"http://h\"\nkey_env = \"A-B\"\n")
-        .unwrap_err();
+    assert!(
+        err.contains("[[upstream]] number 1") && err.contains("url"),
+        "{err}"
+    );
+    let err =
+        Settings::parse("[[upstream]]\nname = \"b\"\nurl = \"http://h\"\nkey_env = \"A-B\"\n")
+            .unwrap_err();
     assert!(err.contains("key_env"), "{err}");
     // A key written into the file is refused rather than silently ignored.
     let err = Settings::parse("[[upstream]]\nname = \"b\"\nurl = \"http://h\"\nkey = \"k\"\n")

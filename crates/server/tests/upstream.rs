@@ -99,7 +99,8 @@ fn serve_one(conn: TcpStream, answer: Answer, seen: mpsc::Sender<Seen>, closed: 
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
     });
     let mut conn = conn;
-    let events_head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
+    let events_head =
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
     match answer {
         Answer::Json(v) => {
             let b = v.to_string();
@@ -191,7 +192,11 @@ async fn a_whole_answer_passes_through_with_the_upstream_key_and_is_recorded_as_
     });
     let stub = Stub::start(Answer::Json(answer.clone()));
     let (app, recorded) = router(&stub.base, Duration::from_secs(30));
-    let r = send(&app, keyed(post("/v1/chat/completions", &chat(json!({"top_k": 5}))))).await;
+    let r = send(
+        &app,
+        keyed(post("/v1/chat/completions", &chat(json!({"top_k": 5})))),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json(), answer, "the answer must pass as it is");
     let seen = stub.next_request();
@@ -207,14 +212,25 @@ async fn a_whole_answer_passes_through_with_the_upstream_key_and_is_recorded_as_
         .collect();
     assert_eq!(auth.len(), 1, "{auth:?}");
     assert!(auth[0].ends_with(&format!("Bearer {KEY}")), "{auth:?}");
-    assert!(!seen.head.contains("hearth-key"), "hearth's own key must stay here");
+    assert!(
+        !seen.head.contains("hearth-key"),
+        "hearth's own key must stay here"
+    );
     // Fields hearth does not know go on untouched.
     assert_eq!(seen.body["top_k"], 5);
     let rows = recorded.0.lock().unwrap().clone();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].model, "big");
-    assert_eq!(rows[0].host, stub.base.trim_start_matches("http://").trim_end_matches("/v1"));
-    assert_eq!((rows[0].prompt_tokens, rows[0].completion_tokens), (Some(11), Some(3)));
+    assert_eq!(
+        rows[0].host,
+        stub.base
+            .trim_start_matches("http://")
+            .trim_end_matches("/v1")
+    );
+    assert_eq!(
+        (rows[0].prompt_tokens, rows[0].completion_tokens),
+        (Some(11), Some(3))
+    );
 }
 
 #[tokio::test]
@@ -226,7 +242,11 @@ async fn a_stream_passes_through_and_its_usage_is_counted_without_showing_it() {
     ];
     let stub = Stub::start(Answer::Events(events.clone()));
     let (app, recorded) = router(&stub.base, Duration::from_secs(30));
-    let r = send(&app, keyed(post("/v1/chat/completions", &chat(json!({"stream": true}))))).await;
+    let r = send(
+        &app,
+        keyed(post("/v1/chat/completions", &chat(json!({"stream": true})))),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert!(r.headers[header::CONTENT_TYPE]
         .to_str()
@@ -260,7 +280,10 @@ async fn a_stream_passes_through_and_its_usage_is_counted_without_showing_it() {
     )
     .await;
     assert_eq!(sse_data(&r.text()).len(), 4, "{}", r.text());
-    assert!(stub.next_request().head.starts_with("POST /v1/completions "));
+    assert!(stub
+        .next_request()
+        .head
+        .starts_with("POST /v1/completions "));
 }
 
 #[tokio::test]
@@ -268,7 +291,10 @@ async fn a_client_that_goes_away_closes_the_upstream_connection() {
     let stub = Stub::start(Answer::Endless);
     let (app, _) = router(&stub.base, Duration::from_secs(30));
     let resp = app
-        .oneshot(keyed(post("/v1/chat/completions", &chat(json!({"stream": true})))))
+        .oneshot(keyed(post(
+            "/v1/chat/completions",
+            &chat(json!({"stream": true})),
+        )))
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
@@ -287,7 +313,10 @@ async fn a_silent_upstream_is_a_504_naming_its_host() {
     let (app, _) = router(&stub.base, Duration::from_secs(1));
     let r = send(&app, keyed(post("/v1/chat/completions", &chat(json!({}))))).await;
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.text());
-    let host = stub.base.trim_start_matches("http://").trim_end_matches("/v1");
+    let host = stub
+        .base
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1");
     let msg = r.json()["error"]["message"].as_str().unwrap().to_owned();
     assert!(msg.contains(host), "{msg}");
     assert_eq!(r.json()["error"]["code"], "upstream_timeout");
@@ -303,8 +332,18 @@ async fn an_unreachable_upstream_is_a_502_naming_its_host() {
         .local_addr()
         .unwrap()
         .port();
-    let (app, recorded) = router(&format!("http://127.0.0.1:{port}/v1"), Duration::from_secs(5));
-    let r = send(&app, keyed(post("/v1/embeddings", &json!({"model": "big", "input": "x"})))).await;
+    let (app, recorded) = router(
+        &format!("http://127.0.0.1:{port}/v1"),
+        Duration::from_secs(5),
+    );
+    let r = send(
+        &app,
+        keyed(post(
+            "/v1/embeddings",
+            &json!({"model": "big", "input": "x"}),
+        )),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
     let msg = r.json()["error"]["message"].as_str().unwrap().to_owned();
     assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
@@ -317,7 +356,14 @@ async fn embeddings_pass_through() {
     let answer = json!({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.5, 0.25]}], "usage": {"prompt_tokens": 2, "total_tokens": 2}});
     let stub = Stub::start(Answer::Json(answer.clone()));
     let (app, recorded) = router(&stub.base, Duration::from_secs(30));
-    let r = send(&app, keyed(post("/v1/embeddings", &json!({"model": "big", "input": "x"})))).await;
+    let r = send(
+        &app,
+        keyed(post(
+            "/v1/embeddings",
+            &json!({"model": "big", "input": "x"}),
+        )),
+    )
+    .await;
     assert_eq!(r.json(), answer);
     assert!(stub.next_request().head.starts_with("POST /v1/embeddings "));
     assert_eq!(recorded.0.lock().unwrap()[0].prompt_tokens, Some(2));
@@ -327,7 +373,10 @@ async fn embeddings_pass_through() {
 async fn remote_models_are_listed_as_remote() {
     let stub = Stub::start(Answer::Silent);
     let (app, _) = router(&stub.base, Duration::from_secs(30));
-    let host = stub.base.trim_start_matches("http://").trim_end_matches("/v1");
+    let host = stub
+        .base
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1");
     let models = send(&app, keyed(get("/v1/models"))).await.json();
     let big = models["data"]
         .as_array()
@@ -359,14 +408,28 @@ async fn ollama_endpoints_refuse_a_remote_model_and_say_where_it_is_served() {
     for path in ["/api/chat", "/api/generate", "/v1/responses"] {
         let r = send(
             &app,
-            keyed(post(path, &json!({"model": "big", "messages": [], "prompt": "x", "input": "x"}))),
+            keyed(post(
+                path,
+                &json!({"model": "big", "messages": [], "prompt": "x", "input": "x"}),
+            )),
         )
         .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {}", r.text());
-        assert!(r.text().contains("/v1/chat/completions"), "{path}: {}", r.text());
+        assert!(
+            r.text().contains("/v1/chat/completions"),
+            "{path}: {}",
+            r.text()
+        );
     }
     // Other models still reach their handlers.
-    let r = send(&app, keyed(post("/api/chat", &json!({"model": "no-such-model", "messages": []})))).await;
+    let r = send(
+        &app,
+        keyed(post(
+            "/api/chat",
+            &json!({"model": "no-such-model", "messages": []}),
+        )),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
 }
 

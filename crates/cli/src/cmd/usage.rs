@@ -121,7 +121,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let mut m: BTreeMap<String, Vec<&Group>> = BTreeMap::new();
         for g in &remote_groups {
             let host = g.remote.as_deref().unwrap_or_default();
-            m.entry(format!("{} @ {host}", g.model)).or_default().push(g);
+            m.entry(format!("{} @ {host}", g.model))
+                .or_default()
+                .push(g);
         }
         m.into_iter()
             .map(|(key, gs)| Keyed {

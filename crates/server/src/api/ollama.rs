@@ -640,7 +640,11 @@ async fn tags(State(state): State<AppState>) -> Result<Response, OllamaError> {
     // that name go to the upstream), marked `remote` with their host.
     let upstreams = &state.inner.config.upstreams;
     let mut models = models;
-    models.retain(|m| m["name"].as_str().is_none_or(|n| upstreams.find(n).is_none()));
+    models.retain(|m| {
+        m["name"]
+            .as_str()
+            .is_none_or(|n| upstreams.find(n).is_none())
+    });
     for u in upstreams.iter() {
         models.push(json!({
             "name": u.name,

@@ -1003,7 +1003,11 @@ async fn model_objects(state: &AppState) -> Result<Vec<Value>, ApiError> {
     }
     // Models on other machines: marked, and in place of a local model of the same name
     // (requests for that name go to the upstream).
-    data.retain(|m| m["id"].as_str().is_none_or(|id| upstreams.find(id).is_none()));
+    data.retain(|m| {
+        m["id"]
+            .as_str()
+            .is_none_or(|id| upstreams.find(id).is_none())
+    });
     for u in upstreams.iter() {
         data.push(json!({
             "id": u.name,

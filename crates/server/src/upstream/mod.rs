@@ -96,8 +96,7 @@ impl Upstream {
         if name.is_empty() {
             return Err(UpstreamError::EmptyName(format!("{name}={url}")));
         }
-        if name.chars().count() > 256 || name.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
+        if name.chars().count() > 256 || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(UpstreamError::BadName(name.to_owned()));
         }
         let bad_url = |why: &str| UpstreamError::BadUrl {
@@ -241,10 +240,19 @@ mod tests {
         assert!(matches!(e("a b=http://h/v1"), UpstreamError::BadName(_)));
         assert!(matches!(e("big=not a url"), UpstreamError::BadUrl { .. }));
         assert!(e("big=gpu-box:8000").to_string().contains("no scheme"));
-        assert!(matches!(e("big=ftp://h/v1"), UpstreamError::BadScheme { .. }));
+        assert!(matches!(
+            e("big=ftp://h/v1"),
+            UpstreamError::BadScheme { .. }
+        ));
         assert!(matches!(e("big=/v1"), UpstreamError::BadUrl { .. }));
-        assert!(matches!(e("big=http://u:p@h/v1"), UpstreamError::UserInUrl(_)));
-        assert!(matches!(e("big=http://h/v1?x=1"), UpstreamError::BadUrl { .. }));
+        assert!(matches!(
+            e("big=http://u:p@h/v1"),
+            UpstreamError::UserInUrl(_)
+        ));
+        assert!(matches!(
+            e("big=http://h/v1?x=1"),
+            UpstreamError::BadUrl { .. }
+        ));
         assert!(e("big=ftp://h/v1").to_string().contains("only http://"));
         assert!(matches!(
             Upstream::parse("big=http://h/v1", Some("has space".into())),

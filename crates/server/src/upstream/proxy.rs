@@ -30,13 +30,18 @@ pub async fn route(State(state): State<AppState>, req: Request, next: Next) -> R
     let upstreams = &state.inner.config.upstreams;
     let path = req.uri().path().to_owned();
     let openai = path.starts_with("/v1/");
-    if upstreams.is_empty() || req.method() != Method::POST || !(openai || path.starts_with("/api/"))
+    if upstreams.is_empty()
+        || req.method() != Method::POST
+        || !(openai || path.starts_with("/api/"))
     {
         return next.run(req).await;
     }
     let refuse = |e: ApiError| if openai { e.openai() } else { e.ollama() };
     let (parts, body) = req.into_parts();
-    let bytes = match http_body_util::Limited::new(body, BODY_LIMIT).collect().await {
+    let bytes = match http_body_util::Limited::new(body, BODY_LIMIT)
+        .collect()
+        .await
+    {
         Ok(b) => b.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             return refuse(ApiError::new(
@@ -50,8 +55,13 @@ pub async fn route(State(state): State<AppState>, req: Request, next: Next) -> R
             )))
         }
     };
-    let Some(up) = named_model(&bytes).and_then(|n| upstreams.find(&n)).cloned() else {
-        return next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let Some(up) = named_model(&bytes)
+        .and_then(|n| upstreams.find(&n))
+        .cloned()
+    else {
+        return next
+            .run(Request::from_parts(parts, Body::from(bytes)))
+            .await;
     };
     if !PROXIED_PATHS.contains(&path.as_str()) {
         return refuse(ApiError::bad_request(format!(
@@ -122,7 +132,10 @@ async fn forward(state: &AppState, up: Upstream, path: &str, body: Bytes) -> Res
         Err(_) => {
             return ApiError::new(
                 StatusCode::BAD_GATEWAY,
-                format!("upstream {} (model '{}') ended the request early", up.host, up.name),
+                format!(
+                    "upstream {} (model '{}') ended the request early",
+                    up.host, up.name
+                ),
             )
             .openai()
         }

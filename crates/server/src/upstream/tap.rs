@@ -22,7 +22,9 @@ pub enum Shape {
     Json,
     /// Server-sent events; `drop_usage_event`: hearth added `include_usage` and the event
     /// that carries only the usage is not passed on.
-    Events { drop_usage_event: bool },
+    Events {
+        drop_usage_event: bool,
+    },
 }
 
 pub struct Tap {
@@ -205,7 +207,10 @@ mod tests {
             &[&bytes[..30], &bytes[30..]],
         );
         assert!(!out.contains("prompt_tokens"), "{out}");
-        assert!(out.contains("\"Hi\"") && out.ends_with("data: [DONE]\n\n"), "{out}");
+        assert!(
+            out.contains("\"Hi\"") && out.ends_with("data: [DONE]\n\n"),
+            "{out}"
+        );
         assert_eq!(tokens.map(|t| t.prompt), Some(7));
     }
 
