@@ -441,3 +441,23 @@ async fn without_hearths_key_nothing_reaches_the_upstream() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(stub.seen.recv_timeout(Duration::from_millis(300)).is_err());
 }
+
+#[tokio::test]
+async fn a_client_that_goes_away_before_the_answer_begins_closes_the_upstream_connection() {
+    let stub = Stub::start(Answer::Silent);
+    let (app, _) = router(&stub.base, Duration::from_secs(300));
+    let pending = tokio::spawn(app.oneshot(keyed(post("/v1/chat/completions", &chat(json!({}))))));
+    let seen = tokio::task::spawn_blocking(move || {
+        let s = stub.next_request();
+        (s, stub)
+    })
+    .await
+    .unwrap();
+    let (_, stub) = seen;
+    // The handler is dropped while it waits for the upstream's first byte.
+    pending.abort();
+    tokio::task::spawn_blocking(move || stub.closed.recv_timeout(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .expect("the upstream connection must close when the client goes away");
+}
