@@ -26,7 +26,7 @@ mod settings;
 pub use energy::{EnergyMeter, EnergyStart, RaplZone};
 pub use error::LedgerError;
 pub use prices::{CloudPrice, PriceTable, PRICES_FILE};
-pub use settings::{Settings, CONFIG_FILE};
+pub use settings::{Settings, UpstreamSetting, CONFIG_FILE};
 
 use chrono::NaiveDate;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -38,8 +38,9 @@ use std::time::Duration;
 pub const LEDGER_FILE: &str = "ledger.db";
 /// How long a write waits for another process's lock before it gives up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_millis(200);
-/// The schema this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+/// The schema this build writes (`PRAGMA user_version`). Version 1 (no `remote_host`) is
+/// still read, and brought up to date when opened for writing.
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE requests (
@@ -57,6 +58,10 @@ CREATE TABLE requests (
 );
 CREATE INDEX requests_at ON requests (at_ms);
 ";
+
+/// Answers from another machine (`hearth serve --upstream`): their host; NULL for answers
+/// computed here (every row of a version 1 ledger).
+const SCHEMA_V2: &str = "ALTER TABLE requests ADD COLUMN remote_host TEXT;";
 
 /// Where the energy figure of a request came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -110,6 +115,8 @@ pub struct UsageRecord {
     pub prompt_ms: u64,
     pub generation_ms: u64,
     pub energy: Option<Energy>,
+    /// The upstream server (`host:port`) that answered; None: this machine did.
+    pub remote: Option<String>,
 }
 
 /// Unix time now, in milliseconds.
@@ -135,6 +142,8 @@ pub struct Group {
     pub estimated_joules: f64,
     /// Requests with no energy figure at all.
     pub unmetered_requests: u64,
+    /// The upstream server that answered these (None: this machine did).
+    pub remote: Option<String>,
 }
 
 /// An open ledger. One connection; not shared between threads (open one per thread, or wrap
@@ -142,6 +151,9 @@ pub struct Group {
 pub struct Ledger {
     conn: Connection,
     path: PathBuf,
+    /// The file has the `remote_host` column (version 2 on; an older ledger opened to read
+    /// has not).
+    has_remote: bool,
 }
 
 impl Ledger {
@@ -180,9 +192,10 @@ impl Ledger {
         } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(sql)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
-        let ledger = Ledger {
+        let mut ledger = Ledger {
             conn,
             path: path.to_path_buf(),
+            has_remote: false,
         };
         let version: i64 = ledger
             .conn
@@ -209,12 +222,13 @@ impl Ledger {
             }
         } else if version == 0 && ledger.has_no_tables()? {
             // An empty file: a ledger that never got its schema. Nothing to read.
-        } else if version != SCHEMA_VERSION {
+        } else if version < 1 {
             return Err(LedgerError::Corrupt {
                 path: path.to_path_buf(),
                 detail: "a SQLite file, but not a hearth ledger (no schema version)".to_owned(),
             });
         }
+        ledger.has_remote = write || version >= 2;
         Ok(ledger)
     }
 
@@ -238,8 +252,12 @@ impl Ledger {
         let version: i64 = tx
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(sql)?;
-        if version == from && version == 0 {
-            tx.execute_batch(SCHEMA_V1).map_err(sql)?;
+        // Another process may have migrated it meanwhile: start from what the file says.
+        if version == from && version < SCHEMA_VERSION {
+            if version == 0 {
+                tx.execute_batch(SCHEMA_V1).map_err(sql)?;
+            }
+            tx.execute_batch(SCHEMA_V2).map_err(sql)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .map_err(sql)?;
         }
@@ -263,8 +281,8 @@ impl Ledger {
         self.conn
             .execute(
                 "INSERT INTO requests (at_ms, model, client, prompt_tokens, completion_tokens, \
-                 load_ms, prompt_ms, generation_ms, energy_joules, energy_source) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 load_ms, prompt_ms, generation_ms, energy_joules, energy_source, remote_host) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     r.at_ms,
                     r.model,
@@ -275,7 +293,8 @@ impl Ledger {
                     i(r.prompt_ms),
                     i(r.generation_ms),
                     joules,
-                    source
+                    source,
+                    r.remote
                 ],
             )
             .map_err(|e| LedgerError::sqlite(&self.path, e))?;
@@ -290,12 +309,13 @@ impl Ledger {
         let sql = |source| LedgerError::sqlite(&self.path, source);
         let mut stmt = self
             .conn
-            .prepare(
+            .prepare(&format!(
                 "SELECT at_ms, model, client, prompt_tokens, completion_tokens, load_ms, \
-                 prompt_ms, generation_ms, energy_joules, energy_source FROM requests \
+                 prompt_ms, generation_ms, energy_joules, energy_source, {} FROM requests \
                  WHERE ?1 IS NULL OR date(at_ms / 1000, 'unixepoch', 'localtime') >= ?1 \
                  ORDER BY at_ms, id",
-            )
+                self.remote_column()
+            ))
             .map_err(sql)?;
         let since = since.map(|d| d.format("%Y-%m-%d").to_string());
         let rows = stmt
@@ -317,6 +337,7 @@ impl Ledger {
                     prompt_ms: u(6)?,
                     generation_ms: u(7)?,
                     energy,
+                    remote: row.get(10)?,
                 })
             })
             .map_err(sql)?;
@@ -331,16 +352,17 @@ impl Ledger {
         let sql = |source| LedgerError::sqlite(&self.path, source);
         let mut stmt = self
             .conn
-            .prepare(
+            .prepare(&format!(
                 "SELECT date(at_ms / 1000, 'unixepoch', 'localtime') AS day, model, count(*), \
                  sum(prompt_tokens), sum(completion_tokens), sum(load_ms), sum(prompt_ms), \
                  sum(generation_ms), \
                  total(CASE WHEN energy_source = 'measured-rapl' THEN energy_joules END), \
                  total(CASE WHEN energy_source = 'estimated-cpu-time' THEN energy_joules END), \
-                 sum(energy_joules IS NULL OR energy_source IS NULL) \
+                 sum(energy_joules IS NULL OR energy_source IS NULL), {} AS remote \
                  FROM requests WHERE ?1 IS NULL OR day >= ?1 \
-                 GROUP BY day, model ORDER BY day, model",
-            )
+                 GROUP BY day, model, remote ORDER BY day, model, remote",
+                self.remote_column()
+            ))
             .map_err(sql)?;
         let since = since.map(|d| d.format("%Y-%m-%d").to_string());
         let rows = stmt
@@ -361,10 +383,20 @@ impl Ledger {
                     measured_joules: row.get(8)?,
                     estimated_joules: row.get(9)?,
                     unmetered_requests: u(10)?,
+                    remote: row.get(11)?,
                 })
             })
             .map_err(sql)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(sql)
+    }
+
+    /// The `remote_host` column, or NULL in a version 1 ledger opened to read.
+    fn remote_column(&self) -> &'static str {
+        if self.has_remote {
+            "remote_host"
+        } else {
+            "NULL"
+        }
     }
 
     /// How many rows the ledger holds.

@@ -6,6 +6,14 @@
 //! cpu_watts = 65.0       # the CPU's power at full load, for the estimate without RAPL
 //! price_per_kwh = 0.30   # what electricity costs you
 //! currency = "USD"       # the unit of price_per_kwh (the cloud table is in USD)
+//!
+//! # A model served by another machine (`hearth serve` passes requests for it on; repeat
+//! # the table for more). The key, if the server wants one, is read from the environment
+//! # variable `key_env` names, so that it is kept out of this file.
+//! [[upstream]]
+//! name = "llama-405b"
+//! url = "http://gpu-box:8000/v1"
+//! key_env = "VLLM_API_KEY"
 //! ```
 
 use crate::LedgerError;
@@ -24,8 +32,23 @@ pub struct Settings {
     /// The price of a kWh of electricity, in `currency`.
     pub price_per_kwh: f64,
     pub currency: String,
+    /// Models served by other machines (`[[upstream]]` tables), checked further by
+    /// `hearth serve`.
+    pub upstreams: Vec<UpstreamSetting>,
     /// Whether the values came from a file (`false`: the defaults).
     pub from_file: bool,
+}
+
+/// One `[[upstream]]` table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSetting {
+    /// The model name clients use.
+    pub name: String,
+    /// The server's OpenAI base URL, e.g. `http://gpu-box:8000/v1`.
+    pub url: String,
+    /// The environment variable holding the server's API key.
+    pub key_env: Option<String>,
 }
 
 impl Default for Settings {
@@ -35,6 +58,7 @@ impl Default for Settings {
             cpu_watts: 65.0,
             price_per_kwh: 0.30,
             currency: "USD".to_owned(),
+            upstreams: Vec::new(),
             from_file: false,
         }
     }
@@ -46,6 +70,7 @@ struct Raw {
     cpu_watts: Option<f64>,
     price_per_kwh: Option<f64>,
     currency: Option<String>,
+    upstream: Option<Vec<UpstreamSetting>>,
 }
 
 impl Settings {
@@ -106,6 +131,24 @@ impl Settings {
                 ));
             }
             s.currency = c.to_owned();
+        }
+        for (i, u) in raw.upstream.unwrap_or_default().into_iter().enumerate() {
+            let at = format!("[[upstream]] number {} (name = {:?})", i + 1, u.name);
+            if u.name.trim().is_empty() || u.url.trim().is_empty() {
+                return Err(format!("{at}: both name and url must be given"));
+            }
+            if let Some(var) = &u.key_env {
+                let ok = !var.is_empty()
+                    && var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    && !var.as_bytes()[0].is_ascii_digit();
+                if !ok {
+                    return Err(format!(
+                        "{at}: key_env = {var:?} must name an environment variable \
+                         (letters, digits and _), e.g. \"VLLM_API_KEY\""
+                    ));
+                }
+            }
+            s.upstreams.push(u);
         }
         Ok(s)
     }

@@ -12,6 +12,7 @@ fn record(at_ms: i64, model: &str, energy: Option<Energy>) -> UsageRecord {
         prompt_ms: 20,
         generation_ms: 40,
         energy,
+        remote: None,
     }
 }
 
@@ -38,6 +39,72 @@ fn round_trip() {
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
+}
+
+#[test]
+fn remote_answers_are_marked_and_grouped_apart() {
+    let home = tempfile::tempdir().unwrap();
+    let l = Ledger::open(home.path()).unwrap();
+    let at = now_ms();
+    l.record(&record(at, "big", None)).unwrap();
+    let remote = UsageRecord {
+        remote: Some("gpu-box:8000".to_owned()),
+        ..record(at, "big", None)
+    };
+    l.record(&remote).unwrap();
+    assert_eq!(l.records(None).unwrap()[1], remote);
+    let g = l.groups(None).unwrap();
+    assert_eq!(g.len(), 2, "{g:?}");
+    assert_eq!(g[0].remote, None);
+    assert_eq!(g[1].remote.as_deref(), Some("gpu-box:8000"));
+    assert_eq!((g[1].requests, g[1].prompt_tokens), (1, 10));
+}
+
+/// A ledger as hearth wrote it before remote answers existed.
+fn version_1_ledger(home: &Path) {
+    let c = Connection::open(Ledger::path_in(home)).unwrap();
+    c.execute_batch(SCHEMA_V1).unwrap();
+    c.pragma_update(None, "user_version", 1).unwrap();
+    c.execute(
+        "INSERT INTO requests (at_ms, model, client, prompt_tokens, completion_tokens, \
+         load_ms, prompt_ms, generation_ms) VALUES (?1, 'old', 'cli', 3, 4, 0, 1, 2)",
+        params![now_ms()],
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_version_1_ledger_is_read_as_it_is_and_migrated_when_written() {
+    let home = tempfile::tempdir().unwrap();
+    version_1_ledger(home.path());
+    // Reading changes nothing and needs no new column.
+    let l = Ledger::open_existing(home.path()).unwrap().unwrap();
+    let rows = l.records(None).unwrap();
+    assert_eq!((rows.len(), rows[0].remote.clone()), (1, None));
+    assert_eq!(l.groups(None).unwrap()[0].remote, None);
+    drop(l);
+    let c = Connection::open(Ledger::path_in(home.path())).unwrap();
+    let v: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, 1);
+    drop(c);
+    // Writing brings it to version 2 and keeps the old rows.
+    let l = Ledger::open(home.path()).unwrap();
+    l.record(&UsageRecord {
+        remote: Some("h:1".into()),
+        ..record(now_ms(), "big", None)
+    })
+    .unwrap();
+    let rows = l.records(None).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].model, "old");
+    assert_eq!(rows[1].remote.as_deref(), Some("h:1"));
+    let v: i64 = l
+        .conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, SCHEMA_VERSION);
 }
 
 #[test]
@@ -160,6 +227,43 @@ fn settings_defaults_file_and_errors() {
     std::fs::write(Settings::path_in(home.path()), "ledger = maybe\n").unwrap();
     let err = Settings::load(home.path()).unwrap_err().to_string();
     assert!(err.contains("not valid TOML"), "{err}");
+}
+
+#[test]
+fn upstream_tables_are_read_and_checked() {
+    let s = Settings::parse(
+        "[[upstream]]\nname = \"big\"\nurl = \"http://gpu-box:8000/v1\"\nkey_env = \"VLLM_KEY\"\n\
+         [[upstream]]\nname = \"other\"\nurl = \"https://h/v1\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        s.upstreams,
+        vec![
+            UpstreamSetting {
+                name: "big".into(),
+                url: "http://gpu-box:8000/v1".into(),
+                key_env: Some("VLLM_KEY".into()),
+            },
+            UpstreamSetting {
+                name: "other".into(),
+                url: "https://h/v1".into(),
+                key_env: None,
+            },
+        ]
+    );
+    let err = Settings::parse("[[upstream]]\nname = \"big\"\nurl = \"\"\n").unwrap_err();
+    assert!(
+        err.contains("[[upstream]] number 1") && err.contains("url"),
+        "{err}"
+    );
+    let err =
+        Settings::parse("[[upstream]]\nname = \"b\"\nurl = \"http://h\"\nkey_env = \"A-B\"\n")
+            .unwrap_err();
+    assert!(err.contains("key_env"), "{err}");
+    // A key written into the file is refused rather than silently ignored.
+    let err = Settings::parse("[[upstream]]\nname = \"b\"\nurl = \"http://h\"\nkey = \"k\"\n")
+        .unwrap_err();
+    assert!(err.contains("key"), "{err}");
 }
 
 #[test]

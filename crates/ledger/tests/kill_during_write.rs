@@ -30,6 +30,7 @@ fn child_writer() {
             prompt_ms: 1,
             generation_ms: 2,
             energy: None,
+            remote: None,
         };
         ledger.record(&r).expect("child: record");
         writeln!(out, "{i}").expect("child: stdout");
@@ -91,6 +92,7 @@ fn kill_9_during_writes_loses_no_committed_row() {
             prompt_ms: 0,
             generation_ms: 0,
             energy: None,
+            remote: None,
         })
         .unwrap();
     assert_eq!(ledger.count().unwrap(), before + 1);

@@ -11,6 +11,7 @@ pub mod listen;
 pub mod metrics;
 pub mod models;
 pub mod params;
+pub mod upstream;
 pub mod web;
 pub mod worker;
 
@@ -60,6 +61,8 @@ pub struct Config {
     pub template_sandbox: TemplateSandbox,
     /// Timeouts and the connection cap.
     pub limits: listen::Limits,
+    /// Models served by other machines (`--upstream NAME=URL`).
+    pub upstreams: upstream::Upstreams,
 }
 
 /// A sandbox for chat templates; none by default.
@@ -105,6 +108,7 @@ impl Default for Config {
             usage: Usage::default(),
             template_sandbox: TemplateSandbox::default(),
             limits: listen::Limits::default(),
+            upstreams: upstream::Upstreams::default(),
         }
     }
 }
@@ -247,6 +251,12 @@ pub fn app(state: AppState) -> Router {
         .route("/health", axum::routing::get(health))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // Inside the guard: requests for a remote model pass the Host, key and cross-site
+        // checks like any other.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            upstream::proxy::route,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::count,

@@ -244,9 +244,27 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// A request passed to an upstream server, as the ledger sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteUsage {
+    pub model: String,
+    /// `host:port` of the upstream.
+    pub host: String,
+    pub api: Api,
+    /// None: the upstream reported no usage.
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    /// From sending the request to the answer's end.
+    pub elapsed: Duration,
+}
+
 /// Told of every finished request (the usage ledger): never the text.
 pub trait UsageSink: Send + Sync {
     fn record(&self, model: &str, api: Api, summary: &Summary);
+
+    /// An answer from another machine (`--upstream`): its tokens are not this machine's
+    /// work, so they are recorded as remote.
+    fn record_remote(&self, usage: &RemoteUsage);
 
     /// The worker started (true) or stopped (false) running requests: energy counted
     /// between requests would belong to none of them.

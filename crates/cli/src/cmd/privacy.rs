@@ -44,6 +44,17 @@ struct Network {
     uses: Vec<String>,
     /// Never any telemetry, update checks or other calls home.
     telemetry: &'static str,
+    /// Models whose prompts `hearth serve` sends to another machine (`[[upstream]]` in
+    /// config.toml; `--upstream` flags are known only to the server they were given to).
+    remote_models: Vec<RemoteModel>,
+}
+
+#[derive(Serialize)]
+struct RemoteModel {
+    name: String,
+    url: String,
+    /// Where the prompts go.
+    host: String,
 }
 
 #[derive(Serialize)]
@@ -183,14 +194,45 @@ fn report() -> anyhow::Result<Report> {
     let mut uses = uses;
     uses.push(
         "`hearth ps` asks a running hearth server (HEARTH_HOST, default 127.0.0.1:11434); \
-         `hearth serve` listens for requests (below) and contacts nothing"
+         `hearth serve` listens for requests (below) and contacts nothing, except the \
+         upstream servers it is given (`--upstream NAME=URL`, `[[upstream]]` in config.toml): \
+         prompts and answers for those models leave this machine"
             .to_owned(),
     );
+    let remote_models: Vec<RemoteModel> = settings
+        .as_ref()
+        .map(|s| {
+            s.upstreams
+                .iter()
+                .map(|u| RemoteModel {
+                    name: u.name.clone(),
+                    url: u.url.clone(),
+                    host: server::upstream::Upstream::new(&u.name, &u.url, None)
+                        .map_or_else(|e| format!("(invalid: {e})"), |up| up.host),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    for m in &remote_models {
+        uses.push(format!(
+            "`hearth serve` sends every prompt for model {} to {} ({}), from [[upstream]] in \
+             config.toml: those prompts leave this machine{}",
+            m.name,
+            m.host,
+            m.url,
+            if offline {
+                " (HEARTH_OFFLINE is set: `hearth serve` refuses to start with it)"
+            } else {
+                ""
+            }
+        ));
+    }
     let network = Network {
         offline,
         possible: !offline,
         uses,
         telemetry: "none: no telemetry, update checks or other calls home, ever",
+        remote_models,
     };
     let server = Server {
         default_bind: "127.0.0.1:11434 (loopback only; `hearth serve --host/--port`)".to_owned(),
@@ -292,9 +334,14 @@ fn print_human(r: &Report) -> anyhow::Result<()> {
     out.push_str("\nnetwork\n");
     if r.network.offline {
         out.push_str("  none possible: HEARTH_OFFLINE is set, every download is refused\n");
-    } else {
+    } else if r.network.remote_models.is_empty() {
         out.push_str(
             "  possible only to download models (HEARTH_OFFLINE=1 or --offline forbids it):\n",
+        );
+    } else {
+        out.push_str(
+            "  possible to download models and, from `hearth serve`, to send the prompts of \
+             remote models to their servers (HEARTH_OFFLINE=1 forbids both):\n",
         );
     }
     for u in &r.network.uses {

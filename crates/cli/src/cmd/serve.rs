@@ -57,29 +57,123 @@ pub struct Args {
     /// Record nothing in the usage ledger (also `ledger = false` in HEARTH_HOME/config.toml).
     #[arg(long)]
     no_ledger: bool,
+    /// Pass requests for model NAME to another machine's OpenAI-compatible server (vLLM,
+    /// llama.cpp's llama-server, …) at URL, its base URL such as http://gpu-box:8000/v1; repeat
+    /// for more. Also `[[upstream]]` tables in HEARTH_HOME/config.toml. Prompts for NAME leave
+    /// this machine. Served on /v1/chat/completions, /v1/completions and /v1/embeddings; an
+    /// upstream wins over a local model of the same name.
+    #[arg(long = "upstream", value_name = "NAME=URL")]
+    upstreams: Vec<String>,
+    /// The API key sent to upstream servers (`Authorization: Bearer KEY`); also read from
+    /// HEARTH_UPSTREAM_KEY. Used for every upstream except a config.toml one with its own
+    /// `key_env`. Clients' keys for hearth are never passed on.
+    #[arg(long = "upstream-key", value_name = "KEY")]
+    upstream_key: Option<String>,
+    /// Seconds an upstream may take to start answering, and the longest pause inside an
+    /// answer (then 504).
+    #[arg(long = "upstream-timeout", value_name = "SECS", default_value_t = server::upstream::DEFAULT_RESPONSE_TIMEOUT.as_secs())]
+    upstream_timeout: u64,
+    /// Seconds to connect to an upstream (then 504).
+    #[arg(long = "upstream-connect-timeout", value_name = "SECS", default_value_t = server::upstream::DEFAULT_CONNECT_TIMEOUT.as_secs())]
+    upstream_connect_timeout: u64,
 }
 
 /// The environment variable that may hold the API key.
 const API_KEY_ENV: &str = "HEARTH_API_KEY";
 
+/// The environment variable that may hold the key for upstream servers.
+const UPSTREAM_KEY_ENV: &str = "HEARTH_UPSTREAM_KEY";
+
 /// The key: the flag's, else the environment's (empty counts as unset, as shells often
 /// leave it).
 fn api_key(flag: Option<String>) -> anyhow::Result<Option<String>> {
+    key_from(flag, API_KEY_ENV)
+}
+
+/// `flag`, else the environment variable `var` (empty counts as unset).
+fn key_from(flag: Option<String>, var: &str) -> anyhow::Result<Option<String>> {
     if flag.is_some() {
         return Ok(flag);
     }
-    match std::env::var(API_KEY_ENV) {
+    match std::env::var(var) {
         Ok(k) if k.is_empty() => Ok(None),
         Ok(k) => Ok(Some(k)),
         Err(std::env::VarError::NotPresent) => Ok(None),
         Err(std::env::VarError::NotUnicode(_)) => {
-            anyhow::bail!("{API_KEY_ENV} is not valid UTF-8")
+            anyhow::bail!("{var} is not valid UTF-8")
         }
     }
 }
 
+/// The upstreams of the command line and of config.toml, checked: a bad one stops the
+/// server before it listens.
+fn upstreams(a: &Args) -> anyhow::Result<server::upstream::Upstreams> {
+    use server::upstream::{Upstream, Upstreams};
+    let key = key_from(a.upstream_key.clone(), UPSTREAM_KEY_ENV)?;
+    let mut list = Vec::new();
+    for spec in &a.upstreams {
+        list.push(Upstream::parse(spec, key.clone()).context("invalid --upstream")?);
+    }
+    let home = store::Store::default_root()?;
+    let settings = ledger::Settings::load(&home)?;
+    for u in settings.upstreams {
+        let key = match &u.key_env {
+            Some(var) => Some(key_from(None, var)?.with_context(|| {
+                format!(
+                    "upstream {} in {}: key_env names {var}, which is not set",
+                    u.name,
+                    ledger::Settings::path_in(&home).display()
+                )
+            })?),
+            None => key.clone(),
+        };
+        list.push(Upstream::new(&u.name, &u.url, key).with_context(|| {
+            format!(
+                "invalid [[upstream]] in {}",
+                ledger::Settings::path_in(&home).display()
+            )
+        })?);
+    }
+    let upstreams = Upstreams::new(
+        list,
+        std::time::Duration::from_secs(a.upstream_connect_timeout),
+        std::time::Duration::from_secs(a.upstream_timeout),
+    )
+    .context("invalid upstreams (--upstream and [[upstream]] in config.toml)")?;
+    // Say which wins when a name is also a local model (a store problem only skips this).
+    if let Ok(store) = store::Store::open_default() {
+        for u in upstreams.iter() {
+            let local = store::ModelName::parse(&u.name)
+                .ok()
+                .and_then(|n| store.find(&n).ok().flatten());
+            if local.is_some() {
+                eprintln!(
+                    "note: model {} is in the local store too; requests for it go to upstream {}",
+                    u.name, u.host
+                );
+            }
+        }
+    }
+    Ok(upstreams)
+}
+
 pub fn run(a: Args) -> anyhow::Result<()> {
+    let upstreams = upstreams(&a)?;
+    if !upstreams.is_empty() && store::offline_from_env() {
+        anyhow::bail!(
+            "HEARTH_OFFLINE is set, but upstreams are configured (--upstream or [[upstream]] in \
+             config.toml), which would send prompts to another machine: unset HEARTH_OFFLINE or \
+             remove the upstreams"
+        );
+    }
+    for u in upstreams.iter() {
+        eprintln!(
+            "model {} is served by {} (its prompts leave this machine)",
+            u.name, u.base
+        );
+    }
     let config = server::Config {
+        upstreams,
         host: a.host,
         port: a.port,
         api_key: api_key(a.api_key)?,

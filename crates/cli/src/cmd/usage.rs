@@ -1,7 +1,9 @@
 //! `hearth usage [--since DATE] [--json]`: what running models here used, from the usage
 //! ledger: requests, tokens and time by model and by day; the electricity (measured by RAPL or
 //! estimated from CPU time, and labelled so) and its cost; and what the same tokens would
-//! have cost at cloud API prices (a dated reference table, or the user's own).
+//! have cost at cloud API prices (a dated reference table, or the user's own). Answers from
+//! other machines (`hearth serve --upstream`) are shown apart: they used no electricity here
+//! and saved no cloud cost by running locally, so they count in neither.
 
 use anyhow::Context;
 use chrono::NaiveDate;
@@ -70,9 +72,13 @@ struct Report {
     /// Whether new requests are recorded (config.toml `ledger`).
     recording: bool,
     since: Option<String>,
+    /// Answers computed on this machine.
     total: Totals,
     by_model: Vec<Keyed>,
     by_day: Vec<Keyed>,
+    /// Answers from upstream servers, by model and host (`model @ host`); not in `total`.
+    remote: Vec<Keyed>,
+    remote_total: Totals,
     price_per_kwh: f64,
     currency: String,
     /// How energy is measured or estimated on this machine now.
@@ -100,14 +106,32 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let settings = Settings::load(&home)?;
     let path = Ledger::path_in(&home);
-    let groups = match Ledger::open_existing(&home)
+    let all = match Ledger::open_existing(&home)
         .with_context(|| "cannot read the usage ledger".to_string())?
     {
         Some(l) => l.groups(since)?,
         None => Vec::new(),
     };
+    let (remote_groups, groups): (Vec<Group>, Vec<Group>) =
+        all.into_iter().partition(|g| g.remote.is_some());
     let price = settings.price_per_kwh;
     let total = totals(groups.iter(), price);
+    let remote_total = totals(remote_groups.iter(), 0.0);
+    let remote = {
+        let mut m: BTreeMap<String, Vec<&Group>> = BTreeMap::new();
+        for g in &remote_groups {
+            let host = g.remote.as_deref().unwrap_or_default();
+            m.entry(format!("{} @ {host}", g.model))
+                .or_default()
+                .push(g);
+        }
+        m.into_iter()
+            .map(|(key, gs)| Keyed {
+                key,
+                totals: totals(gs.into_iter(), 0.0),
+            })
+            .collect::<Vec<_>>()
+    };
     let by = |key: fn(&Group) -> &str| -> Vec<Keyed> {
         let mut m: BTreeMap<&str, Vec<&Group>> = BTreeMap::new();
         for g in &groups {
@@ -155,6 +179,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             })
             .collect(),
         total,
+        remote,
+        remote_total,
         price_per_kwh: price,
         currency: settings.currency.clone(),
         energy_method,
@@ -208,7 +234,7 @@ fn print_human(r: &Report) -> anyhow::Result<()> {
     if !r.recording {
         out.push_str("note: recording is off (`ledger = false` in config.toml)\n");
     }
-    if r.total.requests == 0 {
+    if r.total.requests == 0 && r.remote_total.requests == 0 {
         out.push_str("no requests recorded");
         out.push_str(if r.since.is_some() {
             " in this period\n"
@@ -279,8 +305,43 @@ fn print_human(r: &Report) -> anyhow::Result<()> {
         "prices: {} ({table_name}; `hearth usage --prices` prints it)\n",
         r.cloud_note
     ));
+    if !r.remote.is_empty() {
+        out.push_str(&remote_section(r));
+    }
     crate::outln!("{}", out.trim_end())?;
     Ok(())
+}
+
+/// Answers from other machines: tokens and time only, outside every total above.
+fn remote_section(r: &Report) -> String {
+    let w = r
+        .remote
+        .iter()
+        .map(|k| k.key.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(12);
+    let mut out = format!(
+        "\nAnswered by other machines (--upstream; not in the totals, the electricity or the \
+         cloud comparison above):\n{:<w$} {:>8} {:>12} {:>12} {:>10}\n",
+        "remote", "requests", "prompt tok", "output tok", "time"
+    );
+    let line = |key: &str, t: &Totals| {
+        format!(
+            "{key:<w$} {:>8} {:>12} {:>12} {:>10}\n",
+            t.requests,
+            t.prompt_tokens,
+            t.completion_tokens,
+            format!("{:.1} s", t.generation_ms as f64 / 1000.0),
+        )
+    };
+    for k in &r.remote {
+        out.push_str(&line(&k.key, &k.totals));
+    }
+    if r.remote.len() > 1 {
+        out.push_str(&line("remote total", &r.remote_total));
+    }
+    out
 }
 
 fn row(key: &str, w: usize, t: &Totals, currency: &str) -> String {

@@ -5,7 +5,7 @@
 //! ledger that cannot be written warns once on stderr and recording stops; serving goes on.
 
 use ledger::{EnergyMeter, EnergyStart, UsageRecord};
-use server::worker::{Api, Summary, UsageSink};
+use server::worker::{Api, RemoteUsage, Summary, UsageSink};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -61,8 +61,32 @@ impl UsageSink for ServerUsage {
             prompt_ms: ms(s.prompt_time),
             generation_ms: ms(s.generation_time),
             energy,
+            remote: None,
         };
         // A closed channel: the writer stopped after a failure it reported.
+        let _ = self
+            .rows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(row);
+    }
+
+    /// Another machine's answer: its tokens and time, no energy (none was spent here), and
+    /// the host that answered.
+    fn record_remote(&self, r: &RemoteUsage) {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let row = UsageRecord {
+            at_ms: ledger::now_ms(),
+            model: r.model.clone(),
+            client: r.api.as_str().to_owned(),
+            prompt_tokens: r.prompt_tokens.unwrap_or(0),
+            completion_tokens: r.completion_tokens.unwrap_or(0),
+            load_ms: 0,
+            prompt_ms: 0,
+            generation_ms: ms(r.elapsed),
+            energy: None,
+            remote: Some(r.host.clone()),
+        };
         let _ = self
             .rows
             .lock()

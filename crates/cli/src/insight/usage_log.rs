@@ -76,6 +76,7 @@ impl UsageLog {
             prompt_ms: ms(prompt_time),
             generation_ms: ms(generation_time),
             energy,
+            remote: None,
         };
         if let Err(e) = a.ledger.record(&record) {
             warn(&e);

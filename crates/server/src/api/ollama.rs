@@ -636,6 +636,34 @@ async fn tags(State(state): State<AppState>) -> Result<Response, OllamaError> {
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
+    // Models on other machines: in place of a local model of the same name (requests for
+    // that name go to the upstream), marked `remote` with their host.
+    let upstreams = &state.inner.config.upstreams;
+    let mut models = models;
+    models.retain(|m| {
+        m["name"]
+            .as_str()
+            .is_none_or(|n| upstreams.find(n).is_none())
+    });
+    for u in upstreams.iter() {
+        models.push(json!({
+            "name": u.name,
+            "model": u.name,
+            "modified_at": "",
+            "size": 0,
+            "digest": "",
+            "details": {
+                "parent_model": "",
+                "format": "remote",
+                "family": "",
+                "families": null,
+                "parameter_size": "",
+                "quantization_level": "",
+                "kind": "remote",
+                "remote": u.host,
+            },
+        }));
+    }
     Ok(Json(json!({ "models": models })).into_response())
 }
 

@@ -995,10 +995,27 @@ async fn model_objects(state: &AppState) -> Result<Vec<Value>, ApiError> {
             })
         })
         .collect();
+    let upstreams = &state.inner.config.upstreams;
     for loaded in state.inner.worker.loaded_models() {
-        if !list.iter().any(|m| m.name == loaded) {
+        if !list.iter().any(|m| m.name == loaded) && upstreams.find(&loaded).is_none() {
             data.push(json!({"id": loaded, "object": "model", "created": unix_now(), "owned_by": "hearth"}));
         }
+    }
+    // Models on other machines: marked, and in place of a local model of the same name
+    // (requests for that name go to the upstream).
+    data.retain(|m| {
+        m["id"]
+            .as_str()
+            .is_none_or(|id| upstreams.find(id).is_none())
+    });
+    for u in upstreams.iter() {
+        data.push(json!({
+            "id": u.name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "remote",
+            "remote": {"host": u.host},
+        }));
     }
     Ok(data)
 }

@@ -1,7 +1,7 @@
 // hearth's chat page: plain JavaScript, no build step, nothing loaded from elsewhere.
-// It talks to this server's Ollama-compatible API (/api/tags, /api/chat) and keeps
-// conversations and settings in the browser's localStorage. Model and user text are only
-// ever turned into text nodes (see markdown.js), never into HTML.
+// It talks to this server's Ollama-compatible API (/api/tags, /api/chat; remote models through
+// /v1/chat/completions) and keeps conversations and settings in the browser's localStorage.
+// Model and user text are only ever turned into text nodes (see markdown.js), never into HTML.
 
 import { renderMarkdown, copyText } from "./markdown.js";
 
@@ -223,10 +223,16 @@ function modelLabel(name, size, details) {
   const bits = [formatSize(size), d.parameter_size, d.quantization_level].filter(Boolean);
   // A base (pretrained) model continues text and does not chat: say so where it is picked.
   if (d.kind === "base") bits.push("base");
+  // A model on another machine (`hearth serve --upstream`): prompts leave this machine.
+  if (d.remote) bits.push(`remote: ${d.remote}`);
   return bits.length ? `${name} · ${bits.join(" · ")}` : name;
 }
 
 const isBase = (m) => Boolean(m && m.details && m.details.kind === "base");
+const isRemote = (m) => Boolean(m && m.details && m.details.remote);
+// Names of the models served by upstream servers, from the last model list.
+let remoteModels = new Set();
+const REMOTE_TITLE = "Remote model: served by another machine through this server; your messages are sent to it.";
 
 // The default model if it is there, else the first model that chats; a base model only when
 // there is nothing else.
@@ -239,7 +245,8 @@ function defaultModel(models) {
 // The model list may leave out the parameter count and quantization; /api/show reads them
 // from the file. A failure only leaves the label shorter.
 async function addDetails(models) {
-  const missing = models.filter((m) => !(m.details && m.details.quantization_level)).slice(0, 32);
+  // Remote models have no file here to read.
+  const missing = models.filter((m) => !isRemote(m) && !(m.details && m.details.quantization_level)).slice(0, 32);
   await Promise.all(
     missing.map(async (m) => {
       try {
@@ -285,8 +292,10 @@ async function loadModels() {
     const opt = el("option", null, modelLabel(m.name, m.size, m.details));
     opt.value = m.name;
     if (isBase(m)) opt.title = BASE_TITLE;
+    if (isRemote(m)) opt.title = REMOTE_TITLE;
     ui.model.appendChild(opt);
   }
+  remoteModels = new Set(models.filter(isRemote).map((m) => m.name));
   addDetails(models);
   // The conversation's own model; else the last one chosen, unless it is a base model (an
   // earlier page picked the first model in the list and remembered it on sending); else the
@@ -866,20 +875,31 @@ async function generate(conv) {
     });
   };
 
+  // A remote model is served on the OpenAI API only: its events are read into the same
+  // shape as Ollama's lines.
+  const remote = remoteModels.has(model);
   try {
-    const resp = await api("/api/chat", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ model, messages: history, stream: true, format: answerFormat(), options: options() }),
-      signal: controller.signal,
-    });
+    const resp = remote
+      ? await api("/v1/chat/completions", {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ model, messages: history, stream: true, stream_options: { include_usage: true }, ...openAiOptions() }),
+          signal: controller.signal,
+        })
+      : await api("/api/chat", {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ model, messages: history, stream: true, format: answerFormat(), options: options() }),
+          signal: controller.signal,
+        });
     if (!resp.ok) throw new Error(await errorText(resp));
     const reader = resp.body.getReader();
     const decoder = new TextDecoder();
     let buffered = "";
     const handle = (line) => {
       if (!line.trim()) return;
-      const chunk = JSON.parse(line);
+      const chunk = remote ? fromOpenAiEvent(line) : JSON.parse(line);
+      if (!chunk) return;
       if (chunk.error) throw new Error(chunk.error);
       const piece = (chunk.message && chunk.message.content) || "";
       if (piece) {
@@ -920,6 +940,34 @@ async function generate(conv) {
     if (currentId === conv.id) renderConversation();
     updateComposer();
   }
+}
+
+// The page's settings as OpenAI request fields (for remote models).
+function openAiOptions() {
+  const o = {};
+  if (settings.temperature !== undefined) o.temperature = settings.temperature;
+  if (settings.top_p !== undefined) o.top_p = settings.top_p;
+  if (settings.num_predict !== undefined) o.max_tokens = settings.num_predict;
+  if (settings.seed !== undefined) o.seed = settings.seed;
+  const format = answerFormat();
+  if (format === "json") o.response_format = { type: "json_object" };
+  else if (format) o.response_format = { type: "json_schema", json_schema: { name: "answer", schema: format } };
+  return o;
+}
+
+// One line of an OpenAI event stream as an Ollama chat line (null: nothing to show).
+function fromOpenAiEvent(line) {
+  if (!line.startsWith("data:")) return null;
+  const data = line.slice(5).trim();
+  if (data === "[DONE]") return null;
+  const v = JSON.parse(data);
+  if (v.error) return { error: typeof v.error === "string" ? v.error : v.error.message || "the upstream failed" };
+  const choice = (v.choices && v.choices[0]) || {};
+  const out = { message: { content: (choice.delta && choice.delta.content) || "" } };
+  if (choice.finish_reason) out.done_reason = choice.finish_reason;
+  if (v.usage) Object.assign(out, { done: true, prompt_eval_count: v.usage.prompt_tokens, eval_count: v.usage.completion_tokens });
+  if (choice.finish_reason) out.done = true;
+  return out;
 }
 
 function stop() {

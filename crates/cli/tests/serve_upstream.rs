@@ -1,0 +1,218 @@
+//! `hearth serve --upstream NAME=URL` with the real binary: bad values stop it before it
+//! listens; a request for NAME reaches a stub OpenAI server (started here on 127.0.0.1) with
+//! the key from HEARTH_UPSTREAM_KEY; the ledger records the answer as remote and `hearth
+//! usage` shows it apart; `hearth privacy` says where such prompts go.
+
+#[path = "common/serve.rs"]
+mod serve;
+
+use assert_cmd::Command;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn hearth(home: &std::path::Path) -> Command {
+    let mut c = Command::cargo_bin("hearth").expect("the hearth binary is built");
+    c.env("HEARTH_HOME", home)
+        .env_remove("HEARTH_API_KEY")
+        .env_remove("HEARTH_UPSTREAM_KEY")
+        .env_remove("HEARTH_OFFLINE");
+    c
+}
+
+/// Exit code 1 and the `error:` text, with no panic.
+fn failure(c: &mut Command) -> String {
+    let out = c.output().expect("hearth runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("error:"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn bad_upstreams_stop_the_server_before_it_listens() {
+    let home = tempfile::tempdir().unwrap();
+    let serve = |extra: &[&str]| {
+        let mut c = hearth(home.path());
+        c.args(["serve", "--no-ledger", "--port", "0"]).args(extra);
+        failure(&mut c)
+    };
+    let e = serve(&["--upstream", "big"]);
+    assert!(e.contains("NAME=URL") && e.contains("\"big\""), "{e}");
+    let e = serve(&["--upstream", "big=ftp://h/v1"]);
+    assert!(e.contains("only http:// and https://"), "{e}");
+    let e = serve(&[
+        "--upstream",
+        "big=http://h:8000/v1",
+        "--upstream",
+        "big=http://g/v1",
+    ]);
+    assert!(e.contains("\"big\" is given to two upstreams"), "{e}");
+    let e = serve(&["--upstream", "big=http://h/v1", "--upstream-timeout", "0"]);
+    assert!(e.contains("--upstream-timeout"), "{e}");
+    // config.toml's tables are checked the same way, and say where they are.
+    std::fs::write(
+        home.path().join("config.toml"),
+        "[[upstream]]\nname = \"cfg\"\nurl = \"gpu-box:8000\"\n",
+    )
+    .unwrap();
+    let e = serve(&[]);
+    assert!(e.contains("config.toml") && e.contains("cfg"), "{e}");
+    std::fs::write(
+        home.path().join("config.toml"),
+        "[[upstream]]\nname = \"cfg\"\nurl = \"http://h/v1\"\nkey_env = \"NO_SUCH_VAR_FOR_HEARTH\"\n",
+    )
+    .unwrap();
+    let e = serve(&[]);
+    assert!(e.contains("NO_SUCH_VAR_FOR_HEARTH"), "{e}");
+    std::fs::remove_file(home.path().join("config.toml")).unwrap();
+    // Offline means no prompt leaves the machine either.
+    let mut c = hearth(home.path());
+    c.env("HEARTH_OFFLINE", "1").args([
+        "serve",
+        "--no-ledger",
+        "--port",
+        "0",
+        "--upstream",
+        "big=http://h/v1",
+    ]);
+    let e = failure(&mut c);
+    assert!(e.contains("HEARTH_OFFLINE"), "{e}");
+}
+
+/// A stub OpenAI server answering every chat request with a short event stream; sends the
+/// head of each request it gets.
+fn stub() -> (String, mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut head = String::new();
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                head.push_str(&line);
+            }
+            let mut body = vec![0u8; len];
+            let _ = reader.read_exact(&mut body);
+            let _ = tx.send(head);
+            let _ = conn.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n",
+            );
+            for e in [
+                json!({"choices": [{"index": 0, "delta": {"content": "far "}}]}),
+                json!({"choices": [{"index": 0, "delta": {"content": "away"}, "finish_reason": "stop"}]}),
+                json!({"choices": [], "usage": {"prompt_tokens": 21, "completion_tokens": 2}}),
+            ] {
+                let _ = write!(conn, "data: {e}\n\n");
+                let _ = conn.flush();
+            }
+            let _ = conn.write_all(b"data: [DONE]\n\n");
+        }
+    });
+    (addr, rx)
+}
+
+#[test]
+fn a_remote_answer_streams_through_and_is_recorded_as_remote() {
+    let home = tempfile::tempdir().unwrap();
+    let (addr, heads) = stub();
+    let upstream = format!("big=http://{addr}/v1");
+    let s = serve::start(
+        &["--upstream", &upstream],
+        &[
+            ("HEARTH_HOME", home.path().as_os_str()),
+            ("HEARTH_UPSTREAM_KEY", std::ffi::OsStr::new("up-key")),
+        ],
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut resp = agent
+        .post(format!("{}/v1/chat/completions", s.base))
+        .header("Content-Type", "application/json")
+        .send(
+            json!({"model": "big", "stream": true, "messages": [{"role": "user", "content": "Hi"}]})
+                .to_string(),
+        )
+        .expect("the server answers");
+    assert_eq!(resp.status().as_u16(), 200);
+    let text = resp.body_mut().read_to_string().unwrap();
+    assert!(text.contains("far ") && text.contains("away"), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert!(!text.contains("prompt_tokens"), "{text}");
+    let head = heads.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(
+        head.lines()
+            .any(|l| l.eq_ignore_ascii_case("authorization: Bearer up-key")),
+        "{head}"
+    );
+
+    // The ledger is written on a thread of its own: wait for the row.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let usage = loop {
+        let out = hearth(home.path())
+            .args(["usage", "--json"])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if v["remote"].as_array().is_some_and(|r| !r.is_empty()) {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no remote row in the ledger: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(usage["remote"][0]["key"], format!("big @ {addr}"));
+    assert_eq!(usage["remote"][0]["prompt_tokens"], 21);
+    assert_eq!(usage["remote_total"]["completion_tokens"], 2);
+    // Not this machine's work: nothing in the local totals or the cloud comparison.
+    assert_eq!(usage["total"]["requests"], 0);
+    assert!(usage["cloud"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["cost"] == 0.0));
+    let human = hearth(home.path()).arg("usage").output().unwrap();
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(human.contains("Answered by other machines"), "{human}");
+    drop(s);
+}
+
+#[test]
+fn privacy_names_the_host_that_remote_prompts_go_to() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(
+        home.path().join("config.toml"),
+        "[[upstream]]\nname = \"llama-405b\"\nurl = \"http://gpu-box:8000/v1\"\n",
+    )
+    .unwrap();
+    let out = hearth(home.path()).arg("privacy").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("model llama-405b to gpu-box:8000") && text.contains("leave this machine"),
+        "{text}"
+    );
+    let out = hearth(home.path())
+        .args(["privacy", "--json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["network"]["remote_models"][0]["host"], "gpu-box:8000");
+}
