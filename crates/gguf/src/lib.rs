@@ -27,8 +27,8 @@ mod writer;
 
 pub use error::GgufError;
 pub use file::{GgufFile, TensorInfo};
-pub use reader::header_size;
 pub use ggml_type::GgmlType;
+pub use reader::header_size;
 pub use value::Value;
 pub use writer::GgufWriter;
 

@@ -17,8 +17,8 @@ use super::{
 use crate::error::ApiError;
 use engine::chat::Sandbox;
 use engine::generate::{Decoding, GenerateOptions, StopReason};
+use engine::SharedBackend;
 use engine::{Model, Session, SessionState};
-use kernels::pool::ThreadPool;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError};
@@ -61,7 +61,7 @@ pub fn run(config: WorkerConfig, rx: Receiver<(Job, Slot)>, shared: Shared) {
     let (done_tx, done_rx) = channel();
     let loads = start_loader(done_tx.clone());
     let mut s = Scheduler {
-        pool: config.pool,
+        backend: config.backend,
         parallel: config.parallel.max(1),
         max_loaded: config.max_loaded.max(1),
         default_ctx: config.default_ctx,
@@ -150,7 +150,7 @@ fn start_loader(done: Sender<Done>) -> Sender<PathBuf> {
 }
 
 struct Scheduler {
-    pool: Arc<ThreadPool>,
+    backend: SharedBackend,
     parallel: usize,
     max_loaded: usize,
     default_ctx: usize,
@@ -512,13 +512,13 @@ impl Scheduler {
                     (Some(Ready::Generate(plan, job, slot)), Some(ri)) => {
                         if !job.cancel.load(Ordering::Relaxed) {
                             let r = &mut self.residents[ri];
-                            let seq = start(r, *job, slot, *plan, self.parallel, &self.pool);
+                            let seq = start(r, *job, slot, *plan, self.parallel, &self.backend);
                             r.active.push(seq);
                         }
                     }
                     (Some(Ready::Embed(plan, job, slot)), Some(ri)) => {
                         let r = &mut self.residents[ri];
-                        let task = EmbedTask::new(&r.model, *job, slot, *plan, &self.pool);
+                        let task = EmbedTask::new(&r.model, *job, slot, *plan, &self.backend);
                         r.embeds.push(task);
                     }
                     // The model was dropped meanwhile (after a panic).
@@ -564,7 +564,7 @@ impl Scheduler {
             return;
         };
         self.next = (ri + 1) % n.max(1);
-        let pool = Arc::clone(&self.pool);
+        let backend = Arc::clone(&self.backend);
         let others_running: usize = (0..n)
             .filter(|&i| i != ri)
             .map(|i| self.residents[i].active.len())
@@ -607,7 +607,7 @@ impl Scheduler {
                 .iter()
                 .map(|&(i, _)| {
                     let state = r.active[i].state.take().expect("a sequence's cache");
-                    model.resume(state, Arc::clone(&pool))
+                    model.resume(state, Arc::clone(&backend))
                 })
                 .collect();
             let tokens: Vec<&[u32]> = parts.iter().map(|(_, t)| t.as_slice()).collect();
@@ -661,7 +661,7 @@ impl Scheduler {
         if !r.embeds.is_empty() {
             let shared = r.active.len() + others_running > 0;
             let model = Arc::clone(&r.model);
-            if let Progress::Ended = r.embeds[0].step(&model, &pool, STEP_TOKENS, shared) {
+            if let Progress::Ended = r.embeds[0].step(&model, &backend, STEP_TOKENS, shared) {
                 r.embeds.remove(0);
             }
         }
@@ -804,7 +804,7 @@ fn start(
     slot: Slot,
     plan: Plan,
     parallel: usize,
-    pool: &Arc<ThreadPool>,
+    backend: &SharedBackend,
 ) -> Seq {
     let Plan {
         tokens,
@@ -837,7 +837,7 @@ fn start(
             (c.state, c.tokens)
         }
         _ => (
-            r.model.session(n_ctx, Arc::clone(pool)).into_state(),
+            r.model.session(n_ctx, Arc::clone(backend)).into_state(),
             Vec::new(),
         ),
     };
