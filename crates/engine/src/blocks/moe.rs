@@ -226,6 +226,8 @@ pub fn expert_weights_scale(hp: &Hparams) -> Result<f32, EngineError> {
 }
 
 /// A layer's feed-forward: dense, or a mixture of experts.
+// One per layer, made at load: the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Ffn {
     Dense(FfnWeights, Activation),
     Experts(MoeWeights, MoeParams),
