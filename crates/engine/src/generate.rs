@@ -539,8 +539,8 @@ impl Iterator for Generator<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::CpuBackend;
     use crate::Model;
-    use kernels::pool::ThreadPool;
 
     fn synthetic() -> Model {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -561,7 +561,7 @@ mod tests {
     #[test]
     fn a_set_flag_stops_generation_and_the_prompt() {
         let model = synthetic();
-        let pool = Arc::new(ThreadPool::new(1));
+        let pool = CpuBackend::shared(1);
         let cancel = Arc::new(AtomicBool::new(false));
         let mut session = model.session(64, Arc::clone(&pool));
         let mut gen = Generator::new(&mut session, &[1, 5, 9], options(&cancel, 20)).unwrap();
@@ -594,7 +594,7 @@ mod tests {
     #[test]
     fn prompt_progress_is_told_after_each_batch() {
         let model = synthetic();
-        let pool = Arc::new(ThreadPool::new(1));
+        let pool = CpuBackend::shared(1);
         let mut session = model.session(256, pool);
         session.set_batch(64);
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -641,7 +641,7 @@ mod tests {
     #[test]
     fn generation_reports_logprobs_of_greedy_tokens() {
         let model = synthetic();
-        let pool = Arc::new(ThreadPool::new(1));
+        let pool = CpuBackend::shared(1);
         let mut session = model.session(64, pool);
         let opts = GenerateOptions {
             max_tokens: 5,

@@ -1,39 +1,48 @@
-//! Per-sequence key/value cache: for each layer, keys and values of every position so far,
-//! stored as f16 (as llama.cpp stores them by default: half the memory of f32).
+//! Per-sequence key/value cache: for each layer, keys and values of every position so far.
+//! The storage belongs to the backend that made it ([`crate::backend::Backend::alloc_kv`]);
+//! this is its shape and the handle.
 
+use crate::backend::KvStorage;
 use gguf::GgmlType;
+use std::any::Any;
 
 /// Keys and values for one sequence. Rows are positions; each row holds all KV heads.
-#[derive(Debug)]
 pub struct KvCache {
-    layers: Vec<LayerKv>,
+    storage: Box<dyn KvStorage>,
+    elem: GgmlType,
+    n_layer: usize,
     n_ctx: usize,
     k_row: usize,
     v_row: usize,
 }
 
-#[derive(Debug)]
-struct LayerKv {
-    /// f16 little-endian bytes, `n_ctx × k_row` elements.
-    k: Vec<u8>,
-    v: Vec<u8>,
+impl std::fmt::Debug for KvCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvCache")
+            .field("elem", &self.elem)
+            .field("n_layer", &self.n_layer)
+            .field("n_ctx", &self.n_ctx)
+            .field("k_row", &self.k_row)
+            .field("v_row", &self.v_row)
+            .finish_non_exhaustive()
+    }
 }
 
-/// Bytes per cached element.
-const ELEM: usize = 2;
-
 impl KvCache {
-    /// Room for `n_ctx` positions. Memory is reserved up front but zero pages are not touched
-    /// until used, so resident memory grows with the positions actually filled.
-    pub fn new(n_layer: usize, n_ctx: usize, k_row: usize, v_row: usize) -> KvCache {
-        let layers = (0..n_layer)
-            .map(|_| LayerKv {
-                k: vec![0; n_ctx * k_row * ELEM],
-                v: vec![0; n_ctx * v_row * ELEM],
-            })
-            .collect();
+    /// A cache of `n_ctx` positions of `n_layer` layers held in `storage`, whose elements are
+    /// `elem` (for backends: see [`crate::backend::Backend::alloc_kv`]).
+    pub fn new(
+        storage: Box<dyn KvStorage>,
+        elem: GgmlType,
+        n_layer: usize,
+        n_ctx: usize,
+        k_row: usize,
+        v_row: usize,
+    ) -> KvCache {
         KvCache {
-            layers,
+            storage,
+            elem,
+            n_layer,
             n_ctx,
             k_row,
             v_row,
@@ -42,38 +51,38 @@ impl KvCache {
 
     /// The element type of cached rows.
     pub fn elem_type(&self) -> GgmlType {
-        GgmlType::F16
+        self.elem
     }
 
     pub fn n_ctx(&self) -> usize {
         self.n_ctx
     }
 
+    /// Elements of one position's keys (every KV head) and values.
+    pub fn k_row(&self) -> usize {
+        self.k_row
+    }
+    pub fn v_row(&self) -> usize {
+        self.v_row
+    }
+
     /// Whether the cache was made for this many layers and row sizes.
     pub fn has_shape(&self, n_layer: usize, k_row: usize, v_row: usize) -> bool {
-        self.layers.len() == n_layer && self.k_row == k_row && self.v_row == v_row
+        self.n_layer == n_layer && self.k_row == k_row && self.v_row == v_row
     }
 
     /// Bytes the cache takes when full.
     pub fn bytes(&self) -> usize {
-        self.layers.len() * self.n_ctx * (self.k_row + self.v_row) * ELEM
+        let elem = self.elem.block_bytes() / self.elem.block_size().max(1);
+        self.n_layer * self.n_ctx * (self.k_row + self.v_row) * elem
     }
 
-    /// Stores rows of keys and values (f32, converted to f16) starting at position `pos`.
-    pub fn store(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
-        let l = &mut self.layers[layer];
-        let k_start = pos * self.k_row * ELEM;
-        kernels::ops::f16::from_f32(k, &mut l.k[k_start..k_start + k.len() * ELEM]);
-        let v_start = pos * self.v_row * ELEM;
-        kernels::ops::f16::from_f32(v, &mut l.v[v_start..v_start + v.len() * ELEM]);
+    /// The backend's storage, if it is a `T` (a backend asks for its own type).
+    pub fn storage<T: Any>(&self) -> Option<&T> {
+        (&*self.storage as &dyn Any).downcast_ref()
     }
 
-    /// Key bytes of `layer` for positions `0..len`, one row of `k_row` f16 values per position.
-    pub fn keys(&self, layer: usize, len: usize) -> &[u8] {
-        &self.layers[layer].k[..len * self.k_row * ELEM]
-    }
-
-    pub fn values(&self, layer: usize, len: usize) -> &[u8] {
-        &self.layers[layer].v[..len * self.v_row * ELEM]
+    pub fn storage_mut<T: Any>(&mut self) -> Option<&mut T> {
+        (&mut *self.storage as &mut dyn Any).downcast_mut()
     }
 }

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod arch;
+pub mod backend;
 pub mod blocks;
 pub mod chat;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod sampler;
 pub mod tokenizer;
 pub mod weights;
 
+pub use backend::{Backend, CpuBackend, SharedBackend};
 pub use blocks::LogitRows;
 pub use config::Pooling;
 pub use error::EngineError;

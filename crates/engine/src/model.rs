@@ -1,6 +1,7 @@
 //! A loaded model (file, hyperparameters, architecture, tokenizer) and sessions that run it.
 
 use crate::arch::{self, Architecture};
+use crate::backend::{Backend, CpuBackend, SharedBackend};
 use crate::blocks::{LogitRows, Runtime, Scratch, SeqPart};
 use crate::config::{ModelConfig, Pooling};
 use crate::error::EngineError;
@@ -8,7 +9,6 @@ use crate::kv_cache::KvCache;
 use crate::tokenizer::Tokenizer;
 use crate::weights::TensorLoader;
 use gguf::GgufFile;
-use kernels::pool::ThreadPool;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -21,9 +21,9 @@ impl ModelConfig {
         self.n_head_kv * self.head_dim_v
     }
 
-    /// An empty cache of `n_ctx` positions for this model.
-    fn new_cache(&self, n_ctx: usize) -> KvCache {
-        KvCache::new(self.n_layer, n_ctx, self.kv_row(), self.kv_row_v())
+    /// An empty cache of `n_ctx` positions for this model, in the backend's memory.
+    fn new_cache(&self, backend: &dyn Backend, n_ctx: usize) -> KvCache {
+        backend.alloc_kv(self.n_layer, n_ctx, self.kv_row(), self.kv_row_v())
     }
 }
 
@@ -38,12 +38,24 @@ pub struct Model {
 }
 
 impl Model {
-    /// Maps the file and checks everything the forward pass will rely on.
+    /// Maps the file and checks everything the forward pass will rely on; weights are
+    /// prepared for the CPU backend.
     pub fn load(path: impl AsRef<Path>) -> Result<Model, EngineError> {
         Model::from_file(GgufFile::open(path)?)
     }
 
     pub fn from_file(file: GgufFile) -> Result<Model, EngineError> {
+        // Preparing weights for the CPU uses no pool (packing runs on every core once).
+        Model::from_file_on(file, &CpuBackend::new(1))
+    }
+
+    /// Like [`Model::load`], with weights prepared for `backend`: sessions of this model must
+    /// run on a backend of the same kind.
+    pub fn load_on(path: impl AsRef<Path>, backend: &dyn Backend) -> Result<Model, EngineError> {
+        Model::from_file_on(GgufFile::open(path)?, backend)
+    }
+
+    pub fn from_file_on(file: GgufFile, backend: &dyn Backend) -> Result<Model, EngineError> {
         let arch_name = file
             .get_str("general.architecture")?
             .ok_or(EngineError::NoArchitecture)?
@@ -54,7 +66,7 @@ impl Model {
         // while the weights are packed.
         let (arch, tokenizer) = std::thread::scope(|scope| {
             let tokenizer = scope.spawn(|| Tokenizer::from_gguf(&file));
-            let arch = load_arch(entry.load, &file, &config);
+            let arch = load_arch(entry.load, &file, &config, backend);
             let tokenizer = tokenizer
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -105,15 +117,16 @@ impl Model {
         self.config.pooling
     }
 
-    /// A fresh sequence with room for `n_ctx` positions (capped at the training context).
-    pub fn session(&self, n_ctx: usize, pool: Arc<ThreadPool>) -> Session<'_> {
+    /// A fresh sequence with room for `n_ctx` positions (capped at the training context),
+    /// computed on `backend` (which also holds its cache).
+    pub fn session(&self, n_ctx: usize, backend: SharedBackend) -> Session<'_> {
         let c = &self.config;
         let n_ctx = n_ctx.clamp(1, c.n_ctx_train.max(1));
         Session {
             model: self,
-            kv: c.new_cache(n_ctx),
+            kv: c.new_cache(&*backend, n_ctx),
             scratch: Scratch::default(),
-            pool,
+            backend,
             pos: 0,
             logits: Vec::new(),
             batch: DEFAULT_BATCH,
@@ -121,16 +134,17 @@ impl Model {
     }
 }
 
-/// Runs an architecture's load twice: once to learn which matrices it packs, then, after
-/// packing all of them in one parallel pass, for real.
+/// Runs an architecture's load twice: once to learn which matrices the backend prepares, then,
+/// after preparing all of them in one pass, for real.
 fn load_arch(
     load: arch::LoadFn,
     file: &GgufFile,
     config: &ModelConfig,
+    backend: &dyn Backend,
 ) -> Result<Box<dyn Architecture>, EngineError> {
-    let loader = TensorLoader::recording(file, &config.arch);
+    let loader = TensorLoader::recording(file, &config.arch, backend);
     drop(load(&loader, config)?);
-    loader.pack_recorded()?;
+    loader.prepare_recorded()?;
     let arch = load(&loader, config)?;
     loader.check_all_claimed()?;
     Ok(arch)
@@ -169,16 +183,18 @@ impl SessionState {
 impl Model {
     /// Picks up a session put aside with [`Session::into_state`]. A state of another shape
     /// (another model) is dropped and a fresh session of its context size made instead.
-    pub fn resume(&self, state: SessionState, pool: Arc<ThreadPool>) -> Session<'_> {
+    /// The state must come from a session on a backend of the same kind (its cache is that
+    /// backend's memory).
+    pub fn resume(&self, state: SessionState, backend: SharedBackend) -> Session<'_> {
         let c = &self.config;
         if !state.kv.has_shape(c.n_layer, c.kv_row(), c.kv_row_v()) {
-            return self.session(state.kv.n_ctx(), pool);
+            return self.session(state.kv.n_ctx(), backend);
         }
         Session {
             model: self,
             kv: state.kv,
             scratch: state.scratch,
-            pool,
+            backend,
             pos: state.pos,
             logits: Vec::new(),
             batch: state.batch,
@@ -191,7 +207,7 @@ pub struct Session<'m> {
     model: &'m Model,
     kv: KvCache,
     scratch: Scratch,
-    pool: Arc<ThreadPool>,
+    backend: SharedBackend,
     pos: usize,
     logits: Vec<f32>,
     batch: usize,
@@ -215,14 +231,19 @@ impl<'m> Session<'m> {
         self.kv.bytes()
     }
 
+    /// The backend the session computes on.
+    pub fn backend(&self) -> &SharedBackend {
+        &self.backend
+    }
+
     /// Gives the session a fresh cache of `n_ctx` positions (capped at the training context);
     /// the sequence is forgotten.
     pub fn resize(&mut self, n_ctx: usize) {
         let c = &self.model.config;
         let n_ctx = n_ctx.clamp(1, c.n_ctx_train.max(1));
         // The old cache goes first so both are never held at once.
-        self.kv = KvCache::new(0, 0, 0, 0);
-        self.kv = c.new_cache(n_ctx);
+        self.kv = c.new_cache(&*self.backend, 0);
+        self.kv = c.new_cache(&*self.backend, n_ctx);
         self.pos = 0;
     }
 
@@ -291,7 +312,7 @@ impl<'m> Session<'m> {
             }];
             let mut rt = Runtime {
                 file: &self.model.file,
-                pool: &self.pool,
+                backend: &*self.backend,
                 seqs: &mut seqs,
                 scratch: &mut self.scratch,
             };
@@ -345,7 +366,7 @@ impl<'m> Session<'m> {
         if model.is_embedding_only() {
             return Err(EngineError::NoOutputHead);
         }
-        let pool = Arc::clone(&first.pool);
+        let backend = Arc::clone(&first.backend);
         if sessions.iter().any(|s| !std::ptr::eq(s.model, model)) {
             return Err(EngineError::MixedBatch);
         }
@@ -377,7 +398,7 @@ impl<'m> Session<'m> {
             .collect();
         let mut rt = Runtime {
             file: &model.file,
-            pool: &pool,
+            backend: &*backend,
             seqs: &mut seqs,
             scratch: &mut scratch,
         };

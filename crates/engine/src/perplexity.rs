@@ -2,11 +2,10 @@
 //! evaluated from an empty cache (its first token replaced by BOS when the model adds one), and
 //! only the second half of each chunk scored, so every scored token has at least ctx/2 context.
 
+use crate::backend::SharedBackend;
 use crate::blocks::LogitRows;
 use crate::error::EngineError;
 use crate::model::Model;
-use kernels::pool::ThreadPool;
-use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub struct Perplexity {
@@ -32,7 +31,7 @@ pub fn perplexity(
     model: &Model,
     tokens: &[u32],
     ctx: usize,
-    pool: Arc<ThreadPool>,
+    backend: SharedBackend,
     mut progress: impl FnMut(usize, usize, f64),
 ) -> Result<Perplexity, PerplexityError> {
     if ctx < 4 {
@@ -50,7 +49,7 @@ pub fn perplexity(
         .bos()
         .filter(|_| model.tokenizer().add_bos());
     let n_vocab = model.n_vocab();
-    let mut session = model.session(ctx, pool);
+    let mut session = model.session(ctx, backend);
     session.set_batch(ctx);
     let first = ctx / 2;
     let (mut total_nll, mut total_count) = (0.0f64, 0usize);

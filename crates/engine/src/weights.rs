@@ -1,13 +1,13 @@
 //! Typed, checked handles to tensors in the mapped model file: zero copy, except the matrices
-//! that the packed kernels serve, which are repacked once at load time.
+//! the backend prepares its own copy of (the CPU repacks those its packed kernels serve) once
+//! at load time.
 
+use crate::backend::{Backend, PreparedWeight, WeightJob};
 use crate::error::EngineError;
 use gguf::{GgmlType, GgufFile};
 use kernels::matmul::QMatrix;
-use kernels::packed::PackedMatrix;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 /// A 2-D weight in the file: `rows` rows of `cols` elements (GGUF dims `[cols, rows]`).
 #[derive(Debug, Clone)]
@@ -18,8 +18,9 @@ pub struct Mat {
     tensor: usize,
     /// First row of this matrix in its tensor (an expert's slice of a 3-D tensor).
     row0: usize,
-    /// The same matrix in the packed layout, where this CPU has kernels for it.
-    pub packed: Option<Arc<PackedMatrix>>,
+    /// The backend's own copy (the packed layout on the CPU), where it made one; otherwise
+    /// products read [`Mat::view`].
+    pub prepared: Option<PreparedWeight>,
 }
 
 impl Mat {
@@ -41,23 +42,24 @@ impl Mat {
 /// Looks tensors up by name for one architecture, checking shapes and types.
 ///
 /// A model loads in two passes over its architecture's load function: the first (the loader
-/// [`recording`](TensorLoader::recording)) only notes which matrices get packed, then
-/// [`TensorLoader::pack_recorded`] packs all of them in one parallel pass, and the second
-/// pass finds them packed.
+/// [`recording`](TensorLoader::recording)) only notes which matrices the backend prepares,
+/// then [`TensorLoader::prepare_recorded`] prepares all of them in one pass, and the second
+/// pass finds them prepared.
 pub struct TensorLoader<'f> {
     file: &'f GgufFile,
     arch: &'f str,
-    /// Packed copies by (tensor index, first row), so that a tensor read twice (a tied output
-    /// head) is packed once.
-    packed: RefCell<HashMap<(usize, usize), Arc<PackedMatrix>>>,
-    /// While recording: the matrices to pack.
+    backend: &'f dyn Backend,
+    /// Prepared copies by (tensor index, first row), so that a tensor read twice (a tied
+    /// output head) is prepared once.
+    prepared: RefCell<HashMap<(usize, usize), PreparedWeight>>,
+    /// While recording: the matrices to prepare.
     wanted: RefCell<Option<Vec<Wanted>>>,
     /// Which tensors the architecture used; a file with others is refused (see
     /// [`TensorLoader::check_all_claimed`]).
     claimed: RefCell<Vec<bool>>,
 }
 
-/// A matrix to pack: rows `row0..row0 + rows` of tensor `idx`, each of `cols` elements.
+/// A matrix to prepare: rows `row0..row0 + rows` of tensor `idx`, each of `cols` elements.
 #[derive(Clone, Copy, PartialEq)]
 struct Wanted {
     idx: usize,
@@ -66,17 +68,14 @@ struct Wanted {
     cols: usize,
 }
 
-/// Packing is on unless HEARTH_NO_PACK is set to something other than 0 (for comparisons).
-fn packing_enabled() -> bool {
-    std::env::var_os("HEARTH_NO_PACK").is_none_or(|v| v.is_empty() || v == "0")
-}
-
 impl<'f> TensorLoader<'f> {
-    pub fn new(file: &'f GgufFile, arch: &'f str) -> Self {
+    /// A loader preparing weights for `backend`.
+    pub fn new(file: &'f GgufFile, arch: &'f str, backend: &'f dyn Backend) -> Self {
         TensorLoader {
             file,
             arch,
-            packed: RefCell::new(HashMap::new()),
+            backend,
+            prepared: RefCell::new(HashMap::new()),
             wanted: RefCell::new(None),
             claimed: RefCell::new(vec![false; file.tensors().len()]),
         }
@@ -126,68 +125,77 @@ impl<'f> TensorLoader<'f> {
         })
     }
 
-    /// A loader whose matrices come back unpacked while it notes the ones to pack.
-    pub fn recording(file: &'f GgufFile, arch: &'f str) -> Self {
-        let t = TensorLoader::new(file, arch);
+    /// A loader whose matrices come back unprepared while it notes the ones to prepare.
+    pub fn recording(file: &'f GgufFile, arch: &'f str, backend: &'f dyn Backend) -> Self {
+        let t = TensorLoader::new(file, arch, backend);
         *t.wanted.borrow_mut() = Some(Vec::new());
         t
     }
 
-    /// Packs every matrix noted while recording, all in one parallel pass over the file, and
-    /// stops recording: later requests for them get the packed copies.
-    pub fn pack_recorded(&self) -> Result<(), EngineError> {
+    /// Prepares every matrix noted while recording, all in one pass over the file, and stops
+    /// recording: later requests for them get the prepared copies.
+    pub fn prepare_recorded(&self) -> Result<(), EngineError> {
         let wanted = self.wanted.borrow_mut().take();
-        wanted.map_or(Ok(()), |w| self.pack_tensors(&w))
+        wanted.map_or(Ok(()), |w| self.prepare_tensors(&w))
     }
 
-    /// Packs the matrices not packed yet into the cache, in one parallel pass of slices of
-    /// rows read through the file.
-    fn pack_tensors(&self, wanted: &[Wanted]) -> Result<(), EngineError> {
+    /// Has the backend prepare the matrices not prepared yet, in one call; it reads slices of
+    /// rows through the file.
+    fn prepare_tensors(&self, wanted: &[Wanted]) -> Result<(), EngineError> {
         let infos = self.file.tensors();
         let mut todo: Vec<Wanted> = Vec::new();
-        let mut mats = Vec::new();
         for w in wanted {
-            if todo.contains(w) || self.packed.borrow().contains_key(&(w.idx, w.row0)) {
-                continue;
-            }
-            if let Some(p) = PackedMatrix::new(infos[w.idx].ty, w.rows, w.cols) {
+            if !todo.contains(w) && !self.prepared.borrow().contains_key(&(w.idx, w.row0)) {
                 todo.push(*w);
-                mats.push(p);
             }
         }
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let row_bytes: Vec<u64> = mats.iter().map(|m| m.src_row_bytes() as u64).collect();
-        PackedMatrix::pack_many(&mut mats, threads, |m, first_row, buf| {
+        let jobs: Vec<WeightJob> = todo
+            .iter()
+            .map(|w| WeightJob {
+                ty: infos[w.idx].ty,
+                rows: w.rows,
+                cols: w.cols,
+            })
+            .collect();
+        // Row sizes from the type: a checked tensor's row is a whole number of blocks.
+        let row_bytes: Vec<u64> = jobs
+            .iter()
+            .map(|j| (j.cols / j.ty.block_size().max(1) * j.ty.block_bytes()) as u64)
+            .collect();
+        let read = |m: usize, first_row: usize, buf: &mut [u8]| {
             let w = todo[m];
             let offset = (w.row0 + first_row) as u64 * row_bytes[m];
-            self.file
-                .read_tensor_bytes(&infos[w.idx], offset, buf)
-                .map_err(|e| (m, e))
-        })
-        .map_err(|(m, e)| EngineError::TensorRead {
-            name: infos[todo[m].idx].name.clone(),
-            source: e,
-        })?;
-        let mut packed = self.packed.borrow_mut();
-        for (w, mat) in todo.into_iter().zip(mats) {
-            packed.insert((w.idx, w.row0), Arc::new(mat));
+            self.file.read_tensor_bytes(&infos[w.idx], offset, buf)
+        };
+        let prepared = self
+            .backend
+            .prepare_weights(&jobs, &read)
+            .map_err(|(m, e)| EngineError::TensorRead {
+                name: infos[todo[m].idx].name.clone(),
+                source: e,
+            })?;
+        let mut cache = self.prepared.borrow_mut();
+        for (w, p) in todo.into_iter().zip(prepared) {
+            if let Some(p) = p {
+                cache.insert((w.idx, w.row0), p);
+            }
         }
         Ok(())
     }
 
-    /// The packed copy of a checked matrix, made on first use (unless recording); `None`
-    /// where no packed kernel serves it.
-    fn pack(&self, w: Wanted) -> Result<Option<Arc<PackedMatrix>>, EngineError> {
+    /// The backend's copy of a checked matrix, made on first use (unless recording); `None`
+    /// where the backend reads the mapping as it is.
+    fn prepare(&self, w: Wanted) -> Result<Option<PreparedWeight>, EngineError> {
         let info = &self.file.tensors()[w.idx];
-        if !packing_enabled() || !PackedMatrix::supported(info.ty, w.rows, w.cols) {
+        if !self.backend.prepares(info.ty, w.rows, w.cols) {
             return Ok(None);
         }
         if let Some(wanted) = self.wanted.borrow_mut().as_mut() {
             wanted.push(w);
             return Ok(None);
         }
-        self.pack_tensors(&[w])?;
-        Ok(self.packed.borrow().get(&(w.idx, w.row0)).cloned())
+        self.prepare_tensors(&[w])?;
+        Ok(self.prepared.borrow().get(&(w.idx, w.row0)).cloned())
     }
 
     fn index(&self, name: &str) -> Option<usize> {
@@ -212,11 +220,11 @@ impl<'f> TensorLoader<'f> {
         self.index(name).is_some()
     }
 
-    /// A `rows × cols` weight matrix (GGUF dims `[cols, rows]`) for products, packed where a
-    /// packed kernel serves its type.
+    /// A `rows × cols` weight matrix (GGUF dims `[cols, rows]`) for products, prepared where
+    /// the backend makes its own copy.
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Mat, EngineError> {
         let mut m = self.table(name, rows, cols)?;
-        m.packed = self.pack(Wanted {
+        m.prepared = self.prepare(Wanted {
             idx: m.tensor,
             row0: 0,
             rows,
@@ -226,7 +234,7 @@ impl<'f> TensorLoader<'f> {
     }
 
     /// The `n_expert` matrices of a 3-D expert tensor (GGUF dims `[cols, rows, n_expert]`),
-    /// each a `rows × cols` slice, packed where a packed kernel serves the type.
+    /// each a `rows × cols` slice, prepared like any matrix.
     pub fn experts(
         &self,
         name: &str,
@@ -254,7 +262,7 @@ impl<'f> TensorLoader<'f> {
                     cols,
                     tensor: idx,
                     row0,
-                    packed: self.pack(Wanted {
+                    prepared: self.prepare(Wanted {
                         idx,
                         row0,
                         rows,
@@ -275,7 +283,7 @@ impl<'f> TensorLoader<'f> {
         Ok(())
     }
 
-    /// A `rows × cols` matrix read by rows in place (an embedding table), never packed.
+    /// A `rows × cols` matrix read by rows in place (an embedding table), never prepared.
     pub fn table(&self, name: &str, rows: usize, cols: usize) -> Result<Mat, EngineError> {
         let idx = self.claim(name)?;
         let info = &self.file.tensors()[idx];
@@ -297,7 +305,7 @@ impl<'f> TensorLoader<'f> {
             cols,
             tensor: idx,
             row0: 0,
-            packed: None,
+            prepared: None,
         })
     }
 

@@ -11,8 +11,8 @@
 //! - the mean |Δlogit| over llama.cpp's top 5 of each position is at most 0.25;
 //! - embeddings: cosine similarity at least 0.999.
 
+use engine::CpuBackend;
 use engine::{LogitRows, Model};
-use kernels::pool::ThreadPool;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -198,7 +198,7 @@ fn every_architecture_has_a_model() {
 
 #[test]
 fn architectures_match_llama_cpp() {
-    let pool = Arc::new(ThreadPool::new(2));
+    let pool = CpuBackend::shared(2);
     let mut failures = Vec::new();
     for g in read_goldens() {
         let doc = &g.doc;

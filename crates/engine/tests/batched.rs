@@ -2,8 +2,8 @@
 //! each gives alone, whatever mix of prompt and single tokens the batch holds, and the
 //! mean-pooled embedding must not depend on the batch size.
 
+use engine::CpuBackend;
 use engine::{LogitRows, Model, Session};
-use kernels::pool::ThreadPool;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -25,7 +25,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 /// Three sequences: each first alone, then the same steps batched together.
 fn check(name: &str) {
     let m = model(name);
-    let pool = Arc::new(ThreadPool::new(2));
+    let pool = CpuBackend::shared(2);
     let prompts: [&[u32]; 3] = [&[1, 7, 3, 9, 4], &[2, 8], &[5, 5, 6, 1, 2, 3, 4, 11, 12]];
     // Steps: (sequence, tokens) in order; later steps decode one token each while one
     // sequence is still taking its prompt.
@@ -89,7 +89,7 @@ fn gemma3_batches_match_single_sequences() {
 #[test]
 fn a_full_context_refuses_the_whole_batch() {
     let m = model("llama_f32.gguf");
-    let pool = Arc::new(ThreadPool::new(1));
+    let pool = CpuBackend::shared(1);
     let mut a = m.session(4, Arc::clone(&pool));
     let mut b = m.session(64, Arc::clone(&pool));
     let mut out = Vec::new();
@@ -103,7 +103,7 @@ fn a_full_context_refuses_the_whole_batch() {
 #[test]
 fn embeddings_are_unit_length_and_batch_size_independent() {
     let m = model("llama_q8_0.gguf");
-    let pool = Arc::new(ThreadPool::new(2));
+    let pool = CpuBackend::shared(2);
     let tokens: Vec<u32> = (1..40).collect();
     let mut s = m.session(64, Arc::clone(&pool));
     let e1 = s.embed(&tokens).unwrap();
@@ -125,7 +125,7 @@ fn embeddings_are_unit_length_and_batch_size_independent() {
 #[test]
 fn an_embedding_pooled_chunk_by_chunk_matches_the_whole() {
     let m = model("llama_q8_0.gguf");
-    let pool = Arc::new(ThreadPool::new(2));
+    let pool = CpuBackend::shared(2);
     let tokens: Vec<u32> = (1..40).collect();
     let mut s = m.session(64, Arc::clone(&pool));
     let whole = s.embed(&tokens).unwrap();

@@ -2,12 +2,11 @@
 //! further token reuses the scratch buffers, the cache and the logits buffer. Counted with a
 //! global allocator that tallies every allocation of the process (the pool's threads included).
 
+use engine::CpuBackend;
 use engine::{LogitRows, Model};
-use kernels::pool::ThreadPool;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
 struct Counting;
 
@@ -40,7 +39,7 @@ fn decode_allocations(name: &str, threads: usize) -> usize {
         .join("../../tests/data/synthetic")
         .join(name);
     let model = Model::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let pool = Arc::new(ThreadPool::new(threads));
+    let pool = CpuBackend::shared(threads);
     let start = ALLOCATIONS.load(Ordering::Relaxed);
     let mut session = model.session(256, pool);
     // The prompt and a first decoded token size every buffer.

@@ -1,8 +1,8 @@
 //! Embedding-only models (encoders such as BERT) through the session: pooling from the
 //! metadata, the whole input in one forward pass, and clear refusals of what they cannot do.
 
+use engine::CpuBackend;
 use engine::{EngineError, LogitRows, Model, Pooling};
-use kernels::pool::ThreadPool;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -45,7 +45,7 @@ fn encoders_are_embedding_only_with_their_pooling() {
 
 #[test]
 fn an_encoder_reads_its_input_in_one_pass_whatever_the_batch() {
-    let pool = Arc::new(ThreadPool::new(2));
+    let pool = CpuBackend::shared(2);
     let m = load("bert_cls");
     let tokens: Vec<u32> = (0..40).map(|i| 5 + (i * 7) % 200).collect();
     let mut s = m.session(64, Arc::clone(&pool));
@@ -72,7 +72,7 @@ fn an_encoder_reads_its_input_in_one_pass_whatever_the_batch() {
 
 #[test]
 fn an_encoder_refuses_generation_and_overlong_input() {
-    let pool = Arc::new(ThreadPool::new(2));
+    let pool = CpuBackend::shared(2);
     let m = load("bert_mean");
     let mut s = m.session(16, Arc::clone(&pool));
     for rows in [LogitRows::Last, LogitRows::All] {

@@ -4,10 +4,9 @@
 //! difference| over llama.cpp's top-5 tokens must be ≤ 0.25. Golden data:
 //! `tests/data/golden/logits_*.json`, made by `scripts/golden/make_golden.py`.
 
+use engine::CpuBackend;
 use engine::{LogitRows, Model};
-use kernels::pool::ThreadPool;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 const MARGIN: f64 = 0.25;
 const MIN_ARGMAX_AGREEMENT: f64 = 0.99;
@@ -17,7 +16,7 @@ fn check_model(model_path: PathBuf, golden_name: &str) {
     let g = testutil::golden(golden_name);
     let model = Model::load(&model_path).expect("model loads");
     let n_vocab = model.n_vocab();
-    let pool = Arc::new(ThreadPool::new(2));
+    let pool = CpuBackend::shared(2);
     let prompts = g["prompts"].as_array().expect("prompts");
     assert!(prompts.len() >= 8, "need at least 8 golden prompts");
     let (mut agree, mut decisive, mut diff_sum, mut diff_n) = (0usize, 0usize, 0.0f64, 0usize);

@@ -10,8 +10,8 @@
 //! tiny difference in an activation flips roundings, so llama.cpp's own two attention paths
 //! differ by up to ~0.2 on quantized models but by ~0.01 on float ones.
 
+use engine::{CpuBackend, SharedBackend};
 use engine::{LogitRows, Model};
-use kernels::pool::ThreadPool;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -157,7 +157,7 @@ enum Plan {
 
 fn run(
     model: &Model,
-    pool: &Arc<ThreadPool>,
+    pool: &SharedBackend,
     tokens: &[u32],
     plan: Plan,
 ) -> Result<Vec<f64>, String> {
@@ -271,7 +271,7 @@ fn synthetic_models_match_llama_cpp() {
         data_dir().display(),
         goldens.len()
     );
-    let pool = Arc::new(ThreadPool::new(2));
+    let pool = CpuBackend::shared(2);
     let mut failures = Vec::new();
     println!(
         "{:<14} {:>6} {:>5} {:>5}  {:>8} {:>8}  {:>8} {:>8}  {:>9}  {:>7}",

@@ -22,14 +22,13 @@
 mod error;
 mod file;
 mod reader;
-mod types;
 mod value;
 mod writer;
 
 pub use error::GgufError;
 pub use file::{GgufFile, TensorInfo};
+pub use ggml_type::GgmlType;
 pub use reader::header_size;
-pub use types::GgmlType;
 pub use value::Value;
 pub use writer::GgufWriter;
 

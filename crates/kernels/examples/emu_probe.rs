@@ -16,7 +16,7 @@
 //! allocated is recorded under the case's tag (the packed matrix keeps its buffer private, so
 //! this is the only way to learn where it is).
 
-use gguf::GgmlType;
+use ggml_type::GgmlType;
 use kernels::matmul::QuantizedActs;
 #[cfg(target_arch = "x86_64")]
 use kernels::packed::matmul_packed_with;

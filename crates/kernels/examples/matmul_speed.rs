@@ -2,7 +2,7 @@
 //! and shape. `cargo run --release -p kernels --example matmul_speed -- Q4_1 1536 576 512 1`
 //! (type, rows, cols, tokens, threads). Prints the median of 7 runs of each, in GMAC/s.
 
-use gguf::GgmlType;
+use ggml_type::GgmlType;
 use kernels::matmul::{matmul, QMatrix, QuantizedActs};
 use kernels::packed::{matmul_packed, PackedMatrix};
 use kernels::pool::ThreadPool;

@@ -10,4 +10,4 @@ pub mod pool;
 pub mod quant;
 pub mod simd;
 
-pub use gguf::GgmlType;
+pub use ggml_type::GgmlType;

@@ -6,7 +6,7 @@
 
 use crate::pool::ThreadPool;
 use crate::quant::{format, QuantFormat};
-use gguf::GgmlType;
+use ggml_type::GgmlType;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,6 +1,6 @@
 //! The packed (8 interleaved rows) products against each format's scalar dot product.
 
-use gguf::GgmlType;
+use ggml_type::GgmlType;
 use kernels::matmul::QuantizedActs;
 use kernels::packed::{matmul_packed_with, Kernel, PackedMatrix};
 use kernels::pool::ThreadPool;

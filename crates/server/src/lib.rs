@@ -20,8 +20,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
+use engine::CpuBackend;
 use error::ApiError;
-use kernels::pool::ThreadPool;
 use models::ModelSource;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -204,12 +204,10 @@ pub struct Inner {
 impl AppState {
     /// Starts the inference worker.
     pub fn new(config: Config, models: Box<dyn ModelSource>) -> AppState {
-        let pool = Arc::new(match config.threads.filter(|&n| n > 0) {
-            Some(n) => ThreadPool::new(n),
-            None => ThreadPool::new(std::thread::available_parallelism().map_or(1, |n| n.get())),
-        });
+        let threads = config.threads.filter(|&n| n > 0);
+        let backend = CpuBackend::shared(threads.unwrap_or_else(CpuBackend::default_threads));
         let worker = Worker::start(WorkerConfig {
-            pool,
+            backend,
             queue_capacity: config.queue_capacity.max(1),
             parallel: config.parallel.max(1),
             max_loaded: config.max_loaded.max(1),

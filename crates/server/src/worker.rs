@@ -19,7 +19,7 @@ use crate::models::ModelRef;
 use axum::http::StatusCode;
 use engine::chat::Message;
 use engine::sampler::SamplerConfig;
-use kernels::pool::ThreadPool;
+use engine::SharedBackend;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
@@ -313,7 +313,7 @@ pub struct Status {
 
 /// How the worker runs.
 pub struct WorkerConfig {
-    pub pool: Arc<ThreadPool>,
+    pub backend: SharedBackend,
     /// Jobs that may wait when every sequence is taken (more: 503).
     pub queue_capacity: usize,
     /// Sequences decoded together.

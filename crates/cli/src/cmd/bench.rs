@@ -147,13 +147,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         print_header()?;
     }
     let threads = if a.threads.is_empty() {
-        vec![super::thread_pool(None).n_threads()]
+        vec![super::cpu_backend(None).threads()]
     } else {
         a.threads.clone()
     };
     let mut results = Vec::new();
     for &t in &threads {
-        let pool = super::thread_pool(Some(t));
+        let backend = super::cpu_backend(Some(t));
         let mut tests: Vec<(String, usize, bool)> = a
             .n_prompt
             .iter()
@@ -165,11 +165,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         if a.n_gen > 0 && a.parallel > 1 {
             let name = format!("tg{}x{}", a.n_gen, a.parallel);
-            let speeds = parallel_decode(&model, &pool, a.n_gen, a.parallel, a.repetitions)?;
-            results.push(report(&columns, name, pool.n_threads(), &speeds, a.json)?);
+            let speeds = parallel_decode(&model, &backend, a.n_gen, a.parallel, a.repetitions)?;
+            results.push(report(&columns, name, backend.threads(), &speeds, a.json)?);
         }
         for (name, n, is_prompt) in tests {
-            let mut session = model.session(n + 1, pool.clone());
+            let mut session = model.session(n + 1, backend.clone());
             if session.n_ctx() < n {
                 bail!(
                     "{name} needs {n} positions but the model's context is {}",
@@ -201,7 +201,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                     speeds.push(n as f64 / secs);
                 }
             }
-            results.push(report(&columns, name, pool.n_threads(), &speeds, a.json)?);
+            results.push(report(&columns, name, backend.threads(), &speeds, a.json)?);
         }
     }
     if a.json {
@@ -249,14 +249,14 @@ fn report(
 /// step for all of them.
 fn parallel_decode(
     model: &engine::Model,
-    pool: &std::sync::Arc<kernels::pool::ThreadPool>,
+    backend: &engine::SharedBackend,
     n: usize,
     parallel: usize,
     repetitions: usize,
 ) -> anyhow::Result<Vec<f64>> {
     let n_vocab = model.n_vocab() as u32;
     let mut sessions: Vec<Session> = (0..parallel)
-        .map(|_| model.session(n + 1, pool.clone()))
+        .map(|_| model.session(n + 1, backend.clone()))
         .collect();
     let mut speeds = Vec::with_capacity(repetitions);
     let mut logits = Vec::new();

@@ -36,7 +36,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if let Some(&bad) = a.tokens.iter().find(|&&t| t as usize >= n_vocab) {
         bail!("token id {bad} is out of range: the model's vocabulary has {n_vocab} tokens");
     }
-    let mut session = model.session(a.tokens.len(), super::thread_pool(a.threads));
+    let mut session = model.session(a.tokens.len(), super::cpu_backend(a.threads));
     if session.n_ctx() < a.tokens.len() {
         bail!(
             "{} tokens do not fit the model's context of {}",

@@ -20,8 +20,7 @@ mod tokenize;
 mod usage;
 
 use clap::{Parser, Subcommand};
-use kernels::pool::ThreadPool;
-use std::sync::Arc;
+use engine::{CpuBackend, SharedBackend};
 
 #[derive(Parser)]
 #[command(
@@ -96,12 +95,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Thread count: the flag, or the machine's cores.
-pub fn thread_pool(threads: Option<usize>) -> Arc<ThreadPool> {
+/// The CPU backend on the flag's thread count, or on every core.
+pub fn cpu_backend(threads: Option<usize>) -> SharedBackend {
     let n = threads
         .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    Arc::new(ThreadPool::new(n))
+        .unwrap_or_else(CpuBackend::default_threads);
+    CpuBackend::shared(n)
 }
 
 /// Why hearth cannot run models of this `general.architecture` (naming those it can); None

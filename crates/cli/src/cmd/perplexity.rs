@@ -34,7 +34,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         &model,
         &tokens,
         a.ctx,
-        super::thread_pool(a.threads),
+        super::cpu_backend(a.threads),
         |done, total, ppl| eprintln!("[{done}/{total}] perplexity so far {ppl:.4}"),
     )?;
     if a.json {

@@ -6,7 +6,7 @@
 //!   Q4_K); other matrices are read through the mapping, so their pages become resident; the
 //!   embedding table is mapped and only the rows of tokens seen are touched, unless it is also
 //!   the output head (no `output.weight`), which is then packed or read whole;
-//! - KV cache: f16 keys and values for every layer and position (`engine::kv_cache`, sliding
+//! - KV cache: f16 keys and values for every layer and position (`engine::backend::HostKv`, sliding
 //!   window layers included), reserved up front and resident as positions fill;
 //! - compute buffers: the engine's scratch for a batch of 256 tokens (`engine::blocks::Scratch`)
 //!   plus one row of logits;

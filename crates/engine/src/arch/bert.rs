@@ -136,7 +136,8 @@ impl Architecture for Encoder {
             Positions::Rope(rope) => Some(rope),
         };
         let n = tokens.len() * self.n_embd;
-        self.embd_norm.rows_inplace(&mut rt.scratch.x[..n]);
+        self.embd_norm
+            .rows_inplace(rt.backend, &mut rt.scratch.x[..n]);
         let params = AttnParams {
             causal: false,
             ..AttnParams::causal(self.shape, rope)
@@ -147,12 +148,12 @@ impl Architecture for Encoder {
             blocks::attention_block(rt, l, &layer.attn, &params);
             let s = &mut *rt.scratch;
             ops::add_inplace(&mut s.x[..n], &s.proj[..n]);
-            layer.attn_out_norm.rows_inplace(&mut s.x[..n]);
+            layer.attn_out_norm.rows_inplace(rt.backend, &mut s.x[..n]);
             sized(&mut s.xn, n).copy_from_slice(&s.x[..n]);
             blocks::ffn_block(rt, &layer.ffn, self.act);
             let s = &mut *rt.scratch;
             ops::add_inplace(&mut s.x[..n], &s.proj[..n]);
-            layer.layer_out_norm.rows_inplace(&mut s.x[..n]);
+            layer.layer_out_norm.rows_inplace(rt.backend, &mut s.x[..n]);
         }
         hidden_states(rt, rows, self.n_embd, out)
     }

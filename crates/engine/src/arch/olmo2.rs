@@ -76,12 +76,16 @@ impl Architecture for Olmo2 {
             let s = &mut *rt.scratch;
             blocks::sized(&mut s.xn, s.x.len()).copy_from_slice(&s.x);
             blocks::attention_block(rt, l, &layer.attn, &params);
-            layer.post_attn_norm.rows_inplace(&mut rt.scratch.proj);
+            layer
+                .post_attn_norm
+                .rows_inplace(rt.backend, &mut rt.scratch.proj);
             add_residual(rt, 1.0);
             let s = &mut *rt.scratch;
             blocks::sized(&mut s.xn, s.x.len()).copy_from_slice(&s.x);
             blocks::ffn_block(rt, &layer.ffn, Activation::Silu);
-            layer.post_ffw_norm.rows_inplace(&mut rt.scratch.proj);
+            layer
+                .post_ffw_norm
+                .rows_inplace(rt.backend, &mut rt.scratch.proj);
             add_residual(rt, 1.0);
         }
         self.io.logits(rt, rows, logits);

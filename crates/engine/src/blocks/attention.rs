@@ -2,19 +2,14 @@
 //! rotary positions, the KV cache, and attention with GQA, sliding windows, soft-capping,
 //! sinks, and causal or bidirectional masks.
 
-use super::{linear, linear_many, sized, Linear, Norm, Runtime, SeqPart};
+use super::{linear, linear_many, sized, Linear, Norm, Runtime};
 use crate::error::EngineError;
 use crate::rope::RopeSet;
 use crate::weights::TensorLoader;
-use kernels::ops::{self, f16};
-use kernels::par::par_chunks_mut;
-use kernels::pool::ThreadPool;
+use kernels::ops;
 
 /// Largest head dimension the attention supports (checked when a model is loaded).
 pub const MAX_HEAD_DIM: usize = 1024;
-
-/// Positions per attention tile (scores on the stack).
-const ATTN_TILE: usize = 64;
 
 /// Head geometry of an attention layer.
 #[derive(Debug, Clone, Copy)]
@@ -179,13 +174,13 @@ impl<'r> AttnParams<'r> {
 pub fn attention_block(rt: &mut Runtime, layer: usize, w: &AttnWeights, p: &AttnParams) {
     let s = &mut *rt.scratch;
     let n_tokens = s.token_seq.len();
-    let (file, pool) = (rt.file, rt.pool);
+    let (file, be) = (rt.file, rt.backend);
     let (q_row, k_row, v_row) = (p.shape.q_row(), p.shape.k_row(), p.shape.v_row());
     s.acts.invalidate();
     match &w.qkv {
         QkvProj::Separate { q, k, v } => linear_many(
+            be,
             file,
-            pool,
             &mut s.acts,
             &[q, k, v],
             &s.xn,
@@ -194,7 +189,7 @@ pub fn attention_block(rt: &mut Runtime, layer: usize, w: &AttnWeights, p: &Attn
         ),
         QkvProj::Fused(qkv) => {
             // The fused rows land in `attn` (free until the attention itself), then split.
-            linear(file, pool, &mut s.acts, qkv, &s.xn, n_tokens, &mut s.attn);
+            linear(be, file, &mut s.acts, qkv, &s.xn, n_tokens, &mut s.attn);
             let (q, k, v) = (
                 sized(&mut s.q, n_tokens * q_row),
                 sized(&mut s.k, n_tokens * k_row),
@@ -209,17 +204,17 @@ pub fn attention_block(rt: &mut Runtime, layer: usize, w: &AttnWeights, p: &Attn
         }
     }
     if let Some(qn) = &w.q_norm {
-        qn.rows_inplace(&mut s.q[..n_tokens * q_row]);
+        qn.rows_inplace(be, &mut s.q[..n_tokens * q_row]);
     }
     if let Some(kn) = &w.k_norm {
-        kn.rows_inplace(&mut s.k[..n_tokens * k_row]);
+        kn.rows_inplace(be, &mut s.k[..n_tokens * k_row]);
     }
     if let Some(rope) = p.rope {
         let hd = p.shape.head_dim;
         for (t, &(seq, pos)) in s.token_seq.iter().enumerate() {
             let r = rope.for_ctx(rt.seqs[seq].kv.n_ctx());
-            r.apply(&mut s.q[t * q_row..(t + 1) * q_row], hd, pos);
-            r.apply(&mut s.k[t * k_row..(t + 1) * k_row], hd, pos);
+            be.rope(r, &mut s.q[t * q_row..(t + 1) * q_row], hd, pos);
+            be.rope(r, &mut s.k[t * k_row..(t + 1) * k_row], hd, pos);
         }
     }
     if let Some((scale, floor)) = p.q_temperature {
@@ -231,7 +226,8 @@ pub fn attention_block(rt: &mut Runtime, layer: usize, w: &AttnWeights, p: &Attn
     let mut first = 0;
     for seq in rt.seqs.iter_mut() {
         let end = first + seq.n_tokens;
-        seq.kv.store(
+        be.store_kv(
+            seq.kv,
             layer,
             seq.pos0,
             &s.k[first * k_row..end * k_row],
@@ -239,106 +235,16 @@ pub fn attention_block(rt: &mut Runtime, layer: usize, w: &AttnWeights, p: &Attn
         );
         first = end;
     }
-    attention(
-        pool,
+    let attn = sized(&mut s.attn, n_tokens * p.shape.n_head * p.shape.head_dim_v);
+    be.attention(
         rt.seqs,
         &s.token_seq,
         layer,
         &s.q,
         p,
         w.sinks.as_deref(),
-        &mut s.attn,
+        attn,
     );
     s.acts.invalidate();
-    linear(
-        file,
-        pool,
-        &mut s.acts,
-        &w.o,
-        &s.attn,
-        n_tokens,
-        &mut s.proj,
-    );
-}
-
-/// Attention of each token's query over the cached keys and values of its own sequence in
-/// `layer` (the current tokens already stored); `token_seq` gives each token's sequence and
-/// position. Causal: keys up to the token's position; otherwise every position the sequence
-/// has after this batch. Writes `n_tokens × n_head × head_dim_v` into `out`.
-#[allow(clippy::too_many_arguments)]
-fn attention(
-    pool: &ThreadPool,
-    seqs: &[SeqPart],
-    token_seq: &[(usize, usize)],
-    layer: usize,
-    q: &[f32],
-    p: &AttnParams,
-    sinks: Option<&[f32]>,
-    out: &mut Vec<f32>,
-) {
-    let AttnShape {
-        n_head,
-        n_head_kv,
-        head_dim,
-        head_dim_v,
-    } = p.shape;
-    let (scale, window, softcap) = (p.scale, p.window, p.softcap);
-    let group = n_head / n_head_kv;
-    let (k_row, v_row) = (n_head_kv * head_dim * 2, n_head_kv * head_dim_v * 2);
-    let out = sized(out, token_seq.len() * n_head * head_dim_v);
-    par_chunks_mut(pool, out, head_dim_v, &|idx, acc| {
-        let (t, h) = (idx / n_head, idx % n_head);
-        let g = h / group;
-        let (seq, pos) = token_seq[t];
-        let part = &seqs[seq];
-        let last = if p.causal {
-            pos
-        } else {
-            part.pos0 + part.n_tokens - 1
-        };
-        let kv = &*part.kv;
-        let keys = kv.keys(layer, last + 1);
-        let values = kv.values(layer, last + 1);
-        let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
-        // The query in f16 like the cached keys, so one f16 dot kernel serves (as llama.cpp's
-        // flash attention does).
-        let mut qh = [0u8; 2 * MAX_HEAD_DIM];
-        let qh = &mut qh[..2 * head_dim];
-        f16::from_f32(&q[(t * n_head + h) * head_dim..][..head_dim], qh);
-        // Online softmax over tiles of positions: scores of a tile, one rescale of the
-        // accumulator when the running max grows, then the tile's values in one pass. A sink
-        // starts the softmax as a logit with no value.
-        acc.fill(0.0);
-        let (mut max, mut sum) = match sinks {
-            Some(s) => (s[h], 1.0f32),
-            None => (f32::NEG_INFINITY, 0.0f32),
-        };
-        let mut scores = [0f32; ATTN_TILE];
-        let mut p0 = first;
-        while p0 <= last {
-            let n = (last + 1 - p0).min(ATTN_TILE);
-            let scores = &mut scores[..n];
-            for (i, s) in scores.iter_mut().enumerate() {
-                let k = &keys[(p0 + i) * k_row + g * head_dim * 2..][..head_dim * 2];
-                *s = f16::dot(head_dim, qh, k) * scale;
-            }
-            if let Some(cap) = softcap {
-                ops::softcap_inplace(scores, cap);
-            }
-            let tile_max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            if tile_max > max {
-                let corr = (max - tile_max).exp();
-                sum *= corr;
-                ops::scale_inplace(acc, corr);
-                max = tile_max;
-            }
-            sum += ops::exp_shifted_inplace(scores, max);
-            let v0 = p0 * v_row + g * head_dim_v * 2;
-            f16::weighted_sum(acc, scores, &values[v0..], v_row);
-            p0 += n;
-        }
-        if sum > 0.0 {
-            ops::scale_inplace(acc, 1.0 / sum);
-        }
-    });
+    linear(be, file, &mut s.acts, &w.o, &s.attn, n_tokens, &mut s.proj);
 }

@@ -3,11 +3,11 @@
 //! optional bias.
 
 use super::{linear, linear_many, sized, Linear, Runtime, Scratch};
+use crate::backend::Backend;
 use crate::error::EngineError;
 use crate::weights::TensorLoader;
 use gguf::GgufFile;
 use kernels::ops;
-use kernels::pool::ThreadPool;
 
 /// The nonlinearity: on the gate of a gated block, or on the up projection of a plain one.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -91,7 +91,7 @@ impl FfnWeights {
 pub fn ffn_block(rt: &mut Runtime, w: &FfnWeights, act: Activation) {
     let n_tokens = rt.scratch.token_seq.len();
     let s = &mut *rt.scratch;
-    ffn_rows(rt.file, rt.pool, s, w, act, Rows::Normed, n_tokens);
+    ffn_rows(rt.backend, rt.file, s, w, act, Rows::Normed, n_tokens);
 }
 
 /// Which scratch buffer a feed-forward reads.
@@ -105,8 +105,8 @@ pub(super) enum Rows {
 
 /// The feed-forward of `n_tokens` rows of the chosen input buffer.
 pub(super) fn ffn_rows(
+    be: &dyn Backend,
     file: &GgufFile,
-    pool: &ThreadPool,
     s: &mut Scratch,
     w: &FfnWeights,
     act: Activation,
@@ -120,8 +120,8 @@ pub(super) fn ffn_rows(
     s.acts.invalidate();
     match &w.up_gate {
         UpGate::Gated { gate, up } => linear_many(
+            be,
             file,
-            pool,
             &mut s.acts,
             &[gate, up],
             x,
@@ -129,7 +129,7 @@ pub(super) fn ffn_rows(
             &mut [&mut s.gate, &mut s.up],
         ),
         UpGate::Fused(fused) => {
-            linear(file, pool, &mut s.acts, fused, x, n_tokens, &mut s.up);
+            linear(be, file, &mut s.acts, fused, x, n_tokens, &mut s.up);
             let n_ff = fused.rows() / 2;
             let gate = sized(&mut s.gate, n_tokens * n_ff);
             // Rows of [gate | up] become a gate buffer and, compacted in place, an up buffer.
@@ -138,7 +138,7 @@ pub(super) fn ffn_rows(
                 s.up.copy_within((2 * t + 1) * n_ff..(2 * t + 2) * n_ff, t * n_ff);
             }
         }
-        UpGate::Plain(up) => linear(file, pool, &mut s.acts, up, x, n_tokens, &mut s.gate),
+        UpGate::Plain(up) => linear(be, file, &mut s.acts, up, x, n_tokens, &mut s.gate),
     }
     let n = n_tokens * w.down.w.cols;
     let hidden = &mut s.gate[..n];
@@ -157,13 +157,5 @@ pub(super) fn ffn_rows(
         }
     }
     s.acts.invalidate();
-    linear(
-        file,
-        pool,
-        &mut s.acts,
-        &w.down,
-        &s.gate[..n],
-        n_tokens,
-        out,
-    );
+    linear(be, file, &mut s.acts, &w.down, &s.gate[..n], n_tokens, out);
 }

@@ -81,7 +81,7 @@ impl EmbeddingAndHead {
         };
         let x = &scratch.x[..n * dim];
         if norm {
-            self.output_norm.rows(x, &mut scratch.xn);
+            self.output_norm.rows(rt.backend, x, &mut scratch.xn);
         } else {
             super::sized(&mut scratch.xn, n * dim).copy_from_slice(x);
         }
@@ -91,8 +91,8 @@ impl EmbeddingAndHead {
         }
         scratch.acts.invalidate();
         linear(
+            rt.backend,
             rt.file,
-            rt.pool,
             &mut scratch.acts,
             &self.output,
             &scratch.xn,

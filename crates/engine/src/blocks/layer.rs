@@ -38,10 +38,12 @@ impl PreNormLayer {
 
     /// Runs the layer on `rt.scratch.x` in place.
     pub fn run(&self, rt: &mut Runtime, layer: usize, params: &AttnParams, residual_scale: f32) {
-        self.attn_norm.rows(&rt.scratch.x, &mut rt.scratch.xn);
+        self.attn_norm
+            .rows(rt.backend, &rt.scratch.x, &mut rt.scratch.xn);
         attention_block(rt, layer, &self.attn, params);
         add_residual(rt, residual_scale);
-        self.ffn_norm.rows(&rt.scratch.x, &mut rt.scratch.xn);
+        self.ffn_norm
+            .rows(rt.backend, &rt.scratch.x, &mut rt.scratch.xn);
         self.ffn.run(rt);
         add_residual(rt, residual_scale);
     }
@@ -90,13 +92,17 @@ impl SandwichLayer {
 
     /// Runs the layer on `rt.scratch.x` in place.
     pub fn run(&self, rt: &mut Runtime, layer: usize, params: &AttnParams) {
-        self.attn_norm.rows(&rt.scratch.x, &mut rt.scratch.xn);
+        self.attn_norm
+            .rows(rt.backend, &rt.scratch.x, &mut rt.scratch.xn);
         attention_block(rt, layer, &self.attn, params);
-        self.post_attn_norm.rows_inplace(&mut rt.scratch.proj);
+        self.post_attn_norm
+            .rows_inplace(rt.backend, &mut rt.scratch.proj);
         add_residual(rt, 1.0);
-        self.ffn_norm.rows(&rt.scratch.x, &mut rt.scratch.xn);
+        self.ffn_norm
+            .rows(rt.backend, &rt.scratch.x, &mut rt.scratch.xn);
         ffn_block(rt, &self.ffn, Activation::GeluTanh);
-        self.post_ffw_norm.rows_inplace(&mut rt.scratch.proj);
+        self.post_ffw_norm
+            .rows_inplace(rt.backend, &mut rt.scratch.proj);
         add_residual(rt, 1.0);
     }
 }

@@ -16,18 +16,18 @@ pub use layer::{add_residual, PreNormLayer, SandwichLayer};
 pub use moe::{expert_weights_scale, experts_used, moe_block, Ffn, Gating, MoeParams, MoeWeights};
 pub use norm::{Norm, NormKind};
 
+use crate::backend::Backend;
 use crate::error::EngineError;
 use crate::kv_cache::KvCache;
 use crate::weights::{Mat, TensorLoader};
 use gguf::{GgmlType, GgufFile};
-use kernels::matmul::{matmul, QuantizedActs};
+use kernels::matmul::QuantizedActs;
 use kernels::ops;
-use kernels::pool::ThreadPool;
 
 /// Everything a forward pass works with besides the weights.
 pub struct Runtime<'a, 'k> {
     pub file: &'a GgufFile,
-    pub pool: &'a ThreadPool,
+    pub backend: &'a dyn Backend,
     /// The sequences of the batch; their tokens lie one sequence after another.
     pub seqs: &'a mut [SeqPart<'k>],
     pub scratch: &'a mut Scratch,
@@ -166,83 +166,67 @@ pub fn add_bias_rows(out: &mut [f32], bias: &[f32]) {
     }
 }
 
-/// out (`n_tokens × w.rows`) = x (`n_tokens × w.cols`) · wᵀ, quantizing x through `acts`.
+/// out (`n_tokens × w.rows`) = x (`n_tokens × w.cols`) · wᵀ on the backend (`acts` caches
+/// the input's quantized forms).
 pub fn matmul_rows(
+    be: &dyn Backend,
     file: &GgufFile,
-    pool: &ThreadPool,
     acts: &mut ActCache,
     w: &Mat,
     x: &[f32],
     n_tokens: usize,
     out: &mut Vec<f32>,
 ) {
-    let act_ty = kernels::quant::format(w.ty)
-        .map(|f| f.act_type())
-        .unwrap_or(GgmlType::F32);
-    let qx = acts.get(act_ty, x, n_tokens, w.cols);
     let out = sized(out, n_tokens * w.rows);
-    match &w.packed {
-        Some(p) => kernels::packed::matmul_packed(pool, p, qx, out),
-        None => matmul(pool, &w.view(file), qx, out),
-    }
+    be.matmul(file, acts, w, x, n_tokens, out);
 }
 
 /// out = x · wᵀ + b for a [`Linear`].
 pub fn linear(
+    be: &dyn Backend,
     file: &GgufFile,
-    pool: &ThreadPool,
     acts: &mut ActCache,
     l: &Linear,
     x: &[f32],
     n_tokens: usize,
     out: &mut Vec<f32>,
 ) {
-    matmul_rows(file, pool, acts, &l.w, x, n_tokens, out);
+    matmul_rows(be, file, acts, &l.w, x, n_tokens, out);
     if let Some(b) = &l.b {
         add_bias_rows(&mut out[..n_tokens * l.w.rows], b);
     }
 }
 
-/// Several products of the same input (`outs[m] = x · ls[m]ᵀ + b`), in one dispatch of the
-/// pool where every matrix is packed for the same activation type; otherwise one by one.
+/// Several products of the same input (`outs[m] = x · ls[m]ᵀ + b`: Q/K/V, gate/up), in one
+/// backend call (up to 4; more go one by one).
 pub fn linear_many(
+    be: &dyn Backend,
     file: &GgufFile,
-    pool: &ThreadPool,
     acts: &mut ActCache,
     ls: &[&Linear],
     x: &[f32],
     n_tokens: usize,
     outs: &mut [&mut Vec<f32>],
 ) {
-    let act_of = |w: &Mat| kernels::quant::format(w.ty).map(|f| f.act_type());
-    let n = ls.len();
-    let all_packed = ls.iter().all(|l| l.w.packed.is_some());
-    let same_acts = ls.iter().all(|l| act_of(&l.w) == act_of(&ls[0].w));
-    if let (true, true, true, Some(first)) = (
-        all_packed,
-        same_acts,
-        (2..=4).contains(&n) && outs.len() == n,
-        ls[0].w.packed.as_deref(),
-    ) {
-        // Fixed arrays: no allocation per layer in the decode loop.
-        let mut packed = [first; 4];
-        let mut slices: [&mut [f32]; 4] = Default::default();
-        for (i, (l, out)) in ls.iter().zip(outs.iter_mut()).enumerate() {
-            packed[i] = l.w.packed.as_deref().unwrap_or(first);
-            slices[i] = sized(out, n_tokens * l.w.rows);
-        }
-        let act_ty = act_of(&ls[0].w).unwrap_or(GgmlType::F32);
-        let qx = acts.get(act_ty, x, n_tokens, ls[0].w.cols);
-        kernels::packed::matmul_packed_many(pool, &packed[..n], qx, &mut slices[..n]);
-        for (l, out) in ls.iter().zip(slices) {
-            if let Some(b) = &l.b {
-                add_bias_rows(out, b);
-            }
+    if ls.is_empty() || ls.len() > 4 || outs.len() != ls.len() {
+        for (l, out) in ls.iter().zip(outs.iter_mut()) {
+            linear(be, file, acts, l, x, n_tokens, out);
         }
         return;
     }
-    for (l, out) in ls.iter().zip(outs.iter_mut()) {
-        linear(file, pool, acts, l, x, n_tokens, out);
+    // Fixed arrays: no allocation per layer in the decode loop.
+    let n = ls.len();
+    let mut ws: [&Mat; 4] = [&ls[0].w; 4];
+    let mut slices: [&mut [f32]; 4] = Default::default();
+    for (i, (l, out)) in ls.iter().zip(outs.iter_mut()).enumerate() {
+        ws[i] = &l.w;
+        slices[i] = sized(out, n_tokens * l.w.rows);
+    }
+    be.matmul_many(file, acts, &ws[..n], x, n_tokens, &mut slices[..n]);
+    for (l, out) in ls.iter().zip(slices) {
+        if let Some(b) = &l.b {
+            add_bias_rows(out, b);
+        }
     }
 }
 

@@ -107,7 +107,7 @@ impl MoeWeights {
 
 /// Mixture-of-experts over `scratch.xn`; the output lands in `scratch.proj`.
 pub fn moe_block(rt: &mut Runtime, w: &MoeWeights, p: &MoeParams) {
-    let (file, pool) = (rt.file, rt.pool);
+    let (file, be) = (rt.file, rt.backend);
     let s = &mut *rt.scratch;
     let n_tokens = s.token_seq.len();
     let n_expert = w.experts.len();
@@ -116,8 +116,8 @@ pub fn moe_block(rt: &mut Runtime, w: &MoeWeights, p: &MoeParams) {
 
     s.acts.invalidate();
     linear(
+        be,
         file,
-        pool,
         &mut s.acts,
         &w.router,
         &s.xn,
@@ -132,18 +132,10 @@ pub fn moe_block(rt: &mut Runtime, w: &MoeWeights, p: &MoeParams) {
     // The shared expert (or zeros) first, then each routed expert's rows added in.
     match &w.shared {
         Some(shared) => {
-            ffn_rows(file, pool, s, shared, p.act, Rows::Normed, n_tokens);
+            ffn_rows(be, file, s, shared, p.act, Rows::Normed, n_tokens);
             if let Some(gate) = &w.shared_gate {
                 s.acts.invalidate();
-                linear(
-                    file,
-                    pool,
-                    &mut s.acts,
-                    gate,
-                    &s.xn,
-                    n_tokens,
-                    &mut s.router,
-                );
+                linear(be, file, &mut s.acts, gate, &s.xn, n_tokens, &mut s.router);
                 for (row, &g) in s.proj.chunks_exact_mut(dim).zip(&s.router[..n_tokens]) {
                     ops::scale_inplace(row, ops::sigmoid(g));
                 }
@@ -161,7 +153,7 @@ pub fn moe_block(rt: &mut Runtime, w: &MoeWeights, p: &MoeParams) {
         for (i, t) in s.routes.iter().enumerate().filter_map(chosen).enumerate() {
             xe[i * dim..][..dim].copy_from_slice(&s.xn[t * dim..][..dim]);
         }
-        ffn_rows(file, pool, s, expert, p.act, Rows::Expert, m);
+        ffn_rows(be, file, s, expert, p.act, Rows::Expert, m);
         let weighted = s
             .routes
             .iter()
@@ -234,6 +226,8 @@ pub fn expert_weights_scale(hp: &Hparams) -> Result<f32, EngineError> {
 }
 
 /// A layer's feed-forward: dense, or a mixture of experts.
+// One per layer, made at load: the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Ffn {
     Dense(FfnWeights, Activation),
     Experts(MoeWeights, MoeParams),

@@ -2,9 +2,9 @@
 //! (GPT-2, StarCoder 2, BERT).
 
 use super::sized;
+use crate::backend::Backend;
 use crate::error::EngineError;
 use crate::weights::TensorLoader;
-use kernels::ops;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NormKind {
@@ -55,35 +55,13 @@ impl Norm {
         })
     }
 
-    /// Normalizes each row of `x` into `out`.
-    pub fn rows(&self, x: &[f32], out: &mut Vec<f32>) {
-        let dim = self.weight.len();
-        let out = sized(out, x.len());
-        for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
-            self.row(xr, or);
-        }
+    /// Normalizes each row of `x` into `out` on the backend.
+    pub fn rows(&self, be: &dyn Backend, x: &[f32], out: &mut Vec<f32>) {
+        be.norm(self, x, sized(out, x.len()));
     }
 
     /// Normalizes each row of `x` in place (per-head norms have one head per row).
-    pub fn rows_inplace(&self, x: &mut [f32]) {
-        match self.kind {
-            NormKind::Rms => {
-                for row in x.chunks_exact_mut(self.weight.len()) {
-                    ops::rmsnorm_inplace(row, &self.weight, self.eps);
-                }
-            }
-            NormKind::Layer => {
-                for row in x.chunks_exact_mut(self.weight.len()) {
-                    ops::layernorm_inplace(row, &self.weight, self.bias.as_deref(), self.eps);
-                }
-            }
-        }
-    }
-
-    fn row(&self, x: &[f32], out: &mut [f32]) {
-        match self.kind {
-            NormKind::Rms => ops::rmsnorm(x, &self.weight, self.eps, out),
-            NormKind::Layer => ops::layernorm(x, &self.weight, self.bias.as_deref(), self.eps, out),
-        }
+    pub fn rows_inplace(&self, be: &dyn Backend, x: &mut [f32]) {
+        be.norm_inplace(self, x);
     }
 }

@@ -27,7 +27,7 @@ mod x86_k;
 use crate::matmul::{OutPtr, QuantizedActs};
 use crate::pool::ThreadPool;
 use crate::quant::f16_to_f32;
-use gguf::GgmlType;
+use ggml_type::GgmlType;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Rows per record.

@@ -4,7 +4,7 @@
 use super::kquant::{q4k, q6k, Q8K_BLOCK, Q8K_BSUMS, Q8K_QS};
 use super::x86::{bx, dpbusd, nibble_vectors, AVX2, AVX512_VNNI, AVX_VNNI};
 use super::{ActView, PackedMatrix, GROUP, TILE_TOKENS};
-use gguf::GgmlType;
+use ggml_type::GgmlType;
 use std::arch::x86_64::*;
 
 /// `out[c][i]` = row `8g + i` · token `t0 + c`, for `c < n`; the caller checked `n`.

@@ -2,7 +2,7 @@
 //! BF16 activations, as ggml does.
 
 use super::{blocks, blocks_mut, Block, QuantFormat};
-use gguf::GgmlType;
+use ggml_type::GgmlType;
 
 /// One bf16, little-endian.
 #[repr(C)]

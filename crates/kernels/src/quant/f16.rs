@@ -2,7 +2,7 @@
 //! activations, as ggml does.
 
 use super::{blocks, blocks_mut, f16_to_f32, f32_to_f16, Block, QuantFormat};
-use gguf::GgmlType;
+use ggml_type::GgmlType;
 
 /// One f16, little-endian.
 #[repr(C)]

@@ -1,7 +1,7 @@
 //! F32: plain little-endian floats (a "block" of one element). Dotted against F32 activations.
 
 use super::{blocks, blocks_mut, Block, QuantFormat};
-use gguf::GgmlType;
+use ggml_type::GgmlType;
 
 /// One f32, little-endian.
 #[repr(C)]

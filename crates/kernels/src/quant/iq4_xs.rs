@@ -6,7 +6,7 @@
 //! The quantizer matches ggml's `quantize_iq4_xs` without an importance matrix (the same as its
 //! `quantize_row_iq4_xs_ref`) bit for bit.
 
-use gguf::GgmlType;
+use ggml_type::GgmlType;
 
 use super::iq4_nl::{best_index, fit_block, pack_nibbles, KVALUES_IQ4NL};
 use super::q8_k::{block_input, dot_blocks, nearest_int, BlockQ8K, QK_K};

@@ -11,7 +11,7 @@
 //! this module has alignment 1 (f16 scales are stored as `[u8; 2]` and converted with the `half`
 //! crate), so any byte slice can be viewed as a slice of blocks without copying; see [`blocks`].
 
-use gguf::GgmlType;
+use ggml_type::GgmlType;
 
 /// Implements `vec_dot_scalar`, `vec_dot_variants` and `vec_dot` inside an `impl QuantFormat`
 /// from a scalar kernel, on x86-64 an AVX2 kernel and, on little-endian AArch64, optionally a

@@ -10,7 +10,7 @@
 
 use super::iq4_nl::{lut4_dot_scalar, Lut4Block};
 use super::{blocks, blocks_mut, Block, QuantFormat};
-use gguf::GgmlType;
+use ggml_type::GgmlType;
 
 pub const QK_MXFP4: usize = 32;
 

@@ -3,7 +3,7 @@
 //!
 //! The quantizer reproduces ggml's `quantize_row_q2_K_ref` bit for bit.
 
-use gguf::GgmlType;
+use ggml_type::GgmlType;
 
 use super::q4_k::make_qkx2_quants;
 use super::q8_k::{block_input, dot_blocks, nearest_int, BlockQ8K, QK_K};

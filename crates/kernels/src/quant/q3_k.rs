@@ -4,7 +4,7 @@
 //!
 //! The quantizer reproduces ggml's `quantize_row_q3_K_ref` bit for bit.
 
-use gguf::GgmlType;
+use ggml_type::GgmlType;
 
 use super::q8_k::{block_input, dot_blocks, nearest_int, BlockQ8K, QK_K};
 use super::{blocks, blocks_mut, f16_to_f32, f32_to_f16, Block, QuantFormat};

@@ -3,7 +3,7 @@
 
 use super::q8_0::BlockQ8_0;
 use super::{blocks, blocks_mut, f16_to_f32, f32_to_f16, Block, QuantFormat};
-use gguf::GgmlType;
+use ggml_type::GgmlType;
 
 pub const QK4_0: usize = 32;
 

@@ -3,7 +3,7 @@
 
 use super::q8_1::BlockQ8_1;
 use super::{blocks, blocks_mut, f16_to_f32, f32_to_f16, Block, QuantFormat};
-use gguf::GgmlType;
+use ggml_type::GgmlType;
 
 pub const QK5_1: usize = 32;
 

@@ -4,7 +4,7 @@
 //!
 //! The quantizer reproduces ggml's `quantize_row_q5_K_ref` bit for bit.
 
-use gguf::GgmlType;
+use ggml_type::GgmlType;
 
 use super::q4_k::{
     make_qkx2_quants, mins_dot_bsums, pack_scales_mins, quantize_scales_mins, requantize,

@@ -2,7 +2,7 @@
 //! activations for Q4_0, Q5_0 and Q8_0 weights.
 
 use super::{blocks, blocks_mut, f16_to_f32, f32_to_f16, roundf, Block, QuantFormat};
-use gguf::GgmlType;
+use ggml_type::GgmlType;
 
 pub const QK8_0: usize = 32;
 

@@ -3,7 +3,7 @@
 //! contributes `m * s` per block.
 
 use super::{blocks, blocks_mut, f16_to_f32, f32_to_f16, roundf, Block, QuantFormat};
-use gguf::GgmlType;
+use ggml_type::GgmlType;
 
 pub const QK8_1: usize = 32;
 

@@ -7,7 +7,7 @@
 //!
 //! This file also holds the few helpers the other k-quant files share.
 
-use gguf::GgmlType;
+use ggml_type::GgmlType;
 
 use super::{blocks, blocks_mut, Block, QuantFormat};
 use crate::simd;

@@ -6,8 +6,8 @@ use super::pace::Pace;
 use super::prep::EmbedPlan;
 use super::{Event, Job, Slot, Summary};
 use crate::error::ApiError;
+use engine::SharedBackend;
 use engine::{LogitRows, Model, Pooler, SessionState};
-use kernels::pool::ThreadPool;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,9 +41,9 @@ impl EmbedTask {
         job: Job,
         slot: Slot,
         plan: EmbedPlan,
-        pool: &Arc<ThreadPool>,
+        backend: &SharedBackend,
     ) -> EmbedTask {
-        let state = model.session(plan.n_ctx, Arc::clone(pool)).into_state();
+        let state = model.session(plan.n_ctx, Arc::clone(backend)).into_state();
         EmbedTask {
             job,
             _slot: slot,
@@ -63,7 +63,7 @@ impl EmbedTask {
     pub fn step(
         &mut self,
         model: &Model,
-        pool: &Arc<ThreadPool>,
+        backend: &SharedBackend,
         limit: usize,
         shared: bool,
     ) -> Progress {
@@ -85,7 +85,7 @@ impl EmbedTask {
         if self.offset == 0 {
             state.truncate(0);
         }
-        let mut session = model.resume(state, Arc::clone(pool));
+        let mut session = model.resume(state, Arc::clone(backend));
         let t = Instant::now();
         let pooler = self.pooler.get_or_insert_with(|| Pooler::new(model));
         let result = session

@@ -18,8 +18,8 @@ use super::{
 use crate::error::ApiError;
 use engine::chat::Sandbox;
 use engine::generate::{Decoding, GenerateOptions, StopReason};
+use engine::SharedBackend;
 use engine::{Model, Session, SessionState};
-use kernels::pool::ThreadPool;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError};
@@ -62,7 +62,7 @@ pub fn run(config: WorkerConfig, rx: Receiver<(Job, Slot)>, shared: Shared) {
     let (done_tx, done_rx) = channel();
     let loads = start_loader(done_tx.clone());
     let mut s = Scheduler {
-        pool: config.pool,
+        backend: config.backend,
         parallel: config.parallel.max(1),
         max_loaded: config.max_loaded.max(1),
         default_ctx: config.default_ctx,
@@ -133,7 +133,7 @@ fn start_loader(done: Sender<Done>) -> Sender<PathBuf> {
         .name("hearth-loader".into())
         .spawn(move || {
             // A load (and the threads packing its weights) yields the cores to the streams.
-            kernels::pool::lower_thread_priority();
+            engine::backend::lower_thread_priority();
             for path in rx {
                 let t = Instant::now();
                 let result = match std::panic::catch_unwind(|| Model::load(&path)) {
@@ -153,7 +153,7 @@ fn start_loader(done: Sender<Done>) -> Sender<PathBuf> {
 }
 
 struct Scheduler {
-    pool: Arc<ThreadPool>,
+    backend: SharedBackend,
     parallel: usize,
     max_loaded: usize,
     default_ctx: usize,
@@ -433,7 +433,7 @@ impl Scheduler {
         let sandbox = self.template_sandbox.clone();
         let done = self.done_tx.clone();
         let work = move || {
-            kernels::pool::lower_thread_priority();
+            engine::backend::lower_thread_priority();
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 Box::new(prep::prepare(
                     &model,
@@ -519,13 +519,13 @@ impl Scheduler {
                     (Some(Ready::Generate(plan, job, slot)), Some(ri)) => {
                         if !job.cancel.load(Ordering::Relaxed) {
                             let r = &mut self.residents[ri];
-                            let seq = start(r, *job, slot, *plan, self.parallel, &self.pool);
+                            let seq = start(r, *job, slot, *plan, self.parallel, &self.backend);
                             r.active.push(seq);
                         }
                     }
                     (Some(Ready::Embed(plan, job, slot)), Some(ri)) => {
                         let r = &mut self.residents[ri];
-                        let task = EmbedTask::new(&r.model, *job, slot, *plan, &self.pool);
+                        let task = EmbedTask::new(&r.model, *job, slot, *plan, &self.backend);
                         r.embeds.push(task);
                     }
                     // The model was dropped meanwhile (after a panic).
@@ -571,7 +571,7 @@ impl Scheduler {
             return;
         };
         self.next = (ri + 1) % n.max(1);
-        let pool = Arc::clone(&self.pool);
+        let backend = Arc::clone(&self.backend);
         let others_running: usize = (0..n)
             .filter(|&i| i != ri)
             .map(|i| self.residents[i].active.len())
@@ -618,7 +618,7 @@ impl Scheduler {
                 .iter()
                 .map(|&(i, _)| {
                     let state = r.active[i].state.take().expect("a sequence's cache");
-                    model.resume(state, Arc::clone(&pool))
+                    model.resume(state, Arc::clone(&backend))
                 })
                 .collect();
             let tokens: Vec<&[u32]> = parts.iter().map(|(_, t)| t.as_slice()).collect();
@@ -677,7 +677,7 @@ impl Scheduler {
         if !r.embeds.is_empty() {
             let shared = r.active.len() + others_running > 0;
             let model = Arc::clone(&r.model);
-            if let Progress::Ended = r.embeds[0].step(&model, &pool, STEP_TOKENS, shared) {
+            if let Progress::Ended = r.embeds[0].step(&model, &backend, STEP_TOKENS, shared) {
                 r.embeds.remove(0);
             }
         }
@@ -820,7 +820,7 @@ fn start(
     slot: Slot,
     plan: Plan,
     parallel: usize,
-    pool: &Arc<ThreadPool>,
+    backend: &SharedBackend,
 ) -> Seq {
     let Plan {
         tokens,
@@ -858,7 +858,7 @@ fn start(
             (c.state, c.tokens)
         }
         _ => (
-            r.model.session(n_ctx, Arc::clone(pool)).into_state(),
+            r.model.session(n_ctx, Arc::clone(backend)).into_state(),
             Vec::new(),
         ),
     };

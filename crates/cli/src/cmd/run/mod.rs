@@ -211,10 +211,10 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             Some(super::format::compile(&model, g, flag)?)
         }
     };
-    let pool = super::thread_pool(threads);
+    let backend = super::cpu_backend(threads);
     let facts = RunFacts {
         load_time,
-        n_threads: pool.n_threads(),
+        n_threads: backend.threads(),
     };
     // Raw completion needs no template; a chat with a base model is refused here, before
     // anything is generated.
@@ -226,7 +226,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             a.chat_template.as_deref(),
         )?),
     };
-    let session = model.session(settings.num_ctx(), pool);
+    let session = model.session(settings.num_ctx(), backend);
     let usage = UsageLog::open(a.no_ledger, &model_arg, "cli", load_time);
     let mut conv = Conversation::new(session, template, settings, facts)
         .with_usage(usage)

@@ -1,4 +1,8 @@
 //! Tensor element types (ggml's `ggml_type` ids) and their block geometry.
+//!
+//! A leaf crate so that the kernels can name a format without depending on the GGUF reader;
+//! `gguf` re-exports [`GgmlType`] for its users.
+#![forbid(unsafe_code)]
 
 /// A tensor element type as numbered by ggml. Only types this project can read are listed;
 /// any other id is rejected when a file is parsed.
