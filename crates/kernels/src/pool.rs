@@ -297,6 +297,23 @@ pub fn split_range(len: usize, idx: usize, n: usize) -> Range<usize> {
     start..start + base + usize::from(idx < extra)
 }
 
+/// How much lower than the decode threads background work runs (a Linux nice value: each step
+/// is about 1.25× less CPU share, so +10 gets about a tenth of a contended core).
+const BACKGROUND_NICE: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority, so that background work (loading a model,
+/// preparing a request) takes the cores only when the threads that decode running streams leave
+/// them idle. Threads it starts afterwards inherit the lower priority. Where the platform has
+/// no per-thread priority (or refuses), nothing changes: the work only competes as before.
+pub fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: nice() takes an integer and changes only the calling thread's nice value on
+    // Linux (relative, capped at 19); a failure is harmless and leaves it as it was.
+    unsafe {
+        libc::nice(BACKGROUND_NICE);
+    }
+}
+
 #[cfg(test)]
 mod tests {
 
@@ -447,22 +464,5 @@ mod tests {
             }
         });
         assert_eq!(total.load(Ordering::Relaxed), 600);
-    }
-}
-
-/// How much lower than the decode threads background work runs (a Linux nice value: each step
-/// is about 1.25× less CPU share, so +10 gets about a tenth of a contended core).
-const BACKGROUND_NICE: i32 = 10;
-
-/// Lowers the calling thread's scheduling priority, so that background work (loading a model,
-/// preparing a request) takes the cores only when the threads that decode running streams leave
-/// them idle. Threads it starts afterwards inherit the lower priority. Where the platform has
-/// no per-thread priority (or refuses), nothing changes: the work only competes as before.
-pub fn lower_thread_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: nice() takes an integer and changes only the calling thread's nice value on
-    // Linux (relative, capped at 19); a failure is harmless and leaves it as it was.
-    unsafe {
-        libc::nice(BACKGROUND_NICE);
     }
 }
