@@ -12,7 +12,7 @@
 //! operations the same in the same order, so the results are bit for bit equal to theirs.
 
 use super::kquant::{q4k, q6k, Q8K_BLOCK, Q8K_BSUMS, Q8K_QS};
-use super::x86::prefetch_ahead;
+use super::x86::prefetch_at;
 use super::{ActView, PackedMatrix, WIDE_GROUP, WIDE_TILE_TOKENS};
 use gguf::GgmlType;
 use std::arch::x86_64::*;
@@ -23,6 +23,10 @@ const T: usize = WIDE_TILE_TOKENS;
 const VB: usize = 4 * G;
 
 type Tile = [[f32; G]; T];
+
+/// Bytes ahead of the current record that a one-token product asks the cache for (see
+/// [`super::x86::PREFETCH_AHEAD`]; records here are twice the size).
+const PREFETCH_AHEAD: usize = 4096;
 
 /// `out[c][i]` = row `16g + i` · token `t0 + c`, for `c < n` (at most [`WIDE_TILE_TOKENS`]);
 /// rows `n..` of `out` are left with values of no meaning.
@@ -140,33 +144,39 @@ unsafe fn bx(xq: *const u8, k: usize) -> __m512i {
     _mm512_set1_epi32(xq.add(4 * k).cast::<i32>().read_unaligned())
 }
 
-/// `Σ_k v[k] · x[4k..4k + 4]` per lane over `ks`, in `CH` interleaved chains summed at the end.
-/// `signs` (8-bit weights): the lanes' bytes where the weight is negative; then `v` holds
-/// magnitudes and the activations take the weights' signs.
+/// `Σ_j v[j] · x[4k..4k + 4]` per lane for `k = first_k + j`, in `CH` interleaved chains
+/// summed at the end.
 ///
 /// # Safety
-/// AVX-512 F/BW/VNNI; `xq` readable for the bytes of `ks`.
+/// AVX-512 F/BW/VNNI; `xq` readable for the bytes it reads.
 #[inline(always)]
-unsafe fn dots<const CH: usize>(
-    v: &[__m512i],
-    signs: Option<&[__mmask64; 8]>,
-    xq: *const u8,
-    first_k: usize,
-) -> __m512i {
+unsafe fn dots<const CH: usize>(v: &[__m512i], xq: *const u8, first_k: usize) -> __m512i {
     let mut chain = [_mm512_setzero_si512(); CH];
     for (j, &vk) in v.iter().enumerate() {
-        let k = first_k + j;
-        let mut xk = bx(xq, k);
-        if let Some(s) = signs {
-            xk = _mm512_mask_sub_epi8(xk, s[k], _mm512_setzero_si512(), xk);
-        }
-        chain[j % CH] = _mm512_dpbusd_epi32(chain[j % CH], vk, xk);
+        chain[j % CH] = _mm512_dpbusd_epi32(chain[j % CH], vk, bx(xq, first_k + j));
     }
     let mut sum = chain[0];
     for c in chain.iter().skip(1) {
         sum = _mm512_add_epi32(sum, *c);
     }
     sum
+}
+
+/// `Σ x` of the 32 signed bytes at `xq`.
+///
+/// # Safety
+/// AVX2; `xq` readable for 32 bytes.
+#[inline(always)]
+unsafe fn sum_bytes(xq: *const u8) -> i32 {
+    // Unsigned sums of `x + 128`, 8 bytes each, then the 32 excesses of 128 off.
+    let biased = _mm256_xor_si256(_mm256_loadu_si256(xq.cast()), _mm256_set1_epi8(i8::MIN));
+    let sad = _mm256_sad_epu8(biased, _mm256_setzero_si256());
+    let half = _mm_add_epi64(
+        _mm256_castsi256_si128(sad),
+        _mm256_extracti128_si256::<1>(sad),
+    );
+    let total = _mm_add_epi64(half, _mm_unpackhi_epi64(half, half));
+    _mm_cvtsi128_si32(total) - 32 * 128
 }
 
 /// The 32-element formats.
@@ -183,7 +193,7 @@ unsafe fn tile<const BITS: u32, const HAS_MIN: bool, const C: usize, const CH: u
     for b in 0..a.nb {
         let rec = a.group.add(b * a.record);
         if C == 1 {
-            prefetch_ahead(rec, a.record);
+            prefetch_at::<PREFETCH_AHEAD>(rec, a.record);
         }
         let d = _mm512_cvtph_ps(_mm256_loadu_si256(rec.cast()));
         let m = if HAS_MIN {
@@ -192,15 +202,13 @@ unsafe fn tile<const BITS: u32, const HAS_MIN: bool, const C: usize, const CH: u
             _mm512_mul_ps(d, min_factor)
         };
         let q = rec.add(a.qs_off);
-        let mut signs = [0 as __mmask64; 8];
         let v = if BITS == 8 {
-            let mut v = [_mm512_setzero_si512(); 8];
-            for k in 0..8 {
-                let w = _mm512_loadu_si512(q.add(VB * k).cast());
-                signs[k] = _mm512_movepi8_mask(w);
-                v[k] = _mm512_abs_epi8(w);
-            }
-            v
+            // Signed weights as unsigned `w + 128` (the sign bit flipped); the excess
+            // `128 Σ x` comes off each token's sum.
+            let flip = _mm512_set1_epi8(i8::MIN);
+            std::array::from_fn(|k| {
+                _mm512_xor_si512(_mm512_loadu_si512(q.add(VB * k).cast()), flip)
+            })
         } else {
             let mut v = nibble_vectors(q);
             if BITS == 5 {
@@ -218,9 +226,12 @@ unsafe fn tile<const BITS: u32, const HAS_MIN: bool, const C: usize, const CH: u
             }
             v
         };
-        let signs = (BITS == 8).then_some(&signs);
         for (c, acc) in acc.iter_mut().enumerate() {
-            let isum = dots::<CH>(&v, signs, a.xs[c].add(b * a.x_block), 0);
+            let xq = a.xs[c].add(b * a.x_block);
+            let mut isum = dots::<CH>(&v, xq, 0);
+            if BITS == 8 {
+                isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(128 * sum_bytes(xq)));
+            }
             let dx = _mm512_set1_ps(*a.aux[c].add(2 * b));
             *acc = _mm512_fmadd_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(isum), *acc);
             if BITS != 8 {
@@ -244,7 +255,7 @@ unsafe fn tile_q4k<const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
     for b in 0..a.nb {
         let rec = a.group.add(b * a.record);
         if C == 1 {
-            prefetch_ahead(rec, a.record);
+            prefetch_at::<PREFETCH_AHEAD>(rec, a.record);
         }
         let mut sums = [_mm512_setzero_si512(); C];
         for s in 0..8 {
@@ -252,7 +263,7 @@ unsafe fn tile_q4k<const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
             let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(rec.add(q4k::sc(G) + G * s).cast()));
             for (c, sum) in sums.iter_mut().enumerate() {
                 let xq = a.xs[c].add(b * Q8K_BLOCK + Q8K_QS + 32 * s);
-                let dot = dots::<CH>(&v, None, xq, 0);
+                let dot = dots::<CH>(&v, xq, 0);
                 *sum = _mm512_add_epi32(*sum, _mm512_mullo_epi32(dot, sc));
             }
         }
@@ -302,7 +313,7 @@ unsafe fn tile_q6k<const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
     for b in 0..a.nb {
         let rec = a.group.add(b * a.record);
         if C == 1 {
-            prefetch_ahead(rec, a.record);
+            prefetch_at::<PREFETCH_AHEAD>(rec, a.record);
         }
         let mut sums = [_mm512_setzero_si512(); C];
         for t in 0..8 {
@@ -336,15 +347,9 @@ unsafe fn tile_q6k<const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
                     _mm512_set1_epi32(xb.add(Q8K_BSUMS + 4 * t).cast::<i32>().read_unaligned());
                 let offset = _mm512_slli_epi32::<5>(_mm512_madd_epi16(scp, bsums));
                 let (first, second) = if ch >= 2 {
-                    (
-                        dots::<2>(&v[..4], None, xq, 0),
-                        dots::<2>(&v[4..], None, xq, 4),
-                    )
+                    (dots::<2>(&v[..4], xq, 0), dots::<2>(&v[4..], xq, 4))
                 } else {
-                    (
-                        dots::<1>(&v[..4], None, xq, 0),
-                        dots::<1>(&v[4..], None, xq, 4),
-                    )
+                    (dots::<1>(&v[..4], xq, 0), dots::<1>(&v[4..], xq, 4))
                 };
                 let scaled = _mm512_add_epi32(
                     _mm512_mullo_epi32(first, sc0),
