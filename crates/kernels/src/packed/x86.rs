@@ -309,16 +309,7 @@ pub(super) const PREFETCH_AHEAD: usize = 2048;
 /// SSE (every x86-64 CPU).
 #[inline(always)]
 pub(super) unsafe fn prefetch_ahead(rec: *const u8, record: usize) {
-    prefetch_at::<PREFETCH_AHEAD>(rec, record)
-}
-
-/// Prefetches the cache lines of a record `AHEAD` bytes further on.
-///
-/// # Safety
-/// SSE (every x86-64 CPU).
-#[inline(always)]
-pub(super) unsafe fn prefetch_at<const AHEAD: usize>(rec: *const u8, record: usize) {
-    let ahead = rec.wrapping_add(AHEAD);
+    let ahead = rec.wrapping_add(PREFETCH_AHEAD);
     let mut off = 0;
     while off < record {
         _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(off).cast());

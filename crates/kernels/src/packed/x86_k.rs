@@ -201,9 +201,9 @@ unsafe fn tile_q6k<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GRO
         }
         let mut sums = [_mm256_setzero_si256(); C];
         for t in 0..8 {
-            let mut v = nibble_vectors(rec.add(q6k::ql(GROUP) + 128 * t));
-            let h0 = _mm256_loadu_si256(rec.add(q6k::qh(GROUP) + 64 * t).cast());
-            let h1 = _mm256_loadu_si256(rec.add(q6k::qh(GROUP) + 64 * t + 32).cast());
+            let mut v = nibble_vectors(rec.add(q6k::ql(GROUP, t)));
+            let h0 = _mm256_loadu_si256(rec.add(q6k::qh(GROUP, t)).cast());
+            let h1 = _mm256_loadu_si256(rec.add(q6k::qh(GROUP, t) + 32).cast());
             // Bits 2m, 2m + 1 to bits 4, 5.
             let up = |h: __m256i, m: usize| {
                 let moved = match m {
