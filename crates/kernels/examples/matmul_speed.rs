@@ -40,7 +40,7 @@ fn main() {
     let pool = ThreadPool::new(threads);
     let qm = QMatrix::new(ty, rows, cols, &w).expect("shape");
     let packed = PackedMatrix::from_rows_with_group(ty, rows, cols, GROUP, &w).expect("packable");
-    let wide = (kernels::packed::preferred_group(rows) == WIDE_GROUP)
+    let wide = (kernels::packed::Kernel::best().group() == Some(WIDE_GROUP))
         .then(|| PackedMatrix::from_rows_with_group(ty, rows, cols, WIDE_GROUP, &w))
         .flatten();
     let mut out = vec![0f32; rows * n_tokens];
