@@ -61,7 +61,7 @@ fn packed_products_match_the_scalar_dot_products() {
         };
         for &(rows, cols) in shapes {
             let w = random_rows(&mut rng, ty, rows, cols);
-            for group in [GROUP, WIDE_GROUP].into_iter().filter(|g| rows % g == 0) {
+            for group in [GROUP, WIDE_GROUP].into_iter().filter(|&g| rows.is_multiple_of(g)) {
                 let packed = PackedMatrix::from_rows_with_group(ty, rows, cols, group, &w).unwrap();
                 for n_tokens in [1, 2, 3, 4, 5, 8, 9, 14] {
                     let xf: Vec<f32> = (0..n_tokens * cols)
@@ -293,7 +293,7 @@ fn packing_many_matrices_at_once_equals_packing_each() {
     // Both record sizes; with 16-row records, the matrices whose rows do not divide into 16
     // keep 8-row ones, so one pass packs both sizes.
     let group_of = |rows: usize, wide: bool| {
-        if wide && rows % WIDE_GROUP == 0 {
+        if wide && rows.is_multiple_of(WIDE_GROUP) {
             WIDE_GROUP
         } else {
             GROUP
