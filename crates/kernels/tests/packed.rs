@@ -61,7 +61,10 @@ fn packed_products_match_the_scalar_dot_products() {
         };
         for &(rows, cols) in shapes {
             let w = random_rows(&mut rng, ty, rows, cols);
-            for group in [GROUP, WIDE_GROUP].into_iter().filter(|&g| rows.is_multiple_of(g)) {
+            for group in [GROUP, WIDE_GROUP]
+                .into_iter()
+                .filter(|&g| rows.is_multiple_of(g))
+            {
                 let packed = PackedMatrix::from_rows_with_group(ty, rows, cols, group, &w).unwrap();
                 for n_tokens in [1, 2, 3, 4, 5, 8, 9, 14] {
                     let xf: Vec<f32> = (0..n_tokens * cols)

@@ -961,13 +961,23 @@ unsafe fn run_tiles<const G: usize, const T: usize>(
     let rows = job.w.rows;
     let n_groups = rows / G;
     let (g0, g1) = (c * job.chunk, ((c + 1) * job.chunk).min(n_groups));
-    // Every kernel writes all `n` rows of the tile it is given.
-    let mut out = [[0f32; G]; T];
+    // Every kernel writes all `n` rows of the tile it is given. Zeroed element by element with
+    // volatile writes: a zeroing the compiler turns into a call of libc's `memset` (as it does
+    // for the 512 bytes of a 16-row tile) cannot run in `scripts/check-avx512`'s emulator,
+    // which maps the kernels' code but not libc's.
+    let mut out = std::mem::MaybeUninit::<[[f32; G]; T]>::uninit();
+    let first = out.as_mut_ptr().cast::<f32>();
+    for i in 0..G * T {
+        // SAFETY: `i` is within the array's `G * T` floats.
+        unsafe { first.add(i).write_volatile(0.0) };
+    }
+    // SAFETY: every element was written above (borrowed in place: a move is a `memcpy` too).
+    let out = unsafe { &mut *out.as_mut_ptr() };
     let mut t0 = 0;
     while t0 < n_tokens {
         let n = (n_tokens - t0).min(T);
         for g in g0..g1 {
-            tile(g, t0, n, &mut out);
+            tile(g, t0, n, out);
             for (ci, vals) in out.iter().enumerate().take(n) {
                 let base = (t0 + ci) * rows + g * G;
                 for (i, &v) in vals.iter().enumerate() {

@@ -45,27 +45,9 @@ pub(super) unsafe fn group(
     assert_eq!(w.group, G, "16-row records");
     let (spec, nb, gb) = (w.spec, w.blocks_per_row(), w.group_bytes());
     let group = &w.data[g * gb..(g + 1) * gb];
-    let mut xs = [std::ptr::null::<u8>(); T];
-    let mut aux = [std::ptr::null::<f32>(); T];
-    // Tiles run with 1, 2, 4 or 8 tokens; the slots past `n` repeat the last token (their
-    // results are not used), which spares kernels for every count.
-    for c in 0..T {
-        let t = t0 + c.min(n - 1);
-        let row = x.acts.row(t);
-        if spec.is_k() {
-            assert!(row.len() >= nb * Q8K_BLOCK, "activation row");
-            xs[c] = row.as_ptr();
-        } else {
-            let a = x.acts.aux(t);
-            assert!(
-                row.len() >= nb * x.block && a.len() >= 2 * nb,
-                "activation row"
-            );
-            xs[c] = row[x.qs_off..].as_ptr();
-            aux[c] = a.as_ptr();
-        }
-    }
-    let args = Args {
+    // Filled in place: a copy of these 180 bytes compiles to a call of libc's `memcpy`, which
+    // `scripts/check-avx512`'s emulator cannot run (it maps the kernels' code, not libc's).
+    let mut args = Args {
         nb,
         group: group.as_ptr(),
         record: w.record(),
@@ -73,10 +55,29 @@ pub(super) unsafe fn group(
         qs_off: spec.qs_off(G),
         qh_off: spec.qh_off(G),
         min_factor: spec.min_factor,
-        xs,
+        xs: [std::ptr::null::<u8>(); T],
         x_block: x.block,
-        aux,
+        aux: [std::ptr::null::<f32>(); T],
     };
+    // Tiles run with 1, 2, 4 or 8 tokens; the slots past `n` repeat the last token (their
+    // results are not used), which spares kernels for every count.
+    for c in 0..T {
+        let t = t0 + c.min(n - 1);
+        let row = x.acts.row(t);
+        if spec.is_k() {
+            assert!(row.len() >= nb * Q8K_BLOCK, "activation row");
+            args.xs[c] = row.as_ptr();
+        } else {
+            let a = x.acts.aux(t);
+            assert!(
+                row.len() >= nb * x.block && a.len() >= 2 * nb,
+                "activation row"
+            );
+            args.xs[c] = row[x.qs_off..].as_ptr();
+            args.aux[c] = a.as_ptr();
+        }
+    }
+    let args = &args;
     // Chains per token: enough for about eight sums in flight.
     macro_rules! by_tokens {
         ($kernel:ident $(, $p:literal)*) => {
@@ -85,10 +86,10 @@ pub(super) unsafe fn group(
             // aux values for the 32-element formats), asserted above: all the kernel reads.
             unsafe {
                 match n {
-                    1 => $kernel::<$($p,)* 1, 4>(&args, out),
-                    2 => $kernel::<$($p,)* 2, 4>(&args, out),
-                    3 | 4 => $kernel::<$($p,)* 4, 2>(&args, out),
-                    _ => $kernel::<$($p,)* 8, 1>(&args, out),
+                    1 => $kernel::<$($p,)* 1, 4>(args, out),
+                    2 => $kernel::<$($p,)* 2, 4>(args, out),
+                    3 | 4 => $kernel::<$($p,)* 4, 2>(args, out),
+                    _ => $kernel::<$($p,)* 8, 1>(args, out),
                 }
             }
         };
