@@ -20,7 +20,7 @@ use ggml_type::GgmlType;
 use kernels::matmul::QuantizedActs;
 #[cfg(target_arch = "x86_64")]
 use kernels::packed::matmul_packed_with;
-use kernels::packed::{matmul_packed_unchecked, Kernel, PackedMatrix};
+use kernels::packed::{matmul_packed_unchecked, Kernel, PackedMatrix, GROUP};
 use kernels::pool::ThreadPool;
 use kernels::quant::format;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -28,11 +28,13 @@ use std::os::raw::c_char;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 const FORMATS: [GgmlType; 7] = kernels::packed::PACKED_TYPES;
-/// Token counts: one, and on both sides of the 4-token tile.
-const TOKENS: [usize; 4] = [1, 3, 4, 7];
-/// (rows, columns): two groups of 8 rows by two 256-element super-blocks (sixteen 32-element
-/// blocks); three groups by the fewest blocks of a kind (one super-block, or three blocks).
-const SHAPES: [(usize, usize); 2] = [(16, 512), (24, 0)];
+/// Token counts: one, and on both sides of the 4-token tile of the 8-row kernels and of the
+/// 8-token tile of the 16-row ones (whose tiles of 3 and 7 run as 4 and 8).
+const TOKENS: [usize; 5] = [1, 3, 4, 7, 9];
+/// (groups of rows, columns): two groups (of the kernel's 8 or 16 rows) by two 256-element
+/// super-blocks (sixteen 32-element blocks); three groups by the fewest blocks of a kind (one
+/// super-block, or three blocks).
+const SHAPES: [(usize, usize); 2] = [(2, 512), (3, 0)];
 const SMALL_COLS: usize = 96;
 const SMALL_COLS_K: usize = 256;
 
@@ -193,7 +195,8 @@ fn case_params(index: usize) -> Option<(Kernel, GgmlType, usize, usize, usize)> 
     let kernel = *kernels_under_test().get(index / CASES_PER_KERNEL)?;
     let i = index % CASES_PER_KERNEL;
     let ty = FORMATS[i / (SHAPES.len() * TOKENS.len())];
-    let (rows, mut cols) = SHAPES[i / TOKENS.len() % SHAPES.len()];
+    let (groups, mut cols) = SHAPES[i / TOKENS.len() % SHAPES.len()];
+    let rows = groups * kernel.group().unwrap_or(GROUP);
     if cols == 0 {
         cols = if ty.block_size() == 256 {
             SMALL_COLS_K
@@ -210,7 +213,8 @@ fn build_case(index: usize, tag: usize) -> Option<Case> {
     let mut rng = Lcg(0x9E37_79B9_7F4A_7C15 ^ (index % CASES_PER_KERNEL) as u64);
     let f = format(ty)?;
     let src = random_rows(&mut rng, ty, rows, cols);
-    let w = PackedMatrix::from_rows(ty, rows, cols, &src)?;
+    let group = kernel.group().unwrap_or(GROUP);
+    let w = PackedMatrix::from_rows_with_group(ty, rows, cols, group, &src)?;
     let xf: Vec<f32> = (0..n_tokens * cols).map(|_| rng.range(-2.0, 2.0)).collect();
     let mut x = QuantizedActs::new();
     x.quantize(f.act_type(), &xf, n_tokens, cols);
@@ -223,7 +227,7 @@ fn build_case(index: usize, tag: usize) -> Option<Case> {
         }
     }
     let pool = ThreadPool::new(1);
-    let avx2 = avx2_output(kernel, &pool, &w, &x);
+    let avx2 = avx2_output(kernel, &pool, ty, rows, cols, &src, &x);
     Some(Case {
         kernel,
         ty,
@@ -238,25 +242,37 @@ fn build_case(index: usize, tag: usize) -> Option<Case> {
     })
 }
 
-/// The AVX2 kernel's output, computed natively, to compare a VNNI kernel's with; `None` for
-/// the AVX2 kernel itself or a host without AVX2.
+/// The AVX2 kernel's output (on 8-row records of the same source rows), computed natively,
+/// to compare another kernel's with; `None` for the AVX2 kernel itself or a host without AVX2.
 #[cfg(target_arch = "x86_64")]
 fn avx2_output(
     kernel: Kernel,
     pool: &ThreadPool,
-    w: &PackedMatrix,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    src: &[u8],
     x: &QuantizedActs,
 ) -> Option<Vec<f32>> {
     if kernel == Kernel::Avx2 || !Kernel::Avx2.runs_on(kernels::simd::detected()) {
         return None;
     }
-    let mut out = vec![0f32; w.rows() * x.n_tokens()];
-    matmul_packed_with(Kernel::Avx2, pool, w, x, &mut out);
+    let w = PackedMatrix::from_rows_with_group(ty, rows, cols, GROUP, src)?;
+    let mut out = vec![0f32; rows * x.n_tokens()];
+    matmul_packed_with(Kernel::Avx2, pool, &w, x, &mut out);
     Some(out)
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn avx2_output(_: Kernel, _: &ThreadPool, _: &PackedMatrix, _: &QuantizedActs) -> Option<Vec<f32>> {
+fn avx2_output(
+    _: Kernel,
+    _: &ThreadPool,
+    _: GgmlType,
+    _: usize,
+    _: usize,
+    _: &[u8],
+    _: &QuantizedActs,
+) -> Option<Vec<f32>> {
     None
 }
 

@@ -1,8 +1,8 @@
-//! The packed (8 interleaved rows) products against each format's scalar dot product.
+//! The packed (8 or 16 interleaved rows) products against each format's scalar dot product.
 
 use ggml_type::GgmlType;
 use kernels::matmul::QuantizedActs;
-use kernels::packed::{matmul_packed_with, Kernel, PackedMatrix};
+use kernels::packed::{matmul_packed_with, Kernel, PackedMatrix, GROUP, WIDE_GROUP};
 use kernels::pool::ThreadPool;
 use kernels::quant::format;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -55,31 +55,76 @@ fn packed_products_match_the_scalar_dot_products() {
     for ty in TYPES {
         let act_ty = format(ty).unwrap().act_type();
         let shapes: &[(usize, usize)] = if ty.block_size() == 256 {
-            &[(8, 256), (24, 512), (16, 1024)]
+            &[(8, 256), (24, 512), (16, 1024), (48, 256)]
         } else {
-            &[(8, 32), (24, 96), (64, 256), (16, 1024)]
+            &[(8, 32), (24, 96), (64, 256), (16, 1024), (48, 96)]
         };
         for &(rows, cols) in shapes {
             let w = random_rows(&mut rng, ty, rows, cols);
-            let packed = PackedMatrix::from_rows(ty, rows, cols, &w).unwrap();
-            for n_tokens in [1, 2, 3, 4, 5, 9] {
-                let xf: Vec<f32> = (0..n_tokens * cols)
-                    .map(|_| rng.gen_range(-2.0f32..2.0))
-                    .collect();
-                let mut x = QuantizedActs::new();
-                x.quantize(act_ty, &xf, n_tokens, cols);
-                let want = reference(ty, &w, rows, cols, &x);
-                for kernel in Kernel::available() {
-                    for pool in &pools {
-                        let mut got = vec![f32::NAN; rows * n_tokens];
-                        matmul_packed_with(kernel, pool, &packed, &x, &mut got);
-                        for (i, (&g, &e)) in got.iter().zip(&want).enumerate() {
+            for group in [GROUP, WIDE_GROUP]
+                .into_iter()
+                .filter(|&g| rows.is_multiple_of(g))
+            {
+                let packed = PackedMatrix::from_rows_with_group(ty, rows, cols, group, &w).unwrap();
+                for n_tokens in [1, 2, 3, 4, 5, 8, 9, 14] {
+                    let xf: Vec<f32> = (0..n_tokens * cols)
+                        .map(|_| rng.gen_range(-2.0f32..2.0))
+                        .collect();
+                    let mut x = QuantizedActs::new();
+                    x.quantize(act_ty, &xf, n_tokens, cols);
+                    let want = reference(ty, &w, rows, cols, &x);
+                    let kernels = Kernel::available().into_iter().filter(|k| k.reads(group));
+                    for kernel in kernels {
+                        for pool in &pools {
+                            let mut got = vec![f32::NAN; rows * n_tokens];
+                            matmul_packed_with(kernel, pool, &packed, &x, &mut got);
+                            for (i, (&g, &e)) in got.iter().zip(&want).enumerate() {
+                                assert!(
+                                    close(g, e),
+                                    "{ty} {kernel:?} {group}-row {rows}x{cols}, {n_tokens} \
+                                     tokens, {} threads: [{i}] {g} vs {e}",
+                                    pool.n_threads()
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every SIMD kernel, on either record size and any thread count, gives the same bits: they
+/// sum the same integers and do the same float operations in the same order.
+#[test]
+fn kernels_agree_exactly_whatever_the_thread_count_and_record_size() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let (rows, cols) = (256, 512);
+    for ty in TYPES {
+        let w = random_rows(&mut rng, ty, rows, cols);
+        for n_tokens in [1, 7, 11] {
+            let xf: Vec<f32> = (0..n_tokens * cols).map(|_| rng.gen()).collect();
+            let mut x = QuantizedActs::new();
+            x.quantize(format(ty).unwrap().act_type(), &xf, n_tokens, cols);
+            let mut first_simd: Option<(Kernel, Vec<f32>)> = None;
+            for group in [GROUP, WIDE_GROUP] {
+                let packed = PackedMatrix::from_rows_with_group(ty, rows, cols, group, &w).unwrap();
+                for kernel in Kernel::available().into_iter().filter(|k| k.reads(group)) {
+                    let mut one = vec![0f32; rows * n_tokens];
+                    let mut two = vec![0f32; rows * n_tokens];
+                    matmul_packed_with(kernel, &ThreadPool::new(1), &packed, &x, &mut one);
+                    matmul_packed_with(kernel, &ThreadPool::new(2), &packed, &x, &mut two);
+                    assert_eq!(one, two, "{ty} {kernel:?} {group}-row, {n_tokens} tokens");
+                    if kernel == Kernel::Scalar {
+                        continue;
+                    }
+                    match &first_simd {
+                        None => first_simd = Some((kernel, one)),
+                        Some((k0, want)) => {
                             assert!(
-                                close(g, e),
-                                "{ty} {kernel:?} {rows}x{cols}, {n_tokens} tokens, \
-                                 {} threads: [{i}] {g} vs {e}",
-                                pool.n_threads()
-                            );
+                            want.iter().zip(&one).all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "{ty} {kernel:?} {group}-row differs from {k0:?}, {n_tokens} tokens"
+                        )
                         }
                     }
                 }
@@ -89,23 +134,40 @@ fn packed_products_match_the_scalar_dot_products() {
 }
 
 #[test]
-fn kernels_agree_exactly_whatever_the_thread_count() {
-    let mut rng = StdRng::seed_from_u64(11);
-    let (rows, cols, n_tokens) = (256, 512, 7);
+fn the_scalar_reference_reads_both_record_sizes_alike() {
+    let mut rng = StdRng::seed_from_u64(12);
+    let (rows, cols, n_tokens) = (32, 512, 3);
     for ty in TYPES {
         let w = random_rows(&mut rng, ty, rows, cols);
-        let packed = PackedMatrix::from_rows(ty, rows, cols, &w).unwrap();
         let xf: Vec<f32> = (0..n_tokens * cols).map(|_| rng.gen()).collect();
         let mut x = QuantizedActs::new();
         x.quantize(format(ty).unwrap().act_type(), &xf, n_tokens, cols);
-        for kernel in Kernel::available() {
-            let mut one = vec![0f32; rows * n_tokens];
-            let mut two = vec![0f32; rows * n_tokens];
-            matmul_packed_with(kernel, &ThreadPool::new(1), &packed, &x, &mut one);
-            matmul_packed_with(kernel, &ThreadPool::new(2), &packed, &x, &mut two);
-            assert_eq!(one, two, "{ty} {kernel:?}");
-        }
+        let outs: Vec<Vec<f32>> = [GROUP, WIDE_GROUP]
+            .into_iter()
+            .map(|group| {
+                let p = PackedMatrix::from_rows_with_group(ty, rows, cols, group, &w).unwrap();
+                assert_eq!(p.group(), group);
+                let mut out = vec![0f32; rows * n_tokens];
+                matmul_packed_with(Kernel::Scalar, &ThreadPool::new(1), &p, &x, &mut out);
+                out
+            })
+            .collect();
+        assert_eq!(outs[0], outs[1], "{ty}");
     }
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+#[should_panic(expected = "the avx2 kernel on 16-row records")]
+fn an_8_row_kernel_refuses_16_row_records() {
+    assert!(
+        Kernel::Avx2.runs_on(kernels::simd::detected()),
+        "this test needs an x86-64 CPU with AVX2"
+    );
+    let w = PackedMatrix::with_group(GgmlType::Q4_0, 16, 32, WIDE_GROUP).unwrap();
+    let mut x = QuantizedActs::new();
+    x.quantize(GgmlType::Q8_0, &[0.5; 32], 1, 32);
+    matmul_packed_with(Kernel::Avx2, &ThreadPool::new(1), &w, &x, &mut [0.0; 16]);
 }
 
 #[test]
@@ -168,15 +230,18 @@ fn several_products_in_one_dispatch_equal_one_at_a_time() {
 #[test]
 fn packing_on_threads_equals_packing_at_once_and_reports_read_errors() {
     let mut rng = StdRng::seed_from_u64(9);
-    for (ty, rows, cols) in [
-        (GgmlType::Q4_K, 72, 512),
-        (GgmlType::Q5_0, 40, 96),
-        (GgmlType::Q6_K, 8, 256),
+    for (ty, rows, cols, group) in [
+        (GgmlType::Q4_K, 72, 512, GROUP),
+        (GgmlType::Q4_K, 80, 512, WIDE_GROUP),
+        (GgmlType::Q5_0, 40, 96, GROUP),
+        (GgmlType::Q5_0, 528, 96, WIDE_GROUP),
+        (GgmlType::Q6_K, 8, 256, GROUP),
+        (GgmlType::Q6_K, 16, 256, WIDE_GROUP),
     ] {
         let w = random_rows(&mut rng, ty, rows, cols);
-        let whole = PackedMatrix::from_rows(ty, rows, cols, &w).unwrap();
+        let whole = PackedMatrix::from_rows_with_group(ty, rows, cols, group, &w).unwrap();
         for threads in [1, 2, 3, 16] {
-            let mut p = PackedMatrix::new(ty, rows, cols).unwrap();
+            let mut p = PackedMatrix::with_group(ty, rows, cols, group).unwrap();
             let rb = p.src_row_bytes();
             PackedMatrix::pack_many(
                 std::slice::from_mut(&mut p),
@@ -196,7 +261,7 @@ fn packing_on_threads_equals_packing_at_once_and_reports_read_errors() {
             matmul_packed_with(Kernel::Scalar, &pool, &p, &x, &mut b);
             assert_eq!(a, b, "{ty} on {threads} threads");
         }
-        let mut p = PackedMatrix::new(ty, rows, cols).unwrap();
+        let mut p = PackedMatrix::with_group(ty, rows, cols, group).unwrap();
         let rb = p.src_row_bytes();
         // The slice that reaches the last row fails.
         let err = PackedMatrix::pack_many(
@@ -228,10 +293,21 @@ fn packing_many_matrices_at_once_equals_packing_each() {
         .iter()
         .map(|&(ty, rows, cols)| random_rows(&mut rng, ty, rows, cols))
         .collect();
-    for threads in [1, 2, 3, 7] {
+    // Both record sizes; with 16-row records, the matrices whose rows do not divide into 16
+    // keep 8-row ones, so one pass packs both sizes.
+    let group_of = |rows: usize, wide: bool| {
+        if wide && rows.is_multiple_of(WIDE_GROUP) {
+            WIDE_GROUP
+        } else {
+            GROUP
+        }
+    };
+    for (threads, wide) in [(1, false), (2, false), (3, true), (7, true), (2, true)] {
         let mut mats: Vec<PackedMatrix> = shapes
             .iter()
-            .map(|&(ty, rows, cols)| PackedMatrix::new(ty, rows, cols).unwrap())
+            .map(|&(ty, rows, cols)| {
+                PackedMatrix::with_group(ty, rows, cols, group_of(rows, wide)).unwrap()
+            })
             .collect();
         let row_bytes: Vec<usize> = mats.iter().map(|m| m.src_row_bytes()).collect();
         PackedMatrix::pack_many(&mut mats, threads, |m, first, buf: &mut [u8]| {
@@ -241,7 +317,9 @@ fn packing_many_matrices_at_once_equals_packing_each() {
         })
         .unwrap();
         for (m, &(ty, rows, cols)) in shapes.iter().enumerate() {
-            let whole = PackedMatrix::from_rows(ty, rows, cols, &sources[m]).unwrap();
+            let group = group_of(rows, wide);
+            let whole =
+                PackedMatrix::from_rows_with_group(ty, rows, cols, group, &sources[m]).unwrap();
             let xf: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).cos()).collect();
             let mut x = QuantizedActs::new();
             x.quantize(format(ty).unwrap().act_type(), &xf, 1, cols);
@@ -249,7 +327,7 @@ fn packing_many_matrices_at_once_equals_packing_each() {
             let (mut a, mut b) = (vec![0f32; rows], vec![0f32; rows]);
             matmul_packed_with(Kernel::Scalar, &pool, &whole, &x, &mut a);
             matmul_packed_with(Kernel::Scalar, &pool, &mats[m], &x, &mut b);
-            assert_eq!(a, b, "{ty} {rows}x{cols} on {threads} threads");
+            assert_eq!(a, b, "{ty} {rows}x{cols} {group}-row on {threads} threads");
         }
     }
     // A read error of one matrix is the result.

@@ -183,7 +183,8 @@ pub(crate) fn kernel_path() -> KernelPath {
     // The packed kernel the products dispatch to, rather than a second reading of the flags.
     let packed = kernels::packed::Kernel::best();
     let description = if packed != kernels::packed::Kernel::Scalar {
-        format!("{name} (packed 8-row kernels: {})", packed.name())
+        let rows = packed.group().unwrap_or(kernels::packed::GROUP);
+        format!("{name} (packed {rows}-row kernels: {})", packed.name())
     } else if f.neon {
         format!("{name} (per-format dot products)")
     } else {

@@ -1,49 +1,77 @@
-//! Packed records of the k-quant formats Q4_K and Q6_K: 8 interleaved rows × one 256-element
-//! super-block, dotted against Q8_K activations.
+//! Packed records of the k-quant formats Q4_K and Q6_K: `G` interleaved rows (8 or 16) × one
+//! 256-element super-block, dotted against Q8_K activations.
 //!
 //! Within a record, every 32-element run is stored as the 32-element formats store a block (see
-//! the parent module): 128 bytes of nibbles whose vector `k` holds elements `4k..4k + 4` of the
-//! 8 rows.
+//! the parent module): `16G` bytes of nibbles whose vector `k` (`4G` bytes) holds elements
+//! `4k..4k + 4` of the `G` rows.
 //!
-//! Q4_K (1184 bytes, 32 more than the source's 1152, for unpacked scales):
-//! - `d[8]`, `dmin[8]` f16;
+//! Q4_K (148 bytes per row, 4 more than the source's 144, for unpacked scales):
+//! - `d[G]`, `dmin[G]` f16;
 //! - `sc[s][row]` u8 for the 8 runs `s` of 32;
 //! - `m[t][row][2]` u8: the minimums of runs `2t` and `2t + 1`, side by side (a 16-bit pair
 //!   lines up with a pair of activation run sums in one multiply-add);
 //! - the 8 runs of nibbles.
 //!
-//! Q6_K (1680 bytes, as the source):
-//! - `d[8]` f16;
+//! Q6_K (210 bytes per row, as the source):
+//! - `d[G]` f16;
 //! - `sc[t][row][2]` i8: the scales of the 16-element runs `2t` and `2t + 1`;
-//! - the low 4 bits of the 8 runs of 32 as nibbles;
-//! - the high 2 bits: per run of 32, two 32-byte vectors; bits `2m, 2m + 1` of byte `b` of the
-//!   first (second) belong to byte `b` of vector `m` (`4 + m`).
+//! - per run of 32, one after another: its low 4 bits as nibbles, then its high 2 bits as two
+//!   vectors of `4G` bytes; bits `2m, 2m + 1` of byte `b` of the first (second) belong to byte
+//!   `b` of vector `m` (`4 + m`). (Runs whole, rather than all low bits and then all high bits,
+//!   keep a one-token product's reads in one ascending stream: with two interleaved streams
+//!   per record it ran at well under half the memory bandwidth.)
 //!
 //! Row `i` against a Q8_K block (`d_x`, values `x`, sums `bsum` of each 16 values):
 //! - Q4_K: `d_x (d_i Σ_s sc_is Σ q·x − dmin_i Σ_s m_is (bsum_2s + bsum_2s+1))`;
 //! - Q6_K: `d_x d_i Σ_r sc_ir (Σ q·x − 32 bsum_r)` over the 16 runs `r` of 16 (q in 0..64).
 
-use super::{nibble_quad, rd32, wr32, ActView, GROUP};
+use super::{nibble_quad, rd32, wr32, ActView};
 use crate::quant::f16_to_f32;
 use crate::quant::q4_k::unpack_scales_mins;
 
 pub(crate) const QK_K: usize = 256;
-pub(crate) const Q4K_RECORD: usize = 1184;
-pub(crate) const Q6K_RECORD: usize = 1680;
 
+/// Offsets in a Q4_K record of `g` rows.
 pub(crate) mod q4k {
-    pub const D: usize = 0;
-    pub const DMIN: usize = 16;
-    pub const SC: usize = 32;
-    pub const M: usize = 96;
-    pub const QS: usize = 160;
+    pub const fn d(_g: usize) -> usize {
+        0
+    }
+    pub const fn dmin(g: usize) -> usize {
+        2 * g
+    }
+    pub const fn sc(g: usize) -> usize {
+        4 * g
+    }
+    pub const fn m(g: usize) -> usize {
+        12 * g
+    }
+    pub const fn qs(g: usize) -> usize {
+        20 * g
+    }
+    pub const fn record(g: usize) -> usize {
+        148 * g
+    }
 }
 
+/// Offsets in a Q6_K record of `g` rows.
 pub(crate) mod q6k {
-    pub const D: usize = 0;
-    pub const SC: usize = 16;
-    pub const QL: usize = 144;
-    pub const QH: usize = 1168;
+    pub const fn d(_g: usize) -> usize {
+        0
+    }
+    pub const fn sc(g: usize) -> usize {
+        2 * g
+    }
+    /// Run `t` of 32 elements: its low 4 bits (`16g` bytes) and then its high 2 bits (`8g`),
+    /// so that a product streams each record in one ascending pass.
+    pub const fn ql(g: usize, t: usize) -> usize {
+        18 * g + 24 * g * t
+    }
+    pub const fn qh(g: usize, t: usize) -> usize {
+        ql(g, t) + 16 * g
+    }
+    pub const fn record(g: usize) -> usize {
+        210 * g
+    }
 }
 
 /// Q8_K block: f32 `d`, 256 values, 16 i16 sums.
@@ -51,9 +79,10 @@ pub(crate) const Q8K_BLOCK: usize = 292;
 pub(crate) const Q8K_QS: usize = 4;
 pub(crate) const Q8K_BSUMS: usize = 260;
 
-fn get_nibble(run: &[u8], i: usize, e: usize) -> u8 {
+/// The nibble of element `e` of row `i` in a run of `g` rows.
+fn get_nibble(g: usize, run: &[u8], i: usize, e: usize) -> u8 {
     let (k, j) = (e / 4, e % 4);
-    let b = run[32 * (k / 2) + 4 * i + j];
+    let b = run[4 * g * (k / 2) + 4 * i + j];
     if k % 2 == 0 {
         b & 0x0F
     } else {
@@ -61,21 +90,23 @@ fn get_nibble(run: &[u8], i: usize, e: usize) -> u8 {
     }
 }
 
-pub(crate) fn pack_q4k(rows: &[u8], row_bytes: usize, b: usize, rec: &mut [u8]) {
-    for i in 0..GROUP {
+pub(crate) fn pack_q4k(g: usize, rows: &[u8], row_bytes: usize, b: usize, rec: &mut [u8]) {
+    let (d, dmin, sc_at, m_at, qs_at) =
+        (q4k::d(g), q4k::dmin(g), q4k::sc(g), q4k::m(g), q4k::qs(g));
+    for i in 0..g {
         let off = i * row_bytes + b * 144;
         let src = &rows[off..off + 144];
-        rec[q4k::D + 2 * i..q4k::D + 2 * i + 2].copy_from_slice(&src[0..2]);
-        rec[q4k::DMIN + 2 * i..q4k::DMIN + 2 * i + 2].copy_from_slice(&src[2..4]);
+        rec[d + 2 * i..d + 2 * i + 2].copy_from_slice(&src[0..2]);
+        rec[dmin + 2 * i..dmin + 2 * i + 2].copy_from_slice(&src[2..4]);
         let mut packed = [0u8; 12];
         packed.copy_from_slice(&src[4..16]);
         let (sc, m) = unpack_scales_mins(&packed);
         for s in 0..8 {
-            rec[q4k::SC + 8 * s + i] = sc[s];
+            rec[sc_at + g * s + i] = sc[s];
         }
         for t in 0..4 {
-            rec[q4k::M + 16 * t + 2 * i] = m[2 * t];
-            rec[q4k::M + 16 * t + 2 * i + 1] = m[2 * t + 1];
+            rec[m_at + 2 * g * t + 2 * i] = m[2 * t];
+            rec[m_at + 2 * g * t + 2 * i + 1] = m[2 * t + 1];
         }
         // Runs 2c and 2c + 1 are the low and high nibbles of the 32 bytes at 32c.
         let qs = &src[16..144];
@@ -84,21 +115,24 @@ pub(crate) fn pack_q4k(rows: &[u8], row_bytes: usize, b: usize, rec: &mut [u8]) 
             for p in 0..4 {
                 let at = run + 8 * p;
                 let quad = nibble_quad(rd32(qs, at), rd32(qs, at + 4), s % 2 == 1);
-                wr32(rec, q4k::QS + 128 * s + 32 * p + 4 * i, quad);
+                wr32(rec, qs_at + 16 * g * s + 4 * g * p + 4 * i, quad);
             }
         }
     }
 }
 
-pub(crate) fn pack_q6k(rows: &[u8], row_bytes: usize, b: usize, rec: &mut [u8]) {
-    rec[q6k::QH..q6k::QH + 512].fill(0);
-    for i in 0..GROUP {
+pub(crate) fn pack_q6k(g: usize, rows: &[u8], row_bytes: usize, b: usize, rec: &mut [u8]) {
+    let (d, sc) = (q6k::d(g), q6k::sc(g));
+    for t in 0..8 {
+        rec[q6k::qh(g, t)..q6k::qh(g, t) + 8 * g].fill(0);
+    }
+    for i in 0..g {
         let off = i * row_bytes + b * 210;
         let src = &rows[off..off + 210];
-        rec[q6k::D + 2 * i..q6k::D + 2 * i + 2].copy_from_slice(&src[208..210]);
+        rec[d + 2 * i..d + 2 * i + 2].copy_from_slice(&src[208..210]);
         for t in 0..8 {
-            rec[q6k::SC + 16 * t + 2 * i] = src[192 + 2 * t];
-            rec[q6k::SC + 16 * t + 2 * i + 1] = src[192 + 2 * t + 1];
+            rec[sc + 2 * g * t + 2 * i] = src[192 + 2 * t];
+            rec[sc + 2 * g * t + 2 * i + 1] = src[192 + 2 * t + 1];
         }
         // Run t of 32: half n = t / 4 of the block, quarter t % 4 of that half. Its low 4 bits
         // are the low (quarters 0, 1) or high (2, 3) nibbles of ql[64n + 32 (t odd) ..]; its
@@ -110,7 +144,7 @@ pub(crate) fn pack_q6k(rows: &[u8], row_bytes: usize, b: usize, rec: &mut [u8]) 
             for p in 0..4 {
                 let at = lo_at + 8 * p;
                 let quad = nibble_quad(rd32(ql, at), rd32(ql, at + 4), quarter >= 2);
-                wr32(rec, q6k::QL + 128 * t + 32 * p + 4 * i, quad);
+                wr32(rec, q6k::ql(g, t) + 4 * g * p + 4 * i, quad);
             }
             // Vector k (elements 4k..4k + 4) puts its 2-bit values at bits 2 (k % 4) of the
             // bytes of the k / 4-th high-bit vector.
@@ -121,17 +155,17 @@ pub(crate) fn pack_q6k(rows: &[u8], row_bytes: usize, b: usize, rec: &mut [u8]) 
                     let bits = (rd32(qh, 32 * n + 4 * k) >> (2 * quarter)) & 0x0303_0303;
                     word |= bits << (2 * m);
                 }
-                wr32(rec, q6k::QH + 64 * t + 32 * h + 4 * i, word);
+                wr32(rec, q6k::qh(g, t) + 4 * g * h + 4 * i, word);
             }
         }
     }
 }
 
-fn q6k_value(rec: &[u8], i: usize, e: usize) -> i32 {
+fn q6k_value(g: usize, rec: &[u8], i: usize, e: usize) -> i32 {
     let (t, r) = (e / 32, e % 32);
-    let lo = get_nibble(&rec[q6k::QL + 128 * t..], i, r);
+    let lo = get_nibble(g, &rec[q6k::ql(g, t)..], i, r);
     let (k, j) = (r / 4, r % 4);
-    let hi = (rec[q6k::QH + 64 * t + 32 * (k / 4) + 4 * i + j] >> (2 * (k % 4))) & 3;
+    let hi = (rec[q6k::qh(g, t) + 4 * g * (k / 4) + 4 * i + j] >> (2 * (k % 4))) & 3;
     (lo | hi << 4) as i32
 }
 
@@ -139,21 +173,23 @@ fn f16_at(rec: &[u8], off: usize, i: usize) -> f32 {
     f16_to_f32([rec[off + 2 * i], rec[off + 2 * i + 1]])
 }
 
-/// Scalar reference: `out[c][i]` for the 8 rows of `group` (records of `nb` super-blocks)
-/// against tokens `t0..t0 + n`.
+/// Scalar reference: `out[c * g + i]` for the `g` rows of `group` (records of `nb`
+/// super-blocks) against tokens `t0..t0 + n`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn group_scalar(
     q6: bool,
+    g: usize,
     group: &[u8],
     nb: usize,
     x: &ActView,
     t0: usize,
     n: usize,
-    out: &mut [[f32; GROUP]],
+    out: &mut [f32],
 ) {
-    let record = if q6 { Q6K_RECORD } else { Q4K_RECORD };
-    for (c, o) in out.iter_mut().enumerate().take(n) {
+    let record = if q6 { q6k::record(g) } else { q4k::record(g) };
+    for (c, o) in out.chunks_exact_mut(g).enumerate().take(n) {
         let row = x.acts.row(t0 + c);
-        *o = [0.0; GROUP];
+        o.fill(0.0);
         for b in 0..nb {
             let rec = &group[b * record..(b + 1) * record];
             let xb = &row[b * Q8K_BLOCK..(b + 1) * Q8K_BLOCK];
@@ -166,26 +202,26 @@ pub(crate) fn group_scalar(
                 if q6 {
                     let mut total = 0i32;
                     for r in 0..16 {
-                        let sc = rec[q6k::SC + 16 * (r / 2) + 2 * i + r % 2] as i8 as i32;
+                        let sc = rec[q6k::sc(g) + 2 * g * (r / 2) + 2 * i + r % 2] as i8 as i32;
                         let dot: i32 = (16 * r..16 * r + 16)
-                            .map(|e| q6k_value(rec, i, e) * xq(e))
+                            .map(|e| q6k_value(g, rec, i, e) * xq(e))
                             .sum();
                         total += sc * (dot - 32 * bsum(r));
                     }
-                    *oi += dx * f16_at(rec, q6k::D, i) * total as f32;
+                    *oi += dx * f16_at(rec, q6k::d(g), i) * total as f32;
                 } else {
                     let (mut sums, mut mins) = (0i32, 0i32);
                     for s in 0..8 {
-                        let run = &rec[q4k::QS + 128 * s..];
+                        let run = &rec[q4k::qs(g) + 16 * g * s..];
                         let dot: i32 = (0..32)
-                            .map(|e| get_nibble(run, i, e) as i32 * xq(32 * s + e))
+                            .map(|e| get_nibble(g, run, i, e) as i32 * xq(32 * s + e))
                             .sum();
-                        sums += rec[q4k::SC + 8 * s + i] as i32 * dot;
-                        let m = rec[q4k::M + 16 * (s / 2) + 2 * i + s % 2] as i32;
+                        sums += rec[q4k::sc(g) + g * s + i] as i32 * dot;
+                        let m = rec[q4k::m(g) + 2 * g * (s / 2) + 2 * i + s % 2] as i32;
                         mins += m * (bsum(2 * s) + bsum(2 * s + 1));
                     }
-                    *oi += dx * f16_at(rec, q4k::D, i) * sums as f32
-                        - dx * f16_at(rec, q4k::DMIN, i) * mins as f32;
+                    *oi += dx * f16_at(rec, q4k::d(g), i) * sums as f32
+                        - dx * f16_at(rec, q4k::dmin(g), i) * mins as f32;
                 }
             }
         }

@@ -1,16 +1,18 @@
-//! Weight matrices repacked at load time into groups of 8 interleaved rows, for products whose
-//! SIMD lanes are rows: one pass over a block of 8 rows serves every token of a prompt tile, the
-//! int8 products of a row stay in one lane (no horizontal sums), and the per-row scales are
-//! applied as vectors.
+//! Weight matrices repacked at load time into groups of `G` interleaved rows, for products
+//! whose SIMD lanes are rows: one pass over a block of `G` rows serves every token of a prompt
+//! tile, the int8 products of a row stay in one lane (no horizontal sums), and the per-row
+//! scales are applied as vectors. `G` is 8 (256-bit vectors: AVX2, and the AVX-512 VNNI and
+//! AVX-VNNI kernels on 256-bit vectors) or 16 (512-bit vectors: the AVX-512 kernels of
+//! [`x86_512`]); [`PackedMatrix::new`] picks it from the CPU at load time.
 //!
-//! Layout of one record (8 rows × one 32-element block), in the same bytes per weight as the
-//! source format (so memory and bandwidth do not grow):
-//! - `d`: the 8 rows' scales, f16;
-//! - `m`: the 8 rows' minimums, f16 (Q4_1 and Q5_1 only);
+//! Layout of one record (`G` rows × one 32-element block), in the same bytes per weight as the
+//! source format (so memory and bandwidth do not grow); a "vector" is `4G` bytes:
+//! - `d`: the `G` rows' scales, f16;
+//! - `m`: the `G` rows' minimums, f16 (Q4_1 and Q5_1 only);
 //! - `qs`: the values. Vector `k` (0..8) of a record pairs with elements `4k..4k+4` of the
 //!   activation block: its byte `4i + j` is element `4k + j` of row `i`. 4- and 5-bit formats
-//!   store the low 4 bits as nibbles, vectors `2p` and `2p + 1` in the low and high halves of
-//!   the 32 bytes at `32p`; Q8_0 stores the signed bytes of the 8 vectors in order;
+//!   store the low 4 bits as nibbles, vectors `2p` and `2p + 1` in the low and high nibbles of
+//!   the `4G` bytes at `4G p`; Q8_0 stores the signed bytes of the 8 vectors in order;
 //! - `qh` (Q5_0 and Q5_1): bit `k` of byte `b` is the fifth bit of byte `b` of vector `k`.
 //!
 //! The value of a record's row `i` against an activation block is
@@ -22,6 +24,8 @@ mod kquant;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 #[cfg(target_arch = "x86_64")]
+mod x86_512;
+#[cfg(target_arch = "x86_64")]
 mod x86_k;
 
 use crate::matmul::{OutPtr, QuantizedActs};
@@ -30,14 +34,18 @@ use crate::quant::f16_to_f32;
 use ggml_type::GgmlType;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Rows per record.
+/// Rows per record of the 256-bit layout, and the multiple of rows every packed matrix has.
 pub const GROUP: usize = 8;
+/// Rows per record of the 512-bit layout (16 lanes of 32 bits).
+pub const WIDE_GROUP: usize = 16;
 /// Elements per block (every packed format has 32-element blocks).
 const QK: usize = 32;
 /// Source rows [`PackedMatrix::pack_many`] reads and packs per step (a multiple of [`GROUP`]).
 pub const PACK_STEP_ROWS: usize = 256;
-/// Tokens per tile: the accumulators of a tile stay in registers.
+/// Tokens per tile of the 8-row kernels: the accumulators of a tile stay in registers.
 const TILE_TOKENS: usize = 4;
+/// Tokens per tile of the 16-row kernels (32 vector registers).
+const WIDE_TILE_TOKENS: usize = 8;
 
 /// What differs between the packed formats.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -56,32 +64,33 @@ impl Spec {
     pub const fn d_off(&self) -> usize {
         0
     }
-    pub const fn m_off(&self) -> usize {
-        2 * GROUP
+    /// The offsets below are for records of `g` rows.
+    pub const fn m_off(&self, g: usize) -> usize {
+        2 * g
     }
-    pub const fn qs_off(&self) -> usize {
+    pub const fn qs_off(&self, g: usize) -> usize {
         if self.has_min {
-            4 * GROUP
+            4 * g
         } else {
-            2 * GROUP
+            2 * g
         }
     }
-    pub const fn qs_bytes(&self) -> usize {
+    pub const fn qs_bytes(&self, g: usize) -> usize {
         if self.bits == 8 {
-            GROUP * QK
+            g * QK
         } else {
-            GROUP * QK / 2
+            g * QK / 2
         }
     }
-    pub const fn qh_off(&self) -> usize {
-        self.qs_off() + self.qs_bytes()
+    pub const fn qh_off(&self, g: usize) -> usize {
+        self.qs_off(g) + self.qs_bytes(g)
     }
-    /// Bytes of one record.
-    pub const fn record(&self) -> usize {
+    /// Bytes of one record of `g` rows.
+    pub const fn record(&self, g: usize) -> usize {
         match self.ty {
-            GgmlType::Q4_K => kquant::Q4K_RECORD,
-            GgmlType::Q6_K => kquant::Q6K_RECORD,
-            _ => self.qh_off() + if self.bits == 5 { GROUP * QK / 8 } else { 0 },
+            GgmlType::Q4_K => kquant::q4k::record(g),
+            GgmlType::Q6_K => kquant::q6k::record(g),
+            _ => self.qh_off(g) + if self.bits == 5 { g * QK / 8 } else { 0 },
         }
     }
     /// Whether this is a 256-element k-quant (see [`kquant`]).
@@ -170,6 +179,8 @@ fn spec_of(ty: GgmlType) -> Option<Spec> {
 #[derive(Debug)]
 pub struct PackedMatrix {
     spec: Spec,
+    /// Rows per record: [`GROUP`] or [`WIDE_GROUP`].
+    group: usize,
     rows: usize,
     cols: usize,
     data: Vec<u8>,
@@ -196,20 +207,36 @@ impl PackedMatrix {
         false
     }
 
-    /// An empty packed matrix to fill with [`PackedMatrix::pack_rows`]; `None` when the type or
-    /// shape cannot be packed (see [`PackedMatrix::layout_fits`]) or the size overflows.
+    /// An empty packed matrix to fill with [`PackedMatrix::pack_rows`], in the record size the
+    /// fastest kernel of this CPU reads ([`preferred_group`]); `None` when the type or shape
+    /// cannot be packed (see [`PackedMatrix::layout_fits`]) or the size overflows.
     pub fn new(ty: GgmlType, rows: usize, cols: usize) -> Option<PackedMatrix> {
-        if !Self::layout_fits(ty, rows, cols) {
+        Self::with_group(ty, rows, cols, preferred_group(ty, rows))
+    }
+
+    /// [`PackedMatrix::new`] with records of `group` rows ([`GROUP`] or [`WIDE_GROUP`], a
+    /// divisor of `rows`); `None` otherwise.
+    pub fn with_group(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        group: usize,
+    ) -> Option<PackedMatrix> {
+        if !Self::layout_fits(ty, rows, cols)
+            || ![GROUP, WIDE_GROUP].contains(&group)
+            || !rows.is_multiple_of(group)
+        {
             return None;
         }
         let spec = spec_of(ty)?;
-        let len = (rows / GROUP)
+        let len = (rows / group)
             .checked_mul(cols / spec.qk())?
-            .checked_mul(spec.record())?;
+            .checked_mul(spec.record(group))?;
         let data = vec![0; len];
         advise_huge_pages(&data);
         Some(PackedMatrix {
             spec,
+            group,
             rows,
             cols,
             data,
@@ -225,6 +252,10 @@ impl PackedMatrix {
     pub fn cols(&self) -> usize {
         self.cols
     }
+    /// Rows per record.
+    pub fn group(&self) -> usize {
+        self.group
+    }
     /// Bytes of one row in the source format.
     pub fn src_row_bytes(&self) -> usize {
         self.cols / self.spec.qk() * self.spec.src_block
@@ -232,19 +263,25 @@ impl PackedMatrix {
     fn blocks_per_row(&self) -> usize {
         self.cols / self.spec.qk()
     }
+    fn record(&self) -> usize {
+        self.spec.record(self.group)
+    }
     fn group_bytes(&self) -> usize {
-        self.blocks_per_row() * self.spec.record()
+        self.blocks_per_row() * self.record()
     }
 
     /// Packs source rows `first_row..` (`src` holds whole rows in the source format;
-    /// `first_row` and the row count a multiple of [`GROUP`]). Panics otherwise.
+    /// `first_row` and the row count a multiple of [`PackedMatrix::group`]). Panics otherwise.
     pub fn pack_rows(&mut self, first_row: usize, src: &[u8]) {
         let row_bytes = self.src_row_bytes();
-        assert!(first_row.is_multiple_of(GROUP), "rows start at a group");
-        let g0 = first_row / GROUP;
+        assert!(
+            first_row.is_multiple_of(self.group),
+            "rows start at a group"
+        );
+        let g0 = first_row / self.group;
         let gb = self.group_bytes();
-        let (spec, nb) = (self.spec, self.blocks_per_row());
-        pack_groups(&spec, nb, row_bytes, &mut self.data[g0 * gb..], src);
+        let (spec, nb, group) = (self.spec, self.blocks_per_row(), self.group);
+        pack_groups(&spec, group, nb, row_bytes, &mut self.data[g0 * gb..], src);
     }
 
     /// Fills several matrices at once on `n_threads` threads: the rows of all of them are cut
@@ -261,6 +298,7 @@ impl PackedMatrix {
             mat: usize,
             first_row: usize,
             spec: Spec,
+            group: usize,
             nb: usize,
             row_bytes: usize,
             out: &'a mut [u8],
@@ -268,13 +306,14 @@ impl PackedMatrix {
         let mut steps = Vec::new();
         for (m, mat) in mats.iter_mut().enumerate() {
             let (spec, nb, gb) = (mat.spec, mat.blocks_per_row(), mat.group_bytes());
-            let row_bytes = mat.src_row_bytes();
-            let step_bytes = PACK_STEP_ROWS / GROUP * gb;
+            let (row_bytes, group) = (mat.src_row_bytes(), mat.group);
+            let step_bytes = PACK_STEP_ROWS / group * gb;
             for (i, out) in mat.data.chunks_mut(step_bytes).enumerate() {
                 steps.push(Step {
                     mat: m,
                     first_row: i * PACK_STEP_ROWS,
                     spec,
+                    group,
                     nb,
                     row_bytes,
                     out,
@@ -300,10 +339,10 @@ impl PackedMatrix {
         let pack_part = move |part: Vec<Step>| -> Result<(), E> {
             let mut buf = Vec::new();
             for s in part {
-                let groups = s.out.len() / (s.nb * s.spec.record());
-                buf.resize(groups * GROUP * s.row_bytes, 0);
+                let groups = s.out.len() / (s.nb * s.spec.record(s.group));
+                buf.resize(groups * s.group * s.row_bytes, 0);
                 read(s.mat, s.first_row, &mut buf)?;
-                pack_groups(&s.spec, s.nb, s.row_bytes, s.out, &buf);
+                pack_groups(&s.spec, s.group, s.nb, s.row_bytes, s.out, &buf);
             }
             Ok(())
         };
@@ -327,12 +366,38 @@ impl PackedMatrix {
 
     /// Packs a whole matrix held in memory in the source format.
     pub fn from_rows(ty: GgmlType, rows: usize, cols: usize, src: &[u8]) -> Option<PackedMatrix> {
-        let mut p = PackedMatrix::new(ty, rows, cols)?;
+        Self::from_rows_with_group(ty, rows, cols, preferred_group(ty, rows), src)
+    }
+
+    /// [`PackedMatrix::from_rows`] in records of `group` rows (see
+    /// [`PackedMatrix::with_group`]).
+    pub fn from_rows_with_group(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        group: usize,
+        src: &[u8],
+    ) -> Option<PackedMatrix> {
+        let mut p = PackedMatrix::with_group(ty, rows, cols, group)?;
         if src.len() != rows * p.src_row_bytes() {
             return None;
         }
         p.pack_rows(0, src);
         Some(p)
+    }
+}
+
+/// Rows per record for a matrix of `ty` with `rows` rows on this CPU: [`WIDE_GROUP`] where the
+/// fastest kernel is the 512-bit one and the rows divide into its groups, else [`GROUP`].
+/// Q8_0 keeps 8-row records: its 512-bit one-token product streamed 15-20% slower from memory
+/// (SmolLM2's Q8_0 output head: generation 210 -> 177 tok/s), and in these models Q8_0 is
+/// mostly an output head, which a prompt runs for one token.
+pub fn preferred_group(ty: GgmlType, rows: usize) -> usize {
+    let wide = Kernel::best().group() == Some(WIDE_GROUP) && ty != GgmlType::Q8_0;
+    if wide && rows.is_multiple_of(WIDE_GROUP) {
+        WIDE_GROUP
+    } else {
+        GROUP
     }
 }
 
@@ -364,22 +429,23 @@ fn advise_huge_pages(buf: &[u8]) {
     let _ = buf;
 }
 
-/// Packs the groups of rows in `src` (whole groups) into the start of `out`.
-fn pack_groups(spec: &Spec, nb: usize, row_bytes: usize, out: &mut [u8], src: &[u8]) {
+/// Packs the groups of `group` rows in `src` (whole groups) into the start of `out`.
+fn pack_groups(spec: &Spec, group: usize, nb: usize, row_bytes: usize, out: &mut [u8], src: &[u8]) {
     assert!(
-        src.len().is_multiple_of(row_bytes * GROUP),
+        src.len().is_multiple_of(row_bytes * group),
         "whole groups of rows"
     );
-    let gb = nb * spec.record();
+    let record = spec.record(group);
+    let gb = nb * record;
     assert!(
-        src.len() / (row_bytes * GROUP) * gb <= out.len(),
+        src.len() / (row_bytes * group) * gb <= out.len(),
         "rows past the matrix"
     );
-    for (g, rows) in src.chunks_exact(row_bytes * GROUP).enumerate() {
+    for (g, rows) in src.chunks_exact(row_bytes * group).enumerate() {
         let out = &mut out[g * gb..(g + 1) * gb];
         for b in 0..nb {
-            let rec = &mut out[b * spec.record()..(b + 1) * spec.record()];
-            pack_record(spec, rows, row_bytes, b, rec);
+            let rec = &mut out[b * record..(b + 1) * record];
+            pack_record(spec, group, rows, row_bytes, b, rec);
         }
     }
 }
@@ -406,29 +472,29 @@ pub(crate) fn nibble_quad(a: u32, b: u32, high: bool) -> u32 {
     }
 }
 
-/// Writes the record of block `b` of the 8 rows in `rows`, byte by byte from the source
+/// Writes the record of block `b` of the `g` rows in `rows`, byte by byte from the source
 /// layout (load time is part of the time to first token, so no per-element unpacking).
-fn pack_record(spec: &Spec, rows: &[u8], row_bytes: usize, b: usize, rec: &mut [u8]) {
+fn pack_record(spec: &Spec, g: usize, rows: &[u8], row_bytes: usize, b: usize, rec: &mut [u8]) {
     match spec.ty {
-        GgmlType::Q4_K => return kquant::pack_q4k(rows, row_bytes, b, rec),
-        GgmlType::Q6_K => return kquant::pack_q6k(rows, row_bytes, b, rec),
+        GgmlType::Q4_K => return kquant::pack_q4k(g, rows, row_bytes, b, rec),
+        GgmlType::Q6_K => return kquant::pack_q6k(g, rows, row_bytes, b, rec),
         _ => {}
     }
-    let (qs_off, qh_off) = (spec.qs_off(), spec.qh_off());
-    for i in 0..GROUP {
+    let (qs_off, qh_off, vb) = (spec.qs_off(g), spec.qh_off(g), 4 * g);
+    for i in 0..g {
         let off = i * row_bytes + b * spec.src_block;
         let src = &rows[off..off + spec.src_block];
         rec[spec.d_off() + 2 * i..spec.d_off() + 2 * i + 2].copy_from_slice(&src[..2]);
         let mut at = 2;
         if spec.has_min {
-            rec[spec.m_off() + 2 * i..spec.m_off() + 2 * i + 2].copy_from_slice(&src[2..4]);
+            rec[spec.m_off(g) + 2 * i..spec.m_off(g) + 2 * i + 2].copy_from_slice(&src[2..4]);
             at = 4;
         }
         if spec.bits == 8 {
             // Elements 4k..4k + 4 go to bytes 4i.. of vector k.
             let qs = &src[at..at + QK];
             for k in 0..QK / 4 {
-                let dst = qs_off + 32 * k + 4 * i;
+                let dst = qs_off + vb * k + 4 * i;
                 rec[dst..dst + 4].copy_from_slice(&qs[4 * k..4 * k + 4]);
             }
             continue;
@@ -441,13 +507,13 @@ fn pack_record(spec: &Spec, rows: &[u8], row_bytes: usize, b: usize, rec: &mut [
             0
         };
         let qs = &src[at..at + QK / 2];
-        // Byte 4i + j of the 32 bytes at 32p holds elements 8p + j (low nibble) and
+        // Byte 4i + j of the 4g bytes at 4g p holds elements 8p + j (low nibble) and
         // 8p + 4 + j (high nibble); source element e < 16 is the low nibble of qs[e], e >= 16
         // the high nibble of qs[e - 16]. Four bytes at a time.
         for p in 0..4 {
             let at = 8 * (p % 2);
             let quad = nibble_quad(rd32(qs, at), rd32(qs, at + 4), p >= 2);
-            wr32(rec, qs_off + 32 * p + 4 * i, quad);
+            wr32(rec, qs_off + vb * p + 4 * i, quad);
         }
         if spec.bits == 5 {
             // Bit k of byte 4i + j: the fifth bit of element 4k + j.
@@ -462,31 +528,32 @@ fn pack_record(spec: &Spec, rows: &[u8], row_bytes: usize, b: usize, rec: &mut [
     }
 }
 
-/// The value `q` of element `e` of row `i` in a record, and the row's scale and minimum.
-fn record_value(spec: &Spec, rec: &[u8], i: usize, e: usize) -> i32 {
-    let (k, byte) = (e / 4, 4 * i + e % 4);
+/// The value `q` of element `e` of row `i` in a record of `g` rows.
+fn record_value(spec: &Spec, g: usize, rec: &[u8], i: usize, e: usize) -> i32 {
+    let (k, byte, vb) = (e / 4, 4 * i + e % 4, 4 * g);
     if spec.bits == 8 {
-        return rec[spec.qs_off() + 32 * k + byte] as i8 as i32;
+        return rec[spec.qs_off(g) + vb * k + byte] as i8 as i32;
     }
-    let packed = rec[spec.qs_off() + 32 * (k / 2) + byte];
+    let packed = rec[spec.qs_off(g) + vb * (k / 2) + byte];
     let lo = if k % 2 == 0 {
         packed & 0x0F
     } else {
         packed >> 4
     } as i32;
     let hi = if spec.bits == 5 {
-        ((rec[spec.qh_off() + byte] >> k) & 1) as i32
+        ((rec[spec.qh_off(g) + byte] >> k) & 1) as i32
     } else {
         0
     };
     lo | hi << 4
 }
 
-fn record_scales(spec: &Spec, rec: &[u8], i: usize) -> (f32, f32) {
+/// The scale and minimum of row `i` in a record of `g` rows.
+fn record_scales(spec: &Spec, g: usize, rec: &[u8], i: usize) -> (f32, f32) {
     let at = |off: usize| f16_to_f32([rec[off + 2 * i], rec[off + 2 * i + 1]]);
     let d = at(spec.d_off());
     let m = if spec.has_min {
-        at(spec.m_off())
+        at(spec.m_off(g))
     } else {
         spec.min_factor * d
     };
@@ -509,35 +576,28 @@ impl ActView<'_> {
     }
 }
 
-/// Scalar reference of the packed product: `out[c][i]` for the 8 rows of group `g` against
-/// tokens `t0..t0 + n`.
-fn group_scalar(
-    w: &PackedMatrix,
-    x: &ActView,
-    g: usize,
-    t0: usize,
-    n: usize,
-    out: &mut [[f32; GROUP]; TILE_TOKENS],
-) {
-    let (spec, nb) = (w.spec, w.blocks_per_row());
-    let gb = w.group_bytes();
+/// Scalar reference of the packed product, for either record size: `out[c * G + i]` for the
+/// `G` rows of group `g` against tokens `t0..t0 + n`.
+fn group_scalar(w: &PackedMatrix, x: &ActView, g: usize, t0: usize, n: usize, out: &mut [f32]) {
+    let (spec, nb, rows) = (w.spec, w.blocks_per_row(), w.group);
+    let (gb, record) = (w.group_bytes(), w.record());
     let group = &w.data[g * gb..(g + 1) * gb];
     if spec.is_k() {
-        kquant::group_scalar(spec.ty == GgmlType::Q6_K, group, nb, x, t0, n, out);
+        kquant::group_scalar(spec.ty == GgmlType::Q6_K, rows, group, nb, x, t0, n, out);
         return;
     }
-    for (c, o) in out.iter_mut().enumerate().take(n) {
+    for (c, o) in out.chunks_exact_mut(rows).enumerate().take(n) {
         let aux = x.acts.aux(t0 + c);
-        *o = [0.0; GROUP];
+        o.fill(0.0);
         for b in 0..nb {
-            let rec = &group[b * spec.record()..(b + 1) * spec.record()];
+            let rec = &group[b * record..(b + 1) * record];
             let xq = x.qs(t0 + c, b);
             let (dx, sx) = (aux[2 * b], aux[2 * b + 1]);
             for (i, oi) in o.iter_mut().enumerate() {
                 let dot: i32 = (0..QK)
-                    .map(|e| record_value(&spec, rec, i, e) * xq[e] as i8 as i32)
+                    .map(|e| record_value(&spec, rows, rec, i, e) * xq[e] as i8 as i32)
                     .sum();
-                let (d, m) = record_scales(&spec, rec, i);
+                let (d, m) = record_scales(&spec, rows, rec, i);
                 *oi += (d * dx) * dot as f32;
                 if spec.bits != 8 {
                     *oi += m * sx;
@@ -582,6 +642,9 @@ pub enum Kernel {
     /// AVX2 with the AVX-512 VNNI dot product on 256-bit vectors.
     #[cfg(target_arch = "x86_64")]
     Avx512Vnni,
+    /// AVX-512 (F, BW, VL, VNNI) on 512-bit vectors, for the 16-row layout.
+    #[cfg(target_arch = "x86_64")]
+    Avx512Wide,
 }
 
 impl Kernel {
@@ -595,6 +658,34 @@ impl Kernel {
             .copied()
             .find(|k| k.runs_on(f))
             .unwrap_or(Kernel::Scalar)
+    }
+
+    /// The fastest the CPU runs (as [`Kernel::best`]) that reads records of `group` rows.
+    pub fn best_for(group: usize) -> Kernel {
+        let f = crate::simd::features();
+        Kernel::all_compiled()
+            .iter()
+            .rev()
+            .copied()
+            .find(|k| k.runs_on(f) && k.reads(group))
+            .unwrap_or(Kernel::Scalar)
+    }
+
+    /// The record size (rows) this kernel reads; `None` for the scalar reference, which reads
+    /// both.
+    pub fn group(&self) -> Option<usize> {
+        match self {
+            Kernel::Scalar => None,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Wide => Some(WIDE_GROUP),
+            #[cfg(target_arch = "x86_64")]
+            _ => Some(GROUP),
+        }
+    }
+
+    /// Whether this kernel reads records of `group` rows.
+    pub fn reads(&self, group: usize) -> bool {
+        self.group().is_none_or(|g| g == group)
     }
 
     /// Every kernel this CPU can run (for tests).
@@ -618,6 +709,8 @@ impl Kernel {
             Kernel::AvxVnni,
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Wide,
         ]
     }
 
@@ -630,6 +723,8 @@ impl Kernel {
             Kernel::AvxVnni => "avx-vnni",
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni => "avx512-vnni",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Wide => "avx512-vnni-16row",
         }
     }
 
@@ -645,6 +740,8 @@ impl Kernel {
             Kernel::AvxVnni => f.avx2 && f.avx_vnni,
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni => f.avx2 && f.avx512_vnni,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Wide => f.avx2 && f.avx512_vnni,
         }
     }
 }
@@ -659,7 +756,7 @@ const PARALLEL_MIN_WORK: usize = 1 << 15;
 /// Panics if `x` is not in the weight format's activation type, `x.cols() != w.cols()`, or
 /// `out.len() != x.n_tokens() * w.rows()`.
 pub fn matmul_packed(pool: &ThreadPool, w: &PackedMatrix, x: &QuantizedActs, out: &mut [f32]) {
-    matmul_packed_with(Kernel::best(), pool, w, x, out)
+    matmul_packed_with(Kernel::best_for(w.group), pool, w, x, out)
 }
 
 /// [`matmul_packed`] with a chosen kernel (tests compare them).
@@ -685,7 +782,15 @@ pub fn matmul_packed_many(
     x: &QuantizedActs,
     outs: &mut [&mut [f32]],
 ) {
-    matmul_packed_many_with(Kernel::best(), pool, ws, x, outs)
+    // Matrices of one call share a record size unless one's rows do not divide into 16.
+    if let Some(first) = ws.first() {
+        if ws.iter().all(|w| w.group == first.group) {
+            return matmul_packed_many_with(Kernel::best_for(first.group), pool, ws, x, outs);
+        }
+    }
+    for (w, out) in ws.iter().zip(outs.iter_mut()) {
+        matmul_packed_with(Kernel::best_for(w.group), pool, w, x, out);
+    }
 }
 
 /// Most matrices of one [`matmul_packed_many`] call.
@@ -700,7 +805,8 @@ struct Job<'a> {
     n_chunks: usize,
 }
 
-/// [`matmul_packed_many`] with a chosen kernel. Panics if this CPU cannot run it.
+/// [`matmul_packed_many`] with a chosen kernel. Panics if this CPU cannot run it or it does
+/// not read the record size of a matrix.
 pub fn matmul_packed_many_with(
     kernel: Kernel,
     pool: &ThreadPool,
@@ -743,6 +849,14 @@ unsafe fn matmul_packed_many_unchecked(
 ) {
     assert_eq!(ws.len(), outs.len(), "one output per matrix");
     assert!(ws.len() <= MAX_MANY, "at most {MAX_MANY} matrices at once");
+    for w in ws {
+        assert!(
+            kernel.reads(w.group),
+            "the {} kernel on {}-row records",
+            kernel.name(),
+            w.group
+        );
+    }
     let n_tokens = x.n_tokens();
     if n_tokens == 0 || ws.is_empty() {
         return;
@@ -760,7 +874,7 @@ unsafe fn matmul_packed_many_unchecked(
         let out = &mut *outs[m];
         let view = act_view(w, x);
         assert_eq!(out.len(), n_tokens * w.rows, "output size");
-        let n_groups = w.rows / GROUP;
+        let n_groups = w.rows / w.group;
         let mut chunk = n_groups.div_ceil(n_threads * 4).max(1);
         if n_tokens > 1 {
             chunk = chunk.min((CHUNK_BYTES_MAX / w.group_bytes().max(1)).max(1));
@@ -801,37 +915,73 @@ unsafe fn matmul_packed_many_unchecked(
 /// Groups of chunk `c` of a job, for every token tile.
 ///
 /// # Safety
-/// The CPU runs `kernel`.
+/// The CPU runs `kernel`, which reads the job's record size.
 unsafe fn run_chunk(kernel: Kernel, job: &Job, c: usize, n_tokens: usize) {
-    let (w, rows) = (job.w, job.w.rows);
-    let n_groups = rows / GROUP;
+    let (w, view) = (job.w, &job.view);
+    if w.group == WIDE_GROUP {
+        // SAFETY: as this function's.
+        unsafe {
+            run_tiles::<WIDE_GROUP, WIDE_TILE_TOKENS>(job, c, n_tokens, |g, t0, n, tile| {
+                match kernel {
+                    #[cfg(target_arch = "x86_64")]
+                    Kernel::Avx512Wide => x86_512::group(w, view, g, t0, n, tile),
+                    _ => group_scalar(w, view, g, t0, n, tile.as_flattened_mut()),
+                }
+            })
+        }
+        return;
+    }
+    // SAFETY: as this function's.
+    unsafe {
+        run_tiles::<GROUP, TILE_TOKENS>(job, c, n_tokens, |g, t0, n, tile| match kernel {
+            // SAFETY (x86): the CPU runs `kernel` (this function's contract).
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => x86::group::<{ x86::AVX2 }>(w, view, g, t0, n, tile),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::AvxVnni => x86::group::<{ x86::AVX_VNNI }>(w, view, g, t0, n, tile),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => x86::group::<{ x86::AVX512_VNNI }>(w, view, g, t0, n, tile),
+            _ => group_scalar(w, view, g, t0, n, tile.as_flattened_mut()),
+        })
+    }
+}
+
+/// Runs `tile(g, t0, n, out)` (which fills `out[..n]` for `G`-row group `g` and tokens
+/// `t0..t0 + n`, `n <= T`) over the groups of chunk `c` and every token tile, and writes the
+/// results out.
+///
+/// # Safety
+/// `tile` is safe to call (it runs a kernel the CPU has).
+unsafe fn run_tiles<const G: usize, const T: usize>(
+    job: &Job,
+    c: usize,
+    n_tokens: usize,
+    tile: impl Fn(usize, usize, usize, &mut [[f32; G]; T]),
+) {
+    let rows = job.w.rows;
+    let n_groups = rows / G;
     let (g0, g1) = (c * job.chunk, ((c + 1) * job.chunk).min(n_groups));
-    // Every kernel writes all `n` rows of the tile it is given.
-    let mut tile = [[0f32; GROUP]; TILE_TOKENS];
+    // Every kernel writes all `n` rows of the tile it is given. Zeroed element by element with
+    // volatile writes: a zeroing the compiler turns into a call of libc's `memset` (as it does
+    // for the 512 bytes of a 16-row tile) cannot run in `scripts/check-avx512`'s emulator,
+    // which maps the kernels' code but not libc's.
+    let mut out = std::mem::MaybeUninit::<[[f32; G]; T]>::uninit();
+    let first = out.as_mut_ptr().cast::<f32>();
+    for i in 0..G * T {
+        // SAFETY: `i` is within the array's `G * T` floats.
+        unsafe { first.add(i).write_volatile(0.0) };
+    }
+    // SAFETY: every element was written above (borrowed in place: a move is a `memcpy` too).
+    let out = unsafe { &mut *out.as_mut_ptr() };
     let mut t0 = 0;
     while t0 < n_tokens {
-        let n = (n_tokens - t0).min(TILE_TOKENS);
+        let n = (n_tokens - t0).min(T);
         for g in g0..g1 {
-            match kernel {
-                Kernel::Scalar => group_scalar(w, &job.view, g, t0, n, &mut tile),
-                // SAFETY (x86): the CPU runs `kernel` (this function's contract).
-                #[cfg(target_arch = "x86_64")]
-                Kernel::Avx2 => unsafe {
-                    x86::group::<{ x86::AVX2 }>(w, &job.view, g, t0, n, &mut tile)
-                },
-                #[cfg(target_arch = "x86_64")]
-                Kernel::AvxVnni => unsafe {
-                    x86::group::<{ x86::AVX_VNNI }>(w, &job.view, g, t0, n, &mut tile)
-                },
-                #[cfg(target_arch = "x86_64")]
-                Kernel::Avx512Vnni => unsafe {
-                    x86::group::<{ x86::AVX512_VNNI }>(w, &job.view, g, t0, n, &mut tile)
-                },
-            }
-            for (ci, vals) in tile.iter().enumerate().take(n) {
-                let base = (t0 + ci) * rows + g * GROUP;
+            tile(g, t0, n, out);
+            for (ci, vals) in out.iter().enumerate().take(n) {
+                let base = (t0 + ci) * rows + g * G;
                 for (i, &v) in vals.iter().enumerate() {
-                    // SAFETY: t0 + ci < n_tokens and g * GROUP + i < rows, so the index is
+                    // SAFETY: t0 + ci < n_tokens and g * G + i < rows, so the index is
                     // within the job's output (its length was checked); group `g` belongs to
                     // chunk `c` of this job, which only this thread claimed.
                     unsafe { job.out.write(base + i, v) };
@@ -849,11 +999,13 @@ mod tests {
     #[test]
     fn record_sizes_match_the_source_formats() {
         // Packing keeps the bytes per weight of the source format.
-        for s in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q6_K] {
-            assert_eq!(s.record(), GROUP * s.src_block, "{}", s.ty);
+        for g in [GROUP, WIDE_GROUP] {
+            for s in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q6_K] {
+                assert_eq!(s.record(g), g * s.src_block, "{}", s.ty);
+            }
+            // Q4_K keeps its 6-bit scales unpacked: 4 bytes more per row × 256.
+            assert_eq!(Q4_K.record(g), g * (Q4_K.src_block + 4));
         }
-        // Q4_K keeps its 6-bit scales unpacked: 32 bytes more per 8 rows × 256.
-        assert_eq!(Q4_K.record(), GROUP * Q4_K.src_block + 32);
     }
 
     #[test]
@@ -871,8 +1023,21 @@ mod tests {
             assert!(Kernel::Avx2.runs_on(avx2));
             assert!(!Kernel::AvxVnni.runs_on(avx2));
             assert!(!Kernel::Avx512Vnni.runs_on(avx2));
+            assert!(!Kernel::Avx512Wide.runs_on(avx2));
             let names: Vec<_> = Kernel::all_compiled().iter().map(|k| k.name()).collect();
-            assert_eq!(names, ["scalar", "avx2", "avx-vnni", "avx512-vnni"]);
+            assert_eq!(
+                names,
+                [
+                    "scalar",
+                    "avx2",
+                    "avx-vnni",
+                    "avx512-vnni",
+                    "avx512-vnni-16row"
+                ]
+            );
+            assert!(Kernel::Avx512Wide.reads(WIDE_GROUP) && !Kernel::Avx512Wide.reads(GROUP));
+            assert!(Kernel::Avx2.reads(GROUP) && !Kernel::Avx2.reads(WIDE_GROUP));
+            assert!(Kernel::Scalar.reads(GROUP) && Kernel::Scalar.reads(WIDE_GROUP));
         }
     }
 
@@ -884,5 +1049,14 @@ mod tests {
         assert!(PackedMatrix::new(GgmlType::Q2_K, 16, 256).is_none());
         assert!(PackedMatrix::new(GgmlType::Q4_1, usize::MAX - 7, 64).is_none());
         assert!(PackedMatrix::from_rows(GgmlType::Q4_1, 8, 32, &[0; 10]).is_none());
+        // 16-row records need a multiple of 16 rows; other sizes are refused.
+        assert!(PackedMatrix::with_group(GgmlType::Q4_1, 24, 64, WIDE_GROUP).is_none());
+        assert!(PackedMatrix::with_group(GgmlType::Q4_1, 32, 64, 4).is_none());
+        assert!(PackedMatrix::with_group(GgmlType::Q4_1, 32, 64, WIDE_GROUP).is_some());
+        // A matrix whose rows do not divide into 16 keeps 8-row records.
+        assert_eq!(
+            PackedMatrix::new(GgmlType::Q4_1, 24, 64).unwrap().group(),
+            GROUP
+        );
     }
 }

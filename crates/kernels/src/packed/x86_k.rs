@@ -31,7 +31,7 @@ pub(super) unsafe fn group<const ISA: u8>(
     let args = Args {
         nb,
         group: group.as_ptr(),
-        record: w.spec.record(),
+        record: w.spec.record(GROUP),
         xs,
     };
     macro_rules! by_tokens {
@@ -125,9 +125,10 @@ unsafe fn tile_q4k<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GRO
         }
         let mut sums = [_mm256_setzero_si256(); C];
         for s in 0..8 {
-            let v = nibble_vectors(rec.add(q4k::QS + 128 * s));
+            let v = nibble_vectors(rec.add(q4k::qs(GROUP) + 128 * s));
             // Each row's scale in both 16-bit halves of its lane.
-            let sc32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(rec.add(q4k::SC + 8 * s).cast()));
+            let sc32 =
+                _mm256_cvtepu8_epi32(_mm_loadl_epi64(rec.add(q4k::sc(GROUP) + 8 * s).cast()));
             let sc = _mm256_or_si256(sc32, _mm256_slli_epi32::<16>(sc32));
             for (c, sum) in sums.iter_mut().enumerate() {
                 let xq = a.xs[c].add(b * Q8K_BLOCK + Q8K_QS + 32 * s);
@@ -147,8 +148,8 @@ unsafe fn tile_q4k<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GRO
                 *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(p, sc));
             }
         }
-        let d = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(q4k::D).cast()));
-        let dmin = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(q4k::DMIN).cast()));
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(q4k::d(GROUP)).cast()));
+        let dmin = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(q4k::dmin(GROUP)).cast()));
         for (c, acc) in acc.iter_mut().enumerate() {
             let xb = a.xs[c].add(b * Q8K_BLOCK);
             let dx = _mm256_set1_ps(xb.cast::<f32>().read_unaligned());
@@ -163,7 +164,8 @@ unsafe fn tile_q4k<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GRO
             let mut mins = _mm256_setzero_si256();
             for t in 0..4 {
                 let pair = (run[2 * t] as u32 & 0xFFFF) | (run[2 * t + 1] as u32) << 16;
-                let m = _mm256_cvtepu8_epi16(_mm_loadu_si128(rec.add(q4k::M + 16 * t).cast()));
+                let m =
+                    _mm256_cvtepu8_epi16(_mm_loadu_si128(rec.add(q4k::m(GROUP) + 16 * t).cast()));
                 mins = _mm256_add_epi32(mins, _mm256_madd_epi16(m, _mm256_set1_epi32(pair as i32)));
             }
             *acc = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(sums[c]), *acc);
@@ -199,9 +201,9 @@ unsafe fn tile_q6k<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GRO
         }
         let mut sums = [_mm256_setzero_si256(); C];
         for t in 0..8 {
-            let mut v = nibble_vectors(rec.add(q6k::QL + 128 * t));
-            let h0 = _mm256_loadu_si256(rec.add(q6k::QH + 64 * t).cast());
-            let h1 = _mm256_loadu_si256(rec.add(q6k::QH + 64 * t + 32).cast());
+            let mut v = nibble_vectors(rec.add(q6k::ql(GROUP, t)));
+            let h0 = _mm256_loadu_si256(rec.add(q6k::qh(GROUP, t)).cast());
+            let h1 = _mm256_loadu_si256(rec.add(q6k::qh(GROUP, t) + 32).cast());
             // Bits 2m, 2m + 1 to bits 4, 5.
             let up = |h: __m256i, m: usize| {
                 let moved = match m {
@@ -216,7 +218,8 @@ unsafe fn tile_q6k<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GRO
                 v[m] = _mm256_or_si256(v[m], up(h0, m));
                 v[4 + m] = _mm256_or_si256(v[4 + m], up(h1, m));
             }
-            let scp = _mm256_cvtepi8_epi16(_mm_loadu_si128(rec.add(q6k::SC + 16 * t).cast()));
+            let scp =
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(rec.add(q6k::sc(GROUP) + 16 * t).cast()));
             let sc0 = _mm256_shuffle_epi8(scp, dup_first);
             let sc1 = _mm256_shuffle_epi8(scp, dup_second);
             // Each row's two scales as 32-bit lanes (VNNI sums reach 32 bits at once).
@@ -263,7 +266,7 @@ unsafe fn tile_q6k<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GRO
                 );
             }
         }
-        let d = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(q6k::D).cast()));
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(q6k::d(GROUP)).cast()));
         for (c, acc) in acc.iter_mut().enumerate() {
             let dx = _mm256_set1_ps(a.xs[c].add(b * Q8K_BLOCK).cast::<f32>().read_unaligned());
             *acc = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(sums[c]), *acc);

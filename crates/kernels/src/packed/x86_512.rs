@@ -1,0 +1,366 @@
+//! AVX-512 kernels of the 16-row layout: the 16 lanes of a 512-bit accumulator are the 16 rows
+//! of a group, and `vpdpbusd` on 512-bit vectors sums four int8 products per lane straight into
+//! 32 bits. Against the 8-row kernels of [`super::x86`] a 16-row record halves the instructions
+//! per weight that do not depend on the row count: the activation broadcasts (folded into
+//! `vpdpbusd` as `{1to16}` operands), the per-block scale arithmetic, the loop itself.
+//!
+//! Tiles of up to [`WIDE_TILE_TOKENS`] tokens reuse each unpacked record, and each token's sum
+//! over a block is split into independent chains of `vpdpbusd` (its latency is several cycles,
+//! its throughput about one a cycle), so that enough products are in flight whatever the tile.
+//!
+//! Software prefetch (as the 256-bit kernels do) only in the one-token products of the
+//! 32-element formats, whose records are short: it doubled a Q8_0 product with 640 columns
+//! from memory, while it slowed the k-quants' (Q4_K, 75 MB: 51.8 GMAC/s without, 28-36 with
+//! it 1-16 KiB ahead), which the hardware prefetcher streams well.
+//!
+//! The integer sums are the same as those of the 8-row kernels and the floating-point
+//! operations the same in the same order, so the results are bit for bit equal to theirs.
+
+use super::kquant::{q4k, q6k, Q8K_BLOCK, Q8K_BSUMS, Q8K_QS};
+use super::{ActView, PackedMatrix, WIDE_GROUP, WIDE_TILE_TOKENS};
+use gguf::GgmlType;
+use std::arch::x86_64::*;
+
+const G: usize = WIDE_GROUP;
+const T: usize = WIDE_TILE_TOKENS;
+/// Bytes of one vector (16 rows × 4 bytes).
+const VB: usize = 4 * G;
+
+type Tile = [[f32; G]; T];
+
+/// `out[c][i]` = row `16g + i` · token `t0 + c`, for `c < n` (at most [`WIDE_TILE_TOKENS`]);
+/// rows `n..` of `out` are left with values of no meaning.
+///
+/// # Safety
+/// The CPU has AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI; `w` is in 16-row records.
+pub(super) unsafe fn group(
+    w: &PackedMatrix,
+    x: &ActView,
+    g: usize,
+    t0: usize,
+    n: usize,
+    out: &mut Tile,
+) {
+    assert!((1..=T).contains(&n), "{n} tokens in a tile");
+    assert_eq!(w.group, G, "16-row records");
+    let (spec, nb, gb) = (w.spec, w.blocks_per_row(), w.group_bytes());
+    let group = &w.data[g * gb..(g + 1) * gb];
+    // Filled in place: a copy of these 180 bytes compiles to a call of libc's `memcpy`, which
+    // `scripts/check-avx512`'s emulator cannot run (it maps the kernels' code, not libc's).
+    let mut args = Args {
+        nb,
+        group: group.as_ptr(),
+        record: w.record(),
+        m_off: spec.m_off(G),
+        qs_off: spec.qs_off(G),
+        qh_off: spec.qh_off(G),
+        min_factor: spec.min_factor,
+        xs: [std::ptr::null::<u8>(); T],
+        x_block: x.block,
+        aux: [std::ptr::null::<f32>(); T],
+    };
+    // Tiles run with 1, 2, 4 or 8 tokens; the slots past `n` repeat the last token (their
+    // results are not used), which spares kernels for every count.
+    for c in 0..T {
+        let t = t0 + c.min(n - 1);
+        let row = x.acts.row(t);
+        if spec.is_k() {
+            assert!(row.len() >= nb * Q8K_BLOCK, "activation row");
+            args.xs[c] = row.as_ptr();
+        } else {
+            let a = x.acts.aux(t);
+            assert!(
+                row.len() >= nb * x.block && a.len() >= 2 * nb,
+                "activation row"
+            );
+            args.xs[c] = row[x.qs_off..].as_ptr();
+            args.aux[c] = a.as_ptr();
+        }
+    }
+    let args = &args;
+    // Chains per token: enough for about eight sums in flight.
+    macro_rules! by_tokens {
+        ($kernel:ident $(, $p:literal)*) => {
+            // SAFETY: the CPU has the instructions (the caller's promise); `group` holds `nb`
+            // records of this spec and every token row `nb` activation blocks (and `2 * nb`
+            // aux values for the 32-element formats), asserted above: all the kernel reads.
+            unsafe {
+                match n {
+                    1 => $kernel::<$($p,)* 1, 4>(args, out),
+                    2 => $kernel::<$($p,)* 2, 4>(args, out),
+                    3 | 4 => $kernel::<$($p,)* 4, 2>(args, out),
+                    _ => $kernel::<$($p,)* 8, 1>(args, out),
+                }
+            }
+        };
+    }
+    match (spec.ty, spec.bits, spec.has_min) {
+        (GgmlType::Q4_K, _, _) => by_tokens!(tile_q4k),
+        (GgmlType::Q6_K, _, _) => by_tokens!(tile_q6k),
+        (_, 4, false) => by_tokens!(tile, 4, false),
+        (_, 4, true) => by_tokens!(tile, 4, true),
+        (_, 5, false) => by_tokens!(tile, 5, false),
+        (_, 5, true) => by_tokens!(tile, 5, true),
+        _ => by_tokens!(tile, 8, false),
+    }
+}
+
+struct Args {
+    nb: usize,
+    group: *const u8,
+    record: usize,
+    m_off: usize,
+    qs_off: usize,
+    qh_off: usize,
+    min_factor: f32,
+    /// Per token: its activation values (32-element formats: of block 0; k-quants: the Q8_K
+    /// row).
+    xs: [*const u8; T],
+    x_block: usize,
+    aux: [*const f32; T],
+}
+
+/// The 8 nibble vectors of one 32-element run (256 bytes at `p`).
+///
+/// # Safety
+/// AVX-512 F/BW; `p` readable for 256 bytes.
+#[inline(always)]
+unsafe fn nibble_vectors(p: *const u8) -> [__m512i; 8] {
+    let low4 = _mm512_set1_epi8(0x0F);
+    let mut v = [_mm512_setzero_si512(); 8];
+    for q in 0..4 {
+        let raw = _mm512_loadu_si512(p.add(VB * q).cast());
+        v[2 * q] = _mm512_and_si512(raw, low4);
+        v[2 * q + 1] = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), low4);
+    }
+    v
+}
+
+/// Broadcast of the 4 activation bytes `xq[4k..4k + 4]`.
+///
+/// # Safety
+/// AVX-512 F; `xq` readable for `4k + 4` bytes.
+#[inline(always)]
+unsafe fn bx(xq: *const u8, k: usize) -> __m512i {
+    _mm512_set1_epi32(xq.add(4 * k).cast::<i32>().read_unaligned())
+}
+
+/// `Σ_j v[j] · x[4k..4k + 4]` per lane for `k = first_k + j`, in `CH` interleaved chains
+/// summed at the end.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI; `xq` readable for the bytes it reads.
+#[inline(always)]
+unsafe fn dots<const CH: usize>(v: &[__m512i], xq: *const u8, first_k: usize) -> __m512i {
+    let mut chain = [_mm512_setzero_si512(); CH];
+    for (j, &vk) in v.iter().enumerate() {
+        chain[j % CH] = _mm512_dpbusd_epi32(chain[j % CH], vk, bx(xq, first_k + j));
+    }
+    let mut sum = chain[0];
+    for c in chain.iter().skip(1) {
+        sum = _mm512_add_epi32(sum, *c);
+    }
+    sum
+}
+
+/// `Σ x` of the 32 signed bytes at `xq`.
+///
+/// # Safety
+/// AVX2; `xq` readable for 32 bytes.
+#[inline(always)]
+unsafe fn sum_bytes(xq: *const u8) -> i32 {
+    // Unsigned sums of `x + 128`, 8 bytes each, then the 32 excesses of 128 off.
+    let biased = _mm256_xor_si256(_mm256_loadu_si256(xq.cast()), _mm256_set1_epi8(i8::MIN));
+    let sad = _mm256_sad_epu8(biased, _mm256_setzero_si256());
+    let half = _mm_add_epi64(
+        _mm256_castsi256_si128(sad),
+        _mm256_extracti128_si256::<1>(sad),
+    );
+    let total = _mm_add_epi64(half, _mm_unpackhi_epi64(half, half));
+    _mm_cvtsi128_si32(total) - 32 * 128
+}
+
+/// The 32-element formats.
+///
+/// # Safety
+/// AVX2/FMA/F16C and AVX-512 F/BW/VL/VNNI; `a` describes readable memory as [`group`] checks.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile<const BITS: u32, const HAS_MIN: bool, const C: usize, const CH: usize>(
+    a: &Args,
+    out: &mut Tile,
+) {
+    let min_factor = _mm512_set1_ps(a.min_factor);
+    let mut acc = [_mm512_setzero_ps(); C];
+    for b in 0..a.nb {
+        let rec = a.group.add(b * a.record);
+        if C == 1 {
+            super::x86::prefetch_ahead(rec, a.record);
+        }
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(rec.cast()));
+        let m = if HAS_MIN {
+            _mm512_cvtph_ps(_mm256_loadu_si256(rec.add(a.m_off).cast()))
+        } else {
+            _mm512_mul_ps(d, min_factor)
+        };
+        let q = rec.add(a.qs_off);
+        let v = if BITS == 8 {
+            // Signed weights as unsigned `w + 128` (the sign bit flipped); the excess
+            // `128 Σ x` comes off each token's sum.
+            let flip = _mm512_set1_epi8(i8::MIN);
+            std::array::from_fn(|k| {
+                _mm512_xor_si512(_mm512_loadu_si512(q.add(VB * k).cast()), flip)
+            })
+        } else {
+            let mut v = nibble_vectors(q);
+            if BITS == 5 {
+                // Bit k of each qh byte becomes bit 4 of the same byte of vector k.
+                let h = _mm512_loadu_si512(rec.add(a.qh_off).cast());
+                let bit4 = _mm512_set1_epi8(0x10);
+                for (k, vk) in v.iter_mut().enumerate() {
+                    let moved = if k < 4 {
+                        _mm512_sll_epi16(h, _mm_cvtsi32_si128(4 - k as i32))
+                    } else {
+                        _mm512_srl_epi16(h, _mm_cvtsi32_si128(k as i32 - 4))
+                    };
+                    *vk = _mm512_or_si512(*vk, _mm512_and_si512(moved, bit4));
+                }
+            }
+            v
+        };
+        for (c, acc) in acc.iter_mut().enumerate() {
+            let xq = a.xs[c].add(b * a.x_block);
+            let mut isum = dots::<CH>(&v, xq, 0);
+            if BITS == 8 {
+                isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(128 * sum_bytes(xq)));
+            }
+            let dx = _mm512_set1_ps(*a.aux[c].add(2 * b));
+            *acc = _mm512_fmadd_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(isum), *acc);
+            if BITS != 8 {
+                let sx = _mm512_set1_ps(*a.aux[c].add(2 * b + 1));
+                *acc = _mm512_fmadd_ps(m, sx, *acc);
+            }
+        }
+    }
+    for (o, acc) in out.iter_mut().zip(&acc) {
+        _mm512_storeu_ps(o.as_mut_ptr(), *acc);
+    }
+}
+
+/// Q4_K (layout in [`super::kquant`]).
+///
+/// # Safety
+/// As [`tile`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile_q4k<const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
+    let mut acc = [_mm512_setzero_ps(); C];
+    for b in 0..a.nb {
+        let rec = a.group.add(b * a.record);
+        let mut sums = [_mm512_setzero_si512(); C];
+        for s in 0..8 {
+            let v = nibble_vectors(rec.add(q4k::qs(G) + 16 * G * s));
+            let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(rec.add(q4k::sc(G) + G * s).cast()));
+            for (c, sum) in sums.iter_mut().enumerate() {
+                let xq = a.xs[c].add(b * Q8K_BLOCK + Q8K_QS + 32 * s);
+                let dot = dots::<CH>(&v, xq, 0);
+                *sum = _mm512_add_epi32(*sum, _mm512_mullo_epi32(dot, sc));
+            }
+        }
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(rec.add(q4k::d(G)).cast()));
+        let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(rec.add(q4k::dmin(G)).cast()));
+        for (c, acc) in acc.iter_mut().enumerate() {
+            let xb = a.xs[c].add(b * Q8K_BLOCK);
+            let dx = _mm512_set1_ps(xb.cast::<f32>().read_unaligned());
+            // The sums of the 8 activation runs of 32 (pairs of the 16-element sums), as i16:
+            // 32-bit word t holds runs 2t and 2t + 1, against the rows' minimum pairs.
+            let bsums = xb.add(Q8K_BSUMS);
+            let runs = _mm_hadd_epi16(
+                _mm_loadu_si128(bsums.cast()),
+                _mm_loadu_si128(bsums.add(16).cast()),
+            );
+            let pairs = [
+                _mm_cvtsi128_si32(runs),
+                _mm_extract_epi32::<1>(runs),
+                _mm_extract_epi32::<2>(runs),
+                _mm_extract_epi32::<3>(runs),
+            ];
+            let mut mins = _mm512_setzero_si512();
+            for (t, &pair) in pairs.iter().enumerate() {
+                let m =
+                    _mm512_cvtepu8_epi16(_mm256_loadu_si256(rec.add(q4k::m(G) + 2 * G * t).cast()));
+                mins = _mm512_dpwssd_epi32(mins, m, _mm512_set1_epi32(pair));
+            }
+            *acc = _mm512_fmadd_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(sums[c]), *acc);
+            *acc = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, dx), _mm512_cvtepi32_ps(mins), *acc);
+        }
+    }
+    for (o, acc) in out.iter_mut().zip(&acc) {
+        _mm512_storeu_ps(o.as_mut_ptr(), *acc);
+    }
+}
+
+/// Q6_K (layout in [`super::kquant`]).
+///
+/// # Safety
+/// As [`tile`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile_q6k<const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
+    // Each half of a run (16 elements: vectors 0..4 and 4..8) is a chain of its own already.
+    let ch = CH.div_ceil(2).max(1);
+    let mut acc = [_mm512_setzero_ps(); C];
+    let bits45 = _mm512_set1_epi8(0x30);
+    for b in 0..a.nb {
+        let rec = a.group.add(b * a.record);
+        let mut sums = [_mm512_setzero_si512(); C];
+        for t in 0..8 {
+            let mut v = nibble_vectors(rec.add(q6k::ql(G, t)));
+            let h0 = _mm512_loadu_si512(rec.add(q6k::qh(G, t)).cast());
+            let h1 = _mm512_loadu_si512(rec.add(q6k::qh(G, t) + VB).cast());
+            // Bits 2m, 2m + 1 to bits 4, 5.
+            let up = |h: __m512i, m: usize| {
+                let moved = match m {
+                    0 => _mm512_slli_epi16::<4>(h),
+                    1 => _mm512_slli_epi16::<2>(h),
+                    2 => h,
+                    _ => _mm512_srli_epi16::<2>(h),
+                };
+                _mm512_and_si512(moved, bits45)
+            };
+            for m in 0..4 {
+                v[m] = _mm512_or_si512(v[m], up(h0, m));
+                v[4 + m] = _mm512_or_si512(v[4 + m], up(h1, m));
+            }
+            // Each row's two scales as i16 pairs, and as 32-bit lanes.
+            let scp =
+                _mm512_cvtepi8_epi16(_mm256_loadu_si256(rec.add(q6k::sc(G) + 2 * G * t).cast()));
+            let sc0 = _mm512_srai_epi32::<16>(_mm512_slli_epi32::<16>(scp));
+            let sc1 = _mm512_srai_epi32::<16>(scp);
+            // The -32 offset of the values: -32 Σ sc_r bsum_r over the two runs, as one
+            // multiply-add of the pairs (|32 sc| <= 4096 fits 16 bits).
+            let neg32_scp = _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_slli_epi16::<5>(scp));
+            for (c, sum) in sums.iter_mut().enumerate() {
+                let xb = a.xs[c].add(b * Q8K_BLOCK);
+                let xq = xb.add(Q8K_QS + 32 * t);
+                let bsums =
+                    _mm512_set1_epi32(xb.add(Q8K_BSUMS + 4 * t).cast::<i32>().read_unaligned());
+                let (first, second) = if ch >= 2 {
+                    (dots::<2>(&v[..4], xq, 0), dots::<2>(&v[4..], xq, 4))
+                } else {
+                    (dots::<1>(&v[..4], xq, 0), dots::<1>(&v[4..], xq, 4))
+                };
+                let scaled = _mm512_add_epi32(
+                    _mm512_mullo_epi32(first, sc0),
+                    _mm512_mullo_epi32(second, sc1),
+                );
+                *sum = _mm512_dpwssd_epi32(_mm512_add_epi32(*sum, scaled), neg32_scp, bsums);
+            }
+        }
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(rec.add(q6k::d(G)).cast()));
+        for (c, acc) in acc.iter_mut().enumerate() {
+            let dx = _mm512_set1_ps(a.xs[c].add(b * Q8K_BLOCK).cast::<f32>().read_unaligned());
+            *acc = _mm512_fmadd_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(sums[c]), *acc);
+        }
+    }
+    for (o, acc) in out.iter_mut().zip(&acc) {
+        _mm512_storeu_ps(o.as_mut_ptr(), *acc);
+    }
+}
