@@ -18,7 +18,7 @@
 
 use super::kquant::{q4k, q6k, Q8K_BLOCK, Q8K_BSUMS, Q8K_QS};
 use super::{ActView, PackedMatrix, WIDE_GROUP, WIDE_TILE_TOKENS};
-use gguf::GgmlType;
+use ggml_type::GgmlType;
 use std::arch::x86_64::*;
 
 const G: usize = WIDE_GROUP;
