@@ -31,6 +31,9 @@ enum Answer {
     Endless,
     /// Reads the request and never answers.
     Silent,
+    /// A chunked stream of these events that breaks off (the connection closes before the
+    /// last chunk), after the whole events or, with `mid_event`, inside the next one.
+    Cut { events: Vec<Value>, mid_event: bool },
 }
 
 /// One request the stub saw.
@@ -126,6 +129,21 @@ fn serve_one(conn: TcpStream, answer: Answer, seen: mpsc::Sender<Seen>, closed: 
                 std::thread::sleep(Duration::from_millis(20));
             }
             let _ = closed.send(());
+        }
+        Answer::Cut { events, mid_event } => {
+            let _ = conn.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+            );
+            let mut chunks: Vec<String> = events.iter().map(|e| format!("data: {e}\n\n")).collect();
+            if mid_event {
+                chunks.push("data: {\"choi".to_owned());
+            }
+            for c in chunks {
+                let _ = write!(conn, "{:x}\r\n{c}\r\n", c.len());
+                let _ = conn.flush();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // No terminating chunk: the answer broke off.
         }
         Answer::Silent => {
             // Until the client closes its side.
@@ -284,6 +302,54 @@ async fn a_stream_passes_through_and_its_usage_is_counted_without_showing_it() {
         .next_request()
         .head
         .starts_with("POST /v1/completions "));
+}
+
+#[tokio::test]
+async fn a_stream_the_upstream_cuts_off_ends_with_an_error_naming_it() {
+    let events = vec![json!({"choices": [{"index": 0, "delta": {"content": "half an"}}]})];
+    let stub = Stub::start(Answer::Cut {
+        events: events.clone(),
+        mid_event: false,
+    });
+    let (app, recorded) = router(&stub.base, Duration::from_secs(30));
+    let r = send(
+        &app,
+        keyed(post("/v1/chat/completions", &chat(json!({"stream": true})))),
+    )
+    .await;
+    let data = sse_data(&r.text());
+    assert_eq!(data.len(), 2, "{}", r.text());
+    assert_eq!(data[0], events[0].to_string());
+    // No [DONE]: an error event that OpenAI's clients raise, naming the upstream.
+    let error: Value = serde_json::from_str(&data[1]).unwrap();
+    assert_eq!(error["error"]["code"], "upstream_cut_off", "{error}");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("127.0.0.1") && message.contains("'big'"),
+        "{message}"
+    );
+    // The request is in the ledger, without a count the upstream never sent.
+    let rows = recorded.0.lock().unwrap().clone();
+    assert_eq!((rows.len(), rows[0].prompt_tokens), (1, None));
+
+    // Cut inside an event the client already has part of (it asked for the usage itself, so
+    // every byte passes at once): the connection is cut instead, so the half event is not
+    // taken for a whole one.
+    let stub = Stub::start(Answer::Cut {
+        events,
+        mid_event: true,
+    });
+    let (app, _) = router(&stub.base, Duration::from_secs(30));
+    let resp = app
+        .oneshot(keyed(post(
+            "/v1/chat/completions",
+            &chat(json!({"stream": true, "stream_options": {"include_usage": true}})),
+        )))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.into_body().collect().await;
+    assert!(body.is_err(), "the client's body must end in an error");
 }
 
 #[tokio::test]

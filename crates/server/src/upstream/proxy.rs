@@ -7,7 +7,7 @@
 //! agent down: the blocked read returns at once and the upstream sees its connection close,
 //! which is how vLLM and llama.cpp's server learn to stop generating.
 
-use super::tap::{Shape, Tap, Tokens};
+use super::tap::{Cut, Shape, Tap, Tokens};
 use super::{Upstream, Upstreams, PROXIED_PATHS};
 use crate::error::ApiError;
 use crate::worker::{Api, RemoteUsage, UsageSink};
@@ -234,6 +234,17 @@ fn failure(up: &Upstream, u: &Upstreams, e: ureq::Error) -> ApiError {
     }
 }
 
+/// The server-sent event that ends a stream the upstream cut off: an `error` object, as
+/// OpenAI's API sends one mid-stream, that names the host.
+fn cut_off_event(host: &str, model: &str, e: &std::io::Error) -> String {
+    let error = serde_json::json!({"error": {
+        "message": format!("upstream {host} (model '{model}') cut the answer off: {e}"),
+        "type": "upstream_error",
+        "code": "upstream_cut_off",
+    }});
+    format!("data: {error}\n\n")
+}
+
 /// One request to an upstream, run on its own thread.
 struct Call {
     agent: ureq::Agent,
@@ -307,10 +318,21 @@ impl Call {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    // Cut off mid-answer: the client's connection is cut too, so that it
-                    // does not take a part for the whole.
-                    let _ = tx.blocking_send(Err(e));
-                    break tap.finish().1;
+                    // Cut off mid-answer. A stream between two events ends with an error
+                    // event (OpenAI's clients raise it, with the message); otherwise the
+                    // client's connection is cut too, so that it does not take a part for
+                    // the whole.
+                    let tokens = tap.tokens();
+                    match tap.cut_off() {
+                        Some(Cut::Clean) => {
+                            let event = cut_off_event(&self.host, &self.model, &e);
+                            let _ = tx.blocking_send(Ok(Bytes::from(event)));
+                        }
+                        _ => {
+                            let _ = tx.blocking_send(Err(e));
+                        }
+                    }
+                    break tokens;
                 }
             }
         };

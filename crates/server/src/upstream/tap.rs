@@ -16,6 +16,15 @@ pub struct Tokens {
     pub completion: u64,
 }
 
+/// Where a stream of events broke off, as the client saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cut {
+    /// After a whole event: another can follow.
+    Clean,
+    /// Inside an event (or a stream too odd to follow).
+    MidEvent,
+}
+
 /// What the answer is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shape {
@@ -106,6 +115,28 @@ impl Tap {
                     Vec::new()
                 };
                 (out, self.tokens)
+            }
+        }
+    }
+
+    /// The usage seen so far.
+    pub fn tokens(&self) -> Option<Tokens> {
+        self.tokens
+    }
+
+    /// The answer broke off: whether the client has seen only whole events (None: not a
+    /// stream of events). An unfinished event that was held back is dropped.
+    pub fn cut_off(&mut self) -> Option<Cut> {
+        match self.shape {
+            Shape::Json => None,
+            Shape::Events { drop_usage_event } => {
+                let passed_partial = !self.kept.is_empty() && !drop_usage_event;
+                self.kept.clear();
+                Some(if self.overflow || passed_partial {
+                    Cut::MidEvent
+                } else {
+                    Cut::Clean
+                })
             }
         }
     }
@@ -212,6 +243,23 @@ mod tests {
             "{out}"
         );
         assert_eq!(tokens.map(|t| t.prompt), Some(7));
+    }
+
+    #[test]
+    fn a_cut_is_clean_only_between_events_the_client_saw_whole() {
+        let bytes = STREAM.as_bytes();
+        for (drop_usage_event, cut, want) in [
+            (false, 61, Cut::Clean),
+            (false, 30, Cut::MidEvent),
+            // Held back, so the client never saw the half event.
+            (true, 30, Cut::Clean),
+        ] {
+            let mut t = Tap::new(Shape::Events { drop_usage_event });
+            t.feed(&bytes[..cut]);
+            assert_eq!(t.cut_off(), Some(want), "{drop_usage_event} {cut}");
+            assert_eq!(t.finish().0, b"");
+        }
+        assert_eq!(Tap::new(Shape::Json).cut_off(), None);
     }
 
     #[test]
