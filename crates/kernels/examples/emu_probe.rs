@@ -27,7 +27,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::os::raw::c_char;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-const FORMATS: [GgmlType; 7] = kernels::packed::PACKED_TYPES;
+const FORMATS: [GgmlType; 8] = kernels::packed::PACKED_TYPES;
 /// Token counts: one, and on both sides of the 4-token tile of the 8-row kernels and of the
 /// 8-token tile of the 16-row ones (whose tiles of 3 and 7 run as 4 and 8).
 const TOKENS: [usize; 5] = [1, 3, 4, 7, 9];
@@ -175,7 +175,7 @@ fn random_rows(rng: &mut Lcg, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8>
     for b in out.chunks_exact_mut(block) {
         b.iter_mut().for_each(|v| *v = rng.next_u32() as u8);
         let scales: &[usize] = match ty {
-            GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K => &[0, 2],
+            GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
             GgmlType::Q6_K => &[208],
             _ => &[0],
         };

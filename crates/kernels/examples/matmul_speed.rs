@@ -20,6 +20,7 @@ fn main() {
         "Q5_1" => GgmlType::Q5_1,
         "Q8_0" => GgmlType::Q8_0,
         "Q4_K" => GgmlType::Q4_K,
+        "Q5_K" => GgmlType::Q5_K,
         "Q6_K" => GgmlType::Q6_K,
         _ => GgmlType::Q4_1,
     };

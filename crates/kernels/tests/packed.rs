@@ -7,7 +7,7 @@ use kernels::pool::ThreadPool;
 use kernels::quant::format;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-const TYPES: [GgmlType; 7] = kernels::packed::PACKED_TYPES;
+const TYPES: [GgmlType; 8] = kernels::packed::PACKED_TYPES;
 
 /// Random blocks of `ty`: every value byte random (all bit patterns, -128 included), scales and
 /// minimums random finite f16 of either sign.
@@ -19,7 +19,7 @@ fn random_rows(rng: &mut StdRng, ty: GgmlType, rows: usize, cols: usize) -> Vec<
         rng.fill(b);
         // Byte offsets of the f16 scales (and minimums) of each format.
         let scales: &[usize] = match ty {
-            GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K => &[0, 2],
+            GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
             GgmlType::Q6_K => &[208],
             _ => &[0],
         };
@@ -198,6 +198,7 @@ fn several_products_in_one_dispatch_equal_one_at_a_time() {
         (GgmlType::Q4_K, 64),
         (GgmlType::Q6_K, 16),
         (GgmlType::Q4_K, 128),
+        (GgmlType::Q5_K, 32),
     ];
     let mats: Vec<PackedMatrix> = shapes
         .iter()
@@ -237,6 +238,8 @@ fn packing_on_threads_equals_packing_at_once_and_reports_read_errors() {
         (GgmlType::Q5_0, 528, 96, WIDE_GROUP),
         (GgmlType::Q6_K, 8, 256, GROUP),
         (GgmlType::Q6_K, 16, 256, WIDE_GROUP),
+        (GgmlType::Q5_K, 72, 512, GROUP),
+        (GgmlType::Q5_K, 80, 512, WIDE_GROUP),
     ] {
         let w = random_rows(&mut rng, ty, rows, cols);
         let whole = PackedMatrix::from_rows_with_group(ty, rows, cols, group, &w).unwrap();
@@ -288,6 +291,7 @@ fn packing_many_matrices_at_once_equals_packing_each() {
         (GgmlType::Q8_0, 8, 32),
         (GgmlType::Q4_K, 256, 256),
         (GgmlType::Q6_K, 264, 256),
+        (GgmlType::Q5_K, 272, 256),
     ];
     let sources: Vec<Vec<u8>> = shapes
         .iter()

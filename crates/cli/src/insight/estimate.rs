@@ -2,10 +2,11 @@
 //! alone (no tensor is read), matching what the engine allocates:
 //!
 //! - weights: matrices the packed kernels serve are copied into memory at load (the same bytes
-//!   as the file, except Q4_K and Q6_K: 1184 and 1680 bytes per 8 × 256 elements, +2.8 % for
-//!   Q4_K); other matrices are read through the mapping, so their pages become resident; the
-//!   embedding table is mapped and only the rows of tokens seen are touched, unless it is also
-//!   the output head (no `output.weight`), which is then packed or read whole;
+//!   as the file, except Q4_K, Q5_K and Q6_K: 1184, 1440 and 1680 bytes per 8 × 256 elements,
+//!   +2.8 % for Q4_K and +2.3 % for Q5_K); other matrices are read through the mapping, so
+//!   their pages become resident; the embedding table is mapped and only the rows of tokens
+//!   seen are touched, unless it is also the output head (no `output.weight`), which is then
+//!   packed or read whole;
 //! - KV cache: f16 keys and values for every layer and position (`engine::backend::HostKv`, sliding
 //!   window layers included), reserved up front and resident as positions fill;
 //! - compute buffers: the engine's scratch for a batch of 256 tokens (`engine::blocks::Scratch`)
@@ -86,6 +87,7 @@ fn packed_bytes(ty: GgmlType, rows: u64, cols: u64, n_bytes: u64) -> Option<u64>
     }
     Some(match ty {
         GgmlType::Q4_K => n_bytes / 1152 * 1184,
+        GgmlType::Q5_K => n_bytes / 1408 * 1440,
         _ => n_bytes,
     })
 }

@@ -1,5 +1,5 @@
-//! Packed records of the k-quant formats Q4_K and Q6_K: `G` interleaved rows (8 or 16) × one
-//! 256-element super-block, dotted against Q8_K activations.
+//! Packed records of the k-quant formats Q4_K, Q5_K and Q6_K: `G` interleaved rows (8 or 16) ×
+//! one 256-element super-block, dotted against Q8_K activations.
 //!
 //! Within a record, every 32-element run is stored as the 32-element formats store a block (see
 //! the parent module): `16G` bytes of nibbles whose vector `k` (`4G` bytes) holds elements
@@ -12,6 +12,16 @@
 //!   lines up with a pair of activation run sums in one multiply-add);
 //! - the 8 runs of nibbles.
 //!
+//! Q5_K (180 bytes per row, 4 more than the source's 176, for unpacked scales as in Q4_K):
+//! - `d[G]`, `dmin[G]`, `sc[s][row]`, `m[t][row][2]` as in Q4_K;
+//! - per run of 32, one after another: its low 4 bits as nibbles (`16G` bytes), then one
+//!   vector (`4G` bytes) of fifth bits: bit `k` of byte `b` is the fifth bit of byte `b` of
+//!   vector `k`, as the 32-element Q5_0 and Q5_1 store theirs. A kernel moves bit `k` to bit 4
+//!   with one shift of the whole vector (16-bit lanes: what crosses into a neighbouring byte
+//!   is masked off with the other bits) and merges it into nibble vector `k` with an and and
+//!   an or; each run's bits follow its nibbles, so that a product reads a record in one
+//!   ascending stream (see Q6_K below).
+//!
 //! Q6_K (210 bytes per row, as the source):
 //! - `d[G]` f16;
 //! - `sc[t][row][2]` i8: the scales of the 16-element runs `2t` and `2t + 1`;
@@ -22,12 +32,14 @@
 //!   per record it ran at well under half the memory bandwidth.)
 //!
 //! Row `i` against a Q8_K block (`d_x`, values `x`, sums `bsum` of each 16 values):
-//! - Q4_K: `d_x (d_i Σ_s sc_is Σ q·x − dmin_i Σ_s m_is (bsum_2s + bsum_2s+1))`;
+//! - Q4_K and Q5_K (q in 0..16 and 0..32):
+//!   `d_x (d_i Σ_s sc_is Σ q·x − dmin_i Σ_s m_is (bsum_2s + bsum_2s+1))`;
 //! - Q6_K: `d_x d_i Σ_r sc_ir (Σ q·x − 32 bsum_r)` over the 16 runs `r` of 16 (q in 0..64).
 
 use super::{nibble_quad, rd32, wr32, ActView};
 use crate::quant::f16_to_f32;
 use crate::quant::q4_k::unpack_scales_mins;
+use ggml_type::GgmlType;
 
 pub(crate) const QK_K: usize = 256;
 
@@ -50,6 +62,21 @@ pub(crate) mod q4k {
     }
     pub const fn record(g: usize) -> usize {
         148 * g
+    }
+}
+
+/// Offsets in a Q5_K record of `g` rows: `d`, `dmin`, `sc` and `m` at those of Q4_K
+/// ([`q4k`]), then the runs.
+pub(crate) mod q5k {
+    /// Run `s` of 32 elements: its nibbles (`16g` bytes), then its fifth bits (`4g`).
+    pub const fn qs(g: usize, s: usize) -> usize {
+        20 * g + 20 * g * s
+    }
+    pub const fn qh(g: usize, s: usize) -> usize {
+        qs(g, s) + 16 * g
+    }
+    pub const fn record(g: usize) -> usize {
+        180 * g
     }
 }
 
@@ -91,32 +118,64 @@ fn get_nibble(g: usize, run: &[u8], i: usize, e: usize) -> u8 {
 }
 
 pub(crate) fn pack_q4k(g: usize, rows: &[u8], row_bytes: usize, b: usize, rec: &mut [u8]) {
-    let (d, dmin, sc_at, m_at, qs_at) =
-        (q4k::d(g), q4k::dmin(g), q4k::sc(g), q4k::m(g), q4k::qs(g));
     for i in 0..g {
         let off = i * row_bytes + b * 144;
         let src = &rows[off..off + 144];
-        rec[d + 2 * i..d + 2 * i + 2].copy_from_slice(&src[0..2]);
-        rec[dmin + 2 * i..dmin + 2 * i + 2].copy_from_slice(&src[2..4]);
-        let mut packed = [0u8; 12];
-        packed.copy_from_slice(&src[4..16]);
-        let (sc, m) = unpack_scales_mins(&packed);
+        pack_q4k_row(g, i, &src[..16], &src[16..144], rec, |s| {
+            q4k::qs(g) + 16 * g * s
+        });
+    }
+}
+
+pub(crate) fn pack_q5k(g: usize, rows: &[u8], row_bytes: usize, b: usize, rec: &mut [u8]) {
+    for i in 0..g {
+        let off = i * row_bytes + b * 176;
+        let src = &rows[off..off + 176];
+        let (qh, qs) = (&src[16..48], &src[48..176]);
+        pack_q4k_row(g, i, &src[..16], qs, rec, |s| q5k::qs(g, s));
+        // Element e of run s has its fifth bit at bit s of qh[e]; bit k of byte j of the
+        // row's word takes that of element 4k + j.
         for s in 0..8 {
-            rec[sc_at + g * s + i] = sc[s];
-        }
-        for t in 0..4 {
-            rec[m_at + 2 * g * t + 2 * i] = m[2 * t];
-            rec[m_at + 2 * g * t + 2 * i + 1] = m[2 * t + 1];
-        }
-        // Runs 2c and 2c + 1 are the low and high nibbles of the 32 bytes at 32c.
-        let qs = &src[16..144];
-        for s in 0..8 {
-            let run = 32 * (s / 2);
-            for p in 0..4 {
-                let at = run + 8 * p;
-                let quad = nibble_quad(rd32(qs, at), rd32(qs, at + 4), s % 2 == 1);
-                wr32(rec, qs_at + 16 * g * s + 4 * g * p + 4 * i, quad);
+            let mut word = 0u32;
+            for k in 0..8 {
+                word |= ((rd32(qh, 4 * k) >> s) & 0x0101_0101) << k;
             }
+            wr32(rec, q5k::qh(g, s) + 4 * i, word);
+        }
+    }
+}
+
+/// Row `i` of a Q4_K or Q5_K record: the scale and minimum header (`d`, `dmin`, the 12 bytes
+/// of 6-bit scales and minimums) and the 128 bytes of nibbles `qs` of the source block, run
+/// `s`'s nibbles going to the `16g` bytes at `run_at(s)`.
+fn pack_q4k_row(
+    g: usize,
+    i: usize,
+    head: &[u8],
+    qs: &[u8],
+    rec: &mut [u8],
+    run_at: impl Fn(usize) -> usize,
+) {
+    let (d, dmin, sc_at, m_at) = (q4k::d(g), q4k::dmin(g), q4k::sc(g), q4k::m(g));
+    rec[d + 2 * i..d + 2 * i + 2].copy_from_slice(&head[0..2]);
+    rec[dmin + 2 * i..dmin + 2 * i + 2].copy_from_slice(&head[2..4]);
+    let mut packed = [0u8; 12];
+    packed.copy_from_slice(&head[4..16]);
+    let (sc, m) = unpack_scales_mins(&packed);
+    for s in 0..8 {
+        rec[sc_at + g * s + i] = sc[s];
+    }
+    for t in 0..4 {
+        rec[m_at + 2 * g * t + 2 * i] = m[2 * t];
+        rec[m_at + 2 * g * t + 2 * i + 1] = m[2 * t + 1];
+    }
+    // Runs 2c and 2c + 1 are the low and high nibbles of the 32 bytes at 32c.
+    for s in 0..8 {
+        let run = 32 * (s / 2);
+        for p in 0..4 {
+            let at = run + 8 * p;
+            let quad = nibble_quad(rd32(qs, at), rd32(qs, at + 4), s % 2 == 1);
+            wr32(rec, run_at(s) + 4 * g * p + 4 * i, quad);
         }
     }
 }
@@ -169,6 +228,14 @@ fn q6k_value(g: usize, rec: &[u8], i: usize, e: usize) -> i32 {
     (lo | hi << 4) as i32
 }
 
+/// The value (0..32) of element `e` of run `s` of row `i` in a Q5_K record.
+fn q5k_value(g: usize, rec: &[u8], s: usize, i: usize, e: usize) -> i32 {
+    let lo = get_nibble(g, &rec[q5k::qs(g, s)..], i, e);
+    let (k, j) = (e / 4, e % 4);
+    let hi = (rec[q5k::qh(g, s) + 4 * i + j] >> k) & 1;
+    (lo | hi << 4) as i32
+}
+
 fn f16_at(rec: &[u8], off: usize, i: usize) -> f32 {
     f16_to_f32([rec[off + 2 * i], rec[off + 2 * i + 1]])
 }
@@ -177,7 +244,7 @@ fn f16_at(rec: &[u8], off: usize, i: usize) -> f32 {
 /// super-blocks) against tokens `t0..t0 + n`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn group_scalar(
-    q6: bool,
+    ty: GgmlType,
     g: usize,
     group: &[u8],
     nb: usize,
@@ -186,7 +253,12 @@ pub(crate) fn group_scalar(
     n: usize,
     out: &mut [f32],
 ) {
-    let record = if q6 { q6k::record(g) } else { q4k::record(g) };
+    let (q6, q5) = (ty == GgmlType::Q6_K, ty == GgmlType::Q5_K);
+    let record = match ty {
+        GgmlType::Q6_K => q6k::record(g),
+        GgmlType::Q5_K => q5k::record(g),
+        _ => q4k::record(g),
+    };
     for (c, o) in out.chunks_exact_mut(g).enumerate().take(n) {
         let row = x.acts.row(t0 + c);
         o.fill(0.0);
@@ -212,10 +284,14 @@ pub(crate) fn group_scalar(
                 } else {
                     let (mut sums, mut mins) = (0i32, 0i32);
                     for s in 0..8 {
-                        let run = &rec[q4k::qs(g) + 16 * g * s..];
-                        let dot: i32 = (0..32)
-                            .map(|e| get_nibble(g, run, i, e) as i32 * xq(32 * s + e))
-                            .sum();
+                        let value = |e: usize| {
+                            if q5 {
+                                q5k_value(g, rec, s, i, e)
+                            } else {
+                                get_nibble(g, &rec[q4k::qs(g) + 16 * g * s..], i, e) as i32
+                            }
+                        };
+                        let dot: i32 = (0..32).map(|e| value(e) * xq(32 * s + e)).sum();
                         sums += rec[q4k::sc(g) + g * s + i] as i32 * dot;
                         let m = rec[q4k::m(g) + 2 * g * (s / 2) + 2 * i + s % 2] as i32;
                         mins += m * (bsum(2 * s) + bsum(2 * s + 1));

@@ -89,13 +89,14 @@ impl Spec {
     pub const fn record(&self, g: usize) -> usize {
         match self.ty {
             GgmlType::Q4_K => kquant::q4k::record(g),
+            GgmlType::Q5_K => kquant::q5k::record(g),
             GgmlType::Q6_K => kquant::q6k::record(g),
             _ => self.qh_off(g) + if self.bits == 5 { g * QK / 8 } else { 0 },
         }
     }
     /// Whether this is a 256-element k-quant (see [`kquant`]).
     pub const fn is_k(&self) -> bool {
-        matches!(self.ty, GgmlType::Q4_K | GgmlType::Q6_K)
+        matches!(self.ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K)
     }
     /// Elements per block.
     pub const fn qk(&self) -> usize {
@@ -150,6 +151,13 @@ pub(crate) const Q4_K: Spec = Spec {
     min_factor: 0.0,
     src_block: 144,
 };
+pub(crate) const Q5_K: Spec = Spec {
+    ty: GgmlType::Q5_K,
+    bits: 5,
+    has_min: true,
+    min_factor: 0.0,
+    src_block: 176,
+};
 pub(crate) const Q6_K: Spec = Spec {
     ty: GgmlType::Q6_K,
     bits: 6,
@@ -158,7 +166,7 @@ pub(crate) const Q6_K: Spec = Spec {
     src_block: 210,
 };
 
-const SPECS: [Spec; 7] = [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K];
+const SPECS: [Spec; 8] = [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K];
 
 /// The weight formats that have a packed layout.
 pub const PACKED_TYPES: [GgmlType; SPECS.len()] = {
@@ -477,6 +485,7 @@ pub(crate) fn nibble_quad(a: u32, b: u32, high: bool) -> u32 {
 fn pack_record(spec: &Spec, g: usize, rows: &[u8], row_bytes: usize, b: usize, rec: &mut [u8]) {
     match spec.ty {
         GgmlType::Q4_K => return kquant::pack_q4k(g, rows, row_bytes, b, rec),
+        GgmlType::Q5_K => return kquant::pack_q5k(g, rows, row_bytes, b, rec),
         GgmlType::Q6_K => return kquant::pack_q6k(g, rows, row_bytes, b, rec),
         _ => {}
     }
@@ -583,7 +592,7 @@ fn group_scalar(w: &PackedMatrix, x: &ActView, g: usize, t0: usize, n: usize, ou
     let (gb, record) = (w.group_bytes(), w.record());
     let group = &w.data[g * gb..(g + 1) * gb];
     if spec.is_k() {
-        kquant::group_scalar(spec.ty == GgmlType::Q6_K, rows, group, nb, x, t0, n, out);
+        kquant::group_scalar(spec.ty, rows, group, nb, x, t0, n, out);
         return;
     }
     for (c, o) in out.chunks_exact_mut(rows).enumerate().take(n) {
@@ -1003,8 +1012,9 @@ mod tests {
             for s in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q6_K] {
                 assert_eq!(s.record(g), g * s.src_block, "{}", s.ty);
             }
-            // Q4_K keeps its 6-bit scales unpacked: 4 bytes more per row × 256.
+            // Q4_K and Q5_K keep their 6-bit scales unpacked: 4 bytes more per row × 256.
             assert_eq!(Q4_K.record(g), g * (Q4_K.src_block + 4));
+            assert_eq!(Q5_K.record(g), g * (Q5_K.src_block + 4));
         }
     }
 
@@ -1046,6 +1056,10 @@ mod tests {
         assert!(PackedMatrix::new(GgmlType::Q4_1, 12, 64).is_none());
         assert!(PackedMatrix::new(GgmlType::Q4_1, 16, 48).is_none());
         assert!(PackedMatrix::new(GgmlType::Q4_K, 16, 128).is_none());
+        assert!(PackedMatrix::new(GgmlType::Q5_K, 16, 128).is_none());
+        assert!(PackedMatrix::new(GgmlType::Q5_K, 12, 256).is_none());
+        assert!(PackedMatrix::from_rows(GgmlType::Q5_K, 8, 256, &[0; 8 * 175]).is_none());
+        assert!(PackedMatrix::with_group(GgmlType::Q5_K, 24, 256, WIDE_GROUP).is_none());
         assert!(PackedMatrix::new(GgmlType::Q2_K, 16, 256).is_none());
         assert!(PackedMatrix::new(GgmlType::Q4_1, usize::MAX - 7, 64).is_none());
         assert!(PackedMatrix::from_rows(GgmlType::Q4_1, 8, 32, &[0; 10]).is_none());

@@ -16,7 +16,7 @@
 //! The integer sums are the same as those of the 8-row kernels and the floating-point
 //! operations the same in the same order, so the results are bit for bit equal to theirs.
 
-use super::kquant::{q4k, q6k, Q8K_BLOCK, Q8K_BSUMS, Q8K_QS};
+use super::kquant::{q4k, q5k, q6k, Q8K_BLOCK, Q8K_BSUMS, Q8K_QS};
 use super::{ActView, PackedMatrix, WIDE_GROUP, WIDE_TILE_TOKENS};
 use ggml_type::GgmlType;
 use std::arch::x86_64::*;
@@ -95,7 +95,8 @@ pub(super) unsafe fn group(
         };
     }
     match (spec.ty, spec.bits, spec.has_min) {
-        (GgmlType::Q4_K, _, _) => by_tokens!(tile_q4k),
+        (GgmlType::Q4_K, _, _) => by_tokens!(tile_q4k, false),
+        (GgmlType::Q5_K, _, _) => by_tokens!(tile_q4k, true),
         (GgmlType::Q6_K, _, _) => by_tokens!(tile_q6k),
         (_, 4, false) => by_tokens!(tile, 4, false),
         (_, 4, true) => by_tokens!(tile, 4, true),
@@ -246,18 +247,41 @@ unsafe fn tile<const BITS: u32, const HAS_MIN: bool, const C: usize, const CH: u
     }
 }
 
-/// Q4_K (layout in [`super::kquant`]).
+/// Q4_K, and Q5_K (`Q5`: the fifth bits merged into the nibbles); layouts in
+/// [`super::kquant`].
 ///
 /// # Safety
 /// As [`tile`].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tile_q4k<const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
+unsafe fn tile_q4k<const Q5: bool, const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
     let mut acc = [_mm512_setzero_ps(); C];
+    let bit4 = _mm512_set1_epi8(0x10);
     for b in 0..a.nb {
         let rec = a.group.add(b * a.record);
         let mut sums = [_mm512_setzero_si512(); C];
         for s in 0..8 {
-            let v = nibble_vectors(rec.add(q4k::qs(G) + 16 * G * s));
+            let v = if Q5 {
+                let mut v = nibble_vectors(rec.add(q5k::qs(G, s)));
+                // Bit k of each byte of the run's fifth bits becomes bit 4 of the same byte of
+                // vector k (the and and or fuse into one `vpternlogd`).
+                let h = _mm512_loadu_si512(rec.add(q5k::qh(G, s)).cast());
+                for (k, vk) in v.iter_mut().enumerate() {
+                    let moved = match k {
+                        0 => _mm512_slli_epi16::<4>(h),
+                        1 => _mm512_slli_epi16::<3>(h),
+                        2 => _mm512_slli_epi16::<2>(h),
+                        3 => _mm512_slli_epi16::<1>(h),
+                        4 => h,
+                        5 => _mm512_srli_epi16::<1>(h),
+                        6 => _mm512_srli_epi16::<2>(h),
+                        _ => _mm512_srli_epi16::<3>(h),
+                    };
+                    *vk = _mm512_or_si512(*vk, _mm512_and_si512(moved, bit4));
+                }
+                v
+            } else {
+                nibble_vectors(rec.add(q4k::qs(G) + 16 * G * s))
+            };
             let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(rec.add(q4k::sc(G) + G * s).cast()));
             for (c, sum) in sums.iter_mut().enumerate() {
                 let xq = a.xs[c].add(b * Q8K_BLOCK + Q8K_QS + 32 * s);

@@ -1,7 +1,7 @@
 //! x86-64 kernels of the packed k-quants (layouts in [`super::kquant`]): lanes are the 8 rows.
 //! As in [`super::x86`], `ISA` picks AVX2 or a VNNI encoding; the integer sums are the same.
 
-use super::kquant::{q4k, q6k, Q8K_BLOCK, Q8K_BSUMS, Q8K_QS};
+use super::kquant::{q4k, q5k, q6k, Q8K_BLOCK, Q8K_BSUMS, Q8K_QS};
 use super::x86::{bx, dpbusd, nibble_vectors, AVX2, AVX512_VNNI, AVX_VNNI};
 use super::{ActView, PackedMatrix, GROUP, TILE_TOKENS};
 use ggml_type::GgmlType;
@@ -35,74 +35,79 @@ pub(super) unsafe fn group<const ISA: u8>(
         xs,
     };
     macro_rules! by_tokens {
-        ($q6k:literal) => {
+        ($kind:expr) => {
             // SAFETY: AVX2/FMA/F16C and `ISA` present (the caller's promise); `group` holds
             // `nb` records and every token row `nb` Q8_K blocks (asserted), which is all the
             // kernel reads.
             unsafe {
                 match (ISA, n) {
-                    (AVX512_VNNI, 1) => tile_avx512_vnni::<$q6k, 1>(&args, out),
-                    (AVX512_VNNI, 2) => tile_avx512_vnni::<$q6k, 2>(&args, out),
-                    (AVX512_VNNI, 3) => tile_avx512_vnni::<$q6k, 3>(&args, out),
-                    (AVX512_VNNI, _) => tile_avx512_vnni::<$q6k, 4>(&args, out),
-                    (AVX_VNNI, 1) => tile_avx_vnni::<$q6k, 1>(&args, out),
-                    (AVX_VNNI, 2) => tile_avx_vnni::<$q6k, 2>(&args, out),
-                    (AVX_VNNI, 3) => tile_avx_vnni::<$q6k, 3>(&args, out),
-                    (AVX_VNNI, _) => tile_avx_vnni::<$q6k, 4>(&args, out),
-                    (_, 1) => tile_avx2::<$q6k, 1>(&args, out),
-                    (_, 2) => tile_avx2::<$q6k, 2>(&args, out),
-                    (_, 3) => tile_avx2::<$q6k, 3>(&args, out),
-                    _ => tile_avx2::<$q6k, 4>(&args, out),
+                    (AVX512_VNNI, 1) => tile_avx512_vnni::<{ $kind }, 1>(&args, out),
+                    (AVX512_VNNI, 2) => tile_avx512_vnni::<{ $kind }, 2>(&args, out),
+                    (AVX512_VNNI, 3) => tile_avx512_vnni::<{ $kind }, 3>(&args, out),
+                    (AVX512_VNNI, _) => tile_avx512_vnni::<{ $kind }, 4>(&args, out),
+                    (AVX_VNNI, 1) => tile_avx_vnni::<{ $kind }, 1>(&args, out),
+                    (AVX_VNNI, 2) => tile_avx_vnni::<{ $kind }, 2>(&args, out),
+                    (AVX_VNNI, 3) => tile_avx_vnni::<{ $kind }, 3>(&args, out),
+                    (AVX_VNNI, _) => tile_avx_vnni::<{ $kind }, 4>(&args, out),
+                    (_, 1) => tile_avx2::<{ $kind }, 1>(&args, out),
+                    (_, 2) => tile_avx2::<{ $kind }, 2>(&args, out),
+                    (_, 3) => tile_avx2::<{ $kind }, 3>(&args, out),
+                    _ => tile_avx2::<{ $kind }, 4>(&args, out),
                 }
             }
         };
     }
-    if w.spec.ty == GgmlType::Q6_K {
-        by_tokens!(true)
-    } else {
-        by_tokens!(false)
+    match w.spec.ty {
+        GgmlType::Q6_K => by_tokens!(Q6),
+        GgmlType::Q5_K => by_tokens!(Q5),
+        _ => by_tokens!(Q4),
     }
 }
+
+/// The `KIND` parameter of the tiles: which k-quant.
+const Q4: u8 = 4;
+const Q5: u8 = 5;
+const Q6: u8 = 6;
 
 /// # Safety
 /// AVX2/FMA/F16C; `a` as [`group`] checks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_avx2<const Q6K: bool, const C: usize>(
+unsafe fn tile_avx2<const KIND: u8, const C: usize>(
     a: &Args,
     out: &mut [[f32; GROUP]; TILE_TOKENS],
 ) {
-    if Q6K {
-        tile_q6k::<AVX2, C>(a, out)
-    } else {
-        tile_q4k::<AVX2, C>(a, out)
+    match KIND {
+        Q6 => tile_q6k::<AVX2, C>(a, out),
+        Q5 => tile_q4k::<AVX2, true, C>(a, out),
+        _ => tile_q4k::<AVX2, false, C>(a, out),
     }
 }
 
 /// # Safety
 /// As [`tile_avx2`], and AVX-VNNI.
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-unsafe fn tile_avx_vnni<const Q6K: bool, const C: usize>(
+unsafe fn tile_avx_vnni<const KIND: u8, const C: usize>(
     a: &Args,
     out: &mut [[f32; GROUP]; TILE_TOKENS],
 ) {
-    if Q6K {
-        tile_q6k::<AVX_VNNI, C>(a, out)
-    } else {
-        tile_q4k::<AVX_VNNI, C>(a, out)
+    match KIND {
+        Q6 => tile_q6k::<AVX_VNNI, C>(a, out),
+        Q5 => tile_q4k::<AVX_VNNI, true, C>(a, out),
+        _ => tile_q4k::<AVX_VNNI, false, C>(a, out),
     }
 }
 
 /// # Safety
 /// As [`tile_avx2`], and AVX-512 F/BW/VL/VNNI.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tile_avx512_vnni<const Q6K: bool, const C: usize>(
+unsafe fn tile_avx512_vnni<const KIND: u8, const C: usize>(
     a: &Args,
     out: &mut [[f32; GROUP]; TILE_TOKENS],
 ) {
-    if Q6K {
-        tile_q6k::<AVX512_VNNI, C>(a, out)
-    } else {
-        tile_q4k::<AVX512_VNNI, C>(a, out)
+    match KIND {
+        Q6 => tile_q6k::<AVX512_VNNI, C>(a, out),
+        Q5 => tile_q4k::<AVX512_VNNI, true, C>(a, out),
+        _ => tile_q4k::<AVX512_VNNI, false, C>(a, out),
     }
 }
 
@@ -113,11 +118,18 @@ struct Args {
     xs: [*const u8; TILE_TOKENS],
 }
 
+/// Q4_K, and Q5_K (`Q5`): the same but for the fifth bits merged into the nibbles and the
+/// wider values' sums in 16 bits.
+///
 /// # Safety
 /// AVX2/FMA/F16C and `ISA`; `a` as [`group`] checks.
 #[inline(always)]
-unsafe fn tile_q4k<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GROUP]; TILE_TOKENS]) {
+unsafe fn tile_q4k<const ISA: u8, const Q5: bool, const C: usize>(
+    a: &Args,
+    out: &mut [[f32; GROUP]; TILE_TOKENS],
+) {
     let mut acc = [_mm256_setzero_ps(); C];
+    let bit4 = _mm256_set1_epi8(0x10);
     for b in 0..a.nb {
         let rec = a.group.add(b * a.record);
         if C == 1 {
@@ -125,7 +137,28 @@ unsafe fn tile_q4k<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GRO
         }
         let mut sums = [_mm256_setzero_si256(); C];
         for s in 0..8 {
-            let v = nibble_vectors(rec.add(q4k::qs(GROUP) + 128 * s));
+            let v = if Q5 {
+                let mut v = nibble_vectors(rec.add(q5k::qs(GROUP, s)));
+                // Bit k of each byte of the run's fifth bits becomes bit 4 of the same byte of
+                // vector k.
+                let h = _mm256_loadu_si256(rec.add(q5k::qh(GROUP, s)).cast());
+                for (k, vk) in v.iter_mut().enumerate() {
+                    let moved = match k {
+                        0 => _mm256_slli_epi16::<4>(h),
+                        1 => _mm256_slli_epi16::<3>(h),
+                        2 => _mm256_slli_epi16::<2>(h),
+                        3 => _mm256_slli_epi16::<1>(h),
+                        4 => h,
+                        5 => _mm256_srli_epi16::<1>(h),
+                        6 => _mm256_srli_epi16::<2>(h),
+                        _ => _mm256_srli_epi16::<3>(h),
+                    };
+                    *vk = _mm256_or_si256(*vk, _mm256_and_si256(moved, bit4));
+                }
+                v
+            } else {
+                nibble_vectors(rec.add(q4k::qs(GROUP) + 128 * s))
+            };
             // Each row's scale in both 16-bit halves of its lane.
             let sc32 =
                 _mm256_cvtepu8_epi32(_mm_loadl_epi64(rec.add(q4k::sc(GROUP) + 8 * s).cast()));
@@ -138,6 +171,19 @@ unsafe fn tile_q4k<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GRO
                         dot = dpbusd::<ISA>(dot, vk, bx(xq, k));
                     }
                     *sum = _mm256_add_epi32(*sum, _mm256_mullo_epi32(dot, sc32));
+                    continue;
+                }
+                if Q5 {
+                    // Values below 32: 4 pairs per i16 sum at most (4 * 2 * 31 * 128 = 31744).
+                    let mut p0 = _mm256_maddubs_epi16(v[0], bx(xq, 0));
+                    let mut p1 = _mm256_maddubs_epi16(v[4], bx(xq, 4));
+                    for k in 1..4 {
+                        p0 = _mm256_add_epi16(p0, _mm256_maddubs_epi16(v[k], bx(xq, k)));
+                        p1 = _mm256_add_epi16(p1, _mm256_maddubs_epi16(v[k + 4], bx(xq, k + 4)));
+                    }
+                    let scaled =
+                        _mm256_add_epi32(_mm256_madd_epi16(p0, sc), _mm256_madd_epi16(p1, sc));
+                    *sum = _mm256_add_epi32(*sum, scaled);
                     continue;
                 }
                 // 8 pairs of (value < 16) × (|x| <= 128): at most 30720 per i16.
