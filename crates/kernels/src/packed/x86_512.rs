@@ -16,6 +16,7 @@
 //! The integer sums are the same as those of the 8-row kernels and the floating-point
 //! operations the same in the same order, so the results are bit for bit equal to theirs.
 
+use super::iq4::{xs, TABLE_U};
 use super::kquant::{q4k, q6k, Q8K_BLOCK, Q8K_BSUMS, Q8K_QS};
 use super::{ActView, PackedMatrix, WIDE_GROUP, WIDE_TILE_TOKENS};
 use ggml_type::GgmlType;
@@ -97,6 +98,8 @@ pub(super) unsafe fn group(
     match (spec.ty, spec.bits, spec.has_min) {
         (GgmlType::Q4_K, _, _) => by_tokens!(tile_q4k),
         (GgmlType::Q6_K, _, _) => by_tokens!(tile_q6k),
+        (GgmlType::IQ4_NL, _, _) => by_tokens!(tile_iq4nl),
+        (GgmlType::IQ4_XS, _, _) => by_tokens!(tile_iq4xs),
         (_, 4, false) => by_tokens!(tile, 4, false),
         (_, 4, true) => by_tokens!(tile, 4, true),
         (_, 5, false) => by_tokens!(tile, 5, false),
@@ -355,6 +358,89 @@ unsafe fn tile_q6k<const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
             }
         }
         let d = _mm512_cvtph_ps(_mm256_loadu_si256(rec.add(q6k::d(G)).cast()));
+        for (c, acc) in acc.iter_mut().enumerate() {
+            let dx = _mm512_set1_ps(a.xs[c].add(b * Q8K_BLOCK).cast::<f32>().read_unaligned());
+            *acc = _mm512_fmadd_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(sums[c]), *acc);
+        }
+    }
+    for (o, acc) in out.iter_mut().zip(&acc) {
+        _mm512_storeu_ps(o.as_mut_ptr(), *acc);
+    }
+}
+
+/// The unsigned levels (level + 128) of the 8 index vectors of a 32-element run at `p`.
+///
+/// # Safety
+/// AVX-512 F/BW; `p` readable for 256 bytes.
+#[inline(always)]
+unsafe fn levels_u(p: *const u8) -> [__m512i; 8] {
+    let table = _mm512_broadcast_i32x4(_mm_loadu_si128(TABLE_U.as_ptr().cast()));
+    let idx = nibble_vectors(p);
+    std::array::from_fn(|k| _mm512_shuffle_epi8(table, idx[k]))
+}
+
+/// IQ4_NL (layout in [`super::iq4`]): the levels as unsigned `level + 128` (a second table),
+/// the excess `128 Σ x` off each token's sum, as Q8_0 does.
+///
+/// # Safety
+/// As [`tile`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile_iq4nl<const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
+    let mut acc = [_mm512_setzero_ps(); C];
+    for b in 0..a.nb {
+        let rec = a.group.add(b * a.record);
+        if C == 1 {
+            super::x86::prefetch_ahead(rec, a.record);
+        }
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(rec.cast()));
+        let v = levels_u(rec.add(a.qs_off));
+        for (c, acc) in acc.iter_mut().enumerate() {
+            let xq = a.xs[c].add(b * a.x_block);
+            let isum = _mm512_sub_epi32(
+                dots::<CH>(&v, xq, 0),
+                _mm512_set1_epi32(128 * sum_bytes(xq)),
+            );
+            let dx = _mm512_set1_ps(*a.aux[c].add(2 * b));
+            *acc = _mm512_fmadd_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(isum), *acc);
+        }
+    }
+    for (o, acc) in out.iter_mut().zip(&acc) {
+        _mm512_storeu_ps(o.as_mut_ptr(), *acc);
+    }
+}
+
+/// IQ4_XS (layout in [`super::iq4`]): unsigned levels as for IQ4_NL; the excess
+/// `128 Σ_s sc_s Σ x` comes off with one 16-bit multiply-add per run of the scale (times -128,
+/// in both halves of each lane) against the run's two 16-element activation sums.
+///
+/// # Safety
+/// As [`tile`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile_iq4xs<const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
+    let mut acc = [_mm512_setzero_ps(); C];
+    for b in 0..a.nb {
+        let rec = a.group.add(b * a.record);
+        let mut sums = [_mm512_setzero_si512(); C];
+        for s in 0..8 {
+            let v = levels_u(rec.add(xs::qs(G, s)));
+            let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(rec.add(xs::sc(G) + G * s).cast()));
+            // -128 sc fits i16 (|sc| <= 32).
+            let neg = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32::<7>(sc));
+            let neg16 = _mm512_or_si512(
+                _mm512_and_si512(neg, _mm512_set1_epi32(0xFFFF)),
+                _mm512_slli_epi32::<16>(neg),
+            );
+            for (c, sum) in sums.iter_mut().enumerate() {
+                let xb = a.xs[c].add(b * Q8K_BLOCK);
+                let xq = xb.add(Q8K_QS + 32 * s);
+                let bsums =
+                    _mm512_set1_epi32(xb.add(Q8K_BSUMS + 4 * s).cast::<i32>().read_unaligned());
+                let dot = dots::<CH>(&v, xq, 0);
+                *sum = _mm512_add_epi32(*sum, _mm512_mullo_epi32(dot, sc));
+                *sum = _mm512_dpwssd_epi32(*sum, neg16, bsums);
+            }
+        }
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(rec.add(xs::d(G)).cast()));
         for (c, acc) in acc.iter_mut().enumerate() {
             let dx = _mm512_set1_ps(a.xs[c].add(b * Q8K_BLOCK).cast::<f32>().read_unaligned());
             *acc = _mm512_fmadd_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(sums[c]), *acc);
