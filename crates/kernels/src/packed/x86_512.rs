@@ -166,6 +166,24 @@ unsafe fn dots<const CH: usize>(v: &[__m512i], xq: *const u8, first_k: usize) ->
     sum
 }
 
+/// [`dots`] over a whole run (`first_k` 0), its first chain starting at `init`.
+///
+/// # Safety
+/// As [`dots`].
+#[inline(always)]
+unsafe fn dots_from<const CH: usize>(init: __m512i, v: &[__m512i; 8], xq: *const u8) -> __m512i {
+    let mut chain = [_mm512_setzero_si512(); CH];
+    chain[0] = init;
+    for (j, &vk) in v.iter().enumerate() {
+        chain[j % CH] = _mm512_dpbusd_epi32(chain[j % CH], vk, bx(xq, j));
+    }
+    let mut sum = chain[0];
+    for c in chain.iter().skip(1) {
+        sum = _mm512_add_epi32(sum, *c);
+    }
+    sum
+}
+
 /// `Σ x` of the 32 signed bytes at `xq`.
 ///
 /// # Safety
@@ -409,9 +427,9 @@ unsafe fn tile_iq4nl<const C: usize, const CH: usize>(a: &Args, out: &mut Tile) 
     }
 }
 
-/// IQ4_XS (layout in [`super::iq4`]): unsigned levels as for IQ4_NL; the excess
-/// `128 Σ_s sc_s Σ x` comes off with one 16-bit multiply-add per run of the scale (times -128,
-/// in both halves of each lane) against the run's two 16-element activation sums.
+/// IQ4_XS (layout in [`super::iq4`]): unsigned levels as for IQ4_NL; the excess `128 Σ x` of
+/// each run seeds its chain of products, negated (from the Q8_K 16-element sums, computed
+/// once per token and super-block), so the run's sum is exact before its scale multiplies it.
 ///
 /// # Safety
 /// As [`tile`].
@@ -420,24 +438,23 @@ unsafe fn tile_iq4xs<const C: usize, const CH: usize>(a: &Args, out: &mut Tile) 
     let mut acc = [_mm512_setzero_ps(); C];
     for b in 0..a.nb {
         let rec = a.group.add(b * a.record);
+        // Per token, lane s: -128 (bsum_2s + bsum_2s+1) (|Σ x| <= 32 * 127 over a run).
+        let offsets: [__m256i; C] = std::array::from_fn(|c| {
+            let bsums = _mm256_loadu_si256(a.xs[c].add(b * Q8K_BLOCK + Q8K_BSUMS).cast());
+            _mm256_madd_epi16(bsums, _mm256_set1_epi16(-128))
+        });
+        let offsets = offsets.as_ptr().cast::<i32>();
         let mut sums = [_mm512_setzero_si512(); C];
         for s in 0..8 {
             let v = levels_u(rec.add(xs::qs(G, s)));
             let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(rec.add(xs::sc(G) + G * s).cast()));
-            // -128 sc fits i16 (|sc| <= 32).
-            let neg = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32::<7>(sc));
-            let neg16 = _mm512_or_si512(
-                _mm512_and_si512(neg, _mm512_set1_epi32(0xFFFF)),
-                _mm512_slli_epi32::<16>(neg),
-            );
             for (c, sum) in sums.iter_mut().enumerate() {
-                let xb = a.xs[c].add(b * Q8K_BLOCK);
-                let xq = xb.add(Q8K_QS + 32 * s);
-                let bsums =
-                    _mm512_set1_epi32(xb.add(Q8K_BSUMS + 4 * s).cast::<i32>().read_unaligned());
-                let dot = dots::<CH>(&v, xq, 0);
+                let xq = a.xs[c].add(b * Q8K_BLOCK + Q8K_QS + 32 * s);
+                let offset = _mm512_set1_epi32(*offsets.add(8 * c + s));
+                // |Σ| <= 32 * 241 * 127 + 128 * 32 * 127: the run's exact sum, then times
+                // |sc| <= 32, over 8 runs: well within 32 bits.
+                let dot = dots_from::<CH>(offset, &v, xq);
                 *sum = _mm512_add_epi32(*sum, _mm512_mullo_epi32(dot, sc));
-                *sum = _mm512_dpwssd_epi32(*sum, neg16, bsums);
             }
         }
         let d = _mm512_cvtph_ps(_mm256_loadu_si256(rec.add(xs::d(G)).cast()));

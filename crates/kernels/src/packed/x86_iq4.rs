@@ -3,10 +3,12 @@
 //! shuffle (`vpshufb`, the table in both 128-bit lanes); signed levels times signed
 //! activations go through the unsigned × signed products as Q8_0's do in [`super::x86`]:
 //! `|w|` against `x` with `w`'s sign (exact: no level is 0 or -128, and activations lie in
-//! -127..=127). As there, `ISA` picks AVX2 or a VNNI encoding; the integer sums are the same.
+//! -127..=127); IQ4_XS on VNNI takes `level + 128` instead and the excess off, which its
+//! activations' stored 16-element sums make cheap (see [`tile_xs`]). As there, `ISA` picks
+//! AVX2 or a VNNI encoding; the integer sums are the same.
 
-use super::iq4::{xs, TABLE};
-use super::kquant::{Q8K_BLOCK, Q8K_QS};
+use super::iq4::{xs, TABLE, TABLE_U};
+use super::kquant::{Q8K_BLOCK, Q8K_BSUMS, Q8K_QS};
 use super::x86::{bx, dpbusd, nibble_vectors, prefetch_ahead, AVX2, AVX512_VNNI, AVX_VNNI};
 use super::{ActView, PackedMatrix, GROUP, TILE_TOKENS};
 use ggml_type::GgmlType;
@@ -154,7 +156,7 @@ unsafe fn levels(p: *const u8) -> ([__m256i; 8], [__m256i; 8]) {
 
 /// Per lane, `Σ_k` of the four products of the levels of vector `k` with activation bytes
 /// `4k..4k + 4` at `xq`; on AVX2 each pair of products is multiplied by the 16-bit halves of
-/// `pair_mul`'s lane (VNNI: the plain sum, for the caller to scale).
+/// `pair_mul`'s lane (VNNI: the plain sum).
 ///
 /// # Safety
 /// AVX2 and `ISA`; `xq` readable for 32 bytes.
@@ -205,21 +207,49 @@ unsafe fn tile_nl<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GROU
     }
 }
 
+/// IQ4_XS. AVX2 as IQ4_NL, each pair of products times the run's scale; VNNI with the
+/// levels as unsigned `level + 128` (a second table), the excess `128 Σ x` of each run seeding
+/// its sum, negated (from the Q8_K 16-element sums): one instruction per product of 4.
+///
 /// # Safety
 /// AVX2/FMA/F16C and `ISA`; `a` as [`group`] checks.
 #[inline(always)]
 unsafe fn tile_xs<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GROUP]; TILE_TOKENS]) {
+    let table_u = _mm256_broadcastsi128_si256(_mm_loadu_si128(TABLE_U.as_ptr().cast()));
     let mut acc = [_mm256_setzero_ps(); C];
     for b in 0..a.nb {
         let rec = a.group.add(b * a.record);
         if C == 1 {
             prefetch_ahead(rec, a.record);
         }
+        // Per token, lane s: -128 (bsum_2s + bsum_2s+1) (|Σ x| <= 32 * 127 over a run).
+        let offsets: [__m256i; C] = std::array::from_fn(|c| {
+            let bsums = _mm256_loadu_si256(a.xs[c].add(b * Q8K_BLOCK + Q8K_BSUMS).cast());
+            _mm256_madd_epi16(bsums, _mm256_set1_epi16(-128))
+        });
+        let offsets = offsets.as_ptr().cast::<i32>();
         let mut sums = [_mm256_setzero_si256(); C];
         for s in 0..8 {
-            let (v, abs) = levels(rec.add(xs::qs(GROUP, s)));
-            // Each row's scale as a 32-bit lane, and in both 16-bit halves of it.
+            let q = rec.add(xs::qs(GROUP, s));
+            // Each row's scale as a 32-bit lane.
             let sc32 = _mm256_cvtepi8_epi32(_mm_loadl_epi64(rec.add(xs::sc(GROUP) + 8 * s).cast()));
+            if ISA != AVX2 {
+                let idx = nibble_vectors(q);
+                let u: [__m256i; 8] = std::array::from_fn(|k| _mm256_shuffle_epi8(table_u, idx[k]));
+                for (c, sum) in sums.iter_mut().enumerate() {
+                    let xq = a.xs[c].add(b * Q8K_BLOCK + Q8K_QS + 32 * s);
+                    // |Σ| <= 32 * 241 * 127 + 128 * 32 * 127, times |scale| <= 32, over 8
+                    // runs: within 32 bits.
+                    let mut dot = _mm256_set1_epi32(*offsets.add(8 * c + s));
+                    for (k, &uk) in u.iter().enumerate() {
+                        dot = dpbusd::<ISA>(dot, uk, bx(xq, k));
+                    }
+                    *sum = _mm256_add_epi32(*sum, _mm256_mullo_epi32(dot, sc32));
+                }
+                continue;
+            }
+            let (v, abs) = levels(q);
+            // The scale in both 16-bit halves of the lane.
             let sc16 = _mm256_or_si256(
                 _mm256_and_si256(sc32, _mm256_set1_epi32(0xFFFF)),
                 _mm256_slli_epi32::<16>(sc32),
@@ -227,12 +257,7 @@ unsafe fn tile_xs<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GROU
             for (c, sum) in sums.iter_mut().enumerate() {
                 let xq = a.xs[c].add(b * Q8K_BLOCK + Q8K_QS + 32 * s);
                 // |Σ| <= 32 * 127 * 127 per run, times |scale| <= 32, over 8 runs: < 2^28.
-                *sum = if ISA != AVX2 {
-                    let dot = run_dot::<ISA>(&v, &abs, xq, sc16);
-                    _mm256_add_epi32(*sum, _mm256_mullo_epi32(dot, sc32))
-                } else {
-                    _mm256_add_epi32(*sum, run_dot::<ISA>(&v, &abs, xq, sc16))
-                };
+                *sum = _mm256_add_epi32(*sum, run_dot::<ISA>(&v, &abs, xq, sc16));
             }
         }
         let d = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(xs::d(GROUP)).cast()));
