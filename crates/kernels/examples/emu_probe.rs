@@ -27,7 +27,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::os::raw::c_char;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-const FORMATS: [GgmlType; 8] = kernels::packed::PACKED_TYPES;
+const FORMATS: [GgmlType; kernels::packed::PACKED_TYPES.len()] = kernels::packed::PACKED_TYPES;
 /// Token counts: one, and on both sides of the 4-token tile of the 8-row kernels and of the
 /// 8-token tile of the 16-row ones (whose tiles of 3 and 7 run as 4 and 8).
 const TOKENS: [usize; 5] = [1, 3, 4, 7, 9];

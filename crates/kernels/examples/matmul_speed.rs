@@ -22,6 +22,8 @@ fn main() {
         "Q4_K" => GgmlType::Q4_K,
         "Q5_K" => GgmlType::Q5_K,
         "Q6_K" => GgmlType::Q6_K,
+        "IQ4_NL" => GgmlType::IQ4_NL,
+        "IQ4_XS" => GgmlType::IQ4_XS,
         _ => GgmlType::Q4_1,
     };
     let num = |i: usize, d: &str| arg(i, d).parse::<usize>().expect("a number");

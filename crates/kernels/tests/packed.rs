@@ -7,7 +7,7 @@ use kernels::pool::ThreadPool;
 use kernels::quant::format;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-const TYPES: [GgmlType; 8] = kernels::packed::PACKED_TYPES;
+const TYPES: [GgmlType; kernels::packed::PACKED_TYPES.len()] = kernels::packed::PACKED_TYPES;
 
 /// Random blocks of `ty`: every value byte random (all bit patterns, -128 included), scales and
 /// minimums random finite f16 of either sign.
@@ -125,6 +125,70 @@ fn kernels_agree_exactly_whatever_the_thread_count_and_record_size() {
                             want.iter().zip(&one).all(|(a, b)| a.to_bits() == b.to_bits()),
                             "{ty} {kernel:?} {group}-row differs from {k0:?}, {n_tokens} tokens"
                         )
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The table formats (IQ4_NL, IQ4_XS): every kernel adds each block's exact integer sum with
+/// one fused multiply-add, as their scalar reference does, so all of them equal it bit for bit.
+/// Also at the extremes of the signed products: every index the lowest level (-127) or the
+/// highest (113), activations all at ±127, where a pair of products nearly fills 16 bits.
+#[test]
+fn table_format_kernels_equal_the_scalar_reference_bit_for_bit() {
+    let mut rng = StdRng::seed_from_u64(13);
+    for ty in [GgmlType::IQ4_NL, GgmlType::IQ4_XS] {
+        // Where a block's indices lie.
+        let qs = if ty == GgmlType::IQ4_NL {
+            2..18
+        } else {
+            8..136
+        };
+        for (rows, cols) in [(32, 512), (48, 256)] {
+            for fill in [None, Some(0x00u8), Some(0xFF), Some(0x0F)] {
+                let mut w = random_rows(&mut rng, ty, rows, cols);
+                if let Some(f) = fill {
+                    for b in w.chunks_exact_mut(ty.block_bytes()) {
+                        b[qs.clone()].fill(f);
+                    }
+                }
+                for n_tokens in [1, 5, 9] {
+                    let xf: Vec<f32> = (0..n_tokens * cols)
+                        .map(|i| match fill {
+                            None => rng.gen_range(-2.0f32..2.0),
+                            Some(_) if (i * 7) % 3 == 0 => 1.0,
+                            Some(_) => -1.0,
+                        })
+                        .collect();
+                    let mut x = QuantizedActs::new();
+                    x.quantize(format(ty).unwrap().act_type(), &xf, n_tokens, cols);
+                    let want = reference(ty, &w, rows, cols, &x);
+                    for group in [GROUP, WIDE_GROUP]
+                        .into_iter()
+                        .filter(|&g| rows.is_multiple_of(g))
+                    {
+                        let p =
+                            PackedMatrix::from_rows_with_group(ty, rows, cols, group, &w).unwrap();
+                        let pool = ThreadPool::new(1);
+                        let mut scalar = vec![f32::NAN; rows * n_tokens];
+                        matmul_packed_with(Kernel::Scalar, &pool, &p, &x, &mut scalar);
+                        for (i, (&g, &e)) in scalar.iter().zip(&want).enumerate() {
+                            assert!(close(g, e), "{ty} {group}-row scalar: [{i}] {g} vs {e}");
+                        }
+                        for kernel in Kernel::available().into_iter().filter(|k| k.reads(group)) {
+                            let mut got = vec![f32::NAN; rows * n_tokens];
+                            matmul_packed_with(kernel, &pool, &p, &x, &mut got);
+                            for (i, (&g, &e)) in got.iter().zip(&scalar).enumerate() {
+                                assert_eq!(
+                                    g.to_bits(),
+                                    e.to_bits(),
+                                    "{ty} {kernel:?} {group}-row {rows}x{cols} fill {fill:?}, \
+                                     {n_tokens} tokens: [{i}] {g} vs {e}"
+                                );
+                            }
                         }
                     }
                 }

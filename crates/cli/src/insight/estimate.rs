@@ -88,6 +88,8 @@ fn packed_bytes(ty: GgmlType, rows: u64, cols: u64, n_bytes: u64) -> Option<u64>
     Some(match ty {
         GgmlType::Q4_K => n_bytes / 1152 * 1184,
         GgmlType::Q5_K => n_bytes / 1408 * 1440,
+        // IQ4_XS's run scales unpacked: 138 bytes per row and super-block instead of 136.
+        GgmlType::IQ4_XS => n_bytes / 136 * 138,
         _ => n_bytes,
     })
 }

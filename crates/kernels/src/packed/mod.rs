@@ -19,12 +19,17 @@
 //! `d_i * d_x * Σ q·x + m_i * s_x`, where `s_x = d_x * Σ x` and, for formats without a stored
 //! minimum, `m_i = -8 d_i` (Q4_0), `-16 d_i` (Q5_0) or 0 (Q8_0): the same sum the format's dot
 //! product computes, in the same block order.
+//!
+//! The table formats IQ4_NL and IQ4_XS have records of their own: see [`iq4`].
 
+mod iq4;
 mod kquant;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 #[cfg(target_arch = "x86_64")]
 mod x86_512;
+#[cfg(target_arch = "x86_64")]
+mod x86_iq4;
 #[cfg(target_arch = "x86_64")]
 mod x86_k;
 
@@ -91,12 +96,17 @@ impl Spec {
             GgmlType::Q4_K => kquant::q4k::record(g),
             GgmlType::Q5_K => kquant::q5k::record(g),
             GgmlType::Q6_K => kquant::q6k::record(g),
+            GgmlType::IQ4_XS => iq4::xs::record(g),
             _ => self.qh_off(g) + if self.bits == 5 { g * QK / 8 } else { 0 },
         }
     }
-    /// Whether this is a 256-element k-quant (see [`kquant`]).
+    /// Whether this is a 256-element format against Q8_K activations (the k-quants of
+    /// [`kquant`], and IQ4_XS of [`iq4`]).
     pub const fn is_k(&self) -> bool {
-        matches!(self.ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K)
+        matches!(
+            self.ty,
+            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K | GgmlType::IQ4_XS
+        )
     }
     /// Elements per block.
     pub const fn qk(&self) -> usize {
@@ -166,7 +176,18 @@ pub(crate) const Q6_K: Spec = Spec {
     src_block: 210,
 };
 
-const SPECS: [Spec; 8] = [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K];
+const SPECS: [Spec; 10] = [
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+    Q4_K,
+    Q5_K,
+    Q6_K,
+    iq4::IQ4_NL,
+    iq4::IQ4_XS,
+];
 
 /// The weight formats that have a packed layout.
 pub const PACKED_TYPES: [GgmlType; SPECS.len()] = {
@@ -487,6 +508,7 @@ fn pack_record(spec: &Spec, g: usize, rows: &[u8], row_bytes: usize, b: usize, r
         GgmlType::Q4_K => return kquant::pack_q4k(g, rows, row_bytes, b, rec),
         GgmlType::Q5_K => return kquant::pack_q5k(g, rows, row_bytes, b, rec),
         GgmlType::Q6_K => return kquant::pack_q6k(g, rows, row_bytes, b, rec),
+        GgmlType::IQ4_XS => return iq4::pack_xs(g, rows, row_bytes, b, rec),
         _ => {}
     }
     let (qs_off, qh_off, vb) = (spec.qs_off(g), spec.qh_off(g), 4 * g);
@@ -591,6 +613,10 @@ fn group_scalar(w: &PackedMatrix, x: &ActView, g: usize, t0: usize, n: usize, ou
     let (spec, nb, rows) = (w.spec, w.blocks_per_row(), w.group);
     let (gb, record) = (w.group_bytes(), w.record());
     let group = &w.data[g * gb..(g + 1) * gb];
+    if iq4::is_iq4(spec.ty) {
+        iq4::group_scalar(&spec, rows, group, nb, x, t0, n, out);
+        return;
+    }
     if spec.is_k() {
         kquant::group_scalar(spec.ty, rows, group, nb, x, t0, n, out);
         return;
@@ -1015,6 +1041,9 @@ mod tests {
             // Q4_K and Q5_K keep their 6-bit scales unpacked: 4 bytes more per row × 256.
             assert_eq!(Q4_K.record(g), g * (Q4_K.src_block + 4));
             assert_eq!(Q5_K.record(g), g * (Q5_K.src_block + 4));
+            assert_eq!(iq4::IQ4_NL.record(g), g * iq4::IQ4_NL.src_block);
+            // IQ4_XS keeps its 6-bit run scales unpacked: 2 bytes more per row × 256.
+            assert_eq!(iq4::IQ4_XS.record(g), g * (iq4::IQ4_XS.src_block + 2));
         }
     }
 
@@ -1061,6 +1090,13 @@ mod tests {
         assert!(PackedMatrix::from_rows(GgmlType::Q5_K, 8, 256, &[0; 8 * 175]).is_none());
         assert!(PackedMatrix::with_group(GgmlType::Q5_K, 24, 256, WIDE_GROUP).is_none());
         assert!(PackedMatrix::new(GgmlType::Q2_K, 16, 256).is_none());
+        assert!(PackedMatrix::new(GgmlType::IQ4_NL, 12, 64).is_none());
+        assert!(PackedMatrix::new(GgmlType::IQ4_NL, 16, 48).is_none());
+        assert!(PackedMatrix::new(GgmlType::IQ4_NL, 16, 64).is_some());
+        assert!(PackedMatrix::new(GgmlType::IQ4_XS, 16, 128).is_none());
+        assert!(PackedMatrix::new(GgmlType::IQ4_XS, 20, 256).is_none());
+        assert!(PackedMatrix::new(GgmlType::IQ4_XS, 16, 512).is_some());
+        assert!(PackedMatrix::from_rows(GgmlType::IQ4_XS, 8, 256, &[0; 8 * 136 - 1]).is_none());
         assert!(PackedMatrix::new(GgmlType::Q4_1, usize::MAX - 7, 64).is_none());
         assert!(PackedMatrix::from_rows(GgmlType::Q4_1, 8, 32, &[0; 10]).is_none());
         // 16-row records need a multiple of 16 rows; other sizes are refused.

@@ -16,6 +16,7 @@
 //! The integer sums are the same as those of the 8-row kernels and the floating-point
 //! operations the same in the same order, so the results are bit for bit equal to theirs.
 
+use super::iq4::{xs, TABLE_U};
 use super::kquant::{q4k, q5k, q6k, Q8K_BLOCK, Q8K_BSUMS, Q8K_QS};
 use super::{ActView, PackedMatrix, WIDE_GROUP, WIDE_TILE_TOKENS};
 use ggml_type::GgmlType;
@@ -98,6 +99,8 @@ pub(super) unsafe fn group(
         (GgmlType::Q4_K, _, _) => by_tokens!(tile_q4k, false),
         (GgmlType::Q5_K, _, _) => by_tokens!(tile_q4k, true),
         (GgmlType::Q6_K, _, _) => by_tokens!(tile_q6k),
+        (GgmlType::IQ4_NL, _, _) => by_tokens!(tile_iq4nl),
+        (GgmlType::IQ4_XS, _, _) => by_tokens!(tile_iq4xs),
         (_, 4, false) => by_tokens!(tile, 4, false),
         (_, 4, true) => by_tokens!(tile, 4, true),
         (_, 5, false) => by_tokens!(tile, 5, false),
@@ -156,6 +159,24 @@ unsafe fn dots<const CH: usize>(v: &[__m512i], xq: *const u8, first_k: usize) ->
     let mut chain = [_mm512_setzero_si512(); CH];
     for (j, &vk) in v.iter().enumerate() {
         chain[j % CH] = _mm512_dpbusd_epi32(chain[j % CH], vk, bx(xq, first_k + j));
+    }
+    let mut sum = chain[0];
+    for c in chain.iter().skip(1) {
+        sum = _mm512_add_epi32(sum, *c);
+    }
+    sum
+}
+
+/// [`dots`] over a whole run (`first_k` 0), its first chain starting at `init`.
+///
+/// # Safety
+/// As [`dots`].
+#[inline(always)]
+unsafe fn dots_from<const CH: usize>(init: __m512i, v: &[__m512i; 8], xq: *const u8) -> __m512i {
+    let mut chain = [_mm512_setzero_si512(); CH];
+    chain[0] = init;
+    for (j, &vk) in v.iter().enumerate() {
+        chain[j % CH] = _mm512_dpbusd_epi32(chain[j % CH], vk, bx(xq, j));
     }
     let mut sum = chain[0];
     for c in chain.iter().skip(1) {
@@ -379,6 +400,88 @@ unsafe fn tile_q6k<const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
             }
         }
         let d = _mm512_cvtph_ps(_mm256_loadu_si256(rec.add(q6k::d(G)).cast()));
+        for (c, acc) in acc.iter_mut().enumerate() {
+            let dx = _mm512_set1_ps(a.xs[c].add(b * Q8K_BLOCK).cast::<f32>().read_unaligned());
+            *acc = _mm512_fmadd_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(sums[c]), *acc);
+        }
+    }
+    for (o, acc) in out.iter_mut().zip(&acc) {
+        _mm512_storeu_ps(o.as_mut_ptr(), *acc);
+    }
+}
+
+/// The unsigned levels (level + 128) of the 8 index vectors of a 32-element run at `p`.
+///
+/// # Safety
+/// AVX-512 F/BW; `p` readable for 256 bytes.
+#[inline(always)]
+unsafe fn levels_u(p: *const u8) -> [__m512i; 8] {
+    let table = _mm512_broadcast_i32x4(_mm_loadu_si128(TABLE_U.as_ptr().cast()));
+    let idx = nibble_vectors(p);
+    std::array::from_fn(|k| _mm512_shuffle_epi8(table, idx[k]))
+}
+
+/// IQ4_NL (layout in [`super::iq4`]): the levels as unsigned `level + 128` (a second table),
+/// the excess `128 Σ x` off each token's sum, as Q8_0 does.
+///
+/// # Safety
+/// As [`tile`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile_iq4nl<const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
+    let mut acc = [_mm512_setzero_ps(); C];
+    for b in 0..a.nb {
+        let rec = a.group.add(b * a.record);
+        if C == 1 {
+            super::x86::prefetch_ahead(rec, a.record);
+        }
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(rec.cast()));
+        let v = levels_u(rec.add(a.qs_off));
+        for (c, acc) in acc.iter_mut().enumerate() {
+            let xq = a.xs[c].add(b * a.x_block);
+            let isum = _mm512_sub_epi32(
+                dots::<CH>(&v, xq, 0),
+                _mm512_set1_epi32(128 * sum_bytes(xq)),
+            );
+            let dx = _mm512_set1_ps(*a.aux[c].add(2 * b));
+            *acc = _mm512_fmadd_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(isum), *acc);
+        }
+    }
+    for (o, acc) in out.iter_mut().zip(&acc) {
+        _mm512_storeu_ps(o.as_mut_ptr(), *acc);
+    }
+}
+
+/// IQ4_XS (layout in [`super::iq4`]): unsigned levels as for IQ4_NL; the excess `128 Σ x` of
+/// each run seeds its chain of products, negated (from the Q8_K 16-element sums, computed
+/// once per token and super-block), so the run's sum is exact before its scale multiplies it.
+///
+/// # Safety
+/// As [`tile`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile_iq4xs<const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
+    let mut acc = [_mm512_setzero_ps(); C];
+    for b in 0..a.nb {
+        let rec = a.group.add(b * a.record);
+        // Per token, lane s: -128 (bsum_2s + bsum_2s+1) (|Σ x| <= 32 * 127 over a run).
+        let offsets: [__m256i; C] = std::array::from_fn(|c| {
+            let bsums = _mm256_loadu_si256(a.xs[c].add(b * Q8K_BLOCK + Q8K_BSUMS).cast());
+            _mm256_madd_epi16(bsums, _mm256_set1_epi16(-128))
+        });
+        let offsets = offsets.as_ptr().cast::<i32>();
+        let mut sums = [_mm512_setzero_si512(); C];
+        for s in 0..8 {
+            let v = levels_u(rec.add(xs::qs(G, s)));
+            let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(rec.add(xs::sc(G) + G * s).cast()));
+            for (c, sum) in sums.iter_mut().enumerate() {
+                let xq = a.xs[c].add(b * Q8K_BLOCK + Q8K_QS + 32 * s);
+                let offset = _mm512_set1_epi32(*offsets.add(8 * c + s));
+                // |Σ| <= 32 * 241 * 127 + 128 * 32 * 127: the run's exact sum, then times
+                // |sc| <= 32, over 8 runs: well within 32 bits.
+                let dot = dots_from::<CH>(offset, &v, xq);
+                *sum = _mm512_add_epi32(*sum, _mm512_mullo_epi32(dot, sc));
+            }
+        }
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(rec.add(xs::d(G)).cast()));
         for (c, acc) in acc.iter_mut().enumerate() {
             let dx = _mm512_set1_ps(a.xs[c].add(b * Q8K_BLOCK).cast::<f32>().read_unaligned());
             *acc = _mm512_fmadd_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(sums[c]), *acc);
