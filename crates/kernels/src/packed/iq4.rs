@@ -33,7 +33,8 @@ use ggml_type::GgmlType;
 pub(crate) const TABLE: [i8; 16] = KVALUES_IQ4NL;
 
 /// The levels plus 128, as unsigned bytes (1..=241): the unsigned operand of `vpdpbusd`,
-/// whose excess `128 Σ x` the 512-bit kernels take off.
+/// whose excess `128 Σ x` the 512-bit kernels take off. Only the x86 kernels use it.
+#[cfg(target_arch = "x86_64")]
 pub(crate) const TABLE_U: [u8; 16] = {
     let mut t = [0u8; 16];
     let mut i = 0;
