@@ -68,7 +68,30 @@ fn bad_upstreams_stop_the_server_before_it_listens() {
     .unwrap();
     let e = serve(&[]);
     assert!(e.contains("NO_SUCH_VAR_FOR_HEARTH"), "{e}");
+    // A CA file that is not there, or holds no certificate, is named.
+    std::fs::write(
+        home.path().join("config.toml"),
+        "[[upstream]]\nname = \"cfg\"\nurl = \"https://h/v1\"\nca_file = \"no-such-ca.pem\"\n",
+    )
+    .unwrap();
+    let e = serve(&[]);
+    assert!(
+        e.contains("config.toml") && e.contains("no-such-ca.pem") && e.contains("cannot read"),
+        "{e}"
+    );
     std::fs::remove_file(home.path().join("config.toml")).unwrap();
+    let not_pem = home.path().join("not-a-ca.pem");
+    std::fs::write(&not_pem, "just some text\n").unwrap();
+    let e = serve(&[
+        "--upstream",
+        "big=https://h/v1",
+        "--upstream-ca",
+        not_pem.to_str().unwrap(),
+    ]);
+    assert!(
+        e.contains("--upstream-ca") && e.contains("not-a-ca.pem") && e.contains("no certificate"),
+        "{e}"
+    );
     // Offline means no prompt leaves the machine either.
     let mut c = hearth(home.path());
     c.env("HEARTH_OFFLINE", "1").args([
@@ -209,6 +232,7 @@ fn privacy_names_the_host_that_remote_prompts_go_to() {
         text.contains("model llama-405b to gpu-box:8000") && text.contains("leave this machine"),
         "{text}"
     );
+    assert!(text.contains("unencrypted (http://)"), "{text}");
     let out = hearth(home.path())
         .args(["privacy", "--json"])
         .output()

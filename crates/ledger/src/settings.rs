@@ -14,6 +14,7 @@
 //! name = "llama-405b"
 //! url = "http://gpu-box:8000/v1"
 //! key_env = "VLLM_API_KEY"
+//! ca_file = "gpu-box-ca.pem"   # https with a private CA (relative to HEARTH_HOME)
 //! ```
 
 use crate::LedgerError;
@@ -49,6 +50,10 @@ pub struct UpstreamSetting {
     pub url: String,
     /// The environment variable holding the server's API key.
     pub key_env: Option<String>,
+    /// A PEM file of the CA certificates to trust for an https URL instead of the built-in
+    /// roots (a private CA); relative paths are taken from `HEARTH_HOME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for Settings {

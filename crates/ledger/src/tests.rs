@@ -233,7 +233,7 @@ fn settings_defaults_file_and_errors() {
 fn upstream_tables_are_read_and_checked() {
     let s = Settings::parse(
         "[[upstream]]\nname = \"big\"\nurl = \"http://gpu-box:8000/v1\"\nkey_env = \"VLLM_KEY\"\n\
-         [[upstream]]\nname = \"other\"\nurl = \"https://h/v1\"\n",
+         [[upstream]]\nname = \"other\"\nurl = \"https://h/v1\"\nca_file = \"ca.pem\"\n",
     )
     .unwrap();
     assert_eq!(
@@ -243,11 +243,13 @@ fn upstream_tables_are_read_and_checked() {
                 name: "big".into(),
                 url: "http://gpu-box:8000/v1".into(),
                 key_env: Some("VLLM_KEY".into()),
+                ca_file: None,
             },
             UpstreamSetting {
                 name: "other".into(),
                 url: "https://h/v1".into(),
                 key_env: None,
+                ca_file: Some("ca.pem".into()),
             },
         ]
     );

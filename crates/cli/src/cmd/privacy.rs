@@ -214,12 +214,18 @@ fn report() -> anyhow::Result<Report> {
         })
         .unwrap_or_default();
     for m in &remote_models {
+        let plain = m.url.trim().to_ascii_lowercase().starts_with("http://");
         uses.push(format!(
             "`hearth serve` sends every prompt for model {} to {} ({}), from [[upstream]] in \
-             config.toml: those prompts leave this machine{}",
+             config.toml: those prompts leave this machine{}{}",
             m.name,
             m.host,
             m.url,
+            if plain {
+                ", unencrypted (http://): anyone on the network between can read them"
+            } else {
+                ""
+            },
             if offline {
                 " (HEARTH_OFFLINE is set: `hearth serve` refuses to start with it)"
             } else {

@@ -69,6 +69,11 @@ pub struct Args {
     /// `key_env`. Clients' keys for hearth are never passed on.
     #[arg(long = "upstream-key", value_name = "KEY")]
     upstream_key: Option<String>,
+    /// A PEM file of CA certificates to trust for https upstreams instead of the built-in
+    /// (Mozilla) roots, for servers with a private CA. Used for every https --upstream and
+    /// every config.toml one without its own `ca_file`.
+    #[arg(long = "upstream-ca", value_name = "FILE")]
+    upstream_ca: Option<std::path::PathBuf>,
     /// Seconds an upstream may take to start answering, and the longest pause inside an
     /// answer (then 504).
     #[arg(long = "upstream-timeout", value_name = "SECS", default_value_t = server::upstream::DEFAULT_RESPONSE_TIMEOUT.as_secs())]
@@ -108,11 +113,21 @@ fn key_from(flag: Option<String>, var: &str) -> anyhow::Result<Option<String>> {
 /// The upstreams of the command line and of config.toml, checked: a bad one stops the
 /// server before it listens.
 fn upstreams(a: &Args) -> anyhow::Result<server::upstream::Upstreams> {
-    use server::upstream::{Upstream, Upstreams};
+    use server::upstream::{TrustedRoots, Upstream, Upstreams};
     let key = key_from(a.upstream_key.clone(), UPSTREAM_KEY_ENV)?;
+    let ca = match &a.upstream_ca {
+        Some(path) => Some(TrustedRoots::load(path).context("invalid --upstream-ca")?),
+        None => None,
+    };
+    // The flag's CA goes with every https upstream; an http one has nothing to check.
+    let with_ca = |u: Upstream, ca: &Option<TrustedRoots>| match ca {
+        Some(roots) if u.base.starts_with("https://") => u.with_roots(roots.clone()),
+        _ => Ok(u),
+    };
     let mut list = Vec::new();
     for spec in &a.upstreams {
-        list.push(Upstream::parse(spec, key.clone()).context("invalid --upstream")?);
+        let u = Upstream::parse(spec, key.clone()).context("invalid --upstream")?;
+        list.push(with_ca(u, &ca).context("invalid --upstream")?);
     }
     let home = store::Store::default_root()?;
     let settings = ledger::Settings::load(&home)?;
@@ -127,12 +142,30 @@ fn upstreams(a: &Args) -> anyhow::Result<server::upstream::Upstreams> {
             })?),
             None => key.clone(),
         };
-        list.push(Upstream::new(&u.name, &u.url, key).with_context(|| {
+        let at = || {
             format!(
                 "invalid [[upstream]] in {}",
                 ledger::Settings::path_in(&home).display()
             )
-        })?);
+        };
+        let upstream = Upstream::new(&u.name, &u.url, key).with_context(at)?;
+        let upstream = match &u.ca_file {
+            // A table's own CA file wins over the flag's; relative to HEARTH_HOME.
+            Some(file) => {
+                let roots = TrustedRoots::load(&home.join(file)).with_context(at)?;
+                upstream.with_roots(roots).with_context(at)?
+            }
+            None => with_ca(upstream, &ca).with_context(at)?,
+        };
+        list.push(upstream);
+    }
+    if let Some(path) = &a.upstream_ca {
+        if !list.iter().any(|u| u.ca_file() == Some(path.as_path())) {
+            eprintln!(
+                "warning: --upstream-ca {} is not used: no upstream without its own ca_file uses https://",
+                path.display()
+            );
+        }
     }
     let upstreams = Upstreams::new(
         list,

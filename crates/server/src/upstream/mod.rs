@@ -34,6 +34,58 @@ pub struct Upstream {
     pub host: String,
     /// Sent as `Authorization: Bearer …` (the client's own key for hearth is never passed on).
     key: Option<String>,
+    /// The certificate authorities trusted for an https upstream instead of the built-in
+    /// (Mozilla) roots: a private CA, as servers on a company network or a cluster use.
+    roots: Option<TrustedRoots>,
+}
+
+/// The CA certificates of one PEM file, as `--upstream-ca` names it.
+#[derive(Clone)]
+pub struct TrustedRoots {
+    /// Where they came from, for messages.
+    pub path: std::path::PathBuf,
+    certs: ureq::tls::RootCerts,
+}
+
+impl TrustedRoots {
+    /// Reads the `CERTIFICATE` blocks of a PEM file (other blocks, such as a key left in the
+    /// same file, are passed over). A file that cannot be read, is not PEM or holds no
+    /// certificate is refused, naming the file.
+    pub fn load(path: &std::path::Path) -> Result<TrustedRoots, UpstreamError> {
+        let bad = |why: String| UpstreamError::BadCaFile {
+            path: path.display().to_string(),
+            why,
+        };
+        // A CA bundle is kilobytes; a few MB is the most a system bundle takes.
+        const MAX_CA_FILE: u64 = 16 << 20;
+        let len = std::fs::metadata(path)
+            .map_err(|e| bad(format!("cannot read it: {e}")))?
+            .len();
+        if len > MAX_CA_FILE {
+            return Err(bad(format!(
+                "{len} bytes is too large for a file of CA certificates (at most 16 MiB)"
+            )));
+        }
+        let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(&pem) {
+            match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+                Ok(_) => {}
+                Err(e) => return Err(bad(format!("not a PEM file of certificates: {e}"))),
+            }
+        }
+        if certs.is_empty() {
+            return Err(bad(
+                "it holds no certificate (expected PEM blocks starting with -----BEGIN CERTIFICATE-----)"
+                    .to_owned(),
+            ));
+        }
+        Ok(TrustedRoots {
+            path: path.to_owned(),
+            certs: ureq::tls::RootCerts::new_with_certs(&certs),
+        })
+    }
 }
 
 // By hand, so that no log or panic message can ever print the key.
@@ -43,6 +95,7 @@ impl std::fmt::Debug for Upstream {
             .field("name", &self.name)
             .field("base", &self.base)
             .field("key", &self.key.as_ref().map(|_| "(set)"))
+            .field("roots", &self.roots.as_ref().map(|r| &r.path))
             .finish()
     }
 }
@@ -76,6 +129,10 @@ pub enum UpstreamError {
     Duplicate(String),
     #[error("{0} must be at least 1 second")]
     ZeroTimeout(&'static str),
+    #[error("CA certificate file {path}: {why}")]
+    BadCaFile { path: String, why: String },
+    #[error("upstream {0}: a CA certificate file only applies to https:// URLs")]
+    CaWithoutTls(String),
 }
 
 impl Upstream {
@@ -136,7 +193,31 @@ impl Upstream {
             base: format!("{scheme}://{authority}{path}"),
             host: authority.as_str().to_owned(),
             key,
+            roots: None,
         })
+    }
+
+    /// Trusts `roots` (and only them) for this upstream's certificate.
+    pub fn with_roots(mut self, roots: TrustedRoots) -> Result<Upstream, UpstreamError> {
+        if !self.base.starts_with("https://") {
+            return Err(UpstreamError::CaWithoutTls(self.name));
+        }
+        self.roots = Some(roots);
+        Ok(self)
+    }
+
+    /// The CA file trusted for this upstream, if one is.
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.roots.as_ref().map(|r| r.path.as_path())
+    }
+
+    /// The TLS settings for requests to this upstream.
+    pub(crate) fn tls_config(&self) -> ureq::tls::TlsConfig {
+        let builder = ureq::tls::TlsConfig::builder();
+        match &self.roots {
+            Some(r) => builder.root_certs(r.certs.clone()).build(),
+            None => builder.build(),
+        }
     }
 
     /// The URL an incoming path (one of [`PROXIED_PATHS`]) goes to.

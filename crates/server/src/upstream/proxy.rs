@@ -106,7 +106,7 @@ impl Drop for ShutdownOnDrop {
 
 async fn forward(state: &AppState, up: Upstream, path: &str, body: Bytes) -> Response {
     let (body, asked_usage) = ask_for_usage(path, body);
-    let agent = agent(&state.inner.config.upstreams);
+    let agent = agent(&state.inner.config.upstreams, &up);
     let guard = ShutdownOnDrop(Some(agent.clone()));
     let (head_tx, head_rx) = oneshot::channel();
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
@@ -185,9 +185,10 @@ fn ask_for_usage(path: &str, body: Bytes) -> (Bytes, bool) {
 
 /// A fresh agent per request (see the module's note): no proxy from the environment (an
 /// upstream is a machine the user named), no redirects followed (a POST is not replayed
-/// elsewhere), statuses passed on as they are.
-fn agent(u: &Upstreams) -> ureq::Agent {
+/// elsewhere), statuses passed on as they are, the upstream's own CA where it has one.
+fn agent(u: &Upstreams, up: &Upstream) -> ureq::Agent {
     ureq::Agent::config_builder()
+        .tls_config(up.tls_config())
         .http_status_as_error(false)
         .proxy(None)
         .max_redirects(0)
@@ -222,6 +223,21 @@ fn failure(up: &Upstream, u: &Upstreams, e: ureq::Error) -> ApiError {
             ),
         )
         .with_code("upstream_timeout")
+    } else if let Some(why) = certificate_problem(&e) {
+        let hint = match up.ca_file() {
+            Some(path) => format!("only the CAs in {} are trusted for it", path.display()),
+            None => "hearth trusts the public (Mozilla) CAs; for a private CA, give its \
+                     certificate with --upstream-ca FILE (or ca_file in config.toml)"
+                .to_owned(),
+        };
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "upstream {} for model '{}' failed the TLS check: {why}; {hint}",
+                up.host, up.name
+            ),
+        )
+        .with_code("upstream_tls")
     } else {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
@@ -232,6 +248,32 @@ fn failure(up: &Upstream, u: &Upstreams, e: ureq::Error) -> ApiError {
         )
         .with_code("upstream_unreachable")
     }
+}
+
+/// The certificate check that failed, in words, when that is why the connection did.
+fn certificate_problem(e: &ureq::Error) -> Option<String> {
+    let tls = match e {
+        ureq::Error::Rustls(t) => t,
+        // rustls errors reach ureq wrapped in io::Error when the handshake runs inside a read.
+        ureq::Error::Io(io) => io.get_ref()?.downcast_ref::<rustls::Error>()?,
+        _ => return None,
+    };
+    use rustls::CertificateError as C;
+    Some(match tls {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
+            "its certificate is signed by an unknown CA".to_owned()
+        }
+        rustls::Error::InvalidCertificate(C::NotValidForName)
+        | rustls::Error::InvalidCertificate(C::NotValidForNameContext { .. }) => {
+            "its certificate is for another host name".to_owned()
+        }
+        rustls::Error::InvalidCertificate(C::Expired)
+        | rustls::Error::InvalidCertificate(C::ExpiredContext { .. }) => {
+            "its certificate has expired".to_owned()
+        }
+        rustls::Error::InvalidCertificate(_) | rustls::Error::AlertReceived(_) => tls.to_string(),
+        _ => return None,
+    })
 }
 
 /// The server-sent event that ends a stream the upstream cut off: an `error` object, as
