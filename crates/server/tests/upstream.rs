@@ -34,6 +34,9 @@ enum Answer {
     /// A chunked stream of these events that breaks off (the connection closes before the
     /// last chunk), after the whole events or, with `mid_event`, inside the next one.
     Cut { events: Vec<Value>, mid_event: bool },
+    /// These events in a body delimited by the connection's close, closed without `[DONE]`
+    /// (a whole body as HTTP goes: only the missing `[DONE]` tells it broke off).
+    Closed(Vec<Value>),
 }
 
 /// One request the stub saw.
@@ -121,6 +124,12 @@ fn serve_one(conn: TcpStream, answer: Answer, seen: mpsc::Sender<Seen>, closed: 
                 std::thread::sleep(Duration::from_millis(10));
             }
             let _ = conn.write_all(b"data: [DONE]\n\n");
+        }
+        Answer::Closed(events) => {
+            let _ = conn.write_all(events_head.as_bytes());
+            for e in events {
+                let _ = write!(conn, "data: {e}\n\n");
+            }
         }
         Answer::Endless => {
             let _ = conn.write_all(events_head.as_bytes());
@@ -331,6 +340,21 @@ async fn a_stream_the_upstream_cuts_off_ends_with_an_error_naming_it() {
     // The request is in the ledger, without a count the upstream never sent.
     let rows = recorded.0.lock().unwrap().clone();
     assert_eq!((rows.len(), rows[0].prompt_tokens), (1, None));
+
+    // Closed without [DONE] in a close-delimited body: the same error event.
+    let stub = Stub::start(Answer::Closed(events.clone()));
+    let (app, _) = router(&stub.base, Duration::from_secs(30));
+    let r = send(
+        &app,
+        keyed(post("/v1/chat/completions", &chat(json!({"stream": true})))),
+    )
+    .await;
+    let data = sse_data(&r.text());
+    assert_eq!(data.len(), 2, "{}", r.text());
+    let error: Value = serde_json::from_str(&data[1]).unwrap();
+    assert_eq!(error["error"]["code"], "upstream_cut_off", "{error}");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("without [DONE]"), "{message}");
 
     // Cut inside an event the client already has part of (it asked for the usage itself, so
     // every byte passes at once): the connection is cut instead, so the half event is not

@@ -345,6 +345,25 @@ impl Call {
         let tokens = loop {
             match reader.read(&mut buf) {
                 Ok(0) => {
+                    // A close-delimited stream ends the same way whole or broken off: only
+                    // its `[DONE]` (or a finish reason) tells.
+                    if let Some(cut) = tap.unfinished() {
+                        let tokens = tap.tokens();
+                        let e = std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the stream ended without [DONE] or a finish reason",
+                        );
+                        match cut {
+                            Cut::Clean => {
+                                let event = cut_off_event(&self.host, &self.model, &e);
+                                let _ = tx.blocking_send(Ok(Bytes::from(event)));
+                            }
+                            Cut::MidEvent => {
+                                let _ = tx.blocking_send(Err(e));
+                            }
+                        }
+                        break tokens;
+                    }
                     let (rest, tokens) = tap.finish();
                     if !rest.is_empty() {
                         let _ = tx.blocking_send(Ok(Bytes::from(rest)));

@@ -43,6 +43,8 @@ pub struct Tap {
     /// Too much to keep: counting gave up.
     overflow: bool,
     tokens: Option<Tokens>,
+    /// The stream said it was complete: `data: [DONE]` or a choice's `finish_reason`.
+    finished: bool,
 }
 
 impl Tap {
@@ -52,6 +54,7 @@ impl Tap {
             kept: Vec::new(),
             overflow: false,
             tokens: None,
+            finished: false,
         }
     }
 
@@ -124,6 +127,24 @@ impl Tap {
         self.tokens
     }
 
+    /// The upstream closed a stream of events that never said it was complete (no `[DONE]`
+    /// and no finish reason): where it broke off, as [`Tap::cut_off`] tells. None for an
+    /// answer that finished, or one that is not a stream of events (or too odd to read).
+    pub fn unfinished(&mut self) -> Option<Cut> {
+        if !matches!(self.shape, Shape::Events { .. }) || self.overflow {
+            return None;
+        }
+        if !self.kept.is_empty() && !self.finished {
+            // A last event without its blank line (`data: [DONE]` and the connection closed).
+            let rest = self.kept.clone();
+            self.read_event(&rest);
+        }
+        if self.finished {
+            return None;
+        }
+        self.cut_off()
+    }
+
     /// The answer broke off: whether the client has seen only whole events (None: not a
     /// stream of events). An unfinished event that was held back is dropped.
     pub fn cut_off(&mut self) -> Option<Cut> {
@@ -153,9 +174,20 @@ impl Tap {
             .map(|d| d.strip_prefix(' ').unwrap_or(d))
             .collect::<Vec<_>>()
             .join("\n");
+        if data.trim() == "[DONE]" {
+            self.finished = true;
+            return false;
+        }
         let Ok(v) = serde_json::from_str::<serde_json::Value>(&data) else {
             return false;
         };
+        let finish = |c: &serde_json::Value| c.get("finish_reason").is_some_and(|f| !f.is_null());
+        if v.get("choices")
+            .and_then(|c| c.as_array())
+            .is_some_and(|c| c.iter().any(finish))
+        {
+            self.finished = true;
+        }
         let Some(t) = usage_of(&v) else {
             return false;
         };
@@ -260,6 +292,33 @@ mod tests {
             assert_eq!(t.finish().0, b"");
         }
         assert_eq!(Tap::new(Shape::Json).cut_off(), None);
+    }
+
+    #[test]
+    fn a_stream_that_ends_without_saying_it_is_done_is_unfinished() {
+        let events = Shape::Events {
+            drop_usage_event: false,
+        };
+        let unfinished = |text: &str| {
+            let mut t = Tap::new(events);
+            t.feed(text.as_bytes());
+            t.unfinished()
+        };
+        let done_at = STREAM.find("data: [DONE]").unwrap();
+        // Whole, or closed right after its [DONE] without the blank line.
+        assert_eq!(unfinished(STREAM), None);
+        assert_eq!(unfinished(STREAM.trim_end()), None);
+        // A finish reason says it too (servers that send no [DONE]).
+        let finished = "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n";
+        assert_eq!(unfinished(finished), None);
+        // Closed between events before either: clean; inside an event: not.
+        assert_eq!(unfinished(&STREAM[..done_at]), Some(Cut::Clean));
+        assert_eq!(unfinished(&STREAM[..30]), Some(Cut::MidEvent));
+        // A finish_reason of null is no finish.
+        let open =
+            "data: {\"choices\":[{\"delta\":{\"content\":\"a\"},\"finish_reason\":null}]}\n\n";
+        assert_eq!(unfinished(open), Some(Cut::Clean));
+        assert_eq!(Tap::new(Shape::Json).unfinished(), None);
     }
 
     #[test]
