@@ -9,9 +9,12 @@
 #[path = "common/serve.rs"]
 mod serve;
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{mpsc, Mutex, OnceLock};
+use std::time::Duration;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const MODEL: &str = "smollm2";
@@ -128,6 +131,12 @@ fn playwright_dir() -> &'static Path {
 /// the Gemma 3 base model as `gemma3` (the page must not pick a base model by default),
 /// serving on a free port.
 fn start_server(api_key: Option<&str>) -> Server {
+    start_server_with(api_key, &[], true)
+}
+
+/// [`start_server`] with more `hearth serve` arguments; `offline` sets HEARTH_OFFLINE on the
+/// server (which refuses upstreams: no prompt may leave an offline machine).
+fn start_server_with(api_key: Option<&str>, extra: &[&str], offline: bool) -> Server {
     let home = tempfile::tempdir().unwrap();
     let hearth = env!("CARGO_BIN_EXE_hearth");
     for (name, model) in [
@@ -148,13 +157,12 @@ fn start_server(api_key: Option<&str>) -> Server {
     if let Some(key) = api_key {
         args.extend(["--api-key", key]);
     }
-    let process = serve::start(
-        &args,
-        &[
-            ("HEARTH_HOME", home.path().as_os_str()),
-            ("HEARTH_OFFLINE", std::ffi::OsStr::new("1")),
-        ],
-    );
+    args.extend(extra);
+    let mut env = vec![("HEARTH_HOME", home.path().as_os_str())];
+    if offline {
+        env.push(("HEARTH_OFFLINE", std::ffi::OsStr::new("1")));
+    }
+    let process = serve::start(&args, &env);
     Server {
         process,
         _home: home,
@@ -163,6 +171,16 @@ fn start_server(api_key: Option<&str>) -> Server {
 
 /// Runs one scenario of `e2e.mjs`; returns its standard output.
 fn drive(scenario: &str, server: &Server, api_key: Option<&str>) -> String {
+    drive_with(scenario, server, api_key, &[])
+}
+
+/// [`drive`] with more environment for the script.
+fn drive_with(
+    scenario: &str,
+    server: &Server,
+    api_key: Option<&str>,
+    env: &[(&str, &str)],
+) -> String {
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-e2e-out");
     std::fs::create_dir_all(&out_dir).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web/e2e.mjs");
@@ -176,6 +194,7 @@ fn drive(scenario: &str, server: &Server, api_key: Option<&str>) -> String {
         .env("E2E_OUT", &out_dir)
         .env("E2E_CHROMIUM", chromium())
         .env("E2E_PLAYWRIGHT_DIR", playwright_dir())
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("run node (the web page test needs Node.js 18 or later)");
@@ -226,4 +245,149 @@ fn web_page_renders_tables_and_highlights_code_safely() {
     let server = start_server(None);
     let stdout = drive("markdown", &server, None);
     println!("{stdout}");
+}
+
+/// What the stub upstream saw of one request.
+#[derive(Debug)]
+enum StubEvent {
+    /// A chat request's JSON body.
+    Request(serde_json::Value),
+    /// The client went away before the answer was written out (a write failed).
+    ClientGone,
+}
+
+/// One chat request's head and body as the stub reads them; None when the connection ends
+/// first.
+fn read_request(reader: &mut impl BufRead) -> Option<serde_json::Value> {
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).ok()?;
+    serde_json::from_slice(&body).ok()
+}
+
+/// A stub OpenAI server on 127.0.0.1 for the remote scenario. What it answers depends on the
+/// last user message: "slow" streams 60 pieces 100 ms apart (for Stop), "break" sends half a
+/// piece of text and closes the connection without finishing the stream, and anything else
+/// streams "Hello from the remote box." with its usage. Each request and each early
+/// disconnect is reported on the channel.
+fn remote_stub() -> (String, mpsc::Receiver<StubEvent>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let Ok(read_half) = conn.try_clone() else {
+                    return;
+                };
+                let Some(body) = read_request(&mut BufReader::new(read_half)) else {
+                    return;
+                };
+                let last = body["messages"]
+                    .as_array()
+                    .and_then(|m| m.last())
+                    .and_then(|m| m["content"].as_str())
+                    .unwrap_or("")
+                    .to_ascii_lowercase();
+                let _ = tx.send(StubEvent::Request(body));
+                let event = |content: &str, finish: Option<&str>| {
+                    let delta = serde_json::json!({"content": content});
+                    let choice =
+                        serde_json::json!({"index": 0, "delta": delta, "finish_reason": finish});
+                    format!("data: {}\n\n", serde_json::json!({"choices": [choice]}))
+                };
+                let mut send = |text: &str| -> bool {
+                    conn.write_all(text.as_bytes()).is_ok() && conn.flush().is_ok()
+                };
+                if !send("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n") {
+                    return;
+                }
+                if last.contains("break") {
+                    send(&event("Half an ans", None));
+                    return; // closed mid-answer: no finish reason, no [DONE]
+                }
+                let (pieces, pause): (Vec<String>, u64) = if last.contains("slow") {
+                    ((1..=60).map(|i| format!("{i} ")).collect(), 100)
+                } else {
+                    (
+                        ["Hello ", "from ", "the ", "remote ", "box."]
+                            .map(String::from)
+                            .to_vec(),
+                        30,
+                    )
+                };
+                let n = pieces.len();
+                for (i, piece) in pieces.iter().enumerate() {
+                    let finish = (i + 1 == n).then_some("stop");
+                    if !send(&event(piece, finish)) {
+                        let _ = tx.send(StubEvent::ClientGone);
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(pause));
+                }
+                let usage = serde_json::json!({"choices": [], "usage": {"prompt_tokens": 17, "completion_tokens": n}});
+                send(&format!("data: {usage}\n\ndata: [DONE]\n\n"));
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[test]
+fn web_page_chats_with_a_remote_model_and_shows_it_is_remote() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    chromium();
+    playwright_dir();
+    let (addr, events) = remote_stub();
+    let upstream = format!("big=http://{addr}/v1");
+    let server = start_server_with(None, &["--upstream", &upstream], false);
+    let stdout = drive_with(
+        "remote",
+        &server,
+        None,
+        &[("E2E_REMOTE_MODEL", "big"), ("E2E_REMOTE_HOST", &addr)],
+    );
+    println!("{stdout}");
+
+    // The page asked the stub three times, through hearth, with the page's settings; the
+    // answer it stopped was cut off at the stub too (hearth closed the upstream connection).
+    let mut requests = Vec::new();
+    let mut gone = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < deadline && (requests.len() < 3 || gone == 0) {
+        match events.recv_timeout(Duration::from_millis(200)) {
+            Ok(StubEvent::Request(body)) => requests.push(body),
+            Ok(StubEvent::ClientGone) => gone += 1,
+            Err(_) => {}
+        }
+    }
+    assert_eq!(requests.len(), 3, "{requests:#?}");
+    for body in &requests {
+        assert_eq!(body["stream"], true, "{body}");
+        assert_eq!(body["max_tokens"], 40, "the page's Max tokens: {body}");
+        let last = &body["messages"].as_array().expect("messages")[..];
+        assert_eq!(last.last().unwrap()["role"], "user", "{body}");
+    }
+    assert_eq!(requests[0]["messages"][0]["content"], "Say hello.");
+    // The later requests carry the conversation so far.
+    assert!(
+        requests[2]["messages"].as_array().unwrap().len() >= 5,
+        "{:#}",
+        requests[2]
+    );
+    assert_eq!(gone, 1, "Stop in the page closed the stub's stream");
 }

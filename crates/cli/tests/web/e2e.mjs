@@ -2,7 +2,8 @@
 // starts `hearth serve` and passes everything through the environment:
 //   E2E_SCENARIO        "main" (chat, stream, stop, regenerate, edit, reload, XSS,
 //                       conversations, export and import), "key" (the API key, structured
-//                       output) or "markdown" (markdown.js and highlight.js case by case)
+//                       output), "markdown" (markdown.js and highlight.js case by case) or
+//                       "remote" (a model behind `hearth serve --upstream`)
 //   E2E_BASE            the server, e.g. http://127.0.0.1:PORT
 //   E2E_MODEL           the store model to pick (and the page's default)
 //   E2E_BASE_MODEL      a base model in the store, listed first: labelled, never the default
@@ -10,6 +11,7 @@
 //   E2E_OUT             where screenshots go
 //   E2E_CHROMIUM        the browser binary
 //   E2E_PLAYWRIGHT_DIR  a directory whose node_modules holds playwright-core
+//   E2E_REMOTE_MODEL    the upstream model's name, E2E_REMOTE_HOST its host:port ("remote" scenario)
 // Prints "scenario NAME passed" at the end; any failure exits non-zero with the reason.
 
 import { createRequire } from "node:module";
@@ -549,6 +551,73 @@ async function keyScenario() {
   await context.close();
 }
 
+// A remote model (`hearth serve --upstream`, a stub OpenAI server started by the test):
+// listed beside the store's models and marked remote, never the default; an answer streams
+// from it with the page's settings and its usage; Stop ends the stream (the test checks the
+// stub saw the connection close); an upstream that breaks off mid-answer shows an error.
+async function remoteScenario() {
+  const remoteName = env("E2E_REMOTE_MODEL");
+  const remoteHost = env("E2E_REMOTE_HOST");
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await openPage(context);
+  await page.goto(base);
+  await page.waitForFunction(
+    (name) => [...document.querySelectorAll("#model option")].some((o) => o.value === name),
+    remoteName,
+    { timeout: 30000 },
+  );
+  const options = await page.locator("#model option").evaluateAll((os) =>
+    os.map((o) => ({ value: o.value, label: o.textContent, title: o.title })),
+  );
+  log("models:", options.map((o) => `${o.label} [${o.title}]`).join(" | "));
+  const remote = options.find((o) => o.value === remoteName);
+  assert.equal(remote.label, `${remoteName} · remote: ${remoteHost}`, "the remote model says where it runs");
+  assert.match(remote.title, /your messages are sent to it/);
+  const local = options.find((o) => o.value === model || o.value.startsWith(`${model}:`));
+  assert.doesNotMatch(local.label, /remote/);
+  const selected = await page.locator("#model").inputValue();
+  assert.ok(selected === local.value, `the page picks the local ${model} by default, not ${selected}`);
+
+  await page.selectOption("#model", remoteName);
+  await setSettings(page, { "#set-max-tokens": 40 });
+  await sendMessage(page, "Say hello.");
+  const stats = await waitForAnswerDone(page);
+  log("remote answer:", JSON.stringify(await answerText(page)), stats);
+  assert.equal(await answerText(page), "Hello from the remote box.");
+  assert.match(stats, /17 prompt tokens/);
+  assert.match(stats, /5 answer tokens/);
+  await screenshot(page, "web-remote-answer");
+
+  // Stop while the remote model streams.
+  await sendMessage(page, "Count slowly.");
+  await page.waitForFunction(() => {
+    const body = [...document.querySelectorAll("#messages .msg.assistant .msg-body")].pop();
+    return body && /\b3 /.test(body.textContent);
+  });
+  await page.click("#stop");
+  const stopped = await waitForAnswerDone(page);
+  const partial = await answerText(page);
+  log("stopped remote answer:", JSON.stringify(partial), stopped);
+  assert.match(stopped, /stopped/);
+  assert.ok(!partial.includes("60 "), "stopped before the end");
+
+  // The upstream closes the connection mid-answer: the page keeps what came and says so.
+  await sendMessage(page, "Break off, please.");
+  const broken = await waitForAnswerDone(page);
+  log("broken remote answer:", JSON.stringify(await answerText(page)), broken);
+  assert.equal(await answerText(page), "Half an ans");
+  assert.match(broken, /error: /);
+  assert.match(await page.locator("#notice").textContent(), /The answer failed: /);
+  await screenshot(page, "web-remote-broken");
+
+  // The conversation remembers its remote model across a reload.
+  await page.reload();
+  await page.waitForFunction((name) => document.querySelector("#model").value === name, remoteName);
+  assert.equal(await page.locator("#messages .msg.assistant").count(), 3);
+  checkProblems();
+  await context.close();
+}
+
 // markdown.js and highlight.js case by case, in the page (as the unit tests of both).
 async function markdownScenario() {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
@@ -685,6 +754,7 @@ try {
   if (scenario === "main") await mainScenario();
   else if (scenario === "key") await keyScenario();
   else if (scenario === "markdown") await markdownScenario();
+  else if (scenario === "remote") await remoteScenario();
   else throw new Error(`unknown scenario ${scenario}`);
   console.log(`scenario ${scenario} passed`);
 } catch (e) {
