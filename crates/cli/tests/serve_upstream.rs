@@ -1,7 +1,8 @@
 //! `hearth serve --upstream NAME=URL` with the real binary: bad values stop it before it
 //! listens; a request for NAME reaches a stub OpenAI server (started here on 127.0.0.1) with
 //! the key from HEARTH_UPSTREAM_KEY; the ledger records the answer as remote and `hearth
-//! usage` shows it apart; `hearth privacy` says where such prompts go.
+//! usage` shows it apart; an answer without token counts is recorded as unknown and `hearth
+//! usage` marks its sums as lower bounds; `hearth privacy` says where such prompts go.
 
 #[path = "common/serve.rs"]
 mod serve;
@@ -106,9 +107,10 @@ fn bad_upstreams_stop_the_server_before_it_listens() {
     assert!(e.contains("HEARTH_OFFLINE"), "{e}");
 }
 
-/// A stub OpenAI server answering every chat request with a short event stream; sends the
-/// head of each request it gets.
-fn stub() -> (String, mpsc::Receiver<String>) {
+/// A stub OpenAI server answering every chat request with a short event stream, ending with
+/// a usage event when `usage` (otherwise it ignores `stream_options.include_usage`, as many
+/// servers do); sends the head of each request it gets.
+fn stub(usage: bool) -> (String, mpsc::Receiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (tx, rx) = mpsc::channel();
@@ -134,11 +136,16 @@ fn stub() -> (String, mpsc::Receiver<String>) {
             let _ = conn.write_all(
                 b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n",
             );
-            for e in [
+            let mut events = vec![
                 json!({"choices": [{"index": 0, "delta": {"content": "far "}}]}),
                 json!({"choices": [{"index": 0, "delta": {"content": "away"}, "finish_reason": "stop"}]}),
-                json!({"choices": [], "usage": {"prompt_tokens": 21, "completion_tokens": 2}}),
-            ] {
+            ];
+            if usage {
+                events.push(
+                    json!({"choices": [], "usage": {"prompt_tokens": 21, "completion_tokens": 2}}),
+                );
+            }
+            for e in events {
                 let _ = write!(conn, "data: {e}\n\n");
                 let _ = conn.flush();
             }
@@ -151,15 +158,52 @@ fn stub() -> (String, mpsc::Receiver<String>) {
 #[test]
 fn a_remote_answer_streams_through_and_is_recorded_as_remote() {
     let home = tempfile::tempdir().unwrap();
-    let (addr, heads) = stub();
+    let (addr, heads) = stub(true);
+    let s = serve_upstream(home.path(), &addr);
+    let text = ask_big(&s);
+    assert!(text.contains("far ") && text.contains("away"), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert!(!text.contains("prompt_tokens"), "{text}");
+    let head = heads.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(
+        head.lines()
+            .any(|l| l.eq_ignore_ascii_case("authorization: Bearer up-key")),
+        "{head}"
+    );
+
+    let usage = remote_usage(home.path());
+    assert_eq!(usage["remote"][0]["key"], format!("big @ {addr}"));
+    assert_eq!(usage["remote"][0]["prompt_tokens"], 21);
+    assert_eq!(usage["remote"][0]["unknown_token_requests"], 0);
+    assert_eq!(usage["remote_total"]["completion_tokens"], 2);
+    // Not this machine's work: nothing in the local totals or the cloud comparison.
+    assert_eq!(usage["total"]["requests"], 0);
+    assert!(usage["cloud"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["cost"] == 0.0));
+    let human = hearth(home.path()).arg("usage").output().unwrap();
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(human.contains("Answered by other machines"), "{human}");
+    assert!(!human.contains("reported no token counts"), "{human}");
+    drop(s);
+}
+
+/// `hearth serve --upstream big=http://ADDR/v1` with its ledger in `home`.
+fn serve_upstream(home: &std::path::Path, addr: &str) -> serve::Server {
     let upstream = format!("big=http://{addr}/v1");
-    let s = serve::start(
+    serve::start(
         &["--upstream", &upstream],
         &[
-            ("HEARTH_HOME", home.path().as_os_str()),
+            ("HEARTH_HOME", home.as_os_str()),
             ("HEARTH_UPSTREAM_KEY", std::ffi::OsStr::new("up-key")),
         ],
-    );
+    )
+}
+
+/// One streamed chat request for `big`: the answer's text.
+fn ask_big(s: &serve::Server) -> String {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
@@ -173,48 +217,72 @@ fn a_remote_answer_streams_through_and_is_recorded_as_remote() {
         )
         .expect("the server answers");
     assert_eq!(resp.status().as_u16(), 200);
-    let text = resp.body_mut().read_to_string().unwrap();
-    assert!(text.contains("far ") && text.contains("away"), "{text}");
-    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
-    assert!(!text.contains("prompt_tokens"), "{text}");
-    let head = heads.recv_timeout(Duration::from_secs(30)).unwrap();
-    assert!(
-        head.lines()
-            .any(|l| l.eq_ignore_ascii_case("authorization: Bearer up-key")),
-        "{head}"
-    );
+    resp.body_mut().read_to_string().unwrap()
+}
 
-    // The ledger is written on a thread of its own: wait for the row.
+/// `hearth usage --json` once the remote row is there: the ledger is written on a thread of
+/// its own, so the row may come a little after the answer.
+fn remote_usage(home: &std::path::Path) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let usage = loop {
-        let out = hearth(home.path())
-            .args(["usage", "--json"])
-            .output()
-            .unwrap();
+    loop {
+        let out = hearth(home).args(["usage", "--json"]).output().unwrap();
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         if v["remote"].as_array().is_some_and(|r| !r.is_empty()) {
-            break v;
+            return v;
         }
         assert!(
             Instant::now() < deadline,
             "no remote row in the ledger: {v}"
         );
         std::thread::sleep(Duration::from_millis(100));
-    };
-    assert_eq!(usage["remote"][0]["key"], format!("big @ {addr}"));
-    assert_eq!(usage["remote"][0]["prompt_tokens"], 21);
-    assert_eq!(usage["remote_total"]["completion_tokens"], 2);
-    // Not this machine's work: nothing in the local totals or the cloud comparison.
-    assert_eq!(usage["total"]["requests"], 0);
-    assert!(usage["cloud"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|c| c["cost"] == 0.0));
-    let human = hearth(home.path()).arg("usage").output().unwrap();
-    let human = String::from_utf8_lossy(&human.stdout);
-    assert!(human.contains("Answered by other machines"), "{human}");
+    }
+}
+
+#[test]
+fn a_remote_answer_without_token_counts_is_marked_unknown_in_usage() {
+    let home = tempfile::tempdir().unwrap();
+    let (addr, _heads) = stub(false);
+    let s = serve_upstream(home.path(), &addr);
+    let text = ask_big(&s);
+    assert!(text.contains("far ") && text.contains("away"), "{text}");
+    let usage = remote_usage(home.path());
     drop(s);
+    let big = &usage["remote"][0];
+    assert_eq!(big["key"], format!("big @ {addr}"), "{usage}");
+    assert_eq!(big["requests"], 1);
+    assert_eq!(big["unknown_token_requests"], 1);
+    assert_eq!(usage["remote_total"]["unknown_token_requests"], 1);
+    // The local totals know all their counts.
+    assert_eq!(usage["total"]["unknown_token_requests"], 0);
+
+    // The row itself says unknown, not 0 tokens.
+    let c = rusqlite::Connection::open(home.path().join("ledger.db")).unwrap();
+    let row: (i64, i64, i64) = c
+        .query_row(
+            "SELECT prompt_tokens, completion_tokens, tokens_unknown FROM requests",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(row, (0, 0, 3), "both counts unknown");
+    drop(c);
+
+    let human = hearth(home.path()).arg("usage").output().unwrap();
+    assert!(human.status.success());
+    let human = String::from_utf8_lossy(&human.stdout);
+    let line = human
+        .lines()
+        .find(|l| l.starts_with(&format!("big @ {addr}")))
+        .unwrap_or_else(|| panic!("no row for the remote model: {human}"));
+    // Nothing known: `?`, not 0.
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cells[3..6], ["1", "?", "?"], "{line}");
+    assert!(
+        human.contains(
+            "1 remote answer(s) reported no token counts; sums marked * are lower bounds"
+        ),
+        "{human}"
+    );
 }
 
 #[test]

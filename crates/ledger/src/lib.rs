@@ -5,6 +5,9 @@
 //!
 //! - [`Ledger`]: open (schema versioned with `PRAGMA user_version`), [`Ledger::record`] a row,
 //!   [`Ledger::groups`] totals per day and model for `hearth usage`.
+//! - Token counts may be unknown (an upstream server that sent no `usage`): the row says so
+//!   ([`UsageRecord::prompt_tokens`] is `None`), and a group's sums then count only the known
+//!   rows, with [`Group::unknown_token_requests`] saying how many were left out.
 //! - [`EnergyMeter`]: energy of a request from RAPL counters when readable, else CPU time × a
 //!   configured wattage, labelled as an estimate.
 //! - [`Settings`]: `HEARTH_HOME/config.toml` (`ledger`, `cpu_watts`, `price_per_kwh`, `currency`).
@@ -38,9 +41,10 @@ use std::time::Duration;
 pub const LEDGER_FILE: &str = "ledger.db";
 /// How long a write waits for another process's lock before it gives up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_millis(200);
-/// The schema this build writes (`PRAGMA user_version`). Version 1 (no `remote_host`) is
-/// still read, and brought up to date when opened for writing.
-pub const SCHEMA_VERSION: i64 = 2;
+/// The schema this build writes (`PRAGMA user_version`). Versions 1 (no `remote_host`) and 2
+/// (no `tokens_unknown`) are still read as they are, and brought up to date when opened for
+/// writing.
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE requests (
@@ -62,6 +66,34 @@ CREATE INDEX requests_at ON requests (at_ms);
 /// Answers from another machine (`hearth serve --upstream`): their host; NULL for answers
 /// computed here (every row of a version 1 ledger).
 const SCHEMA_V2: &str = "ALTER TABLE requests ADD COLUMN remote_host TEXT;";
+
+/// Bits of `tokens_unknown`: which of the row's token counts nobody reported (the column then
+/// holds 0, which the sums add as nothing). A bit column rather than NULL counts because
+/// version 1 declared the counts NOT NULL, and SQLite cannot drop that without copying the
+/// table.
+const PROMPT_UNKNOWN: i64 = 1;
+const COMPLETION_UNKNOWN: i64 = 2;
+
+/// Version 2 recorded a remote answer without `usage` as 0 prompt and 0 completion tokens.
+/// No real answer has a 0-token prompt, so such a row is one whose counts were unknown: this
+/// expression says so, both when a version 2 file is migrated and when it is only read, so
+/// that the old rows' sums are marked as lower bounds too. The 0s themselves stay.
+const V2_TOKENS_UNKNOWN: &str = "CASE WHEN remote_host IS NOT NULL AND prompt_tokens = 0 \
+     AND completion_tokens = 0 THEN 3 ELSE 0 END";
+
+const _: () = assert!(
+    PROMPT_UNKNOWN | COMPLETION_UNKNOWN == 3,
+    "V2_TOKENS_UNKNOWN sets both"
+);
+
+/// Version 3: which token counts are unknown (bits above); 0 for every row written before,
+/// except version 2's remote rows that [`V2_TOKENS_UNKNOWN`] recognises.
+fn schema_v3() -> String {
+    format!(
+        "ALTER TABLE requests ADD COLUMN tokens_unknown INTEGER NOT NULL DEFAULT 0;\n\
+         UPDATE requests SET tokens_unknown = {V2_TOKENS_UNKNOWN};"
+    )
+}
 
 /// Where the energy figure of a request came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -108,8 +140,10 @@ pub struct UsageRecord {
     /// Who asked: `cli`, `openai`, `ollama`, ...
     pub client: String,
     /// All the prompt's tokens, including those reused from a cache (what an API bills).
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
+    /// None: unknown (an upstream server that did not report its usage); never guessed, so
+    /// that sums can say they are lower bounds instead of being silently short.
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
     /// Time spent loading the model for this request (0 when it was already loaded).
     pub load_ms: u64,
     pub prompt_ms: u64,
@@ -131,8 +165,13 @@ pub struct Group {
     pub day: String,
     pub model: String,
     pub requests: u64,
+    /// Sums over the rows whose counts are known: lower bounds when
+    /// `unknown_token_requests` > 0.
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Requests with a token count unknown (prompt, completion or both), which the sums
+    /// above leave out.
+    pub unknown_token_requests: u64,
     pub load_ms: u64,
     pub prompt_ms: u64,
     pub generation_ms: u64,
@@ -151,9 +190,10 @@ pub struct Group {
 pub struct Ledger {
     conn: Connection,
     path: PathBuf,
-    /// The file has the `remote_host` column (version 2 on; an older ledger opened to read
-    /// has not).
-    has_remote: bool,
+    /// The file's schema version: [`SCHEMA_VERSION`] once opened for writing (migrated); an
+    /// older ledger opened to read keeps its own, and the queries make up for the columns
+    /// it lacks.
+    version: i64,
 }
 
 impl Ledger {
@@ -195,7 +235,7 @@ impl Ledger {
         let mut ledger = Ledger {
             conn,
             path: path.to_path_buf(),
-            has_remote: false,
+            version: 0,
         };
         let version: i64 = ledger
             .conn
@@ -218,7 +258,7 @@ impl Ledger {
                 .pragma_update(None, "synchronous", "NORMAL")
                 .map_err(sql)?;
             if version < SCHEMA_VERSION {
-                ledger.migrate(version)?;
+                ledger.migrate()?;
             }
         } else if version == 0 && ledger.has_no_tables()? {
             // An empty file: a ledger that never got its schema. Nothing to read.
@@ -228,7 +268,7 @@ impl Ledger {
                 detail: "a SQLite file, but not a hearth ledger (no schema version)".to_owned(),
             });
         }
-        ledger.has_remote = write || version >= 2;
+        ledger.version = if write { SCHEMA_VERSION } else { version };
         Ok(ledger)
     }
 
@@ -240,8 +280,10 @@ impl Ledger {
         Ok(n == 0)
     }
 
-    /// Creates the schema (version 0 is a new, empty file).
-    fn migrate(&self, from: i64) -> Result<(), LedgerError> {
+    /// Creates the schema (version 0 is a new, empty file) or brings an older one up to
+    /// date, keeping every row. One transaction: a migration cut off halfway leaves the file
+    /// as it was.
+    fn migrate(&self) -> Result<(), LedgerError> {
         let sql = |source| LedgerError::sqlite(&self.path, source);
         // IMMEDIATE: two processes creating the same new ledger do not both run the DDL.
         let tx = rusqlite::Transaction::new_unchecked(
@@ -252,12 +294,25 @@ impl Ledger {
         let version: i64 = tx
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(sql)?;
-        // Another process may have migrated it meanwhile: start from what the file says.
-        if version == from && version < SCHEMA_VERSION {
-            if version == 0 {
+        // Another process may have migrated it meanwhile: start from what the file says now,
+        // under the lock, and take each step it has not had.
+        if version > SCHEMA_VERSION {
+            return Err(LedgerError::NewerSchema {
+                path: self.path.clone(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if version < SCHEMA_VERSION {
+            if version < 1 {
                 tx.execute_batch(SCHEMA_V1).map_err(sql)?;
             }
-            tx.execute_batch(SCHEMA_V2).map_err(sql)?;
+            if version < 2 {
+                tx.execute_batch(SCHEMA_V2).map_err(sql)?;
+            }
+            if version < 3 {
+                tx.execute_batch(&schema_v3()).map_err(sql)?;
+            }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .map_err(sql)?;
         }
@@ -272,6 +327,15 @@ impl Ledger {
     /// Appends one row, committed (durable) when this returns `Ok`.
     pub fn record(&self, r: &UsageRecord) -> Result<(), LedgerError> {
         let i = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let unknown = if r.prompt_tokens.is_none() {
+            PROMPT_UNKNOWN
+        } else {
+            0
+        } | if r.completion_tokens.is_none() {
+            COMPLETION_UNKNOWN
+        } else {
+            0
+        };
         let (joules, source) = match r.energy {
             Some(e) if e.joules.is_finite() && e.joules >= 0.0 => {
                 (Some(e.joules), Some(e.source.as_str()))
@@ -281,20 +345,21 @@ impl Ledger {
         self.conn
             .execute(
                 "INSERT INTO requests (at_ms, model, client, prompt_tokens, completion_tokens, \
-                 load_ms, prompt_ms, generation_ms, energy_joules, energy_source, remote_host) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 load_ms, prompt_ms, generation_ms, energy_joules, energy_source, remote_host, \
+                 tokens_unknown) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
                     r.at_ms,
                     r.model,
                     r.client,
-                    i(r.prompt_tokens),
-                    i(r.completion_tokens),
+                    i(r.prompt_tokens.unwrap_or(0)),
+                    i(r.completion_tokens.unwrap_or(0)),
                     i(r.load_ms),
                     i(r.prompt_ms),
                     i(r.generation_ms),
                     joules,
                     source,
-                    r.remote
+                    r.remote,
+                    unknown
                 ],
             )
             .map_err(|e| LedgerError::sqlite(&self.path, e))?;
@@ -311,10 +376,11 @@ impl Ledger {
             .conn
             .prepare(&format!(
                 "SELECT at_ms, model, client, prompt_tokens, completion_tokens, load_ms, \
-                 prompt_ms, generation_ms, energy_joules, energy_source, {} FROM requests \
+                 prompt_ms, generation_ms, energy_joules, energy_source, {}, {} FROM requests \
                  WHERE ?1 IS NULL OR date(at_ms / 1000, 'unixepoch', 'localtime') >= ?1 \
                  ORDER BY at_ms, id",
-                self.remote_column()
+                self.remote_column(),
+                self.unknown_column()
             ))
             .map_err(sql)?;
         let since = since.map(|d| d.format("%Y-%m-%d").to_string());
@@ -323,6 +389,14 @@ impl Ledger {
                 let u = |i| row.get::<_, i64>(i).map(|v| v.max(0) as u64);
                 let joules: Option<f64> = row.get(8)?;
                 let source: Option<String> = row.get(9)?;
+                let unknown: i64 = row.get(11)?;
+                let count = |i, bit| {
+                    if unknown & bit != 0 {
+                        Ok(None)
+                    } else {
+                        u(i).map(Some)
+                    }
+                };
                 let energy = match (joules, source.as_deref().and_then(EnergySource::parse)) {
                     (Some(joules), Some(source)) => Some(Energy { joules, source }),
                     _ => None,
@@ -331,8 +405,8 @@ impl Ledger {
                     at_ms: row.get(0)?,
                     model: row.get(1)?,
                     client: row.get(2)?,
-                    prompt_tokens: u(3)?,
-                    completion_tokens: u(4)?,
+                    prompt_tokens: count(3, PROMPT_UNKNOWN)?,
+                    completion_tokens: count(4, COMPLETION_UNKNOWN)?,
                     load_ms: u(5)?,
                     prompt_ms: u(6)?,
                     generation_ms: u(7)?,
@@ -358,10 +432,12 @@ impl Ledger {
                  sum(generation_ms), \
                  total(CASE WHEN energy_source = 'measured-rapl' THEN energy_joules END), \
                  total(CASE WHEN energy_source = 'estimated-cpu-time' THEN energy_joules END), \
-                 sum(energy_joules IS NULL OR energy_source IS NULL), {} AS remote \
+                 sum(energy_joules IS NULL OR energy_source IS NULL), {} AS remote, \
+                 sum(({}) != 0) \
                  FROM requests WHERE ?1 IS NULL OR day >= ?1 \
                  GROUP BY day, model, remote ORDER BY day, model, remote",
-                self.remote_column()
+                self.remote_column(),
+                self.unknown_column()
             ))
             .map_err(sql)?;
         let since = since.map(|d| d.format("%Y-%m-%d").to_string());
@@ -384,6 +460,7 @@ impl Ledger {
                     estimated_joules: row.get(9)?,
                     unmetered_requests: u(10)?,
                     remote: row.get(11)?,
+                    unknown_token_requests: u(12)?,
                 })
             })
             .map_err(sql)?;
@@ -392,10 +469,20 @@ impl Ledger {
 
     /// The `remote_host` column, or NULL in a version 1 ledger opened to read.
     fn remote_column(&self) -> &'static str {
-        if self.has_remote {
+        if self.version >= 2 {
             "remote_host"
         } else {
             "NULL"
+        }
+    }
+
+    /// The `tokens_unknown` bits, or what a migration would put there for a version 2 or 1
+    /// ledger opened to read (version 1 had no remote answers: every count is known).
+    fn unknown_column(&self) -> &'static str {
+        match self.version {
+            3.. => "tokens_unknown",
+            2 => V2_TOKENS_UNKNOWN,
+            _ => "0",
         }
     }
 

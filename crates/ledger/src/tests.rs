@@ -6,8 +6,8 @@ fn record(at_ms: i64, model: &str, energy: Option<Energy>) -> UsageRecord {
         at_ms,
         model: model.to_owned(),
         client: "cli".to_owned(),
-        prompt_tokens: 10,
-        completion_tokens: 5,
+        prompt_tokens: Some(10),
+        completion_tokens: Some(5),
         load_ms: 100,
         prompt_ms: 20,
         generation_ms: 40,
@@ -99,12 +99,180 @@ fn a_version_1_ledger_is_read_as_it_is_and_migrated_when_written() {
     let rows = l.records(None).unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].model, "old");
+    // A version 1 row was computed here: its counts were known and stay so.
+    assert_eq!(
+        (rows[0].prompt_tokens, rows[0].completion_tokens),
+        (Some(3), Some(4))
+    );
     assert_eq!(rows[1].remote.as_deref(), Some("h:1"));
     let v: i64 = l
         .conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(v, SCHEMA_VERSION);
+}
+
+/// A ledger as hearth wrote it before unknown counts existed: a local row, a remote answer
+/// with its usage and one without (recorded then as 0 and 0).
+fn version_2_ledger(home: &Path) {
+    let c = Connection::open(Ledger::path_in(home)).unwrap();
+    c.execute_batch(SCHEMA_V1).unwrap();
+    c.execute_batch(SCHEMA_V2).unwrap();
+    c.pragma_update(None, "user_version", 2).unwrap();
+    for (model, prompt, completion, remote) in [
+        ("local", 3, 4, None),
+        ("big", 11, 3, Some("gpu-box:8000")),
+        ("big", 0, 0, Some("gpu-box:8000")),
+    ] {
+        c.execute(
+            "INSERT INTO requests (at_ms, model, client, prompt_tokens, completion_tokens, \
+             load_ms, prompt_ms, generation_ms, remote_host) \
+             VALUES (?1, ?2, 'openai', ?3, ?4, 0, 1, 2, ?5)",
+            params![now_ms(), model, prompt, completion, remote],
+        )
+        .unwrap();
+    }
+}
+
+/// Every file in `home` with its bytes: what a read must leave as it was.
+fn snapshot(home: &Path) -> Vec<(std::ffi::OsString, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(home)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name(), std::fs::read(e.path()).unwrap())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn user_version(home: &Path) -> i64 {
+    let c = Connection::open(Ledger::path_in(home)).unwrap();
+    c.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn a_version_2_ledger_is_read_without_change_and_its_unreported_remote_rows_are_unknown() {
+    let home = tempfile::tempdir().unwrap();
+    version_2_ledger(home.path());
+    let before = snapshot(home.path());
+    let l = Ledger::open_existing(home.path()).unwrap().unwrap();
+    let rows = l.records(None).unwrap();
+    let counts: Vec<_> = rows
+        .iter()
+        .map(|r| (r.prompt_tokens, r.completion_tokens))
+        .collect();
+    assert_eq!(
+        counts,
+        [(Some(3), Some(4)), (Some(11), Some(3)), (None, None)]
+    );
+    let g = l.groups(None).unwrap();
+    assert_eq!(g.len(), 2, "{g:?}");
+    assert_eq!(
+        (g[0].model.as_str(), g[0].unknown_token_requests),
+        ("big", 1)
+    );
+    assert_eq!((g[0].requests, g[0].prompt_tokens), (2, 11));
+    assert_eq!(
+        (g[1].model.as_str(), g[1].unknown_token_requests),
+        ("local", 0)
+    );
+    drop(l);
+    assert_eq!(snapshot(home.path()), before, "reading wrote to the ledger");
+    assert_eq!(user_version(home.path()), 2);
+}
+
+#[test]
+fn a_version_2_ledger_is_migrated_when_written_keeping_every_row() {
+    let home = tempfile::tempdir().unwrap();
+    version_2_ledger(home.path());
+    let read_before = Ledger::open_existing(home.path())
+        .unwrap()
+        .unwrap()
+        .records(None)
+        .unwrap();
+    let l = Ledger::open(home.path()).unwrap();
+    assert_eq!(user_version(home.path()), SCHEMA_VERSION);
+    // The migration says of the old rows what reading them unmigrated said.
+    assert_eq!(l.records(None).unwrap(), read_before);
+    // The 0s are still there, beside the new column.
+    let raw: Vec<(i64, i64, i64)> = l
+        .conn
+        .prepare(
+            "SELECT prompt_tokens, completion_tokens, tokens_unknown FROM requests ORDER BY id",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(raw, [(3, 4, 0), (11, 3, 0), (0, 0, 3)]);
+    l.record(&UsageRecord {
+        prompt_tokens: None,
+        completion_tokens: None,
+        remote: Some("gpu-box:8000".into()),
+        ..record(now_ms(), "big", None)
+    })
+    .unwrap();
+    let g = l.groups(None).unwrap();
+    assert_eq!((g[0].requests, g[0].unknown_token_requests), (3, 2));
+    drop(l);
+    // Opening again migrates nothing twice.
+    let l = Ledger::open(home.path()).unwrap();
+    assert_eq!(l.count().unwrap(), 4);
+    l.check_integrity().unwrap();
+}
+
+#[test]
+fn a_version_1_ledger_is_read_without_change() {
+    let home = tempfile::tempdir().unwrap();
+    version_1_ledger(home.path());
+    let before = snapshot(home.path());
+    let l = Ledger::open_existing(home.path()).unwrap().unwrap();
+    let r = &l.records(None).unwrap()[0];
+    assert_eq!((r.prompt_tokens, r.completion_tokens), (Some(3), Some(4)));
+    assert_eq!(l.groups(None).unwrap()[0].unknown_token_requests, 0);
+    drop(l);
+    assert_eq!(snapshot(home.path()), before, "reading wrote to the ledger");
+}
+
+#[test]
+fn unknown_counts_round_trip_and_are_counted_apart() {
+    let home = tempfile::tempdir().unwrap();
+    let l = Ledger::open(home.path()).unwrap();
+    let at = now_ms();
+    let remote = |prompt, completion| UsageRecord {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        remote: Some("h:1".into()),
+        ..record(at, "big", None)
+    };
+    let written = [
+        remote(Some(10), Some(5)),
+        remote(None, None),
+        remote(Some(7), None),
+        remote(None, Some(2)),
+        // Known zeros are not unknown.
+        remote(Some(0), Some(0)),
+    ];
+    for r in &written {
+        l.record(r).unwrap();
+    }
+    assert_eq!(l.records(None).unwrap(), written);
+    let g = l.groups(None).unwrap();
+    assert_eq!(g.len(), 1, "{g:?}");
+    assert_eq!(g[0].requests, 5);
+    assert_eq!(g[0].unknown_token_requests, 3);
+    // Sums of what is known: lower bounds.
+    assert_eq!((g[0].prompt_tokens, g[0].completion_tokens), (17, 7));
+    // Local rows beside them stay fully known.
+    l.record(&record(at, "big", None)).unwrap();
+    let g = l.groups(None).unwrap();
+    assert_eq!(g.len(), 2);
+    let local = g.iter().find(|g| g.remote.is_none()).unwrap();
+    assert_eq!(local.unknown_token_requests, 0);
 }
 
 #[test]
@@ -200,6 +368,18 @@ fn newer_schema_is_refused() {
     let err = Ledger::open(home.path()).err().unwrap();
     assert!(matches!(err, LedgerError::NewerSchema { found: 99, .. }));
     assert!(err.to_string().contains("update hearth"));
+    // Reading it is refused too, rather than misreading columns it does not know.
+    let err = Ledger::open_existing(home.path()).err().unwrap();
+    assert!(matches!(err, LedgerError::NewerSchema { found: 99, .. }));
+    // The next version is already too new.
+    let c = Connection::open(Ledger::path_in(home.path())).unwrap();
+    c.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    drop(c);
+    assert!(matches!(
+        Ledger::open_existing(home.path()).err().unwrap(),
+        LedgerError::NewerSchema { .. }
+    ));
 }
 
 #[test]

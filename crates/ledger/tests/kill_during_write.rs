@@ -24,8 +24,8 @@ fn child_writer() {
             at_ms: now_ms(),
             model: format!("model-{}", i % 3),
             client: "cli".to_owned(),
-            prompt_tokens: i,
-            completion_tokens: i * 2,
+            prompt_tokens: Some(i),
+            completion_tokens: Some(i * 2),
             load_ms: 0,
             prompt_ms: 1,
             generation_ms: 2,
@@ -74,7 +74,8 @@ fn kill_9_during_writes_loses_no_committed_row() {
     let ledger = Ledger::open(home.path()).expect("the ledger opens after kill -9");
     ledger.check_integrity().expect("integrity");
     let rows = ledger.records(None).unwrap();
-    let stored: std::collections::HashSet<u64> = rows.iter().map(|r| r.prompt_tokens).collect();
+    let stored: std::collections::HashSet<u64> =
+        rows.iter().filter_map(|r| r.prompt_tokens).collect();
     for n in &committed {
         assert!(stored.contains(n), "row {n} was committed but is missing");
     }
@@ -86,8 +87,8 @@ fn kill_9_during_writes_loses_no_committed_row() {
             at_ms: now_ms(),
             model: "after".into(),
             client: "cli".into(),
-            prompt_tokens: 1,
-            completion_tokens: 1,
+            prompt_tokens: Some(1),
+            completion_tokens: Some(1),
             load_ms: 0,
             prompt_ms: 0,
             generation_ms: 0,

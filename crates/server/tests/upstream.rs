@@ -314,6 +314,74 @@ async fn a_stream_passes_through_and_its_usage_is_counted_without_showing_it() {
 }
 
 #[tokio::test]
+async fn an_upstream_that_reports_no_usage_is_recorded_with_unknown_counts() {
+    // A whole answer without a `usage` object.
+    let answer = json!({
+        "id": "chatcmpl-2", "object": "chat.completion", "model": "big",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "no count"}, "finish_reason": "stop"}],
+    });
+    let stub = Stub::start(Answer::Json(answer.clone()));
+    let (app, recorded) = router(&stub.base, Duration::from_secs(30));
+    let r = send(&app, keyed(post("/v1/chat/completions", &chat(json!({}))))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json(), answer);
+    let rows = recorded.0.lock().unwrap().clone();
+    assert_eq!(rows.len(), 1);
+    // Unknown, not 0: a 0 would pass for a count and make the ledger's sums silently short.
+    assert_eq!(
+        (rows[0].prompt_tokens, rows[0].completion_tokens),
+        (None, None)
+    );
+
+    // A stream from a server that ignores `stream_options.include_usage` (hearth asked for
+    // it) and ends normally without any usage event.
+    let events = vec![
+        json!({"choices": [{"index": 0, "delta": {"content": "one"}, "finish_reason": "stop"}]}),
+    ];
+    let stub = Stub::start(Answer::Events(events.clone()));
+    let (app, recorded) = router(&stub.base, Duration::from_secs(30));
+    let r = send(
+        &app,
+        keyed(post("/v1/chat/completions", &chat(json!({"stream": true})))),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(
+        sse_data(&r.text()),
+        [events[0].to_string(), "[DONE]".to_string()]
+    );
+    assert_eq!(
+        stub.next_request().body["stream_options"]["include_usage"],
+        true
+    );
+    let rows = recorded.0.lock().unwrap().clone();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].prompt_tokens, rows[0].completion_tokens),
+        (None, None)
+    );
+
+    // A client that turned the usage off itself: hearth does not override it, and the
+    // answer's counts are unknown too.
+    let r = send(
+        &app,
+        keyed(post(
+            "/v1/chat/completions",
+            &chat(json!({"stream": true, "stream_options": {"include_usage": false}})),
+        )),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(
+        stub.next_request().body["stream_options"]["include_usage"],
+        false
+    );
+    let rows = recorded.0.lock().unwrap().clone();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1].prompt_tokens, None);
+}
+
+#[tokio::test]
 async fn a_stream_the_upstream_cuts_off_ends_with_an_error_naming_it() {
     let events = vec![json!({"choices": [{"index": 0, "delta": {"content": "half an"}}]})];
     let stub = Stub::start(Answer::Cut {

@@ -3,7 +3,9 @@
 //! estimated from CPU time, and labelled so) and its cost; and what the same tokens would
 //! have cost at cloud API prices (a dated reference table, or the user's own). Answers from
 //! other machines (`hearth serve --upstream`) are shown apart: they used no electricity here
-//! and saved no cloud cost by running locally, so they count in neither.
+//! and saved no cloud cost by running locally, so they count in neither. An upstream that
+//! reported no token counts leaves its rows' counts unknown: sums over them are printed as
+//! lower bounds (`1234*`, or `?` when nothing in them is known), never as if complete.
 
 use anyhow::Context;
 use chrono::NaiveDate;
@@ -31,8 +33,11 @@ const J_PER_KWH: f64 = 3.6e6;
 #[derive(Serialize, Default, Clone)]
 struct Totals {
     requests: u64,
+    /// Sums of the known counts: lower bounds when `unknown_token_requests` > 0.
     prompt_tokens: u64,
     completion_tokens: u64,
+    /// Requests whose token counts are unknown (an upstream that did not report them).
+    unknown_token_requests: u64,
     load_ms: u64,
     prompt_ms: u64,
     generation_ms: u64,
@@ -64,6 +69,8 @@ struct CloudCost {
     as_of: String,
     source: String,
     cost: f64,
+    /// The cost of the known tokens only: some requests' counts are unknown.
+    cost_is_lower_bound: bool,
 }
 
 #[derive(Serialize)]
@@ -176,6 +183,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 as_of: p.as_of.clone(),
                 source: p.source.clone(),
                 cost: p.cost(total.prompt_tokens, total.completion_tokens),
+                cost_is_lower_bound: total.unknown_token_requests > 0,
             })
             .collect(),
         total,
@@ -202,6 +210,7 @@ fn totals<'a>(groups: impl Iterator<Item = &'a Group>, price_per_kwh: f64) -> To
         t.requests += g.requests;
         t.prompt_tokens += g.prompt_tokens;
         t.completion_tokens += g.completion_tokens;
+        t.unknown_token_requests += g.unknown_token_requests;
         t.load_ms += g.load_ms;
         t.prompt_ms += g.prompt_ms;
         t.generation_ms += g.generation_ms;
@@ -265,6 +274,12 @@ fn print_human(r: &Report) -> anyhow::Result<()> {
     out.push('\n');
     out.push_str(&row("total", w, &r.total, &r.currency));
     out.push_str(&format!("\nenergy       {}\n", r.energy_method));
+    if r.total.unknown_token_requests > 0 {
+        out.push_str(&format!(
+            "tokens       {}\n",
+            unknown_note(r.total.unknown_token_requests, "")
+        ));
+    }
     if r.total.unmetered_requests > 0 {
         out.push_str(&format!(
             "             {} request(s) had no energy figure (not counted)\n",
@@ -281,14 +296,15 @@ fn print_human(r: &Report) -> anyhow::Result<()> {
     ));
     out.push_str(&format!(
         "\nThe same tokens at cloud API prices ({} prompt, {} output tokens):\n",
-        r.total.prompt_tokens, r.total.completion_tokens
+        marked(r.total.prompt_tokens, &r.total),
+        marked(r.total.completion_tokens, &r.total)
     ));
     for c in &r.cloud {
         out.push_str(&format!(
             "  {:<22} {:<10} {:>12} {}   ({} in / {} out per M, {} as of {})\n",
             c.model,
             c.provider,
-            money(c.cost),
+            mark(money(c.cost), c.cost == 0.0, &r.total),
             r.cloud_currency,
             c.input_per_million,
             c.output_per_million,
@@ -330,8 +346,8 @@ fn remote_section(r: &Report) -> String {
         format!(
             "{key:<w$} {:>8} {:>12} {:>12} {:>10}\n",
             t.requests,
-            t.prompt_tokens,
-            t.completion_tokens,
+            marked(t.prompt_tokens, t),
+            marked(t.completion_tokens, t),
             format!("{:.1} s", t.generation_ms as f64 / 1000.0),
         )
     };
@@ -341,7 +357,40 @@ fn remote_section(r: &Report) -> String {
     if r.remote.len() > 1 {
         out.push_str(&line("remote total", &r.remote_total));
     }
+    if r.remote_total.unknown_token_requests > 0 {
+        out.push_str(&unknown_note(
+            r.remote_total.unknown_token_requests,
+            "remote ",
+        ));
+        out.push('\n');
+    }
     out
+}
+
+/// Says how many answers' counts are missing from the sums, and how such sums are marked.
+fn unknown_note(n: u64, which: &str) -> String {
+    format!(
+        "{n} {which}answer(s) reported no token counts; sums marked * are lower bounds \
+         (? where no count is known)"
+    )
+}
+
+/// A token sum as printed: `1234*` when some of the requests summed have unknown counts
+/// (the sum is a lower bound), `?` when none of them is known.
+fn marked(n: u64, t: &Totals) -> String {
+    mark(n.to_string(), n == 0, t)
+}
+
+/// [`marked`] for any figure computed from token sums (a cost): `nothing` says the figure
+/// is what no known count at all would give.
+fn mark(figure: String, nothing: bool, t: &Totals) -> String {
+    if t.unknown_token_requests == 0 {
+        figure
+    } else if nothing && t.unknown_token_requests >= t.requests {
+        "?".to_owned()
+    } else {
+        format!("{figure}*")
+    }
 }
 
 fn row(key: &str, w: usize, t: &Totals, currency: &str) -> String {
@@ -354,8 +403,8 @@ fn row(key: &str, w: usize, t: &Totals, currency: &str) -> String {
     format!(
         "{key:<w$} {:>8} {:>12} {:>12} {:>10} {:>19}  {} {currency}\n",
         t.requests,
-        t.prompt_tokens,
-        t.completion_tokens,
+        marked(t.prompt_tokens, t),
+        marked(t.completion_tokens, t),
         format!("{:.1} s", t.generation_ms as f64 / 1000.0),
         format!("{:.6} {label}", t.energy_kwh),
         money(t.electricity_cost),

@@ -55,8 +55,8 @@ impl UsageSink for ServerUsage {
             at_ms: ledger::now_ms(),
             model: super::usage_log::model_label(model),
             client: api.as_str().to_owned(),
-            prompt_tokens: s.prompt_tokens as u64,
-            completion_tokens: s.completion_tokens as u64,
+            prompt_tokens: Some(s.prompt_tokens as u64),
+            completion_tokens: Some(s.completion_tokens as u64),
             load_ms: ms(s.load_time),
             prompt_ms: ms(s.prompt_time),
             generation_ms: ms(s.generation_time),
@@ -72,15 +72,16 @@ impl UsageSink for ServerUsage {
     }
 
     /// Another machine's answer: its tokens and time, no energy (none was spent here), and
-    /// the host that answered.
+    /// the host that answered. Counts the upstream did not report stay unknown (None): a 0
+    /// would make every sum over them silently short.
     fn record_remote(&self, r: &RemoteUsage) {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let row = UsageRecord {
             at_ms: ledger::now_ms(),
             model: r.model.clone(),
             client: r.api.as_str().to_owned(),
-            prompt_tokens: r.prompt_tokens.unwrap_or(0),
-            completion_tokens: r.completion_tokens.unwrap_or(0),
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
             load_ms: 0,
             prompt_ms: 0,
             generation_ms: ms(r.elapsed),
