@@ -46,7 +46,7 @@ pub(super) unsafe fn group(
     assert_eq!(w.group, G, "16-row records");
     let (spec, nb, gb) = (w.spec, w.blocks_per_row(), w.group_bytes());
     let group = &w.data[g * gb..(g + 1) * gb];
-    // Filled in place: a copy of these 180 bytes compiles to a call of libc's `memcpy`, which
+    // Filled in place: a copy of these ~190 bytes compiles to a call of libc's `memcpy`, which
     // `scripts/check-avx512`'s emulator cannot run (it maps the kernels' code, not libc's).
     let mut args = Args {
         nb,
