@@ -168,12 +168,22 @@ impl Lcg {
 }
 
 /// Random source rows of `ty`: every value byte random, the f16 scales (and minimums) random
-/// finite values of either sign (as `tests/packed.rs` builds them).
+/// finite values of either sign; MXFP4's exponents scales of 2^-12..2^-1 and, for one block
+/// in 8, the subnormal f32 scales of exponents 0 and 1 (as `tests/packed.rs` builds them).
 fn random_rows(rng: &mut Lcg, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
     let block = ty.block_bytes();
     let mut out = vec![0u8; rows * cols / ty.block_size() * block];
     for b in out.chunks_exact_mut(block) {
         b.iter_mut().for_each(|v| *v = rng.next_u32() as u8);
+        if ty == GgmlType::MXFP4 {
+            let r = rng.next_u32();
+            b[0] = if r.is_multiple_of(8) {
+                (r / 8 % 2) as u8
+            } else {
+                116 + (r / 8 % 12) as u8
+            };
+            continue;
+        }
         let scales: &[usize] = match ty {
             GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
             GgmlType::Q6_K => &[208],

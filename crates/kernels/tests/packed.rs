@@ -10,13 +10,23 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 const TYPES: [GgmlType; kernels::packed::PACKED_TYPES.len()] = kernels::packed::PACKED_TYPES;
 
 /// Random blocks of `ty`: every value byte random (all bit patterns, -128 included), scales and
-/// minimums random finite f16 of either sign.
+/// minimums random finite f16 of either sign; MXFP4's exponents give scales of 2^-12..2^-1
+/// (sums of the size the f16 scales give the other formats), and one block in 16 the
+/// subnormal scales of exponents 0 and 1.
 fn random_rows(rng: &mut StdRng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
     let block = ty.block_bytes();
     let n_blocks = rows * cols / ty.block_size();
     let mut out = vec![0u8; n_blocks * block];
     for b in out.chunks_exact_mut(block) {
         rng.fill(b);
+        if ty == GgmlType::MXFP4 {
+            b[0] = if rng.gen_range(0..16) == 0 {
+                rng.gen_range(0..=1)
+            } else {
+                rng.gen_range(116..=127)
+            };
+            continue;
+        }
         // Byte offsets of the f16 scales (and minimums) of each format.
         let scales: &[usize] = match ty {
             GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
@@ -133,19 +143,20 @@ fn kernels_agree_exactly_whatever_the_thread_count_and_record_size() {
     }
 }
 
-/// The table formats (IQ4_NL, IQ4_XS): every kernel adds each block's exact integer sum with
-/// one fused multiply-add, as their scalar reference does, so all of them equal it bit for bit.
-/// Also at the extremes of the signed products: every index the lowest level (-127) or the
-/// highest (113), activations all at ±127, where a pair of products nearly fills 16 bits.
+/// The table formats (IQ4_NL, IQ4_XS, MXFP4): every kernel adds each block's exact integer
+/// sum with one fused multiply-add, as their scalar reference does, so all of them equal it bit
+/// for bit. Also at the extremes of the signed products: every index the lowest level (-127,
+/// MXFP4: -12) or the highest (113; MXFP4: 12), activations all at ±127, where for IQ4 a pair
+/// of products nearly fills 16 bits.
 #[test]
 fn table_format_kernels_equal_the_scalar_reference_bit_for_bit() {
     let mut rng = StdRng::seed_from_u64(13);
-    for ty in [GgmlType::IQ4_NL, GgmlType::IQ4_XS] {
+    for ty in [GgmlType::IQ4_NL, GgmlType::IQ4_XS, GgmlType::MXFP4] {
         // Where a block's indices lie.
-        let qs = if ty == GgmlType::IQ4_NL {
-            2..18
-        } else {
-            8..136
+        let qs = match ty {
+            GgmlType::IQ4_NL => 2..18,
+            GgmlType::MXFP4 => 1..17,
+            _ => 8..136,
         };
         for (rows, cols) in [(32, 512), (48, 256)] {
             for fill in [None, Some(0x00u8), Some(0xFF), Some(0x0F)] {
@@ -195,6 +206,202 @@ fn table_format_kernels_equal_the_scalar_reference_bit_for_bit() {
             }
         }
     }
+}
+
+/// Every packed kernel's output for MXFP4 weights `w` against `x`, as bits, with the scalar
+/// reference's first; each kernel on the record size it reads.
+fn mxfp4_outputs(w: &[u8], rows: usize, cols: usize, x: &QuantizedActs) -> Vec<(String, Vec<f32>)> {
+    let pool = ThreadPool::new(1);
+    let mut outs = Vec::new();
+    for group in [GROUP, WIDE_GROUP] {
+        let p = PackedMatrix::from_rows_with_group(GgmlType::MXFP4, rows, cols, group, w).unwrap();
+        for kernel in Kernel::available().into_iter().filter(|k| k.reads(group)) {
+            let mut out = vec![f32::NAN; rows * x.n_tokens()];
+            matmul_packed_with(kernel, &pool, &p, x, &mut out);
+            outs.push((format!("{kernel:?} {group}-row"), out));
+        }
+    }
+    outs
+}
+
+/// The same float, or both NaN (a NaN's payload is not part of the result: x86 makes the same
+/// default NaN in every unit, but that is the CPU's business, not the kernels').
+fn same_bits(a: f32, b: f32) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+/// MXFP4's E8M0 exponents at and near both ends: 0 and 1 give the subnormal scales 2^-128 and
+/// 2^-127, 254 gives 2^126 and 255 (E8M0's NaN) 2^127, as the unpacked dot product reads them.
+/// Packed, the scales are exact f32, so every kernel equals the scalar reference bit for bit,
+/// and the scalar reference equals the unpacked dot product within rounding. Activations
+/// small enough that even 2^127 blocks stay finite, then ordinary ones, where those overflow
+/// to infinities (and NaN where two of opposite signs meet) on every path alike.
+#[test]
+fn mxfp4_extreme_exponents_bit_for_bit() {
+    const EXPONENTS: [u8; 12] = [0, 1, 2, 3, 126, 127, 128, 129, 130, 253, 254, 255];
+    let mut rng = StdRng::seed_from_u64(17);
+    let (rows, cols) = (32, 1024);
+    let n_blocks = rows * cols / 32;
+    // Rows whose blocks are all one exponent (every exponent, twice), then rows of mixed ones.
+    let mut w = random_rows(&mut rng, GgmlType::MXFP4, rows, cols);
+    for (i, b) in w.chunks_exact_mut(17).enumerate() {
+        let row = i / (cols / 32);
+        b[0] = if row < 2 * EXPONENTS.len() {
+            EXPONENTS[row % EXPONENTS.len()]
+        } else {
+            EXPONENTS[rng.gen_range(0..EXPONENTS.len())]
+        };
+    }
+    assert_eq!(w.len(), n_blocks * 17);
+    // 7e-6: the activations' f16 scale is its smallest subnormal, 2^-24, so that a 2^127 block
+    // times it is at most 2^103 * 12 * 127 * 32 and a row of 32 of them stays below 2^124.
+    for (magnitude, finite) in [(7e-6f32, true), (1e-3, false), (2.0, false)] {
+        for n_tokens in [1, 3, 8, 9] {
+            let xf: Vec<f32> = (0..n_tokens * cols)
+                .map(|_| rng.gen_range(-magnitude..magnitude))
+                .collect();
+            let mut x = QuantizedActs::new();
+            x.quantize(GgmlType::Q8_0, &xf, n_tokens, cols);
+            let want = reference(GgmlType::MXFP4, &w, rows, cols, &x);
+            let outs = mxfp4_outputs(&w, rows, cols, &x);
+            let (first, scalar) = &outs[0];
+            assert!(first.starts_with("Scalar"), "{first}");
+            for (i, (&g, &e)) in scalar.iter().zip(&want).enumerate() {
+                if finite {
+                    assert!(
+                        g.is_finite(),
+                        "x ~ {magnitude}, {n_tokens} tokens: [{i}] {g}"
+                    );
+                }
+                let agree = if e.is_finite() {
+                    close(g, e)
+                } else {
+                    // Overflow: the packed sum overflows where the unpacked one does, or it
+                    // is within rounding of the largest finite float.
+                    g.is_nan() && e.is_nan() || g == e || g.abs() >= f32::MAX / 2.0
+                };
+                assert!(
+                    agree,
+                    "x ~ {magnitude}, {n_tokens} tokens: [{i}] {g} vs {e}"
+                );
+            }
+            for (name, got) in &outs[1..] {
+                for (i, (&g, &e)) in got.iter().zip(scalar).enumerate() {
+                    assert!(
+                        same_bits(g, e),
+                        "{name}, x ~ {magnitude}, {n_tokens} tokens: [{i}] {g} vs scalar {e}"
+                    );
+                }
+            }
+            if finite {
+                // The rows of exponent 255 (row 11) are huge and finite, not zeros of an
+                // activation scale that underflowed.
+                for t in 0..n_tokens {
+                    let v = scalar[t * rows + 11];
+                    assert!(v.is_finite() && v.abs() > 1e30, "e=255 row, token {t}: {v}");
+                }
+                continue;
+            }
+            // The rows of exponents 0 and 1 are subnormal products, not zero.
+            for t in 0..n_tokens {
+                for r in [0, 1] {
+                    assert!(scalar[t * rows + r] != 0.0 || want[t * rows + r] == 0.0);
+                }
+            }
+        }
+    }
+}
+
+/// Shapes a packed MXFP4 matrix cannot take are refused with an error that says why (never a
+/// panic): rows not a whole number of records, columns not a whole number of blocks, a
+/// source of the wrong length, a record size that does not exist.
+#[test]
+fn mxfp4_bad_shapes_are_refused_with_clear_errors() {
+    use kernels::packed::PackError;
+    let ty = GgmlType::MXFP4;
+    let err = |r: Result<PackedMatrix, PackError>| r.unwrap_err();
+    let e = err(PackedMatrix::try_with_group(ty, 12, 64, GROUP));
+    assert_eq!(
+        e,
+        PackError::Rows {
+            ty,
+            rows: 12,
+            group: 8
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "a packed MXFP4 matrix needs a positive multiple of 8 rows, not 12"
+    );
+    let e = err(PackedMatrix::try_with_group(ty, 24, 64, WIDE_GROUP));
+    assert_eq!(
+        e,
+        PackError::Rows {
+            ty,
+            rows: 24,
+            group: 16
+        }
+    );
+    let e = err(PackedMatrix::try_with_group(ty, 0, 64, GROUP));
+    assert_eq!(
+        e,
+        PackError::Rows {
+            ty,
+            rows: 0,
+            group: 8
+        }
+    );
+    let e = err(PackedMatrix::try_with_group(ty, 16, 48, GROUP));
+    assert_eq!(
+        e,
+        PackError::Cols {
+            ty,
+            cols: 48,
+            block: 32
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "a packed MXFP4 matrix needs a positive multiple of 32 columns (its block), not 48"
+    );
+    let e = err(PackedMatrix::try_with_group(ty, 16, 0, GROUP));
+    assert_eq!(
+        e,
+        PackError::Cols {
+            ty,
+            cols: 0,
+            block: 32
+        }
+    );
+    let e = err(PackedMatrix::try_with_group(ty, 16, 64, 4));
+    assert_eq!(e, PackError::Group(4));
+    let e = err(PackedMatrix::try_with_group(
+        ty,
+        usize::MAX - 15,
+        1 << 20,
+        WIDE_GROUP,
+    ));
+    assert!(matches!(e, PackError::TooLarge { .. }), "{e}");
+    // 8 rows of 64 columns are 8 * 2 * 17 bytes.
+    let e = err(PackedMatrix::try_from_rows_with_group(
+        ty, 8, 64, GROUP, &[0; 271],
+    ));
+    assert_eq!(
+        e.to_string(),
+        "8 rows of MXFP4 with 64 columns are 272 bytes, not 271"
+    );
+    let e = err(PackedMatrix::try_from_rows_with_group(
+        ty, 8, 40, GROUP, &[0; 272],
+    ));
+    assert!(matches!(e, PackError::Cols { .. }), "{e}");
+    assert!(PackedMatrix::try_from_rows_with_group(ty, 8, 64, GROUP, &[0; 272]).is_ok());
+    // The Option forms refuse the same shapes, and `supported` says no before any packing.
+    assert!(PackedMatrix::new(ty, 12, 64).is_none());
+    assert!(PackedMatrix::new(ty, 16, 48).is_none());
+    assert!(!PackedMatrix::supported(ty, 12, 64));
+    assert!(!PackedMatrix::supported(ty, 16, 33));
+    let e = err(PackedMatrix::try_with_group(GgmlType::Q2_K, 16, 256, GROUP));
+    assert_eq!(e.to_string(), "Q2_K has no packed layout");
 }
 
 #[test]

@@ -3,7 +3,9 @@
 //!
 //! - weights: matrices the packed kernels serve are copied into memory at load (the same bytes
 //!   as the file, except Q4_K, Q5_K and Q6_K: 1184, 1440 and 1680 bytes per 8 × 256 elements,
-//!   +2.8 % for Q4_K and +2.3 % for Q5_K); other matrices are read through the mapping, so
+//!   +2.8 % for Q4_K and +2.3 % for Q5_K; IQ4_XS 138 bytes per row and 256 elements instead
+//!   of 136; MXFP4 20 bytes per row and 32 elements instead of 17, +17.6 %, for its f32
+//!   scales); other matrices are read through the mapping, so
 //!   their pages become resident; the embedding table is mapped and only the rows of tokens
 //!   seen are touched, unless it is also the output head (no `output.weight`), which is then
 //!   packed or read whole;
@@ -90,6 +92,8 @@ fn packed_bytes(ty: GgmlType, rows: u64, cols: u64, n_bytes: u64) -> Option<u64>
         GgmlType::Q5_K => n_bytes / 1408 * 1440,
         // IQ4_XS's run scales unpacked: 138 bytes per row and super-block instead of 136.
         GgmlType::IQ4_XS => n_bytes / 136 * 138,
+        // MXFP4's exponent byte as an f32 scale: 20 bytes per row and block instead of 17.
+        GgmlType::MXFP4 => n_bytes / 17 * 20,
         _ => n_bytes,
     })
 }
@@ -173,4 +177,30 @@ pub fn estimate(file: &GgufFile, n_ctx: u64) -> anyhow::Result<Estimate> {
 /// taken as the file, no KV cache (its size needs the header).
 pub fn from_size(size: u64) -> u64 {
     size + BASE_OVERHEAD + (size / 20)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The packed sizes are the kernels' record sizes: where this CPU packs a matrix, the
+    /// estimate counts its records, else the file's bytes (mapped).
+    #[test]
+    fn packed_sizes_count_the_records() {
+        for (ty, rows, cols, file_bytes, packed) in [
+            (GgmlType::MXFP4, 64u64, 2048u64, 64 * 64 * 17, 64 * 64 * 20),
+            (GgmlType::IQ4_XS, 16, 512, 16 * 2 * 136, 16 * 2 * 138),
+            (GgmlType::Q5_K, 16, 512, 16 * 2 * 176, 16 * 2 * 180),
+            (GgmlType::IQ4_NL, 16, 512, 16 * 16 * 18, 16 * 16 * 18),
+        ] {
+            assert_eq!(ty.bytes_for(rows * cols), Some(file_bytes), "{ty}");
+            let want = kernels::packed::PackedMatrix::supported(ty, rows as usize, cols as usize)
+                .then_some(packed);
+            if std::env::var_os("HEARTH_NO_PACK").is_none() {
+                assert_eq!(packed_bytes(ty, rows, cols, file_bytes), want, "{ty}");
+            }
+        }
+        // Rows that do not fill a record are not packed (the file's bytes count).
+        assert_eq!(packed_bytes(GgmlType::MXFP4, 12, 64, 12 * 2 * 17), None);
+    }
 }

@@ -20,7 +20,7 @@
 //! minimum, `m_i = -8 d_i` (Q4_0), `-16 d_i` (Q5_0) or 0 (Q8_0): the same sum the format's dot
 //! product computes, in the same block order.
 //!
-//! The table formats IQ4_NL and IQ4_XS have records of their own: see [`iq4`].
+//! The table formats IQ4_NL, IQ4_XS and MXFP4 have records of their own: see [`iq4`].
 
 mod iq4;
 mod kquant;
@@ -74,7 +74,8 @@ impl Spec {
         2 * g
     }
     pub const fn qs_off(&self, g: usize) -> usize {
-        if self.has_min {
+        // MXFP4's scales are f32 (see [`iq4`]), the others' f16.
+        if self.has_min || iq4::f32_scales(self.ty) {
             4 * g
         } else {
             2 * g
@@ -176,7 +177,7 @@ pub(crate) const Q6_K: Spec = Spec {
     src_block: 210,
 };
 
-const SPECS: [Spec; 10] = [
+const SPECS: [Spec; 11] = [
     Q4_0,
     Q4_1,
     Q5_0,
@@ -187,6 +188,7 @@ const SPECS: [Spec; 10] = [
     Q6_K,
     iq4::IQ4_NL,
     iq4::IQ4_XS,
+    iq4::MXFP4,
 ];
 
 /// The weight formats that have a packed layout.
@@ -202,6 +204,62 @@ pub const PACKED_TYPES: [GgmlType; SPECS.len()] = {
 
 fn spec_of(ty: GgmlType) -> Option<Spec> {
     SPECS.into_iter().find(|s| s.ty == ty)
+}
+
+/// Why a matrix cannot be packed ([`PackedMatrix::try_with_group`],
+/// [`PackedMatrix::try_from_rows_with_group`]). Shapes come from model files, so a refusal is
+/// an error for the caller to report (or to fall back to the format's own dot product), never
+/// a panic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PackError {
+    #[error("{0} has no packed layout")]
+    Unsupported(GgmlType),
+    #[error("records of {0} rows: packed records hold {GROUP} or {WIDE_GROUP} rows")]
+    Group(usize),
+    #[error("a packed {ty} matrix needs a positive multiple of {group} rows, not {rows}")]
+    Rows {
+        ty: GgmlType,
+        rows: usize,
+        group: usize,
+    },
+    #[error(
+        "a packed {ty} matrix needs a positive multiple of {block} columns (its block), not {cols}"
+    )]
+    Cols {
+        ty: GgmlType,
+        cols: usize,
+        block: usize,
+    },
+    #[error("a packed {ty} matrix of {rows}x{cols} overflows the address space")]
+    TooLarge {
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+    },
+    #[error("{rows} rows of {ty} with {cols} columns are {want} bytes, not {got}")]
+    SourceLength {
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        want: usize,
+        got: usize,
+    },
+}
+
+/// The spec of `ty` if a `rows × cols` matrix of it packs into records of `group` rows.
+fn check_shape(ty: GgmlType, rows: usize, cols: usize, group: usize) -> Result<Spec, PackError> {
+    if ![GROUP, WIDE_GROUP].contains(&group) {
+        return Err(PackError::Group(group));
+    }
+    let spec = spec_of(ty).ok_or(PackError::Unsupported(ty))?;
+    if rows == 0 || !rows.is_multiple_of(group) {
+        return Err(PackError::Rows { ty, rows, group });
+    }
+    let block = spec.qk();
+    if cols == 0 || !cols.is_multiple_of(block) {
+        return Err(PackError::Cols { ty, cols, block });
+    }
+    Ok(spec)
 }
 
 /// A weight matrix in the packed layout. Rows are a multiple of [`GROUP`], columns of 32.
@@ -223,9 +281,7 @@ impl PackedMatrix {
     }
 
     fn layout_fits(ty: GgmlType, rows: usize, cols: usize) -> bool {
-        spec_of(ty).is_some_and(|s| {
-            rows > 0 && rows.is_multiple_of(GROUP) && cols > 0 && cols.is_multiple_of(s.qk())
-        })
+        check_shape(ty, rows, cols, GROUP).is_ok()
     }
 
     fn fast_path_available() -> bool {
@@ -251,19 +307,25 @@ impl PackedMatrix {
         cols: usize,
         group: usize,
     ) -> Option<PackedMatrix> {
-        if !Self::layout_fits(ty, rows, cols)
-            || ![GROUP, WIDE_GROUP].contains(&group)
-            || !rows.is_multiple_of(group)
-        {
-            return None;
-        }
-        let spec = spec_of(ty)?;
+        Self::try_with_group(ty, rows, cols, group).ok()
+    }
+
+    /// [`PackedMatrix::with_group`], saying why a matrix cannot be packed.
+    pub fn try_with_group(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        group: usize,
+    ) -> Result<PackedMatrix, PackError> {
+        let spec = check_shape(ty, rows, cols, group)?;
         let len = (rows / group)
-            .checked_mul(cols / spec.qk())?
-            .checked_mul(spec.record(group))?;
+            .checked_mul(cols / spec.qk())
+            .and_then(|n| n.checked_mul(spec.record(group)))
+            .filter(|&len| len <= isize::MAX as usize)
+            .ok_or(PackError::TooLarge { ty, rows, cols })?;
         let data = vec![0; len];
         advise_huge_pages(&data);
-        Some(PackedMatrix {
+        Ok(PackedMatrix {
             spec,
             group,
             rows,
@@ -407,12 +469,36 @@ impl PackedMatrix {
         group: usize,
         src: &[u8],
     ) -> Option<PackedMatrix> {
-        let mut p = PackedMatrix::with_group(ty, rows, cols, group)?;
-        if src.len() != rows * p.src_row_bytes() {
-            return None;
+        Self::try_from_rows_with_group(ty, rows, cols, group, src).ok()
+    }
+
+    /// [`PackedMatrix::from_rows_with_group`], saying why a matrix cannot be packed (its
+    /// shape, or a source whose length is not that of `rows` whole rows).
+    pub fn try_from_rows_with_group(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        group: usize,
+        src: &[u8],
+    ) -> Result<PackedMatrix, PackError> {
+        // The source length is checked before the (possibly large) allocation.
+        let spec = check_shape(ty, rows, cols, group)?;
+        let want = (cols / spec.qk())
+            .checked_mul(spec.src_block)
+            .and_then(|row| row.checked_mul(rows))
+            .ok_or(PackError::TooLarge { ty, rows, cols })?;
+        if src.len() != want {
+            return Err(PackError::SourceLength {
+                ty,
+                rows,
+                cols,
+                want,
+                got: src.len(),
+            });
         }
+        let mut p = PackedMatrix::try_with_group(ty, rows, cols, group)?;
         p.pack_rows(0, src);
-        Some(p)
+        Ok(p)
     }
 }
 
@@ -509,6 +595,7 @@ fn pack_record(spec: &Spec, g: usize, rows: &[u8], row_bytes: usize, b: usize, r
         GgmlType::Q5_K => return kquant::pack_q5k(g, rows, row_bytes, b, rec),
         GgmlType::Q6_K => return kquant::pack_q6k(g, rows, row_bytes, b, rec),
         GgmlType::IQ4_XS => return iq4::pack_xs(g, rows, row_bytes, b, rec),
+        GgmlType::MXFP4 => return iq4::pack_mxfp4(g, rows, row_bytes, b, rec),
         _ => {}
     }
     let (qs_off, qh_off, vb) = (spec.qs_off(g), spec.qh_off(g), 4 * g);
@@ -613,7 +700,7 @@ fn group_scalar(w: &PackedMatrix, x: &ActView, g: usize, t0: usize, n: usize, ou
     let (spec, nb, rows) = (w.spec, w.blocks_per_row(), w.group);
     let (gb, record) = (w.group_bytes(), w.record());
     let group = &w.data[g * gb..(g + 1) * gb];
-    if iq4::is_iq4(spec.ty) {
+    if iq4::is_table_format(spec.ty) {
         iq4::group_scalar(&spec, rows, group, nb, x, t0, n, out);
         return;
     }
@@ -1044,7 +1131,56 @@ mod tests {
             assert_eq!(iq4::IQ4_NL.record(g), g * iq4::IQ4_NL.src_block);
             // IQ4_XS keeps its 6-bit run scales unpacked: 2 bytes more per row × 256.
             assert_eq!(iq4::IQ4_XS.record(g), g * (iq4::IQ4_XS.src_block + 2));
+            // MXFP4's exponent byte becomes an f32 scale: 3 bytes more per row × 32.
+            assert_eq!(iq4::MXFP4.record(g), g * (iq4::MXFP4.src_block + 3));
+            assert_eq!(iq4::MXFP4.qs_off(g), 4 * g);
         }
+    }
+
+    /// Every E8M0 exponent packs to the f32 `2^(e - 128)` exactly (subnormal for 0 and 1, 2^127
+    /// for 255), the scale the unpacked dot product applies, and the indices land where the
+    /// scalar reference reads them.
+    #[test]
+    fn mxfp4_records_hold_exact_scales() {
+        let (g, nb) = (GROUP, 256 / GROUP);
+        // Row i, block b has exponent 8b + i (every byte once) and index (i + b + e) % 16 at
+        // element e.
+        let mut src = vec![0u8; g * nb * 17];
+        for i in 0..g {
+            for b in 0..nb {
+                let blk = &mut src[(i * nb + b) * 17..(i * nb + b + 1) * 17];
+                blk[0] = (8 * b + i) as u8;
+                for j in 0..16 {
+                    let (lo, hi) = ((i + b + j) % 16, (i + b + j + 16) % 16);
+                    blk[1 + j] = (lo | hi << 4) as u8;
+                }
+            }
+        }
+        let p = PackedMatrix::from_rows_with_group(GgmlType::MXFP4, g, 32 * nb, g, &src).unwrap();
+        let record = iq4::MXFP4.record(g);
+        for b in 0..nb {
+            let rec = &p.data[b * record..(b + 1) * record];
+            for i in 0..g {
+                let e = 8 * b + i;
+                let d = f32::from_le_bytes(rec[4 * i..4 * i + 4].try_into().unwrap());
+                assert_eq!(d, 2f64.powi(e as i32 - 128) as f32, "e={e}");
+                assert_eq!(
+                    d.to_bits(),
+                    crate::quant::mxfp4::e8m0_half(e as u8).to_bits()
+                );
+                for el in 0..32 {
+                    let (k, byte) = (el / 4, 4 * i + el % 4);
+                    let packed = rec[iq4::MXFP4.qs_off(g) + 4 * g * (k / 2) + byte];
+                    let q = if k % 2 == 0 {
+                        packed & 0x0F
+                    } else {
+                        packed >> 4
+                    };
+                    assert_eq!(usize::from(q), (i + b + el) % 16, "e={e} element {el}");
+                }
+            }
+        }
+        assert_eq!(f32::from_bits(0x0020_0000), 2f64.powi(-128) as f32);
     }
 
     #[test]
@@ -1097,6 +1233,10 @@ mod tests {
         assert!(PackedMatrix::new(GgmlType::IQ4_XS, 20, 256).is_none());
         assert!(PackedMatrix::new(GgmlType::IQ4_XS, 16, 512).is_some());
         assert!(PackedMatrix::from_rows(GgmlType::IQ4_XS, 8, 256, &[0; 8 * 136 - 1]).is_none());
+        assert!(PackedMatrix::new(GgmlType::MXFP4, 12, 64).is_none());
+        assert!(PackedMatrix::new(GgmlType::MXFP4, 16, 48).is_none());
+        assert!(PackedMatrix::new(GgmlType::MXFP4, 16, 64).is_some());
+        assert!(PackedMatrix::from_rows(GgmlType::MXFP4, 8, 32, &[0; 8 * 17 + 1]).is_none());
         assert!(PackedMatrix::new(GgmlType::Q4_1, usize::MAX - 7, 64).is_none());
         assert!(PackedMatrix::from_rows(GgmlType::Q4_1, 8, 32, &[0; 10]).is_none());
         // 16-row records need a multiple of 16 rows; other sizes are refused.

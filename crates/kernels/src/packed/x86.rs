@@ -39,7 +39,7 @@ pub(super) unsafe fn group<const ISA: u8>(
     out: &mut [[f32; GROUP]; TILE_TOKENS],
 ) {
     assert!((1..=TILE_TOKENS).contains(&n), "{n} tokens in a tile");
-    if super::iq4::is_iq4(w.spec.ty) {
+    if super::iq4::is_table_format(w.spec.ty) {
         return super::x86_iq4::group::<ISA>(w, x, g, t0, n, out);
     }
     if w.spec.is_k() {

@@ -16,7 +16,7 @@
 //! The integer sums are the same as those of the 8-row kernels and the floating-point
 //! operations the same in the same order, so the results are bit for bit equal to theirs.
 
-use super::iq4::{xs, TABLE_U};
+use super::iq4::{table_of, xs};
 use super::kquant::{q4k, q5k, q6k, Q8K_BLOCK, Q8K_BSUMS, Q8K_QS};
 use super::{ActView, PackedMatrix, WIDE_GROUP, WIDE_TILE_TOKENS};
 use ggml_type::GgmlType;
@@ -46,7 +46,7 @@ pub(super) unsafe fn group(
     assert_eq!(w.group, G, "16-row records");
     let (spec, nb, gb) = (w.spec, w.blocks_per_row(), w.group_bytes());
     let group = &w.data[g * gb..(g + 1) * gb];
-    // Filled in place: a copy of these 180 bytes compiles to a call of libc's `memcpy`, which
+    // Filled in place: a copy of these ~190 bytes compiles to a call of libc's `memcpy`, which
     // `scripts/check-avx512`'s emulator cannot run (it maps the kernels' code, not libc's).
     let mut args = Args {
         nb,
@@ -56,6 +56,7 @@ pub(super) unsafe fn group(
         qs_off: spec.qs_off(G),
         qh_off: spec.qh_off(G),
         min_factor: spec.min_factor,
+        table_u: table_of(spec.ty).unsigned.as_ptr(),
         xs: [std::ptr::null::<u8>(); T],
         x_block: x.block,
         aux: [std::ptr::null::<f32>(); T],
@@ -99,7 +100,8 @@ pub(super) unsafe fn group(
         (GgmlType::Q4_K, _, _) => by_tokens!(tile_q4k, false),
         (GgmlType::Q5_K, _, _) => by_tokens!(tile_q4k, true),
         (GgmlType::Q6_K, _, _) => by_tokens!(tile_q6k),
-        (GgmlType::IQ4_NL, _, _) => by_tokens!(tile_iq4nl),
+        (GgmlType::IQ4_NL, _, _) => by_tokens!(tile_iq4nl, false),
+        (GgmlType::MXFP4, _, _) => by_tokens!(tile_iq4nl, true),
         (GgmlType::IQ4_XS, _, _) => by_tokens!(tile_iq4xs),
         (_, 4, false) => by_tokens!(tile, 4, false),
         (_, 4, true) => by_tokens!(tile, 4, true),
@@ -117,6 +119,8 @@ struct Args {
     qs_off: usize,
     qh_off: usize,
     min_factor: f32,
+    /// The table formats: their 16 levels plus 128 ([`super::iq4::Table`]).
+    table_u: *const u8,
     /// Per token: its activation values (32-element formats: of block 0; k-quants: the Q8_K
     /// row).
     xs: [*const u8; T],
@@ -410,32 +414,38 @@ unsafe fn tile_q6k<const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
     }
 }
 
-/// The unsigned levels (level + 128) of the 8 index vectors of a 32-element run at `p`.
+/// The unsigned levels (level + 128, 16 bytes at `table_u`) of the 8 index vectors of a
+/// 32-element run at `p`.
 ///
 /// # Safety
-/// AVX-512 F/BW; `p` readable for 256 bytes.
+/// AVX-512 F/BW; `table_u` readable for 16 bytes, `p` for 256.
 #[inline(always)]
-unsafe fn levels_u(p: *const u8) -> [__m512i; 8] {
-    let table = _mm512_broadcast_i32x4(_mm_loadu_si128(TABLE_U.as_ptr().cast()));
+unsafe fn levels_u(table_u: *const u8, p: *const u8) -> [__m512i; 8] {
+    let table = _mm512_broadcast_i32x4(_mm_loadu_si128(table_u.cast()));
     let idx = nibble_vectors(p);
     std::array::from_fn(|k| _mm512_shuffle_epi8(table, idx[k]))
 }
 
-/// IQ4_NL (layout in [`super::iq4`]): the levels as unsigned `level + 128` (a second table),
-/// the excess `128 Σ x` off each token's sum, as Q8_0 does.
+/// IQ4_NL (`F32` false) and MXFP4 (`F32` true: IQ4_NL's record with f32 scales and its own
+/// table; layouts in [`super::iq4`]): the levels as unsigned `level + 128` (the table's second
+/// form), the excess `128 Σ x` off each token's sum, as Q8_0 does.
 ///
 /// # Safety
 /// As [`tile`].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tile_iq4nl<const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
+unsafe fn tile_iq4nl<const F32: bool, const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
     let mut acc = [_mm512_setzero_ps(); C];
     for b in 0..a.nb {
         let rec = a.group.add(b * a.record);
         if C == 1 {
             super::x86::prefetch_ahead(rec, a.record);
         }
-        let d = _mm512_cvtph_ps(_mm256_loadu_si256(rec.cast()));
-        let v = levels_u(rec.add(a.qs_off));
+        let d = if F32 {
+            _mm512_loadu_ps(rec.cast())
+        } else {
+            _mm512_cvtph_ps(_mm256_loadu_si256(rec.cast()))
+        };
+        let v = levels_u(a.table_u, rec.add(a.qs_off));
         for (c, acc) in acc.iter_mut().enumerate() {
             let xq = a.xs[c].add(b * a.x_block);
             let isum = _mm512_sub_epi32(
@@ -470,7 +480,7 @@ unsafe fn tile_iq4xs<const C: usize, const CH: usize>(a: &Args, out: &mut Tile) 
         let offsets = offsets.as_ptr().cast::<i32>();
         let mut sums = [_mm512_setzero_si512(); C];
         for s in 0..8 {
-            let v = levels_u(rec.add(xs::qs(G, s)));
+            let v = levels_u(a.table_u, rec.add(xs::qs(G, s)));
             let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(rec.add(xs::sc(G) + G * s).cast()));
             for (c, sum) in sums.iter_mut().enumerate() {
                 let xq = a.xs[c].add(b * Q8K_BLOCK + Q8K_QS + 32 * s);

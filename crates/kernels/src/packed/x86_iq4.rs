@@ -1,13 +1,14 @@
-//! x86-64 kernels of the packed IQ4_NL and IQ4_XS records (layouts in [`super::iq4`]) on
-//! 256-bit vectors: lanes are the 8 rows. The indices become signed levels with one byte
-//! shuffle (`vpshufb`, the table in both 128-bit lanes); signed levels times signed
-//! activations go through the unsigned × signed products as Q8_0's do in [`super::x86`]:
-//! `|w|` against `x` with `w`'s sign (exact: no level is 0 or -128, and activations lie in
-//! -127..=127); IQ4_XS on VNNI takes `level + 128` instead and the excess off, which its
-//! activations' stored 16-element sums make cheap (see [`tile_xs`]). As there, `ISA` picks
-//! AVX2 or a VNNI encoding; the integer sums are the same.
+//! x86-64 kernels of the packed IQ4_NL, IQ4_XS and MXFP4 records (layouts in [`super::iq4`])
+//! on 256-bit vectors: lanes are the 8 rows. The indices become signed levels with one byte
+//! shuffle (`vpshufb`, the format's table, an argument, in both 128-bit lanes); signed levels
+//! times signed activations go through the unsigned × signed products as Q8_0's do in
+//! [`super::x86`]: `|w|` against `x` with `w`'s sign (exact: no level is -128, activations lie
+//! in -127..=127, and a level 0, which MXFP4 has, gives 0 either way); IQ4_XS on VNNI takes
+//! `level + 128` instead and the excess off, which its activations' stored 16-element sums make
+//! cheap (see [`tile_xs`]). As there, `ISA` picks AVX2 or a VNNI encoding; the integer sums are
+//! the same. IQ4_NL and MXFP4 share [`tile_nl`]; only the scales' type differs (f16 or f32).
 
-use super::iq4::{xs, TABLE, TABLE_U};
+use super::iq4::{f32_scales, table_of, xs};
 use super::kquant::{Q8K_BLOCK, Q8K_BSUMS, Q8K_QS};
 use super::x86::{bx, dpbusd, nibble_vectors, prefetch_ahead, AVX2, AVX512_VNNI, AVX_VNNI};
 use super::{ActView, PackedMatrix, GROUP, TILE_TOKENS};
@@ -30,6 +31,7 @@ pub(super) unsafe fn group<const ISA: u8>(
     let (nb, gb) = (w.blocks_per_row(), w.group_bytes());
     let group = &w.data[g * gb..(g + 1) * gb];
     let is_xs = w.spec.ty == GgmlType::IQ4_XS;
+    let table = table_of(w.spec.ty);
     let mut xs = [std::ptr::null::<u8>(); TILE_TOKENS];
     let mut aux = [std::ptr::null::<f32>(); TILE_TOKENS];
     for c in 0..n {
@@ -52,47 +54,60 @@ pub(super) unsafe fn group<const ISA: u8>(
         group: group.as_ptr(),
         record: w.record(),
         qs_off: w.spec.qs_off(GROUP),
+        table: table.levels.as_ptr(),
+        table_u: table.unsigned.as_ptr(),
         xs,
         x_block: x.block,
         aux,
     };
     macro_rules! by_tokens {
-        ($xs:literal) => {
+        ($fmt:expr) => {
             // SAFETY: AVX2/FMA/F16C and `ISA` present (the caller's promise); `group` holds
             // `nb` records and every token row `nb` activation blocks (and for IQ4_NL `2 * nb`
             // aux values), asserted above: all the kernel reads.
             unsafe {
                 match (ISA, n) {
-                    (AVX512_VNNI, 1) => tile_avx512_vnni::<$xs, 1>(&args, out),
-                    (AVX512_VNNI, 2) => tile_avx512_vnni::<$xs, 2>(&args, out),
-                    (AVX512_VNNI, 3) => tile_avx512_vnni::<$xs, 3>(&args, out),
-                    (AVX512_VNNI, _) => tile_avx512_vnni::<$xs, 4>(&args, out),
-                    (AVX_VNNI, 1) => tile_avx_vnni::<$xs, 1>(&args, out),
-                    (AVX_VNNI, 2) => tile_avx_vnni::<$xs, 2>(&args, out),
-                    (AVX_VNNI, 3) => tile_avx_vnni::<$xs, 3>(&args, out),
-                    (AVX_VNNI, _) => tile_avx_vnni::<$xs, 4>(&args, out),
-                    (_, 1) => tile_avx2::<$xs, 1>(&args, out),
-                    (_, 2) => tile_avx2::<$xs, 2>(&args, out),
-                    (_, 3) => tile_avx2::<$xs, 3>(&args, out),
-                    _ => tile_avx2::<$xs, 4>(&args, out),
+                    (AVX512_VNNI, 1) => tile_avx512_vnni::<{ $fmt }, 1>(&args, out),
+                    (AVX512_VNNI, 2) => tile_avx512_vnni::<{ $fmt }, 2>(&args, out),
+                    (AVX512_VNNI, 3) => tile_avx512_vnni::<{ $fmt }, 3>(&args, out),
+                    (AVX512_VNNI, _) => tile_avx512_vnni::<{ $fmt }, 4>(&args, out),
+                    (AVX_VNNI, 1) => tile_avx_vnni::<{ $fmt }, 1>(&args, out),
+                    (AVX_VNNI, 2) => tile_avx_vnni::<{ $fmt }, 2>(&args, out),
+                    (AVX_VNNI, 3) => tile_avx_vnni::<{ $fmt }, 3>(&args, out),
+                    (AVX_VNNI, _) => tile_avx_vnni::<{ $fmt }, 4>(&args, out),
+                    (_, 1) => tile_avx2::<{ $fmt }, 1>(&args, out),
+                    (_, 2) => tile_avx2::<{ $fmt }, 2>(&args, out),
+                    (_, 3) => tile_avx2::<{ $fmt }, 3>(&args, out),
+                    _ => tile_avx2::<{ $fmt }, 4>(&args, out),
                 }
             }
         };
     }
     if is_xs {
-        by_tokens!(true)
+        by_tokens!(XS)
+    } else if f32_scales(w.spec.ty) {
+        by_tokens!(NL_F32)
     } else {
-        by_tokens!(false)
+        by_tokens!(NL)
     }
 }
+
+/// The `FMT` parameter of the tiles: IQ4_NL (f16 scales), MXFP4 (IQ4_NL's record with f32
+/// scales), IQ4_XS.
+const NL: u8 = 0;
+const NL_F32: u8 = 1;
+const XS: u8 = 2;
 
 struct Args {
     nb: usize,
     group: *const u8,
     record: usize,
-    /// IQ4_NL: offset of the indices in a record.
+    /// IQ4_NL, MXFP4: offset of the indices in a record.
     qs_off: usize,
-    /// Per token: IQ4_NL, its values of block 0; IQ4_XS, its Q8_K row.
+    /// The format's 16 levels ([`super::iq4::Table`]), signed and plus 128.
+    table: *const i8,
+    table_u: *const u8,
+    /// Per token: IQ4_NL and MXFP4, its values of block 0; IQ4_XS, its Q8_K row.
     xs: [*const u8; TILE_TOKENS],
     x_block: usize,
     aux: [*const f32; TILE_TOKENS],
@@ -101,53 +116,53 @@ struct Args {
 /// # Safety
 /// AVX2/FMA/F16C; `a` as [`group`] checks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_avx2<const XS: bool, const C: usize>(
+unsafe fn tile_avx2<const FMT: u8, const C: usize>(
     a: &Args,
     out: &mut [[f32; GROUP]; TILE_TOKENS],
 ) {
-    if XS {
-        tile_xs::<AVX2, C>(a, out)
-    } else {
-        tile_nl::<AVX2, C>(a, out)
+    match FMT {
+        XS => tile_xs::<AVX2, C>(a, out),
+        NL_F32 => tile_nl::<AVX2, C, true>(a, out),
+        _ => tile_nl::<AVX2, C, false>(a, out),
     }
 }
 
 /// # Safety
 /// As [`tile_avx2`], and AVX-VNNI.
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-unsafe fn tile_avx_vnni<const XS: bool, const C: usize>(
+unsafe fn tile_avx_vnni<const FMT: u8, const C: usize>(
     a: &Args,
     out: &mut [[f32; GROUP]; TILE_TOKENS],
 ) {
-    if XS {
-        tile_xs::<AVX_VNNI, C>(a, out)
-    } else {
-        tile_nl::<AVX_VNNI, C>(a, out)
+    match FMT {
+        XS => tile_xs::<AVX_VNNI, C>(a, out),
+        NL_F32 => tile_nl::<AVX_VNNI, C, true>(a, out),
+        _ => tile_nl::<AVX_VNNI, C, false>(a, out),
     }
 }
 
 /// # Safety
 /// As [`tile_avx2`], and AVX-512 F/BW/VL/VNNI.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tile_avx512_vnni<const XS: bool, const C: usize>(
+unsafe fn tile_avx512_vnni<const FMT: u8, const C: usize>(
     a: &Args,
     out: &mut [[f32; GROUP]; TILE_TOKENS],
 ) {
-    if XS {
-        tile_xs::<AVX512_VNNI, C>(a, out)
-    } else {
-        tile_nl::<AVX512_VNNI, C>(a, out)
+    match FMT {
+        XS => tile_xs::<AVX512_VNNI, C>(a, out),
+        NL_F32 => tile_nl::<AVX512_VNNI, C, true>(a, out),
+        _ => tile_nl::<AVX512_VNNI, C, false>(a, out),
     }
 }
 
-/// The levels of the 8 index vectors of a 32-element run at `p` (128 bytes), and their
-/// magnitudes.
+/// The levels (16 signed bytes at `table`) of the 8 index vectors of a 32-element run at `p`
+/// (128 bytes), and their magnitudes.
 ///
 /// # Safety
-/// AVX2; `p` readable for 128 bytes.
+/// AVX2; `table` readable for 16 bytes, `p` for 128.
 #[inline(always)]
-unsafe fn levels(p: *const u8) -> ([__m256i; 8], [__m256i; 8]) {
-    let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(TABLE.as_ptr().cast()));
+unsafe fn levels(table: *const i8, p: *const u8) -> ([__m256i; 8], [__m256i; 8]) {
+    let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(table.cast()));
     let idx = nibble_vectors(p);
     let v: [__m256i; 8] = std::array::from_fn(|k| _mm256_shuffle_epi8(table, idx[k]));
     let abs = std::array::from_fn(|k| _mm256_sign_epi8(v[k], v[k]));
@@ -183,10 +198,15 @@ unsafe fn run_dot<const ISA: u8>(
     s
 }
 
+/// IQ4_NL (`F32` false: f16 scales) and MXFP4 (`F32` true: f32 scales), each with its table.
+///
 /// # Safety
 /// AVX2/FMA/F16C and `ISA`; `a` as [`group`] checks.
 #[inline(always)]
-unsafe fn tile_nl<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GROUP]; TILE_TOKENS]) {
+unsafe fn tile_nl<const ISA: u8, const C: usize, const F32: bool>(
+    a: &Args,
+    out: &mut [[f32; GROUP]; TILE_TOKENS],
+) {
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); C];
     for b in 0..a.nb {
@@ -194,8 +214,12 @@ unsafe fn tile_nl<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GROU
         if C == 1 {
             prefetch_ahead(rec, a.record);
         }
-        let d = _mm256_cvtph_ps(_mm_loadu_si128(rec.cast()));
-        let (v, abs) = levels(rec.add(a.qs_off));
+        let d = if F32 {
+            _mm256_loadu_ps(rec.cast())
+        } else {
+            _mm256_cvtph_ps(_mm_loadu_si128(rec.cast()))
+        };
+        let (v, abs) = levels(a.table, rec.add(a.qs_off));
         for (c, acc) in acc.iter_mut().enumerate() {
             let isum = run_dot::<ISA>(&v, &abs, a.xs[c].add(b * a.x_block), ones);
             let dx = _mm256_broadcast_ss(&*a.aux[c].add(2 * b));
@@ -215,7 +239,7 @@ unsafe fn tile_nl<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GROU
 /// AVX2/FMA/F16C and `ISA`; `a` as [`group`] checks.
 #[inline(always)]
 unsafe fn tile_xs<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GROUP]; TILE_TOKENS]) {
-    let table_u = _mm256_broadcastsi128_si256(_mm_loadu_si128(TABLE_U.as_ptr().cast()));
+    let table_u = _mm256_broadcastsi128_si256(_mm_loadu_si128(a.table_u.cast()));
     let mut acc = [_mm256_setzero_ps(); C];
     for b in 0..a.nb {
         let rec = a.group.add(b * a.record);
@@ -248,7 +272,7 @@ unsafe fn tile_xs<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GROU
                 }
                 continue;
             }
-            let (v, abs) = levels(q);
+            let (v, abs) = levels(a.table, q);
             // The scale in both 16-bit halves of the lane.
             let sc16 = _mm256_or_si256(
                 _mm256_and_si256(sc32, _mm256_set1_epi32(0xFFFF)),
