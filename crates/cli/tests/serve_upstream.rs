@@ -4,12 +4,14 @@
 //! usage` shows it apart; an answer without token counts is recorded as unknown and `hearth
 //! usage` marks its sums as lower bounds; `hearth privacy` says where such prompts go.
 
+#[path = "common/http_stub.rs"]
+mod http_stub;
 #[path = "common/serve.rs"]
 mod serve;
 
 use assert_cmd::Command;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -118,21 +120,10 @@ fn stub(usage: bool) -> (String, mpsc::Receiver<String>) {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { return };
             let mut reader = BufReader::new(conn.try_clone().unwrap());
-            let mut head = String::new();
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                head.push_str(&line);
-            }
-            let mut body = vec![0u8; len];
-            let _ = reader.read_exact(&mut body);
-            let _ = tx.send(head);
+            let Some(request) = http_stub::read_request(&mut reader) else {
+                continue;
+            };
+            let _ = tx.send(request.head);
             let _ = conn.write_all(
                 b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n",
             );

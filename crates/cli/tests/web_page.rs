@@ -6,10 +6,12 @@
 //! `/usr/bin/chromium` is missing and the test runs as root, `apt-get install chromium`.
 //! When either cannot be had the test fails with the reason; it never skips.
 
+#[path = "common/http_stub.rs"]
+mod http_stub;
 #[path = "common/serve.rs"]
 mod serve;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -256,27 +258,6 @@ enum StubEvent {
     ClientGone,
 }
 
-/// One chat request's head and body as the stub reads them; None when the connection ends
-/// first.
-fn read_request(reader: &mut impl BufRead) -> Option<serde_json::Value> {
-    let mut len = 0usize;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        if line == "\r\n" {
-            break;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            len = v.trim().parse().ok()?;
-        }
-    }
-    let mut body = vec![0u8; len];
-    reader.read_exact(&mut body).ok()?;
-    serde_json::from_slice(&body).ok()
-}
-
 /// A stub OpenAI server on 127.0.0.1 for the remote scenario. What it answers depends on the
 /// last user message: "slow" streams 60 pieces 100 ms apart (for Stop), "break" sends half a
 /// piece of text and closes the connection without finishing the stream, and anything else
@@ -294,9 +275,11 @@ fn remote_stub() -> (String, mpsc::Receiver<StubEvent>) {
                 let Ok(read_half) = conn.try_clone() else {
                     return;
                 };
-                let Some(body) = read_request(&mut BufReader::new(read_half)) else {
+                let Some(request) = http_stub::read_request(&mut BufReader::new(read_half)) else {
                     return;
                 };
+                let body: serde_json::Value =
+                    serde_json::from_slice(&request.body).unwrap_or_default();
                 let last = body["messages"]
                     .as_array()
                     .and_then(|m| m.last())

@@ -209,6 +209,26 @@ fn chat(extra: Value) -> Value {
     b
 }
 
+/// A streamed chat request for the remote model, answered by a stub doing `answer`: the
+/// reply, the usage recorded, and the stub.
+async fn stream_from(answer: Answer) -> (support::Reply, Arc<Recorded>, Stub) {
+    let stub = Stub::start(answer);
+    let (app, recorded) = router(&stub.base, Duration::from_secs(30));
+    let r = send(
+        &app,
+        keyed(post("/v1/chat/completions", &chat(json!({"stream": true})))),
+    )
+    .await;
+    (r, recorded, stub)
+}
+
+/// The cut-off error event that ends a stream (the last event): its message.
+fn cut_off_message(data: &[String]) -> String {
+    let error: Value = serde_json::from_str(data.last().expect("events")).unwrap();
+    assert_eq!(error["error"]["code"], "upstream_cut_off", "{error}");
+    error["error"]["message"].as_str().unwrap().to_owned()
+}
+
 #[tokio::test]
 async fn a_whole_answer_passes_through_with_the_upstream_key_and_is_recorded_as_remote() {
     let answer = json!({
@@ -338,13 +358,7 @@ async fn an_upstream_that_reports_no_usage_is_recorded_with_unknown_counts() {
     let events = vec![
         json!({"choices": [{"index": 0, "delta": {"content": "one"}, "finish_reason": "stop"}]}),
     ];
-    let stub = Stub::start(Answer::Events(events.clone()));
-    let (app, recorded) = router(&stub.base, Duration::from_secs(30));
-    let r = send(
-        &app,
-        keyed(post("/v1/chat/completions", &chat(json!({"stream": true})))),
-    )
-    .await;
+    let (r, recorded, stub) = stream_from(Answer::Events(events.clone())).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(
         sse_data(&r.text()),
@@ -384,23 +398,16 @@ async fn an_upstream_that_reports_no_usage_is_recorded_with_unknown_counts() {
 #[tokio::test]
 async fn a_stream_the_upstream_cuts_off_ends_with_an_error_naming_it() {
     let events = vec![json!({"choices": [{"index": 0, "delta": {"content": "half an"}}]})];
-    let stub = Stub::start(Answer::Cut {
+    let (r, recorded, _) = stream_from(Answer::Cut {
         events: events.clone(),
         mid_event: false,
-    });
-    let (app, recorded) = router(&stub.base, Duration::from_secs(30));
-    let r = send(
-        &app,
-        keyed(post("/v1/chat/completions", &chat(json!({"stream": true})))),
-    )
+    })
     .await;
     let data = sse_data(&r.text());
     assert_eq!(data.len(), 2, "{}", r.text());
     assert_eq!(data[0], events[0].to_string());
     // No [DONE]: an error event that OpenAI's clients raise, naming the upstream.
-    let error: Value = serde_json::from_str(&data[1]).unwrap();
-    assert_eq!(error["error"]["code"], "upstream_cut_off", "{error}");
-    let message = error["error"]["message"].as_str().unwrap();
+    let message = cut_off_message(&data);
     assert!(
         message.contains("127.0.0.1") && message.contains("'big'"),
         "{message}"
@@ -410,18 +417,10 @@ async fn a_stream_the_upstream_cuts_off_ends_with_an_error_naming_it() {
     assert_eq!((rows.len(), rows[0].prompt_tokens), (1, None));
 
     // Closed without [DONE] in a close-delimited body: the same error event.
-    let stub = Stub::start(Answer::Closed(events.clone()));
-    let (app, _) = router(&stub.base, Duration::from_secs(30));
-    let r = send(
-        &app,
-        keyed(post("/v1/chat/completions", &chat(json!({"stream": true})))),
-    )
-    .await;
+    let (r, _, _) = stream_from(Answer::Closed(events.clone())).await;
     let data = sse_data(&r.text());
     assert_eq!(data.len(), 2, "{}", r.text());
-    let error: Value = serde_json::from_str(&data[1]).unwrap();
-    assert_eq!(error["error"]["code"], "upstream_cut_off", "{error}");
-    let message = error["error"]["message"].as_str().unwrap();
+    let message = cut_off_message(&data);
     assert!(message.contains("without [DONE]"), "{message}");
 
     // Cut inside an event the client already has part of (it asked for the usage itself, so

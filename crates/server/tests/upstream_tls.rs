@@ -170,20 +170,29 @@ async fn an_https_upstream_with_a_private_ca_answers_when_the_ca_is_given() {
     assert_eq!(text, "sealed reply");
 }
 
+/// A chat request to `up` that must fail the certificate check: the error's message.
+async fn tls_failure(up: Upstream) -> String {
+    let r = send(&router(up), chat_request()).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["error"]["code"], "upstream_tls", "{v}");
+    let msg = v["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    println!("{msg}");
+    assert!(msg.contains("failed the TLS check"), "{msg}");
+    msg
+}
+
 #[tokio::test]
 async fn without_the_ca_the_tls_check_fails_with_a_502_that_says_what_to_do() {
     let pki = make_pki("hearth test CA");
     let base = tls_stub(&pki);
     let up = Upstream::parse(&format!("big={base}"), None).unwrap();
-    let r = send(&router(up), chat_request()).await;
-    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
-    let v = r.json();
-    let msg = v["error"]["message"].as_str().unwrap_or_default();
-    println!("{msg}");
-    assert!(msg.contains("failed the TLS check"), "{msg}");
+    let msg = tls_failure(up).await;
     assert!(msg.contains("--upstream-ca"), "{msg}");
     assert!(msg.contains("127.0.0.1"), "{msg}");
-    assert_eq!(v["error"]["code"], "upstream_tls", "{v}");
 
     // Another CA's certificate does not vouch for this server either; the message names the
     // file that was trusted.
@@ -194,12 +203,7 @@ async fn without_the_ca_the_tls_check_fails_with_a_502_that_says_what_to_do() {
         .unwrap()
         .with_roots(TrustedRoots::load(&ca).unwrap())
         .unwrap();
-    let r = send(&router(up), chat_request()).await;
-    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
-    let v = r.json();
-    let msg = v["error"]["message"].as_str().unwrap_or_default();
-    println!("{msg}");
-    assert!(msg.contains("failed the TLS check"), "{msg}");
+    let msg = tls_failure(up).await;
     assert!(msg.contains("other-ca.pem"), "{msg}");
 }
 
