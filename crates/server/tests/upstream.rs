@@ -210,8 +210,8 @@ fn chat(extra: Value) -> Value {
 }
 
 /// A streamed chat request for the remote model, answered by a stub doing `answer`: the
-/// reply, the usage recorded, and the stub.
-async fn stream_from(answer: Answer) -> (support::Reply, Arc<Recorded>, Stub) {
+/// reply and the usage recorded.
+async fn stream_from(answer: Answer) -> (support::Reply, Arc<Recorded>) {
     let stub = Stub::start(answer);
     let (app, recorded) = router(&stub.base, Duration::from_secs(30));
     let r = send(
@@ -219,7 +219,7 @@ async fn stream_from(answer: Answer) -> (support::Reply, Arc<Recorded>, Stub) {
         keyed(post("/v1/chat/completions", &chat(json!({"stream": true})))),
     )
     .await;
-    (r, recorded, stub)
+    (r, recorded)
 }
 
 /// The cut-off error event that ends a stream (the last event): its message.
@@ -358,7 +358,13 @@ async fn an_upstream_that_reports_no_usage_is_recorded_with_unknown_counts() {
     let events = vec![
         json!({"choices": [{"index": 0, "delta": {"content": "one"}, "finish_reason": "stop"}]}),
     ];
-    let (r, recorded, stub) = stream_from(Answer::Events(events.clone())).await;
+    let stub = Stub::start(Answer::Events(events.clone()));
+    let (app, recorded) = router(&stub.base, Duration::from_secs(30));
+    let r = send(
+        &app,
+        keyed(post("/v1/chat/completions", &chat(json!({"stream": true})))),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(
         sse_data(&r.text()),
@@ -398,7 +404,7 @@ async fn an_upstream_that_reports_no_usage_is_recorded_with_unknown_counts() {
 #[tokio::test]
 async fn a_stream_the_upstream_cuts_off_ends_with_an_error_naming_it() {
     let events = vec![json!({"choices": [{"index": 0, "delta": {"content": "half an"}}]})];
-    let (r, recorded, _) = stream_from(Answer::Cut {
+    let (r, recorded) = stream_from(Answer::Cut {
         events: events.clone(),
         mid_event: false,
     })
@@ -417,7 +423,7 @@ async fn a_stream_the_upstream_cuts_off_ends_with_an_error_naming_it() {
     assert_eq!((rows.len(), rows[0].prompt_tokens), (1, None));
 
     // Closed without [DONE] in a close-delimited body: the same error event.
-    let (r, _, _) = stream_from(Answer::Closed(events.clone())).await;
+    let (r, _) = stream_from(Answer::Closed(events.clone())).await;
     let data = sse_data(&r.text());
     assert_eq!(data.len(), 2, "{}", r.text());
     let message = cut_off_message(&data);
