@@ -8,10 +8,13 @@
 //! over a block is split into independent chains of `vpdpbusd` (its latency is several cycles,
 //! its throughput about one a cycle), so that enough products are in flight whatever the tile.
 //!
-//! Software prefetch (as the 256-bit kernels do) only in the one-token products of the
-//! 32-element formats, whose records are short: it doubled a Q8_0 product with 640 columns
-//! from memory, while it slowed the k-quants' (Q4_K, 75 MB: 51.8 GMAC/s without, 28-36 with
-//! it 1-16 KiB ahead), which the hardware prefetcher streams well.
+//! Software prefetch (as the 256-bit kernels do) in the one-token products of the 32-element
+//! formats, whose records are short: it doubled a Q8_0 product with 640 columns from memory.
+//! In the one-token Q4_K/Q5_K/Q6_K products it depends on the CPU ([`kquant_prefetch`]): on
+//! AMD Zen 4 it slowed them (Q4_K, 75 MB: 51.8 GMAC/s without, 28-36 with it 1-16 KiB ahead),
+//! as the hardware prefetcher streams those records well; on an Intel Xeon with AVX-512 the
+//! same product from memory ran at half the 8-row kernel's speed without it, and generation
+//! on a 1.2 B Q4_K model went from ~12 to ~17 tokens/s with it 8 KiB ahead.
 //!
 //! The integer sums are the same as those of the 8-row kernels and the floating-point
 //! operations the same in the same order, so the results are bit for bit equal to theirs.
@@ -28,6 +31,36 @@ const T: usize = WIDE_TILE_TOKENS;
 const VB: usize = 4 * G;
 
 type Tile = [[f32; G]; T];
+
+/// How far ahead (bytes) the one-token k-quant products prefetch their records; 0: not at all.
+/// `HEARTH_KQUANT_PREFETCH=BYTES` sets it (0 turns it off); else 8 KiB on Intel CPUs and none
+/// on others (see the module's note for the measurements). Decided once.
+fn kquant_prefetch() -> usize {
+    static AHEAD: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *AHEAD.get_or_init(|| {
+        let set = std::env::var("HEARTH_KQUANT_PREFETCH").ok();
+        match set.and_then(|v| v.trim().parse::<usize>().ok()) {
+            // At most 1 MiB: further is no prefetch for any cache.
+            Some(bytes) => bytes.min(1 << 20),
+            None if crate::simd::x86::is_intel() => 8192,
+            None => 0,
+        }
+    })
+}
+
+/// Prefetches the `len` bytes at `at` into the caches (prefetches never fault, so an address
+/// past the end of the weights is harmless).
+///
+/// # Safety
+/// SSE (every x86-64 CPU).
+#[inline(always)]
+unsafe fn prefetch_record(at: *const u8, len: usize) {
+    let mut off = 0;
+    while off < len {
+        _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(off).cast());
+        off += 64;
+    }
+}
 
 /// `out[c][i]` = row `16g + i` · token `t0 + c`, for `c < n` (at most [`WIDE_TILE_TOKENS`]);
 /// rows `n..` of `out` are left with values of no meaning.
@@ -281,8 +314,12 @@ unsafe fn tile<const BITS: u32, const HAS_MIN: bool, const C: usize, const CH: u
 unsafe fn tile_q4k<const Q5: bool, const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
     let mut acc = [_mm512_setzero_ps(); C];
     let bit4 = _mm512_set1_epi8(0x10);
+    let ahead = if C == 1 { kquant_prefetch() } else { 0 };
     for b in 0..a.nb {
         let rec = a.group.add(b * a.record);
+        if ahead > 0 {
+            prefetch_record(rec.wrapping_add(ahead), a.record);
+        }
         let mut sums = [_mm512_setzero_si512(); C];
         for s in 0..8 {
             let v = if Q5 {
@@ -357,8 +394,12 @@ unsafe fn tile_q6k<const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
     let ch = CH.div_ceil(2).max(1);
     let mut acc = [_mm512_setzero_ps(); C];
     let bits45 = _mm512_set1_epi8(0x30);
+    let ahead = if C == 1 { kquant_prefetch() } else { 0 };
     for b in 0..a.nb {
         let rec = a.group.add(b * a.record);
+        if ahead > 0 {
+            prefetch_record(rec.wrapping_add(ahead), a.record);
+        }
         let mut sums = [_mm512_setzero_si512(); C];
         for t in 0..8 {
             let mut v = nibble_vectors(rec.add(q6k::ql(G, t)));

@@ -5,6 +5,14 @@
 
 use std::arch::x86_64::*;
 
+/// Whether the CPU says it is Intel's (`GenuineIntel`): where tuning differs by vendor.
+pub fn is_intel() -> bool {
+    // Leaf 0 (the vendor) exists on every x86-64 CPU.
+    let id = __cpuid(0);
+    let vendor = [id.ebx, id.edx, id.ecx].map(u32::to_le_bytes).concat();
+    vendor == b"GenuineIntel"
+}
+
 /// Sum of the 8 lanes.
 ///
 /// # Safety
