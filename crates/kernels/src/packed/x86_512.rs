@@ -35,7 +35,7 @@ type Tile = [[f32; G]; T];
 /// How far ahead (bytes) the one-token k-quant products prefetch their records; 0: not at all.
 /// `HEARTH_KQUANT_PREFETCH=BYTES` sets it (0 turns it off); else 8 KiB on Intel CPUs and none
 /// on others (see the module's note for the measurements). Decided once.
-fn kquant_prefetch() -> usize {
+pub(super) fn kquant_prefetch() -> usize {
     static AHEAD: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *AHEAD.get_or_init(|| {
         let set = std::env::var("HEARTH_KQUANT_PREFETCH").ok();
@@ -93,6 +93,7 @@ pub(super) unsafe fn group(
         xs: [std::ptr::null::<u8>(); T],
         x_block: x.block,
         aux: [std::ptr::null::<f32>(); T],
+        prefetch: w.prefetch,
     };
     // Tiles run with 1, 2, 4 or 8 tokens; the slots past `n` repeat the last token (their
     // results are not used), which spares kernels for every count.
@@ -159,6 +160,8 @@ struct Args {
     xs: [*const u8; T],
     x_block: usize,
     aux: [*const f32; T],
+    /// The k-quants' one-token prefetch distance ([`PackedMatrix`]'s).
+    prefetch: usize,
 }
 
 /// The 8 nibble vectors of one 32-element run (256 bytes at `p`).
@@ -314,7 +317,7 @@ unsafe fn tile<const BITS: u32, const HAS_MIN: bool, const C: usize, const CH: u
 unsafe fn tile_q4k<const Q5: bool, const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
     let mut acc = [_mm512_setzero_ps(); C];
     let bit4 = _mm512_set1_epi8(0x10);
-    let ahead = if C == 1 { kquant_prefetch() } else { 0 };
+    let ahead = if C == 1 { a.prefetch } else { 0 };
     for b in 0..a.nb {
         let rec = a.group.add(b * a.record);
         if ahead > 0 {
@@ -394,7 +397,7 @@ unsafe fn tile_q6k<const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
     let ch = CH.div_ceil(2).max(1);
     let mut acc = [_mm512_setzero_ps(); C];
     let bits45 = _mm512_set1_epi8(0x30);
-    let ahead = if C == 1 { kquant_prefetch() } else { 0 };
+    let ahead = if C == 1 { a.prefetch } else { 0 };
     for b in 0..a.nb {
         let rec = a.group.add(b * a.record);
         if ahead > 0 {
