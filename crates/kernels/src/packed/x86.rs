@@ -312,10 +312,19 @@ pub(super) const PREFETCH_AHEAD: usize = 2048;
 /// SSE (every x86-64 CPU).
 #[inline(always)]
 pub(super) unsafe fn prefetch_ahead(rec: *const u8, record: usize) {
-    let ahead = rec.wrapping_add(PREFETCH_AHEAD);
+    prefetch_lines(rec.wrapping_add(PREFETCH_AHEAD), record);
+}
+
+/// Prefetches the cache lines of the `len` bytes at `at` (which may lie past the weights'
+/// end: prefetches never fault).
+///
+/// # Safety
+/// SSE (every x86-64 CPU).
+#[inline(always)]
+pub(super) unsafe fn prefetch_lines(at: *const u8, len: usize) {
     let mut off = 0;
-    while off < record {
-        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(off).cast());
+    while off < len {
+        _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(off).cast());
         off += 64;
     }
 }

@@ -48,20 +48,6 @@ pub(super) fn kquant_prefetch() -> usize {
     })
 }
 
-/// Prefetches the `len` bytes at `at` into the caches (prefetches never fault, so an address
-/// past the end of the weights is harmless).
-///
-/// # Safety
-/// SSE (every x86-64 CPU).
-#[inline(always)]
-unsafe fn prefetch_record(at: *const u8, len: usize) {
-    let mut off = 0;
-    while off < len {
-        _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(off).cast());
-        off += 64;
-    }
-}
-
 /// `out[c][i]` = row `16g + i` · token `t0 + c`, for `c < n` (at most [`WIDE_TILE_TOKENS`]);
 /// rows `n..` of `out` are left with values of no meaning.
 ///
@@ -321,7 +307,7 @@ unsafe fn tile_q4k<const Q5: bool, const C: usize, const CH: usize>(a: &Args, ou
     for b in 0..a.nb {
         let rec = a.group.add(b * a.record);
         if ahead > 0 {
-            prefetch_record(rec.wrapping_add(ahead), a.record);
+            super::x86::prefetch_lines(rec.wrapping_add(ahead), a.record);
         }
         let mut sums = [_mm512_setzero_si512(); C];
         for s in 0..8 {
@@ -401,7 +387,7 @@ unsafe fn tile_q6k<const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
     for b in 0..a.nb {
         let rec = a.group.add(b * a.record);
         if ahead > 0 {
-            prefetch_record(rec.wrapping_add(ahead), a.record);
+            super::x86::prefetch_lines(rec.wrapping_add(ahead), a.record);
         }
         let mut sums = [_mm512_setzero_si512(); C];
         for t in 0..8 {
