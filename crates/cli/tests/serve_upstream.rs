@@ -11,8 +11,7 @@ mod serve;
 
 use assert_cmd::Command;
 use serde_json::{json, Value};
-use std::io::{BufReader, Write};
-use std::net::TcpListener;
+use std::io::Write;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -113,35 +112,26 @@ fn bad_upstreams_stop_the_server_before_it_listens() {
 /// a usage event when `usage` (otherwise it ignores `stream_options.include_usage`, as many
 /// servers do); sends the head of each request it gets.
 fn stub(usage: bool) -> (String, mpsc::Receiver<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            let mut reader = BufReader::new(conn.try_clone().unwrap());
-            let Some(request) = http_stub::read_request(&mut reader) else {
-                continue;
-            };
-            let _ = tx.send(request.head);
-            let _ = conn.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n",
+    let addr = http_stub::serve(move |mut conn, request| {
+        let _ = tx.send(request.head);
+        let _ = conn.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n",
+        );
+        let mut events = vec![
+            json!({"choices": [{"index": 0, "delta": {"content": "far "}}]}),
+            json!({"choices": [{"index": 0, "delta": {"content": "away"}, "finish_reason": "stop"}]}),
+        ];
+        if usage {
+            events.push(
+                json!({"choices": [], "usage": {"prompt_tokens": 21, "completion_tokens": 2}}),
             );
-            let mut events = vec![
-                json!({"choices": [{"index": 0, "delta": {"content": "far "}}]}),
-                json!({"choices": [{"index": 0, "delta": {"content": "away"}, "finish_reason": "stop"}]}),
-            ];
-            if usage {
-                events.push(
-                    json!({"choices": [], "usage": {"prompt_tokens": 21, "completion_tokens": 2}}),
-                );
-            }
-            for e in events {
-                let _ = write!(conn, "data: {e}\n\n");
-                let _ = conn.flush();
-            }
-            let _ = conn.write_all(b"data: [DONE]\n\n");
         }
+        for e in events {
+            let _ = write!(conn, "data: {e}\n\n");
+            let _ = conn.flush();
+        }
+        let _ = conn.write_all(b"data: [DONE]\n\n");
     });
     (addr, rx)
 }

@@ -11,8 +11,7 @@ mod http_stub;
 #[path = "common/serve.rs"]
 mod serve;
 
-use std::io::{BufReader, Write};
-use std::net::TcpListener;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{mpsc, Mutex, OnceLock};
@@ -264,68 +263,53 @@ enum StubEvent {
 /// streams "Hello from the remote box." with its usage. Each request and each early
 /// disconnect is reported on the channel.
 fn remote_stub() -> (String, mpsc::Receiver<StubEvent>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let Ok(read_half) = conn.try_clone() else {
-                    return;
-                };
-                let Some(request) = http_stub::read_request(&mut BufReader::new(read_half)) else {
-                    return;
-                };
-                let body: serde_json::Value =
-                    serde_json::from_slice(&request.body).unwrap_or_default();
-                let last = body["messages"]
-                    .as_array()
-                    .and_then(|m| m.last())
-                    .and_then(|m| m["content"].as_str())
-                    .unwrap_or("")
-                    .to_ascii_lowercase();
-                let _ = tx.send(StubEvent::Request(body));
-                let event = |content: &str, finish: Option<&str>| {
-                    let delta = serde_json::json!({"content": content});
-                    let choice =
-                        serde_json::json!({"index": 0, "delta": delta, "finish_reason": finish});
-                    format!("data: {}\n\n", serde_json::json!({"choices": [choice]}))
-                };
-                let mut send = |text: &str| -> bool {
-                    conn.write_all(text.as_bytes()).is_ok() && conn.flush().is_ok()
-                };
-                if !send("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n") {
-                    return;
-                }
-                if last.contains("break") {
-                    send(&event("Half an ans", None));
-                    return; // closed mid-answer: no finish reason, no [DONE]
-                }
-                let (pieces, pause): (Vec<String>, u64) = if last.contains("slow") {
-                    ((1..=60).map(|i| format!("{i} ")).collect(), 100)
-                } else {
-                    (
-                        ["Hello ", "from ", "the ", "remote ", "box."]
-                            .map(String::from)
-                            .to_vec(),
-                        30,
-                    )
-                };
-                let n = pieces.len();
-                for (i, piece) in pieces.iter().enumerate() {
-                    let finish = (i + 1 == n).then_some("stop");
-                    if !send(&event(piece, finish)) {
-                        let _ = tx.send(StubEvent::ClientGone);
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(pause));
-                }
-                let usage = serde_json::json!({"choices": [], "usage": {"prompt_tokens": 17, "completion_tokens": n}});
-                send(&format!("data: {usage}\n\ndata: [DONE]\n\n"));
-            });
+    let addr = http_stub::serve(move |mut conn, request| {
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
+        let last = body["messages"]
+            .as_array()
+            .and_then(|m| m.last())
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let _ = tx.send(StubEvent::Request(body));
+        let event = |content: &str, finish: Option<&str>| {
+            let delta = serde_json::json!({"content": content});
+            let choice = serde_json::json!({"index": 0, "delta": delta, "finish_reason": finish});
+            format!("data: {}\n\n", serde_json::json!({"choices": [choice]}))
+        };
+        let mut send = |text: &str| -> bool {
+            conn.write_all(text.as_bytes()).is_ok() && conn.flush().is_ok()
+        };
+        if !send("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n")
+        {
+            return;
         }
+        if last.contains("break") {
+            send(&event("Half an ans", None));
+            return; // closed mid-answer: no finish reason, no [DONE]
+        }
+        let (pieces, pause): (Vec<String>, u64) = if last.contains("slow") {
+            ((1..=60).map(|i| format!("{i} ")).collect(), 100)
+        } else {
+            (
+                ["Hello ", "from ", "the ", "remote ", "box."]
+                    .map(String::from)
+                    .to_vec(),
+                30,
+            )
+        };
+        let n = pieces.len();
+        for (i, piece) in pieces.iter().enumerate() {
+            let finish = (i + 1 == n).then_some("stop");
+            if !send(&event(piece, finish)) {
+                let _ = tx.send(StubEvent::ClientGone);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(pause));
+        }
+        let usage = serde_json::json!({"choices": [], "usage": {"prompt_tokens": 17, "completion_tokens": n}});
+        send(&format!("data: {usage}\n\ndata: [DONE]\n\n"));
     });
     (addr, rx)
 }

@@ -124,6 +124,14 @@ fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// The upstream `big` at `base`, trusting only the CAs in the file `ca`.
+fn trusting(base: &str, ca: &Path) -> Upstream {
+    Upstream::parse(&format!("big={base}"), None)
+        .unwrap()
+        .with_roots(TrustedRoots::load(ca).unwrap())
+        .unwrap()
+}
+
 fn router(up: Upstream) -> axum::Router {
     support::home();
     let upstreams =
@@ -151,10 +159,7 @@ async fn an_https_upstream_with_a_private_ca_answers_when_the_ca_is_given() {
     let base = tls_stub(&pki);
     let dir = tempfile::tempdir().unwrap();
     let ca = write_file(dir.path(), "ca.pem", &pki.ca_pem);
-    let up = Upstream::parse(&format!("big={base}"), None)
-        .unwrap()
-        .with_roots(TrustedRoots::load(&ca).unwrap())
-        .unwrap();
+    let up = trusting(&base, &ca);
     assert_eq!(up.ca_file(), Some(ca.as_path()));
     let r = send(&router(up), chat_request()).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
@@ -199,10 +204,7 @@ async fn without_the_ca_the_tls_check_fails_with_a_502_that_says_what_to_do() {
     let other = make_pki("some other CA");
     let dir = tempfile::tempdir().unwrap();
     let ca = write_file(dir.path(), "other-ca.pem", &other.ca_pem);
-    let up = Upstream::parse(&format!("big={base}"), None)
-        .unwrap()
-        .with_roots(TrustedRoots::load(&ca).unwrap())
-        .unwrap();
+    let up = trusting(&base, &ca);
     let msg = tls_failure(up).await;
     assert!(msg.contains("other-ca.pem"), "{msg}");
 }

@@ -121,7 +121,7 @@ fn upstreams(a: &Args) -> anyhow::Result<server::upstream::Upstreams> {
     };
     // The flag's CA goes with every https upstream; an http one has nothing to check.
     let with_ca = |u: Upstream, ca: &Option<TrustedRoots>| match ca {
-        Some(roots) if u.base.starts_with("https://") => u.with_roots(roots.clone()),
+        Some(roots) if u.is_https() => u.with_roots(roots.clone()),
         _ => Ok(u),
     };
     let mut list = Vec::new();

@@ -199,11 +199,16 @@ impl Upstream {
 
     /// Trusts `roots` (and only them) for this upstream's certificate.
     pub fn with_roots(mut self, roots: TrustedRoots) -> Result<Upstream, UpstreamError> {
-        if !self.base.starts_with("https://") {
+        if !self.is_https() {
             return Err(UpstreamError::CaWithoutTls(self.name));
         }
         self.roots = Some(roots);
         Ok(self)
+    }
+
+    /// Whether requests to it go over TLS.
+    pub fn is_https(&self) -> bool {
+        self.base.starts_with("https://")
     }
 
     /// The CA file trusted for this upstream, if one is.

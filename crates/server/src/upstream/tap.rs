@@ -136,8 +136,9 @@ impl Tap {
         }
         if !self.kept.is_empty() && !self.finished {
             // A last event without its blank line (`data: [DONE]` and the connection closed).
-            let rest = self.kept.clone();
+            let rest = std::mem::take(&mut self.kept);
             self.read_event(&rest);
+            self.kept = rest;
         }
         if self.finished {
             return None;
