@@ -2,6 +2,7 @@
 //! matrix multiplication over any format, element-wise ops and the thread pool.
 //! This is the only crate of the workspace allowed to use `unsafe`.
 
+pub mod attn;
 pub mod matmul;
 pub mod ops;
 pub mod packed;

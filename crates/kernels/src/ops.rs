@@ -376,6 +376,39 @@ pub mod f16 {
         F16.quantize_row_fast(src, dst);
     }
 
+    /// Converts f16 bytes to f32 values (`src.len() == 2 * dst.len()`).
+    pub fn to_f32(src: &[u8], dst: &mut [f32]) {
+        assert_eq!(src.len(), 2 * dst.len(), "f16 row length");
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::features().avx2 {
+            // SAFETY: AVX2, FMA and F16C were detected; lengths are checked above.
+            unsafe { to_f32_avx2(src, dst) };
+            return;
+        }
+        to_f32_scalar(src, dst);
+    }
+
+    /// The reference of [`to_f32`].
+    pub fn to_f32_scalar(src: &[u8], dst: &mut [f32]) {
+        for (o, b) in dst.iter_mut().zip(src.chunks_exact(2)) {
+            *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C, and `src.len() == 2 * dst.len()`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn to_f32_avx2(src: &[u8], dst: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let n8 = dst.len() / 8 * 8;
+        let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+        for i in (0..n8).step_by(8) {
+            _mm256_storeu_ps(dp.add(i), crate::simd::x86::load_f16x8(sp.add(2 * i)));
+        }
+        to_f32_scalar(&src[2 * n8..], &mut dst[n8..]);
+    }
+
     /// Dot product of two f16 rows of `n` elements, accumulated in f32.
     pub fn dot(n: usize, a: &[u8], b: &[u8]) -> f32 {
         dot_fn()(n, a, b)
@@ -508,6 +541,11 @@ pub mod f16 {
             assert!((super::dot(40, &ab, &bb) - exact).abs() < 1e-3);
             let mut y = vec![1.0f32; 40];
             super::axpy(&mut y, 2.0, &ab);
+            let (mut wide, mut plain) = (vec![0f32; 40], vec![0f32; 40]);
+            super::to_f32(&ab, &mut wide);
+            super::to_f32_scalar(&ab, &mut plain);
+            assert_eq!(wide, plain);
+            assert!(wide.iter().zip(&a).all(|(x, y)| (x - y).abs() < 1e-3));
             let mut z = vec![1.0f32; 40];
             super::axpy_scalar(&mut z, 2.0, &ab);
             for (i, v) in y.iter().enumerate() {

@@ -4,6 +4,7 @@ use super::cpu::host_kv;
 use super::KvStorage;
 use crate::blocks::{AttnParams, AttnShape, SeqPart, MAX_HEAD_DIM};
 use gguf::GgmlType;
+use kernels::attn::{self, Start};
 use kernels::ops::{self, f16};
 use kernels::par::par_chunks_mut;
 use kernels::pool::ThreadPool;
@@ -71,8 +72,9 @@ impl HostKv {
 }
 
 /// See [`super::Backend::attention`]. Causal: keys up to the token's position; otherwise every
-/// position the sequence has after this batch. Parallel over (token, head) pairs, with an
-/// online softmax over tiles of positions.
+/// position the sequence has after this batch. A prompt (a sequence with several tokens in the
+/// batch) goes through [`tiled`], the queries of a tile of its tokens in SIMD lanes; one token
+/// per sequence (decoding) through [`per_query`].
 #[allow(clippy::too_many_arguments)]
 pub(super) fn attention(
     pool: &ThreadPool,
@@ -84,41 +86,86 @@ pub(super) fn attention(
     sinks: Option<&[f32]>,
     out: &mut [f32],
 ) {
+    let group = p.shape.n_head / p.shape.n_head_kv;
+    let longest = seqs.iter().map(|s| s.n_tokens).max().unwrap_or(0);
+    let job = Job {
+        seqs,
+        token_seq,
+        layer,
+        q,
+        p,
+        sinks,
+    };
+    if longest >= MIN_TILED_RUN {
+        // About 64 lanes a tile (query-key products of 64 × 64 per key block), fewer tokens
+        // when that would leave threads without tiles.
+        let by_lanes = (64 / group).max(1);
+        let by_threads = token_seq.len().div_ceil(2 * pool.n_threads()).max(1);
+        tiled(pool, &job, by_lanes.min(by_threads), out);
+    } else {
+        per_query(pool, &job, out);
+    }
+}
+
+/// Tokens of one sequence below which a batch is decoded query by query: a tile of fewer
+/// would leave most of its 16 lanes empty.
+const MIN_TILED_RUN: usize = 4;
+
+/// The arguments of [`attention`], for its two paths.
+struct Job<'a, 'k> {
+    seqs: &'a [SeqPart<'k>],
+    token_seq: &'a [(usize, usize)],
+    layer: usize,
+    q: &'a [f32],
+    p: &'a AttnParams<'a>,
+    sinks: Option<&'a [f32]>,
+}
+
+impl Job<'_, '_> {
+    /// The keys token `t` attends to: `first..=last`.
+    fn key_range(&self, t: usize) -> (usize, usize) {
+        let (seq, pos) = self.token_seq[t];
+        let part = &self.seqs[seq];
+        let last = if self.p.causal {
+            pos
+        } else {
+            part.pos0 + part.n_tokens - 1
+        };
+        let first = self.p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        (first, last)
+    }
+}
+
+/// Parallel over (token, head) pairs, with an online softmax over tiles of positions.
+fn per_query(pool: &ThreadPool, job: &Job, out: &mut [f32]) {
     let AttnShape {
         n_head,
         n_head_kv,
         head_dim,
         head_dim_v,
-    } = p.shape;
-    let (scale, window, softcap) = (p.scale, p.window, p.softcap);
+    } = job.p.shape;
+    let (scale, softcap) = (job.p.scale, job.p.softcap);
     let group = n_head / n_head_kv;
     let (k_elems, v_elems) = (n_head_kv * head_dim, n_head_kv * head_dim_v);
     let (k_row, v_row) = (k_elems * ELEM, v_elems * ELEM);
-    let out = &mut out[..token_seq.len() * n_head * head_dim_v];
+    let out = &mut out[..job.token_seq.len() * n_head * head_dim_v];
     par_chunks_mut(pool, out, head_dim_v, &|idx, acc| {
         let (t, h) = (idx / n_head, idx % n_head);
         let g = h / group;
-        let (seq, pos) = token_seq[t];
-        let part = &seqs[seq];
-        let last = if p.causal {
-            pos
-        } else {
-            part.pos0 + part.n_tokens - 1
-        };
-        let kv = host_kv(part.kv);
-        let keys = kv.keys(layer, last + 1, k_elems);
-        let values = kv.values(layer, last + 1, v_elems);
-        let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        let (first, last) = job.key_range(t);
+        let kv = host_kv(job.seqs[job.token_seq[t].0].kv);
+        let keys = kv.keys(job.layer, last + 1, k_elems);
+        let values = kv.values(job.layer, last + 1, v_elems);
         // The query in f16 like the cached keys, so one f16 dot kernel serves (as llama.cpp's
         // flash attention does).
         let mut qh = [0u8; 2 * MAX_HEAD_DIM];
         let qh = &mut qh[..2 * head_dim];
-        f16::from_f32(&q[(t * n_head + h) * head_dim..][..head_dim], qh);
+        f16::from_f32(&job.q[(t * n_head + h) * head_dim..][..head_dim], qh);
         // Online softmax over tiles of positions: scores of a tile, one rescale of the
         // accumulator when the running max grows, then the tile's values in one pass. A sink
         // starts the softmax as a logit with no value.
         acc.fill(0.0);
-        let (mut max, mut sum) = match sinks {
+        let (mut max, mut sum) = match job.sinks {
             Some(s) => (s[h], 1.0f32),
             None => (f32::NEG_INFINITY, 0.0f32),
         };
@@ -150,4 +197,172 @@ pub(super) fn attention(
             ops::scale_inplace(acc, 1.0 / sum);
         }
     });
+}
+
+/// Parallel over tiles of `tile_tokens` consecutive tokens; within a tile, for each KV head,
+/// the queries of the tile's tokens and of the heads sharing that KV head form one set of
+/// lanes (see `kernels::attn`), which meets each block of keys and values once, converted
+/// to f32 once.
+fn tiled(pool: &ThreadPool, job: &Job, tile_tokens: usize, out: &mut [f32]) {
+    let AttnShape {
+        n_head, head_dim_v, ..
+    } = job.p.shape;
+    let token_out = n_head * head_dim_v;
+    let out = &mut out[..job.token_seq.len() * token_out];
+    par_chunks_mut(pool, out, tile_tokens * token_out, &|idx, chunk| {
+        let t0 = idx * tile_tokens;
+        let n_tok = chunk.len() / token_out;
+        TILE_SCRATCH.with(|scratch| {
+            let scratch = &mut scratch.borrow_mut();
+            // Runs of one sequence: a tile's tokens may belong to two.
+            let mut a = 0;
+            while a < n_tok {
+                let seq = job.token_seq[t0 + a].0;
+                let mut b = a + 1;
+                while b < n_tok && job.token_seq[t0 + b].0 == seq {
+                    b += 1;
+                }
+                let run_out = &mut chunk[a * token_out..b * token_out];
+                for g in 0..job.p.shape.n_head_kv {
+                    tile(job, scratch, t0 + a..t0 + b, g, run_out);
+                }
+                a = b;
+            }
+        });
+    });
+}
+
+/// Keys (and values) per block of the tiled path.
+const KEY_BLOCK: usize = 64;
+
+thread_local! {
+    static TILE_SCRATCH: std::cell::RefCell<TileScratch> =
+        std::cell::RefCell::new(TileScratch::default());
+}
+
+/// Buffers of one tile, kept per thread between calls.
+#[derive(Default)]
+struct TileScratch {
+    /// Queries, transposed: `qt[c * nq + i]`.
+    qt: Vec<f32>,
+    /// Scores, then weights, of a key block: `s[j * nq + i]`.
+    s: Vec<f32>,
+    /// Weighted values, transposed: `acc[c * nq + i]`.
+    acc: Vec<f32>,
+    keys: Vec<f32>,
+    values: Vec<f32>,
+    max: Vec<f32>,
+    sum: Vec<f32>,
+    corr: Vec<f32>,
+    /// The keys each lane sees: `first..=last`.
+    range: Vec<(usize, usize)>,
+}
+
+fn resized(v: &mut Vec<f32>, len: usize, fill: f32) -> &mut [f32] {
+    v.clear();
+    v.resize(len, fill);
+    v
+}
+
+/// Attention of the tokens `tokens` (one sequence) for the query heads of KV head `g`; `out`
+/// holds the tokens' outputs (all heads).
+fn tile(
+    job: &Job,
+    scratch: &mut TileScratch,
+    tokens: std::ops::Range<usize>,
+    g: usize,
+    out: &mut [f32],
+) {
+    let AttnShape {
+        n_head,
+        n_head_kv,
+        head_dim,
+        head_dim_v,
+    } = job.p.shape;
+    let group = n_head / n_head_kv;
+    let lanes = tokens.len() * group;
+    let nq = lanes.next_multiple_of(attn::LANES);
+    let TileScratch {
+        qt,
+        s,
+        acc,
+        keys,
+        values,
+        max,
+        sum,
+        corr,
+        range,
+    } = scratch;
+
+    // Lane i is token tokens.start + i / group, head g * group + i % group. Padding lanes
+    // have zero queries and see every key: harmless, and never read back.
+    let qt = resized(qt, head_dim * nq, 0.0);
+    let max = resized(max, nq, f32::NEG_INFINITY);
+    let sum = resized(sum, nq, 0.0);
+    let corr = resized(corr, nq, 1.0);
+    range.clear();
+    let mut qh = [0u8; 2 * MAX_HEAD_DIM];
+    let mut qr = [0f32; MAX_HEAD_DIM];
+    let (qh, qr) = (&mut qh[..2 * head_dim], &mut qr[..head_dim]);
+    for i in 0..lanes {
+        let t = tokens.start + i / group;
+        let h = g * group + i % group;
+        // Rounded to f16 as the per-query path's queries are, then scaled.
+        f16::from_f32(&job.q[(t * n_head + h) * head_dim..][..head_dim], qh);
+        f16::to_f32(qh, qr);
+        for (c, x) in qr.iter().enumerate() {
+            qt[c * nq + i] = x * job.p.scale;
+        }
+        if let Some(sinks) = job.sinks {
+            (max[i], sum[i]) = (sinks[h], 1.0);
+        }
+        range.push(job.key_range(t));
+    }
+    let first = range.iter().map(|r| r.0).min().unwrap_or(0);
+    let last = range.iter().map(|r| r.1).max().unwrap_or(0);
+
+    let part = &job.seqs[job.token_seq[tokens.start].0];
+    let kv = host_kv(part.kv);
+    let (k_elems, v_elems) = (n_head_kv * head_dim, n_head_kv * head_dim_v);
+    let all_keys = kv.keys(job.layer, last + 1, k_elems);
+    let all_values = kv.values(job.layer, last + 1, v_elems);
+    let (k_row, v_row) = (k_elems * ELEM, v_elems * ELEM);
+    let s = resized(s, KEY_BLOCK * nq, 0.0);
+    let acc = resized(acc, head_dim_v * nq, 0.0);
+    let keys = resized(keys, KEY_BLOCK * head_dim, 0.0);
+    let values = resized(values, KEY_BLOCK * head_dim_v, 0.0);
+    let mut p0 = first;
+    while p0 <= last {
+        let n = (last + 1 - p0).min(KEY_BLOCK);
+        for j in 0..n {
+            let k = &all_keys[(p0 + j) * k_row + g * head_dim * ELEM..][..head_dim * ELEM];
+            f16::to_f32(k, &mut keys[j * head_dim..(j + 1) * head_dim]);
+            let v = &all_values[(p0 + j) * v_row + g * head_dim_v * ELEM..][..head_dim_v * ELEM];
+            f16::to_f32(v, &mut values[j * head_dim_v..(j + 1) * head_dim_v]);
+        }
+        attn::lane_products(s, n, nq, keys, head_dim, 1, qt, head_dim, Start::Zero);
+        if let Some(cap) = job.p.softcap {
+            ops::softcap_inplace(&mut s[..n * nq], cap);
+        }
+        for (i, &(lo, hi)) in range.iter().enumerate() {
+            let masked_below = lo.saturating_sub(p0).min(n);
+            let masked_from = (hi + 1).saturating_sub(p0).min(n);
+            for j in (0..masked_below).chain(masked_from..n) {
+                s[j * nq + i] = f32::NEG_INFINITY;
+            }
+        }
+        attn::softmax_block(s, n, nq, max, sum, corr);
+        let scaled = Start::Scaled(corr);
+        attn::lane_products(acc, head_dim_v, nq, values, 1, head_dim_v, s, n, scaled);
+        p0 += n;
+    }
+
+    for i in 0..lanes {
+        let (t, h) = (i / group, g * group + i % group);
+        let o = &mut out[(t * n_head + h) * head_dim_v..][..head_dim_v];
+        let inv = if sum[i] > 0.0 { 1.0 / sum[i] } else { 0.0 };
+        for (c, x) in o.iter_mut().enumerate() {
+            *x = acc[c * nq + i] * inv;
+        }
+    }
 }

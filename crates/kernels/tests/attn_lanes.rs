@@ -1,0 +1,184 @@
+//! The lane-wise attention kernels (`kernels::attn`) of every variant this CPU runs against
+//! their scalar references, and a whole tile of attention against attention computed the
+//! plain way.
+
+use kernels::attn::{self, Start, Variant, LANES};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+fn random(rng: &mut StdRng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.gen_range(lo..hi)).collect()
+}
+
+fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs() / (1.0 + w.abs());
+        assert!(err <= tol, "{what}: [{i}] {g} against {w}");
+    }
+}
+
+#[test]
+fn lane_products_match_the_reference_for_every_shape() {
+    let mut rng = StdRng::seed_from_u64(7);
+    // Rows on both sides of the kernels' row steps (6, 8), lane counts of one to four
+    // vectors of 16 (odd counts take the 512-bit kernel's one-vector path), strides of both
+    // uses (keys: a row of `depth`; values: a column).
+    for &(rows, nq, depth) in &[
+        (1, 16, 1),
+        (5, 16, 64),
+        (6, 32, 64),
+        (13, 48, 40),
+        (64, 64, 64),
+        (9, 64, 256),
+    ] {
+        for transposed in [false, true] {
+            let (a_row, a_k) = if transposed { (1, rows) } else { (depth, 1) };
+            let a = random(&mut rng, rows * depth, -1.0, 1.0);
+            let b = random(&mut rng, depth * nq, -1.0, 1.0);
+            let before = random(&mut rng, rows * nq, -1.0, 1.0);
+            let scale = random(&mut rng, nq, 0.0, 1.0);
+            for start in [Start::Zero, Start::Scaled(&scale)] {
+                let mut want = before.clone();
+                attn::lane_products_with(
+                    Variant::Scalar,
+                    &mut want,
+                    rows,
+                    nq,
+                    &a,
+                    a_row,
+                    a_k,
+                    &b,
+                    depth,
+                    start,
+                );
+                for v in Variant::available() {
+                    let mut got = before.clone();
+                    attn::lane_products_with(
+                        v, &mut got, rows, nq, &a, a_row, a_k, &b, depth, start,
+                    );
+                    let what = format!("{} rows={rows} nq={nq} depth={depth}", v.name());
+                    assert_close(&got, &want, 1e-5, &what);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn lane_products_refuse_shapes_that_do_not_fit() {
+    let a = vec![0f32; 64];
+    let b = vec![0f32; 64];
+    let mut out = vec![0f32; 64];
+    let bad_lanes = std::panic::catch_unwind(|| {
+        let mut out = vec![0f32; 64];
+        attn::lane_products(&mut out, 1, 8, &a, 8, 1, &b, 8, Start::Zero)
+    });
+    assert!(bad_lanes.is_err(), "8 lanes accepted");
+    let short = std::panic::catch_unwind(move || {
+        attn::lane_products(&mut out, 2, 16, &a, 64, 1, &b, 4, Start::Zero)
+    });
+    assert!(short.is_err(), "a left side too short accepted");
+}
+
+#[test]
+fn softmax_blocks_match_the_reference_with_masks_and_empty_lanes() {
+    let mut rng = StdRng::seed_from_u64(8);
+    let nq = 2 * LANES;
+    for n in [1usize, 7, 64] {
+        let mut s = random(&mut rng, n * nq, -30.0, 30.0);
+        // Lane 0 masked entirely; lane 1 on every other key; lane 2 has a running max from
+        // earlier blocks, larger than any score here; lane 3 starts with nothing seen.
+        for j in 0..n {
+            s[j * nq] = f32::NEG_INFINITY;
+            if j % 2 == 1 {
+                s[j * nq + 1] = f32::NEG_INFINITY;
+            }
+        }
+        let mut max0 = random(&mut rng, nq, -5.0, 5.0);
+        max0[0] = f32::NEG_INFINITY;
+        max0[2] = 100.0;
+        max0[3] = f32::NEG_INFINITY;
+        let mut sum0 = random(&mut rng, nq, 0.5, 3.0);
+        sum0[0] = 0.0;
+        sum0[3] = 0.0;
+        let run = |v: Variant| {
+            let (mut s, mut max, mut sum) = (s.clone(), max0.clone(), sum0.clone());
+            let mut corr = vec![f32::NAN; nq];
+            attn::softmax_block_with(v, &mut s, n, nq, &mut max, &mut sum, &mut corr);
+            (s, max, sum, corr)
+        };
+        let want = run(Variant::Scalar);
+        assert_eq!(want.1[0], f32::NEG_INFINITY);
+        assert_eq!((want.2[0], want.3[0]), (0.0, 1.0), "a lane with no key");
+        assert!((0..n).all(|j| want.0[j * nq] == 0.0));
+        assert_eq!(want.1[2], 100.0);
+        assert_eq!(
+            want.3[3], 0.0,
+            "nothing seen before: earlier sums count for nothing"
+        );
+        for v in Variant::available() {
+            let got = run(v);
+            let what = format!("{} n={n}", v.name());
+            assert_close(&got.0, &want.0, 1e-6, &format!("{what} weights"));
+            assert_eq!(got.1, want.1, "{what} maxima");
+            assert_close(&got.2, &want.2, 1e-6, &format!("{what} sums"));
+            assert_close(&got.3, &want.3, 1e-6, &format!("{what} corrections"));
+        }
+    }
+}
+
+/// softmax(q·k) · v for each query, in f64 the plain way.
+fn plain_attention(q: &[f32], k: &[f32], v: &[f32], nq: usize, n: usize, d: usize) -> Vec<f32> {
+    let mut out = vec![0f32; nq * d];
+    for i in 0..nq {
+        let s: Vec<f64> = (0..n)
+            .map(|j| (0..d).map(|c| (q[i * d + c] * k[j * d + c]) as f64).sum())
+            .collect();
+        let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let w: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+        let total: f64 = w.iter().sum();
+        for c in 0..d {
+            let x: f64 = (0..n).map(|j| w[j] * v[j * d + c] as f64).sum();
+            out[i * d + c] = (x / total) as f32;
+        }
+    }
+    out
+}
+
+#[test]
+fn blocks_of_keys_compose_into_attention() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let (nq, d, n, block) = (LANES, 32, 150, 64);
+    let q = random(&mut rng, nq * d, -1.0, 1.0);
+    let k = random(&mut rng, n * d, -1.0, 1.0);
+    let v = random(&mut rng, n * d, -1.0, 1.0);
+    let want = plain_attention(&q, &k, &v, nq, n, d);
+    let mut qt = vec![0f32; d * nq];
+    for i in 0..nq {
+        for c in 0..d {
+            qt[c * nq + i] = q[i * d + c];
+        }
+    }
+    for variant in Variant::available() {
+        let mut acc = vec![0f32; d * nq];
+        let (mut max, mut sum, mut corr) =
+            (vec![f32::NEG_INFINITY; nq], vec![0.0; nq], vec![0.0; nq]);
+        let mut s = vec![0f32; block * nq];
+        for p0 in (0..n).step_by(block) {
+            let m = (n - p0).min(block);
+            let keys = &k[p0 * d..(p0 + m) * d];
+            let values = &v[p0 * d..(p0 + m) * d];
+            attn::lane_products_with(variant, &mut s, m, nq, keys, d, 1, &qt, d, Start::Zero);
+            attn::softmax_block_with(variant, &mut s, m, nq, &mut max, &mut sum, &mut corr);
+            let scaled = Start::Scaled(&corr);
+            attn::lane_products_with(variant, &mut acc, d, nq, values, 1, d, &s, m, scaled);
+        }
+        let mut got = vec![0f32; nq * d];
+        for i in 0..nq {
+            for c in 0..d {
+                got[i * d + c] = acc[c * nq + i] / sum[i];
+            }
+        }
+        assert_close(&got, &want, 1e-5, variant.name());
+    }
+}
