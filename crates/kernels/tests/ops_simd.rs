@@ -95,3 +95,28 @@ fn weighted_sum_refuses_short_rows() {
     let mut acc = vec![0f32; 8];
     ops::f16::weighted_sum(&mut acc, &[1.0, 1.0], &[0u8; 20], 16);
 }
+
+#[test]
+fn swiglu_matches_the_scalar_silu() {
+    let mut rng = StdRng::seed_from_u64(3);
+    for n in [1usize, 7, 8, 9, 64, 1000] {
+        let mut gate: Vec<f32> = (0..n).map(|_| rng.gen_range(-30.0f32..30.0)).collect();
+        if n > 8 {
+            gate[..4].copy_from_slice(&[-200.0, 200.0, 0.0, -88.0]);
+        }
+        let up: Vec<f32> = (0..n).map(|_| rng.gen_range(-3.0f32..3.0)).collect();
+        let (mut a, mut b) = (gate.clone(), gate.clone());
+        ops::swiglu_inplace(&mut a, &up);
+        ops::swiglu_scalar(&mut b, &up);
+        for i in 0..n {
+            assert!(
+                close(a[i], b[i], 1e-6) || (a[i] - b[i]).abs() < 1e-30,
+                "silu({}) * {}: {} vs {}",
+                gate[i],
+                up[i],
+                a[i],
+                b[i]
+            );
+        }
+    }
+}
