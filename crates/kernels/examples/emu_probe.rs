@@ -17,6 +17,7 @@
 //! this is the only way to learn where it is).
 
 use ggml_type::GgmlType;
+use kernels::attn::{self, Start, Variant};
 use kernels::matmul::QuantizedActs;
 #[cfg(target_arch = "x86_64")]
 use kernels::packed::matmul_packed_with;
@@ -123,8 +124,14 @@ fn recorded(tag: usize) -> Vec<(usize, usize)> {
 
 // ---- Cases ------------------------------------------------------------------------------------
 
-/// One product to run: everything `emu_probe_run` reads lives here or in blocks this owns.
-pub struct Case {
+/// One run of a kernel: everything `emu_probe_run` reads lives here or in blocks this owns.
+pub enum Case {
+    Packed(PackedCase),
+    Lanes(LaneCase),
+}
+
+/// A packed matrix product.
+pub struct PackedCase {
     kernel: Kernel,
     ty: GgmlType,
     n_tokens: usize,
@@ -218,6 +225,14 @@ fn case_params(index: usize) -> Option<(Kernel, GgmlType, usize, usize, usize)> 
 }
 
 fn build_case(index: usize, tag: usize) -> Option<Case> {
+    let packed = kernels_under_test().len() * CASES_PER_KERNEL;
+    if index >= packed {
+        return build_lane_case(index - packed, tag).map(Case::Lanes);
+    }
+    build_packed_case(index, tag).map(Case::Packed)
+}
+
+fn build_packed_case(index: usize, tag: usize) -> Option<PackedCase> {
     let (kernel, ty, rows, cols, n_tokens) = case_params(index)?;
     // The same data for every kernel, so that their outputs can be compared.
     let mut rng = Lcg(0x9E37_79B9_7F4A_7C15 ^ (index % CASES_PER_KERNEL) as u64);
@@ -238,7 +253,7 @@ fn build_case(index: usize, tag: usize) -> Option<Case> {
     }
     let pool = ThreadPool::new(1);
     let avx2 = avx2_output(kernel, &pool, ty, rows, cols, &src, &x);
-    Some(Case {
+    Some(PackedCase {
         kernel,
         ty,
         n_tokens,
@@ -250,6 +265,205 @@ fn build_case(index: usize, tag: usize) -> Option<Case> {
         out: vec![f32::NAN; rows * n_tokens],
         want,
     })
+}
+
+// ---- Cases of the lane-wise attention kernels (kernels::attn) ---------------------------------
+
+/// A lane-wise attention kernel on one shape.
+pub struct LaneCase {
+    variant: Variant,
+    op: LaneOp,
+    tag: usize,
+    rows: usize,
+    nq: usize,
+    depth: usize,
+    a: Vec<f32>,
+    a_row: usize,
+    a_k: usize,
+    b: Vec<f32>,
+    scale: Vec<f32>,
+    /// What the kernel writes: a product's output, or a softmax's scores, maxima, sums and
+    /// corrections one after another (the script copies back one range).
+    out: Vec<f32>,
+    want: Vec<f32>,
+}
+
+#[derive(Clone, Copy)]
+enum LaneOp {
+    /// A product from zero (`out` starts as NaN) or scaling `out` first.
+    Products {
+        scaled: bool,
+    },
+    Softmax,
+}
+
+/// The lane variants under test: the SIMD ones this build has.
+fn lane_variants() -> Vec<Variant> {
+    if cfg!(target_arch = "x86_64") {
+        vec![Variant::Avx2, Variant::Avx512]
+    } else {
+        Vec::new()
+    }
+}
+
+/// (rows, lanes, depth, left side transposed) of the products: rows on both sides of the
+/// kernels' row steps (6 and 8), one to four vectors of 16 lanes. Every shape has a full row
+/// step, so that each case runs its variant's FMA on registers (the one-row remainders may
+/// fold the broadcast into the FMA, which the script counts as another instruction).
+const LANE_SHAPES: [(usize, usize, usize, bool); 4] = [
+    (10, 16, 64, false),
+    (6, 32, 64, true),
+    (13, 48, 40, false),
+    (9, 64, 24, true),
+];
+/// Keys per softmax case.
+const SOFTMAX_KEYS: [usize; 2] = [7, 64];
+
+/// Every lane case as (variant, index among its kinds: products from zero and scaled for
+/// each shape, then softmax blocks). Softmax only for AVX2: the AVX-512 variant runs the same
+/// 256-bit softmax.
+fn lane_cases() -> Vec<(Variant, usize)> {
+    let mut cases = Vec::new();
+    for v in lane_variants() {
+        let kinds = LANE_SHAPES.len() * 2
+            + if v == Variant::Avx2 {
+                SOFTMAX_KEYS.len()
+            } else {
+                0
+            };
+        cases.extend((0..kinds).map(|i| (v, i)));
+    }
+    cases
+}
+
+fn lane_variant_name(v: Variant) -> &'static str {
+    match v {
+        Variant::Avx512 => "attn-avx512",
+        Variant::Avx2 => "attn-avx2",
+        Variant::Scalar => "attn-scalar",
+    }
+}
+
+fn build_lane_case(index: usize, tag: usize) -> Option<LaneCase> {
+    let (variant, i) = *lane_cases().get(index)?;
+    let mut rng = Lcg(0x2545_F491_4F6C_DD1D ^ i as u64);
+    let mut random =
+        |n: usize, lo: f32, hi: f32| -> Vec<f32> { (0..n).map(|_| rng.range(lo, hi)).collect() };
+    if i < LANE_SHAPES.len() * 2 {
+        let (rows, nq, depth, transposed) = LANE_SHAPES[i / 2];
+        let scaled = i % 2 == 1;
+        let (a_row, a_k) = if transposed { (1, rows) } else { (depth, 1) };
+        let a = random(rows * depth, -1.0, 1.0);
+        let b = random(depth * nq, -1.0, 1.0);
+        let scale = random(nq, 0.0, 1.0);
+        let out = if scaled {
+            random(rows * nq, -1.0, 1.0)
+        } else {
+            vec![f32::NAN; rows * nq]
+        };
+        let mut want = out.clone();
+        let start = if scaled {
+            Start::Scaled(&scale)
+        } else {
+            Start::Zero
+        };
+        attn::lane_products_with(
+            Variant::Scalar,
+            &mut want,
+            rows,
+            nq,
+            &a,
+            a_row,
+            a_k,
+            &b,
+            depth,
+            start,
+        );
+        return Some(LaneCase {
+            variant,
+            op: LaneOp::Products { scaled },
+            tag,
+            rows,
+            nq,
+            depth,
+            a,
+            a_row,
+            a_k,
+            b,
+            scale,
+            out,
+            want,
+        });
+    }
+    let n = SOFTMAX_KEYS[i - LANE_SHAPES.len() * 2];
+    let nq = 2 * attn::LANES;
+    let mut s = random(n * nq, -30.0, 30.0);
+    // Lane 0 sees no key; lane 1 every other one.
+    for j in 0..n {
+        s[j * nq] = f32::NEG_INFINITY;
+        if j % 2 == 1 {
+            s[j * nq + 1] = f32::NEG_INFINITY;
+        }
+    }
+    let mut max = random(nq, -5.0, 5.0);
+    max[0] = f32::NEG_INFINITY;
+    let mut sum = random(nq, 0.5, 3.0);
+    sum[0] = 0.0;
+    let mut out = s;
+    out.extend(max);
+    out.extend(sum);
+    out.extend(vec![f32::NAN; nq]);
+    let mut want = out.clone();
+    softmax_parts(&mut want, n, nq, Variant::Scalar);
+    Some(LaneCase {
+        variant,
+        op: LaneOp::Softmax,
+        tag,
+        rows: n,
+        nq,
+        depth: 0,
+        a: Vec::new(),
+        a_row: 0,
+        a_k: 0,
+        b: Vec::new(),
+        scale: Vec::new(),
+        out,
+        want,
+    })
+}
+
+/// The softmax of a case's buffer (scores, maxima, sums, corrections).
+fn softmax_parts(buf: &mut [f32], n: usize, nq: usize, v: Variant) {
+    let (s, rest) = buf.split_at_mut(n * nq);
+    let (max, rest) = rest.split_at_mut(nq);
+    let (sum, corr) = rest.split_at_mut(nq);
+    if v == Variant::Scalar {
+        attn::softmax_block_with(v, s, n, nq, max, sum, corr);
+    } else {
+        // SAFETY: the caller runs on a CPU with the variant (natively checked, or emulated).
+        unsafe { attn::softmax_block_unchecked(v, s, n, nq, max, sum, corr) };
+    }
+}
+
+/// # Safety
+/// The CPU runs the case's variant.
+unsafe fn run_lane_case(c: &mut LaneCase) {
+    match c.op {
+        LaneOp::Products { scaled } => {
+            let start = if scaled {
+                Start::Scaled(&c.scale)
+            } else {
+                Start::Zero
+            };
+            // SAFETY: the caller's contract; the shapes were built to fit.
+            unsafe {
+                attn::lane_products_unchecked(
+                    c.variant, &mut c.out, c.rows, c.nq, &c.a, c.a_row, c.a_k, &c.b, c.depth, start,
+                )
+            }
+        }
+        LaneOp::Softmax => softmax_parts(&mut c.out, c.rows, c.nq, c.variant),
+    }
 }
 
 /// The AVX2 kernel's output (on 8-row records of the same source rows), computed natively,
@@ -297,12 +511,30 @@ fn error(got: f32, want: f32) -> f32 {
 }
 const TOLERANCE: f32 = 1e-4;
 
+/// The lane kernels against their scalar references: the same sums, in f32, in another order
+/// (and `e^x` within 2 ulp); a NaN where the reference has a number, or the reverse, fails.
+fn lane_error(got: f32, want: f32) -> f32 {
+    if got.is_nan() || want.is_nan() {
+        return if got.is_nan() && want.is_nan() {
+            0.0
+        } else {
+            f32::INFINITY
+        };
+    }
+    if got == want {
+        return 0.0;
+    }
+    (got - want).abs() / (1.0 + want.abs())
+}
+const LANE_TOLERANCE: f32 = 1e-5;
+
 // ---- The C interface --------------------------------------------------------------------------
 
 /// How many cases there are (each kernel under test × format × shape × token count).
 #[no_mangle]
 pub extern "C" fn emu_probe_case_count() -> u32 {
-    (kernels_under_test().len() * CASES_PER_KERNEL) as u32
+    let lanes = lane_cases().len();
+    (kernels_under_test().len() * CASES_PER_KERNEL + lanes) as u32
 }
 
 /// Builds case `index` (deterministic data); null if there is no such case or its memory
@@ -336,10 +568,13 @@ pub unsafe extern "C" fn emu_probe_ranges(
     max: u32,
 ) -> u32 {
     // SAFETY: the caller's contract.
-    let c = unsafe { &*case };
-    let out = (c.out.as_ptr() as usize, std::mem::size_of_val(&c.out[..]));
+    let (out, tag) = match unsafe { &*case } {
+        Case::Packed(c) => (&c.out, c.tag),
+        Case::Lanes(c) => (&c.out, c.tag),
+    };
+    let out = (out.as_ptr() as usize, std::mem::size_of_val(&out[..]));
     let mut ranges = vec![out];
-    ranges.extend(recorded(c.tag).into_iter().filter(|&r| r != out));
+    ranges.extend(recorded(tag).into_iter().filter(|&r| r != out));
     for (i, &(p, len)) in ranges.iter().take(max as usize).enumerate() {
         // SAFETY: i < max, within the caller's arrays.
         unsafe {
@@ -358,9 +593,14 @@ pub unsafe extern "C" fn emu_probe_ranges(
 #[no_mangle]
 pub unsafe extern "C" fn emu_probe_run(case: *mut Case) {
     // SAFETY: the caller's contract.
-    let c = unsafe { &mut *case };
-    // SAFETY: the caller's contract: the CPU runs `c.kernel`.
-    unsafe { matmul_packed_unchecked(c.kernel, &c.pool, &c.w, &c.x, &mut c.out) }
+    match unsafe { &mut *case } {
+        // SAFETY: the caller's contract: the CPU runs `c.kernel`.
+        Case::Packed(c) => unsafe {
+            matmul_packed_unchecked(c.kernel, &c.pool, &c.w, &c.x, &mut c.out)
+        },
+        // SAFETY: the caller's contract: the CPU runs `c.variant`.
+        Case::Lanes(c) => unsafe { run_lane_case(c) },
+    }
 }
 
 /// 0 if the output agrees with the scalar reference within the tolerance (and, for a VNNI
@@ -373,7 +613,22 @@ pub unsafe extern "C" fn emu_probe_run(case: *mut Case) {
 #[no_mangle]
 pub unsafe extern "C" fn emu_probe_check(case: *const Case, max_err: *mut f32) -> i32 {
     // SAFETY: the caller's contract.
-    let c = unsafe { &*case };
+    let c = match unsafe { &*case } {
+        Case::Packed(c) => c,
+        Case::Lanes(c) => {
+            let worst = c
+                .out
+                .iter()
+                .zip(&c.want)
+                .map(|(&g, &e)| lane_error(g, e))
+                .fold(0f32, f32::max);
+            if !max_err.is_null() {
+                // SAFETY: the caller's contract.
+                unsafe { *max_err = worst };
+            }
+            return i32::from(worst > LANE_TOLERANCE);
+        }
+    };
     let worst = c
         .out
         .iter()
@@ -401,15 +656,28 @@ pub unsafe extern "C" fn emu_probe_check(case: *const Case, max_err: *mut f32) -
 #[no_mangle]
 pub unsafe extern "C" fn emu_probe_describe(case: *const Case, buf: *mut c_char, len: u32) -> u32 {
     // SAFETY: the caller's contract.
-    let c = unsafe { &*case };
-    let text = format!(
-        "kernel={} format={} tokens={} rows={} cols={}",
-        c.kernel.name(),
-        c.ty,
-        c.n_tokens,
-        c.w.rows(),
-        c.w.cols()
-    );
+    let text = match unsafe { &*case } {
+        Case::Packed(c) => format!(
+            "kernel={} format={} tokens={} rows={} cols={}",
+            c.kernel.name(),
+            c.ty,
+            c.n_tokens,
+            c.w.rows(),
+            c.w.cols()
+        ),
+        Case::Lanes(c) => format!(
+            "kernel={} format={} tokens={} rows={} cols={}",
+            lane_variant_name(c.variant),
+            match c.op {
+                LaneOp::Products { scaled: false } => "lanes",
+                LaneOp::Products { scaled: true } => "lanes*",
+                LaneOp::Softmax => "softmax",
+            },
+            c.nq,
+            c.rows,
+            c.depth
+        ),
+    };
     if len > 0 {
         let n = text.len().min(len as usize - 1);
         // SAFETY: n + 1 <= len bytes of `buf`.

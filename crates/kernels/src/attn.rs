@@ -250,9 +250,26 @@ pub fn softmax_block_with(
         "{} kernels on this CPU",
         variant.name()
     );
+    // SAFETY: the shapes were checked and the CPU runs the variant.
+    unsafe { softmax_block_unchecked(variant, s, n, nq, max, sum, corr) }
+}
+
+/// [`softmax_block_with`] without its checks (see [`lane_products_unchecked`]).
+///
+/// # Safety
+/// The CPU runs `variant`; the shapes are as [`softmax_block`] checks them.
+pub unsafe fn softmax_block_unchecked(
+    variant: Variant,
+    s: &mut [f32],
+    n: usize,
+    nq: usize,
+    max: &mut [f32],
+    sum: &mut [f32],
+    corr: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     match variant {
-        // SAFETY: the CPU runs the variant, which implies AVX2, FMA and F16C; shapes checked.
+        // SAFETY: the caller's contract (either variant implies AVX2, FMA and F16C).
         Variant::Avx2 | Variant::Avx512 => unsafe { x86::softmax_256(s, n, nq, max, sum, corr) },
         Variant::Scalar => softmax_scalar(s, n, nq, max, sum, corr),
     }
