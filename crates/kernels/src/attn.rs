@@ -44,7 +44,7 @@ pub fn lane_products(
     depth: usize,
     start: Start,
 ) {
-    let v = Variant::best(crate::simd::features());
+    let v = Variant::selected();
     lane_products_with(v, out, rows, nq, a, a_row, a_k, b, depth, start);
 }
 
@@ -70,6 +70,11 @@ impl Variant {
         }
     }
 
+    /// The variant [`lane_products`] and [`softmax_block`] use here.
+    pub fn selected() -> Variant {
+        Variant::best(crate::simd::features())
+    }
+
     /// Every variant this CPU can run (for tests and benchmarks).
     pub fn available() -> Vec<Variant> {
         let f = crate::simd::detected();
@@ -91,8 +96,15 @@ impl Variant {
         }
     }
 
+    /// Checked on every call of the kernels, so without allocating (decoding allocates
+    /// nothing).
     fn runs_here(self) -> bool {
-        Variant::available().contains(&self)
+        let f = crate::simd::detected();
+        match self {
+            Variant::Scalar => true,
+            Variant::Avx2 => f.avx2,
+            Variant::Avx512 => f.avx512,
+        }
     }
 }
 
@@ -228,7 +240,7 @@ pub fn softmax_block(
     sum: &mut [f32],
     corr: &mut [f32],
 ) {
-    let v = Variant::best(crate::simd::features());
+    let v = Variant::selected();
     softmax_block_with(v, s, n, nq, max, sum, corr);
 }
 

@@ -72,9 +72,14 @@ impl HostKv {
 }
 
 /// See [`super::Backend::attention`]. Causal: keys up to the token's position; otherwise every
-/// position the sequence has after this batch. A prompt (a sequence with several tokens in the
-/// batch) goes through [`tiled`], the queries of a tile of its tokens in SIMD lanes; one token
-/// per sequence (decoding) through [`per_query`].
+/// position the sequence has after this batch.
+///
+/// With SIMD lane kernels every token goes through [`tiled`], whose result for a query does
+/// not depend on the other queries of its tile: so a sequence's tokens come out bit for bit the
+/// same whether it runs alone or batched with others, and whatever size of chunks the
+/// scheduler cuts its prompt into (a fixed seed gives the same text either way). Without them
+/// (AArch64 today, or HEARTH_FORCE_SCALAR) every token goes through [`per_query`], whose f16
+/// dot products have NEON kernels.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn attention(
     pool: &ThreadPool,
@@ -86,8 +91,6 @@ pub(super) fn attention(
     sinks: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    let group = p.shape.n_head / p.shape.n_head_kv;
-    let longest = seqs.iter().map(|s| s.n_tokens).max().unwrap_or(0);
     let job = Job {
         seqs,
         token_seq,
@@ -96,20 +99,19 @@ pub(super) fn attention(
         p,
         sinks,
     };
-    if longest >= MIN_TILED_RUN {
-        // About 64 lanes a tile (query-key products of 64 × 64 per key block), fewer tokens
-        // when that would leave threads without tiles.
-        let by_lanes = (64 / group).max(1);
-        let by_threads = token_seq.len().div_ceil(2 * pool.n_threads()).max(1);
-        tiled(pool, &job, by_lanes.min(by_threads), out);
-    } else {
+    if attn::Variant::selected() == attn::Variant::Scalar {
         per_query(pool, &job, out);
+        return;
     }
+    // About 64 lanes a tile (query-key products of 64 × 64 per key block), fewer tokens when
+    // that would leave threads without (tile, KV head) jobs.
+    let n_kv = p.shape.n_head_kv;
+    let group = p.shape.n_head / n_kv;
+    let by_lanes = (64 / group).max(1);
+    let tiles_wanted = (2 * pool.n_threads()).div_ceil(n_kv);
+    let by_threads = token_seq.len().div_ceil(tiles_wanted).max(1);
+    tiled(pool, &job, by_lanes.min(by_threads), out);
 }
-
-/// Tokens of one sequence below which a batch is decoded query by query: a tile of fewer
-/// would leave most of its 16 lanes empty.
-const MIN_TILED_RUN: usize = 4;
 
 /// The arguments of [`attention`], for its two paths.
 struct Job<'a, 'k> {
@@ -199,36 +201,52 @@ fn per_query(pool: &ThreadPool, job: &Job, out: &mut [f32]) {
     });
 }
 
-/// Parallel over tiles of `tile_tokens` consecutive tokens; within a tile, for each KV head,
-/// the queries of the tile's tokens and of the heads sharing that KV head form one set of
-/// lanes (see `kernels::attn`), which meets each block of keys and values once, converted
-/// to f32 once.
+/// Parallel over (KV head, tile of `tile_tokens` consecutive tokens) jobs; within a job the
+/// queries of the tile's tokens and of the heads sharing that KV head form one set of lanes
+/// (see `kernels::attn`), which meets each block of keys and values once, converted to f32
+/// once. Jobs write to a buffer ordered by KV head, copied to `out` at the end.
 fn tiled(pool: &ThreadPool, job: &Job, tile_tokens: usize, out: &mut [f32]) {
     let AttnShape {
-        n_head, head_dim_v, ..
+        n_head,
+        n_head_kv,
+        head_dim_v,
+        ..
     } = job.p.shape;
-    let token_out = n_head * head_dim_v;
-    let out = &mut out[..job.token_seq.len() * token_out];
-    par_chunks_mut(pool, out, tile_tokens * token_out, &|idx, chunk| {
-        let t0 = idx * tile_tokens;
-        let n_tok = chunk.len() / token_out;
-        TILE_SCRATCH.with(|scratch| {
-            let scratch = &mut scratch.borrow_mut();
-            // Runs of one sequence: a tile's tokens may belong to two.
-            let mut a = 0;
-            while a < n_tok {
-                let seq = job.token_seq[t0 + a].0;
-                let mut b = a + 1;
-                while b < n_tok && job.token_seq[t0 + b].0 == seq {
-                    b += 1;
+    let group = n_head / n_head_kv;
+    let n_tokens = job.token_seq.len();
+    let n_tiles = n_tokens.div_ceil(tile_tokens);
+    // by_kv[((g * n_tiles + tile) * tile_tokens + t) * group + h][..head_dim_v]
+    let job_len = tile_tokens * group * head_dim_v;
+    BY_KV_HEAD.with(|by_kv| {
+        let by_kv = &mut by_kv.borrow_mut();
+        let by_kv = resized(by_kv, n_head_kv * n_tiles * job_len, 0.0);
+        par_chunks_mut(pool, by_kv, job_len, &|idx, chunk| {
+            let (g, t0) = (idx / n_tiles, (idx % n_tiles) * tile_tokens);
+            let t1 = (t0 + tile_tokens).min(n_tokens);
+            let token_out = group * head_dim_v;
+            TILE_SCRATCH.with(|scratch| {
+                let scratch = &mut scratch.borrow_mut();
+                // Runs of one sequence: a tile's tokens may belong to several.
+                let mut a = t0;
+                while a < t1 {
+                    let seq = job.token_seq[a].0;
+                    let b = (a + 1..t1)
+                        .find(|&b| job.token_seq[b].0 != seq)
+                        .unwrap_or(t1);
+                    let run_out = &mut chunk[(a - t0) * token_out..(b - t0) * token_out];
+                    tile(job, scratch, a..b, g, run_out);
+                    a = b;
                 }
-                let run_out = &mut chunk[a * token_out..b * token_out];
-                for g in 0..job.p.shape.n_head_kv {
-                    tile(job, scratch, t0 + a..t0 + b, g, run_out);
-                }
-                a = b;
-            }
+            });
         });
+        let out = &mut out[..n_tokens * n_head * head_dim_v];
+        for (t, token) in out.chunks_exact_mut(n_head * head_dim_v).enumerate() {
+            let (tile, i) = (t / tile_tokens, t % tile_tokens);
+            for (g, heads) in token.chunks_exact_mut(group * head_dim_v).enumerate() {
+                let from = (g * n_tiles + tile) * job_len + i * group * head_dim_v;
+                heads.copy_from_slice(&by_kv[from..from + group * head_dim_v]);
+            }
+        }
     });
 }
 
@@ -236,6 +254,8 @@ fn tiled(pool: &ThreadPool, job: &Job, tile_tokens: usize, out: &mut [f32]) {
 const KEY_BLOCK: usize = 64;
 
 thread_local! {
+    /// The outputs of [`tiled`]'s jobs, on the thread that calls it.
+    static BY_KV_HEAD: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     static TILE_SCRATCH: std::cell::RefCell<TileScratch> =
         std::cell::RefCell::new(TileScratch::default());
 }
@@ -265,7 +285,7 @@ fn resized(v: &mut Vec<f32>, len: usize, fill: f32) -> &mut [f32] {
 }
 
 /// Attention of the tokens `tokens` (one sequence) for the query heads of KV head `g`; `out`
-/// holds the tokens' outputs (all heads).
+/// holds, token by token, the outputs of those heads.
 fn tile(
     job: &Job,
     scratch: &mut TileScratch,
@@ -331,7 +351,9 @@ fn tile(
     let acc = resized(acc, head_dim_v * nq, 0.0);
     let keys = resized(keys, KEY_BLOCK * head_dim, 0.0);
     let values = resized(values, KEY_BLOCK * head_dim_v, 0.0);
-    let mut p0 = first;
+    // Blocks at multiples of KEY_BLOCK whatever the tile: a lane's keys then meet the online
+    // softmax in the same blocks in any tile (the masked rest of a block adds exact zeros).
+    let mut p0 = first - first % KEY_BLOCK;
     while p0 <= last {
         let n = (last + 1 - p0).min(KEY_BLOCK);
         for j in 0..n {
@@ -358,11 +380,234 @@ fn tile(
     }
 
     for i in 0..lanes {
-        let (t, h) = (i / group, g * group + i % group);
-        let o = &mut out[(t * n_head + h) * head_dim_v..][..head_dim_v];
+        let o = &mut out[i * head_dim_v..][..head_dim_v];
         let inv = if sum[i] > 0.0 { 1.0 / sum[i] } else { 0.0 };
         for (c, x) in o.iter_mut().enumerate() {
             *x = acc[c * nq + i] * inv;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv_cache::KvCache;
+
+    /// A small deterministic generator, uniform in [-1, 1).
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> f32 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        }
+        fn vec(&mut self, n: usize) -> Vec<f32> {
+            (0..n).map(|_| self.next()).collect()
+        }
+    }
+
+    struct Case {
+        shape: AttnShape,
+        window: Option<usize>,
+        softcap: Option<f32>,
+        causal: bool,
+        sinks: bool,
+        /// (first position in the batch, tokens in the batch) of each sequence.
+        seqs: Vec<(usize, usize)>,
+    }
+
+    /// The tiled path against the per-query one, which the engine's llama.cpp comparisons pin
+    /// down; and the tiled path against itself, bit for bit, with other tile sizes (so tiles
+    /// straddle sequences), each sequence alone and each token alone.
+    fn check(case: Case) {
+        let AttnShape {
+            n_head,
+            n_head_kv,
+            head_dim,
+            head_dim_v,
+        } = case.shape;
+        let mut rng = Rng(42);
+        let (k_row, v_row) = (n_head_kv * head_dim, n_head_kv * head_dim_v);
+        let mut caches: Vec<KvCache> = case
+            .seqs
+            .iter()
+            .map(|&(pos0, n)| {
+                let mut kv = HostKv::new(1, 128, k_row, v_row);
+                for pos in 0..pos0 + n {
+                    let (k, v) = (rng.vec(k_row), rng.vec(v_row));
+                    kv.store(0, pos, k_row, v_row, &k, &v);
+                }
+                KvCache::new(Box::new(kv), HostKv::ELEM_TYPE, 1, 128, k_row, v_row)
+            })
+            .collect();
+        let token_seq: Vec<(usize, usize)> = case
+            .seqs
+            .iter()
+            .enumerate()
+            .flat_map(|(s, &(pos0, n))| (pos0..pos0 + n).map(move |p| (s, p)))
+            .collect();
+        let seqs: Vec<SeqPart> = caches
+            .iter_mut()
+            .zip(&case.seqs)
+            .map(|(kv, &(pos0, n_tokens))| SeqPart { kv, pos0, n_tokens })
+            .collect();
+        let q: Vec<f32> = rng.vec(token_seq.len() * n_head * head_dim);
+        let sinks = case.sinks.then(|| rng.vec(n_head));
+        let p = AttnParams {
+            shape: case.shape,
+            rope: None,
+            scale: 0.7,
+            window: case.window,
+            softcap: case.softcap,
+            causal: case.causal,
+            q_temperature: None,
+        };
+        let job = Job {
+            seqs: &seqs,
+            token_seq: &token_seq,
+            layer: 0,
+            q: &q,
+            p: &p,
+            sinks: sinks.as_deref(),
+        };
+        let pool = ThreadPool::new(2);
+        let n_out = token_seq.len() * n_head * head_dim_v;
+        let mut want = vec![f32::NAN; n_out];
+        per_query(&pool, &job, &mut want);
+        let mut base = vec![f32::NAN; n_out];
+        tiled(&pool, &job, 1, &mut base);
+        for (i, (g, w)) in base.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                "output {i}: {g} tiled against {w} one query at a time"
+            );
+        }
+        // Bit for bit the same in any tile...
+        for tile_tokens in [2, 3, 16, 64] {
+            let mut got = vec![f32::NAN; n_out];
+            tiled(&pool, &job, tile_tokens, &mut got);
+            let differs = got
+                .iter()
+                .zip(&base)
+                .position(|(g, b)| g.to_bits() != b.to_bits());
+            assert_eq!(differs, None, "tiles of {tile_tokens} against tiles of 1");
+        }
+        let mut full = vec![f32::NAN; n_out];
+        attention(
+            &pool,
+            &seqs,
+            &token_seq,
+            0,
+            &q,
+            &p,
+            sinks.as_deref(),
+            &mut full,
+        );
+        // ...and with a sequence alone, or its tokens one at a time (as decoding, or a prompt
+        // cut into chunks of one, computes them), through the engine's entry point.
+        let token_out = n_head * head_dim_v;
+        let mut first_token = 0;
+        for (s, &(pos0, n)) in case.seqs.iter().enumerate() {
+            let rows = &full[first_token * token_out..(first_token + n) * token_out];
+            let q_seq = &q[first_token * n_head * head_dim..(first_token + n) * n_head * head_dim];
+            let kv = &mut caches[s];
+            let mut got = vec![f32::NAN; n * token_out];
+            let alone = [SeqPart {
+                kv,
+                pos0,
+                n_tokens: n,
+            }];
+            let ts: Vec<(usize, usize)> = (pos0..pos0 + n).map(|p| (0, p)).collect();
+            attention(&pool, &alone, &ts, 0, q_seq, &p, sinks.as_deref(), &mut got);
+            assert!(
+                got.iter()
+                    .zip(rows)
+                    .all(|(g, b)| g.to_bits() == b.to_bits()),
+                "sequence {s} alone"
+            );
+            if case.causal {
+                for i in 0..n {
+                    let one = [SeqPart {
+                        kv: &mut *alone[0].kv,
+                        pos0: pos0 + i,
+                        n_tokens: 1,
+                    }];
+                    let q_one = &q_seq[i * n_head * head_dim..(i + 1) * n_head * head_dim];
+                    let got = &mut got[..token_out];
+                    attention(
+                        &pool,
+                        &one,
+                        &[(0, pos0 + i)],
+                        0,
+                        q_one,
+                        &p,
+                        sinks.as_deref(),
+                        got,
+                    );
+                    let want = &rows[i * token_out..(i + 1) * token_out];
+                    assert!(
+                        got.iter()
+                            .zip(want)
+                            .all(|(g, b)| g.to_bits() == b.to_bits()),
+                        "sequence {s}, token {i} alone"
+                    );
+                }
+            }
+            first_token += n;
+        }
+    }
+
+    fn shape(n_head: usize, n_head_kv: usize, head_dim: usize, head_dim_v: usize) -> AttnShape {
+        AttnShape {
+            n_head,
+            n_head_kv,
+            head_dim,
+            head_dim_v,
+        }
+    }
+
+    #[test]
+    fn tiles_agree_with_one_query_at_a_time() {
+        // Two prompts, the second after 5 cached positions, and a decoding sequence.
+        check(Case {
+            shape: shape(6, 2, 32, 32),
+            window: None,
+            softcap: None,
+            causal: true,
+            sinks: false,
+            seqs: vec![(0, 70), (5, 9), (40, 1)],
+        });
+        // A sliding window shorter than a tile, soft-capped scores, sinks, values narrower
+        // than keys.
+        check(Case {
+            shape: shape(4, 1, 40, 24),
+            window: Some(7),
+            softcap: Some(2.0),
+            causal: true,
+            sinks: true,
+            seqs: vec![(3, 30), (0, 5)],
+        });
+        // A window that slides across the 64-key blocks, and a prompt longer than a block.
+        check(Case {
+            shape: shape(4, 2, 32, 32),
+            window: Some(40),
+            softcap: None,
+            causal: true,
+            sinks: false,
+            seqs: vec![(10, 110), (60, 3)],
+        });
+        // Bidirectional (an embedding model): every token sees its whole sequence; one KV
+        // head per query head.
+        check(Case {
+            shape: shape(3, 3, 16, 16),
+            window: None,
+            softcap: None,
+            causal: false,
+            sinks: false,
+            seqs: vec![(0, 12), (0, 20)],
+        });
     }
 }
