@@ -165,3 +165,29 @@ fn reasons_once_and_did_you_mean() {
         "refused before pulling: {stderr}"
     );
 }
+
+/// A bench test that cannot fit the model's context is refused before the table starts.
+#[test]
+fn bench_beyond_the_context() {
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/synthetic/llama_q4_0.gguf");
+    let m = model.to_str().expect("path");
+    fails_with(&["bench", m, "-d", "100000000", "-r", "1"], "lower -d");
+    fails_with(
+        &[
+            "bench",
+            m,
+            "-d",
+            "18446744073709551615",
+            "-n",
+            "1",
+            "-r",
+            "1",
+        ],
+        "model's context",
+    );
+    fails_with(
+        &["bench", m, "-p", "100000000", "-r", "1"],
+        "model's context",
+    );
+}

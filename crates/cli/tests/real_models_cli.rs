@@ -149,6 +149,30 @@ fn bench_prints_the_model_quantization_size_and_kernels() {
     ]);
     let v: Value = serde_json::from_str(&json).expect("JSON");
     assert_eq!(v[0]["quantization"], "Q4_0", "{v}");
+    // At a depth: the same tests after tokens already in the cache, named as llama-bench does.
+    let json = hearth(&[
+        "bench",
+        model.to_str().expect("path"),
+        "-p",
+        "8",
+        "-n",
+        "2",
+        "-d",
+        "0,16",
+        "-r",
+        "1",
+        "-t",
+        "1",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_str(&json).expect("JSON");
+    let tests: Vec<&str> = v
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["test"].as_str().expect("test"))
+        .collect();
+    assert_eq!(tests, ["pp8", "tg2", "pp8 @ d16", "tg2 @ d16"], "{v}");
     assert!(v[0]["size_bytes"].as_u64().is_some_and(|n| n > 0), "{v}");
     assert!(v[0]["kernels"].is_string(), "{v}");
 }

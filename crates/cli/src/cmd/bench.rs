@@ -20,6 +20,15 @@ pub struct Args {
     n_gen: usize,
     #[arg(short = 't', long, value_delimiter = ',')]
     threads: Vec<usize>,
+    /// Tokens already in the cache when each test starts (evaluated first, not timed), as
+    /// llama-bench's `-d`: attention's cost grows with it.
+    #[arg(
+        short = 'd',
+        long = "n-depth",
+        value_delimiter = ',',
+        default_value = "0"
+    )]
+    n_depth: Vec<usize>,
     /// Also decode this many sequences together (as `serve --parallel` does); tokens/s counts
     /// the tokens of all of them.
     #[arg(long, default_value_t = 1)]
@@ -141,8 +150,24 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         bail!("--parallel must be between 1 and 64");
     }
     let model = super::load_model(&super::resolve_model(&a.model, false)?)?;
-    let n_vocab = model.n_vocab() as u32;
     let columns = ModelColumns::of(&model);
+    // Every test must fit the model's context (checked before the table starts).
+    let longest_test = a
+        .n_prompt
+        .iter()
+        .copied()
+        .chain([a.n_gen])
+        .max()
+        .unwrap_or(0);
+    let n_ctx = model.config().n_ctx_train;
+    for &depth in &a.n_depth {
+        if depth.checked_add(longest_test).is_none_or(|n| n > n_ctx) {
+            bail!(
+                "a test at depth {depth} needs {depth} + {longest_test} positions but the \
+                 model's context is {n_ctx}: lower -d, -p or -n"
+            );
+        }
+    }
     if !a.json {
         print_header()?;
     }
@@ -168,46 +193,69 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             let speeds = parallel_decode(&model, &backend, a.n_gen, a.parallel, a.repetitions)?;
             results.push(report(&columns, name, backend.threads(), &speeds, a.json)?);
         }
-        for (name, n, is_prompt) in tests {
-            let mut session = model.session(n + 1, backend.clone());
-            if session.n_ctx() < n {
-                bail!(
-                    "{name} needs {n} positions but the model's context is {}",
-                    session.n_ctx()
-                );
+        for &depth in &a.n_depth {
+            for (name, n, is_prompt) in &tests {
+                let name = match depth {
+                    0 => name.clone(),
+                    d => format!("{name} @ d{d}"),
+                };
+                let speeds = time_test(&model, &backend, depth, *n, *is_prompt, a.repetitions)
+                    .with_context(|| format!("{name} failed"))?;
+                results.push(report(&columns, name, backend.threads(), &speeds, a.json)?);
             }
-            // Deterministic pseudo-random tokens, as llama-bench uses random ones.
-            let tokens: Vec<u32> = (0..n as u32)
-                .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) % n_vocab)
-                .collect();
-            let mut speeds = Vec::with_capacity(a.repetitions);
-            // One warm-up run, then the measured ones.
-            for rep in 0..=a.repetitions {
-                session.reset();
-                let start = Instant::now();
-                if is_prompt {
-                    session
-                        .eval(&tokens, LogitRows::Last)
-                        .context("evaluation failed")?;
-                } else {
-                    for &tok in &tokens {
-                        session
-                            .eval(&[tok], LogitRows::Last)
-                            .context("evaluation failed")?;
-                    }
-                }
-                let secs = start.elapsed().as_secs_f64();
-                if rep > 0 {
-                    speeds.push(n as f64 / secs);
-                }
-            }
-            results.push(report(&columns, name, backend.threads(), &speeds, a.json)?);
         }
     }
     if a.json {
         crate::outln!("{}", serde_json::to_string_pretty(&results)?)?;
     }
     Ok(())
+}
+
+/// Tokens per second of each repetition of one test: `n` tokens in one batch (a prompt) or
+/// one at a time, after `depth` tokens that are evaluated but not timed.
+fn time_test(
+    model: &engine::Model,
+    backend: &engine::SharedBackend,
+    depth: usize,
+    n: usize,
+    is_prompt: bool,
+    repetitions: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let n_vocab = model.n_vocab() as u32;
+    let mut session = model.session(depth + n + 1, backend.clone());
+    if session.n_ctx() < depth + n {
+        bail!(
+            "it needs {} positions but the model's context is {}",
+            depth + n,
+            session.n_ctx()
+        );
+    }
+    // Deterministic pseudo-random tokens, as llama-bench uses random ones.
+    let tokens: Vec<u32> = (0..(depth + n) as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) % n_vocab)
+        .collect();
+    let (context, timed) = tokens.split_at(depth);
+    let mut speeds = Vec::with_capacity(repetitions);
+    // One warm-up run, then the measured ones.
+    for rep in 0..=repetitions {
+        session.reset();
+        if !context.is_empty() {
+            session.eval(context, LogitRows::Last)?;
+        }
+        let start = Instant::now();
+        if is_prompt {
+            session.eval(timed, LogitRows::Last)?;
+        } else {
+            for &tok in timed {
+                session.eval(&[tok], LogitRows::Last)?;
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        if rep > 0 {
+            speeds.push(n as f64 / secs);
+        }
+    }
+    Ok(speeds)
 }
 
 /// Mean and spread of the measured speeds, printed unless JSON is wanted.
