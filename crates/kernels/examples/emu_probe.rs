@@ -290,12 +290,21 @@ pub struct LaneCase {
 
 #[derive(Clone, Copy)]
 enum LaneOp {
-    /// A product from zero (`out` starts as NaN) or scaling `out` first.
+    /// A product from zero (`out` starts as NaN) or scaling `out` first, by lane or by row.
     Products {
-        scaled: bool,
+        scaled: Scaled,
     },
     Softmax,
 }
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scaled {
+    No,
+    Lanes,
+    Rows,
+}
+
+const SCALED: [Scaled; 3] = [Scaled::No, Scaled::Lanes, Scaled::Rows];
 
 /// The lane variants under test: the SIMD ones this build has.
 fn lane_variants() -> Vec<Variant> {
@@ -319,13 +328,13 @@ const LANE_SHAPES: [(usize, usize, usize, bool); 4] = [
 /// Keys per softmax case.
 const SOFTMAX_KEYS: [usize; 2] = [7, 64];
 
-/// Every lane case as (variant, index among its kinds: products from zero and scaled for
-/// each shape, then softmax blocks). Softmax only for AVX2: the AVX-512 variant runs the same
+/// Every lane case as (variant, index among its kinds: products from zero, scaled by lane and
+/// by row for each shape, then softmax blocks). Softmax only for AVX2: the AVX-512 variant runs the same
 /// 256-bit softmax.
 fn lane_cases() -> Vec<(Variant, usize)> {
     let mut cases = Vec::new();
     for v in lane_variants() {
-        let kinds = LANE_SHAPES.len() * 2
+        let kinds = LANE_SHAPES.len() * SCALED.len()
             + if v == Variant::Avx2 {
                 SOFTMAX_KEYS.len()
             } else {
@@ -334,6 +343,14 @@ fn lane_cases() -> Vec<(Variant, usize)> {
         cases.extend((0..kinds).map(|i| (v, i)));
     }
     cases
+}
+
+fn start(scaled: Scaled, scale: &[f32]) -> Start<'_> {
+    match scaled {
+        Scaled::No => Start::Zero,
+        Scaled::Lanes => Start::Scaled(scale),
+        Scaled::Rows => Start::ScaledRows(scale),
+    }
 }
 
 fn lane_variant_name(v: Variant) -> &'static str {
@@ -349,24 +366,20 @@ fn build_lane_case(index: usize, tag: usize) -> Option<LaneCase> {
     let mut rng = Lcg(0x2545_F491_4F6C_DD1D ^ i as u64);
     let mut random =
         |n: usize, lo: f32, hi: f32| -> Vec<f32> { (0..n).map(|_| rng.range(lo, hi)).collect() };
-    if i < LANE_SHAPES.len() * 2 {
-        let (rows, nq, depth, transposed) = LANE_SHAPES[i / 2];
-        let scaled = i % 2 == 1;
+    if i < LANE_SHAPES.len() * SCALED.len() {
+        let (rows, nq, depth, transposed) = LANE_SHAPES[i / SCALED.len()];
+        let scaled = SCALED[i % SCALED.len()];
         let (a_row, a_k) = if transposed { (1, rows) } else { (depth, 1) };
         let a = random(rows * depth, -1.0, 1.0);
         let b = random(depth * nq, -1.0, 1.0);
-        let scale = random(nq, 0.0, 1.0);
-        let out = if scaled {
-            random(rows * nq, -1.0, 1.0)
-        } else {
+        let scale = random(nq.max(rows), 0.0, 1.0);
+        let out = if scaled == Scaled::No {
             vec![f32::NAN; rows * nq]
+        } else {
+            random(rows * nq, -1.0, 1.0)
         };
         let mut want = out.clone();
-        let start = if scaled {
-            Start::Scaled(&scale)
-        } else {
-            Start::Zero
-        };
+        let start = start(scaled, &scale);
         attn::lane_products_with(
             Variant::Scalar,
             &mut want,
@@ -395,7 +408,7 @@ fn build_lane_case(index: usize, tag: usize) -> Option<LaneCase> {
             want,
         });
     }
-    let n = SOFTMAX_KEYS[i - LANE_SHAPES.len() * 2];
+    let n = SOFTMAX_KEYS[i - LANE_SHAPES.len() * SCALED.len()];
     let nq = 2 * attn::LANES;
     let mut s = random(n * nq, -30.0, 30.0);
     // Lane 0 sees no key; lane 1 every other one.
@@ -450,11 +463,7 @@ fn softmax_parts(buf: &mut [f32], n: usize, nq: usize, v: Variant) {
 unsafe fn run_lane_case(c: &mut LaneCase) {
     match c.op {
         LaneOp::Products { scaled } => {
-            let start = if scaled {
-                Start::Scaled(&c.scale)
-            } else {
-                Start::Zero
-            };
+            let start = start(scaled, &c.scale);
             // SAFETY: the caller's contract; the shapes were built to fit.
             unsafe {
                 attn::lane_products_unchecked(
@@ -669,8 +678,13 @@ pub unsafe extern "C" fn emu_probe_describe(case: *const Case, buf: *mut c_char,
             "kernel={} format={} tokens={} rows={} cols={}",
             lane_variant_name(c.variant),
             match c.op {
-                LaneOp::Products { scaled: false } => "lanes",
-                LaneOp::Products { scaled: true } => "lanes*",
+                LaneOp::Products { scaled: Scaled::No } => "lanes",
+                LaneOp::Products {
+                    scaled: Scaled::Lanes,
+                } => "lanes*",
+                LaneOp::Products {
+                    scaled: Scaled::Rows,
+                } => "lanes*rows",
                 LaneOp::Softmax => "softmax",
             },
             c.nq,

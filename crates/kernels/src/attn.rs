@@ -16,6 +16,10 @@
 /// Queries are padded to a multiple of this many lanes (one 512-bit vector of f32).
 pub const LANES: usize = 16;
 
+/// [`softmax_block`] takes lanes in multiples of this many (one 256-bit vector of f32), so a
+/// few queries need not pad to a whole [`LANES`].
+pub const SOFTMAX_LANES: usize = 8;
+
 /// How [`lane_products`] starts its sums.
 #[derive(Clone, Copy, Debug)]
 pub enum Start<'a> {
@@ -24,6 +28,9 @@ pub enum Start<'a> {
     /// From what `out` holds, each lane `i` scaled by `scale[i]` (the online softmax's
     /// correction of the values accumulated so far).
     Scaled(&'a [f32]),
+    /// From what `out` holds, each row `r` scaled by `scale[r]` (the same correction when
+    /// the queries are the rows).
+    ScaledRows(&'a [f32]),
 }
 
 /// `out[r * nq + i] = start + Σ_k a[r * a_row + k * a_k] · b[k * nq + i]` for every `r < rows`,
@@ -193,8 +200,10 @@ fn check_products(
         let last = (rows - 1) * a_row + (depth - 1) * a_k;
         assert!(last < a.len(), "lane products: left side too short");
     }
-    if let Start::Scaled(s) = start {
-        assert!(s.len() >= nq, "lane products: fewer scales than lanes");
+    match start {
+        Start::Zero => {}
+        Start::Scaled(s) => assert!(s.len() >= nq, "lane products: fewer scales than lanes"),
+        Start::ScaledRows(s) => assert!(s.len() >= rows, "lane products: fewer scales than rows"),
     }
 }
 
@@ -216,6 +225,7 @@ fn products_scalar(
         match start {
             Start::Zero => o.fill(0.0),
             Start::Scaled(s) => o.iter_mut().zip(s).for_each(|(x, s)| *x *= s),
+            Start::ScaledRows(s) => o.iter_mut().for_each(|x| *x *= s[r]),
         }
         for k in 0..depth {
             let ak = a[r * a_row + k * a_k];
@@ -232,6 +242,8 @@ fn products_scalar(
 /// what the lane's earlier weights (and values summed with them) must be multiplied by, and
 /// `sum[i]` becomes the corrected sum of all its weights. A lane whose keys are all masked so
 /// far keeps weight 0 and correction 1.
+///
+/// Panics if `nq` is not a multiple of [`SOFTMAX_LANES`] or a slice is too short.
 pub fn softmax_block(
     s: &mut [f32],
     n: usize,
@@ -294,8 +306,8 @@ pub unsafe fn softmax_block_unchecked(
 
 fn check_softmax(s: &[f32], n: usize, nq: usize, max: &[f32], sum: &[f32], corr: &[f32]) {
     assert!(
-        nq.is_multiple_of(LANES),
-        "{nq} query lanes: not a multiple of {LANES}"
+        nq.is_multiple_of(SOFTMAX_LANES),
+        "{nq} query lanes: not a multiple of {SOFTMAX_LANES}"
     );
     assert!(s.len() >= n * nq, "softmax block: scores too short");
     assert!(
@@ -335,10 +347,77 @@ fn softmax_scalar(
     }
 }
 
+/// Converts `rows` rows of f16 values (little-endian bytes; row `r` starts at byte
+/// `r * stride` of `src` and holds `cols` values) to f32 with rows and columns swapped:
+/// `dst[c * ld + r]`. A block of keys so becomes lanes, for a few queries to meet many keys
+/// at once (the conversion is exact, so every path sees the same keys).
+///
+/// Panics if `ld < rows` or a slice is too short for the shape.
+pub fn f16_transposed(
+    src: &[u8],
+    stride: usize,
+    rows: usize,
+    cols: usize,
+    dst: &mut [f32],
+    ld: usize,
+) {
+    check_transposed(src, stride, rows, cols, dst, ld);
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::features().avx2 {
+        // SAFETY: AVX2, FMA and F16C were detected; the shapes were checked.
+        unsafe { x86::f16_transposed_256(src, stride, rows, cols, dst, ld) };
+        return;
+    }
+    transposed_scalar(src, stride, 0..rows, 0..cols, dst, ld);
+}
+
+/// The reference of [`f16_transposed`].
+pub fn f16_transposed_scalar(
+    src: &[u8],
+    stride: usize,
+    rows: usize,
+    cols: usize,
+    dst: &mut [f32],
+    ld: usize,
+) {
+    check_transposed(src, stride, rows, cols, dst, ld);
+    transposed_scalar(src, stride, 0..rows, 0..cols, dst, ld);
+}
+
+fn check_transposed(src: &[u8], stride: usize, rows: usize, cols: usize, dst: &[f32], ld: usize) {
+    assert!(ld >= rows, "f16 transposed: {rows} rows in columns of {ld}");
+    if rows > 0 && cols > 0 {
+        assert!(
+            (rows - 1) * stride + 2 * cols <= src.len(),
+            "f16 transposed: source too short"
+        );
+        assert!(
+            (cols - 1) * ld + rows <= dst.len(),
+            "f16 transposed: destination too short"
+        );
+    }
+}
+
+fn transposed_scalar(
+    src: &[u8],
+    stride: usize,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    dst: &mut [f32],
+    ld: usize,
+) {
+    for r in rows {
+        for c in cols.clone() {
+            let b = &src[r * stride + 2 * c..][..2];
+            dst[c * ld + r] = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::Start;
-    use crate::simd::x86::exp_ps;
+    use crate::simd::x86::{exp_ps, load_f16x8};
     use std::arch::x86_64::*;
 
     /// Rows per step of the 256-bit product: 6 rows × 2 vectors = 12 accumulators, with the two
@@ -364,20 +443,21 @@ mod x86 {
         depth: usize,
         start: Start,
     ) {
-        let scale = match start {
-            Start::Zero => None,
-            Start::Scaled(s) => Some(s.as_ptr()),
-        };
         let (op, ap, bp) = (out.as_mut_ptr(), a.as_ptr(), b.as_ptr());
         for l in (0..nq).step_by(16) {
             let mut r = 0;
             while r + ROWS_256 <= rows {
-                block_256::<ROWS_256>(op, nq, ap, a_row, a_k, bp, depth, scale, r, l);
+                block_256::<ROWS_256>(op, nq, ap, a_row, a_k, bp, depth, start, r, l);
                 r += ROWS_256;
             }
-            while r < rows {
-                block_256::<1>(op, nq, ap, a_row, a_k, bp, depth, scale, r, l);
-                r += 1;
+            // The rest in one block (a decoding token's few queries are all of the rows).
+            match rows - r {
+                0 => {}
+                1 => block_256::<1>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
+                2 => block_256::<2>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
+                3 => block_256::<3>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
+                4 => block_256::<4>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
+                _ => block_256::<5>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
             }
         }
     }
@@ -394,15 +474,22 @@ mod x86 {
         a_k: usize,
         bp: *const f32,
         depth: usize,
-        scale: Option<*const f32>,
+        start: Start,
         r0: usize,
         l: usize,
     ) {
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
-        if let Some(s) = scale {
-            let s = [_mm256_loadu_ps(s.add(l)), _mm256_loadu_ps(s.add(l + 8))];
+        if !matches!(start, Start::Zero) {
             for (r, ar) in acc.iter_mut().enumerate() {
                 let o = op.add((r0 + r) * nq + l);
+                let s = match start {
+                    Start::Scaled(s) => [
+                        _mm256_loadu_ps(s.as_ptr().add(l)),
+                        _mm256_loadu_ps(s.as_ptr().add(l + 8)),
+                    ],
+                    Start::ScaledRows(s) => [_mm256_set1_ps(*s.as_ptr().add(r0 + r)); 2],
+                    Start::Zero => unreachable!(),
+                };
                 ar[0] = _mm256_mul_ps(_mm256_loadu_ps(o), s[0]);
                 ar[1] = _mm256_mul_ps(_mm256_loadu_ps(o.add(8)), s[1]);
             }
@@ -439,33 +526,39 @@ mod x86 {
         depth: usize,
         start: Start,
     ) {
-        let scale = match start {
-            Start::Zero => None,
-            Start::Scaled(s) => Some(s.as_ptr()),
-        };
         let (op, ap, bp) = (out.as_mut_ptr(), a.as_ptr(), b.as_ptr());
         let mut l = 0;
         while l < nq {
             if l + 32 <= nq {
                 let mut r = 0;
                 while r + ROWS_512_2 <= rows {
-                    block_512::<ROWS_512_2, 2>(op, nq, ap, a_row, a_k, bp, depth, scale, r, l);
+                    block_512::<ROWS_512_2, 2>(op, nq, ap, a_row, a_k, bp, depth, start, r, l);
                     r += ROWS_512_2;
                 }
-                while r < rows {
-                    block_512::<1, 2>(op, nq, ap, a_row, a_k, bp, depth, scale, r, l);
-                    r += 1;
+                match rows - r {
+                    0 => {}
+                    1 => block_512::<1, 2>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
+                    2 => block_512::<2, 2>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
+                    3 => block_512::<3, 2>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
+                    4 => block_512::<4, 2>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
+                    _ => block_512::<5, 2>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
                 }
                 l += 32;
             } else {
                 let mut r = 0;
                 while r + ROWS_512_1 <= rows {
-                    block_512::<ROWS_512_1, 1>(op, nq, ap, a_row, a_k, bp, depth, scale, r, l);
+                    block_512::<ROWS_512_1, 1>(op, nq, ap, a_row, a_k, bp, depth, start, r, l);
                     r += ROWS_512_1;
                 }
-                while r < rows {
-                    block_512::<1, 1>(op, nq, ap, a_row, a_k, bp, depth, scale, r, l);
-                    r += 1;
+                match rows - r {
+                    0 => {}
+                    1 => block_512::<1, 1>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
+                    2 => block_512::<2, 1>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
+                    3 => block_512::<3, 1>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
+                    4 => block_512::<4, 1>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
+                    5 => block_512::<5, 1>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
+                    6 => block_512::<6, 1>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
+                    _ => block_512::<7, 1>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
                 }
                 l += 16;
             }
@@ -484,20 +577,32 @@ mod x86 {
         a_k: usize,
         bp: *const f32,
         depth: usize,
-        scale: Option<*const f32>,
+        start: Start,
         r0: usize,
         l: usize,
     ) {
         let mut acc = [[_mm512_setzero_ps(); V]; R];
-        if let Some(s) = scale {
-            let mut sv = [_mm512_setzero_ps(); V];
-            for (v, x) in sv.iter_mut().enumerate() {
-                *x = _mm512_loadu_ps(s.add(l + 16 * v));
+        match start {
+            Start::Zero => {}
+            Start::Scaled(s) => {
+                let mut sv = [_mm512_setzero_ps(); V];
+                for (v, x) in sv.iter_mut().enumerate() {
+                    *x = _mm512_loadu_ps(s.as_ptr().add(l + 16 * v));
+                }
+                for (r, ar) in acc.iter_mut().enumerate() {
+                    let o = op.add((r0 + r) * nq + l);
+                    for (v, x) in ar.iter_mut().enumerate() {
+                        *x = _mm512_mul_ps(_mm512_loadu_ps(o.add(16 * v)), sv[v]);
+                    }
+                }
             }
-            for (r, ar) in acc.iter_mut().enumerate() {
-                let o = op.add((r0 + r) * nq + l);
-                for (v, x) in ar.iter_mut().enumerate() {
-                    *x = _mm512_mul_ps(_mm512_loadu_ps(o.add(16 * v)), sv[v]);
+            Start::ScaledRows(s) => {
+                for (r, ar) in acc.iter_mut().enumerate() {
+                    let o = op.add((r0 + r) * nq + l);
+                    let sr = _mm512_set1_ps(*s.as_ptr().add(r0 + r));
+                    for (v, x) in ar.iter_mut().enumerate() {
+                        *x = _mm512_mul_ps(_mm512_loadu_ps(o.add(16 * v)), sr);
+                    }
                 }
             }
         }
@@ -521,6 +626,69 @@ mod x86 {
                 _mm512_storeu_ps(o.add(16 * v), *x);
             }
         }
+    }
+
+    /// Blocks of 8 × 8, converted by F16C and transposed in registers; the edges one by one.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C; the shapes as checked by `check_transposed`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn f16_transposed_256(
+        src: &[u8],
+        stride: usize,
+        rows: usize,
+        cols: usize,
+        dst: &mut [f32],
+        ld: usize,
+    ) {
+        let (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
+        let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+        for r0 in (0..r8).step_by(8) {
+            for c0 in (0..c8).step_by(8) {
+                let mut x = [_mm256_setzero_ps(); 8];
+                for (i, xi) in x.iter_mut().enumerate() {
+                    *xi = load_f16x8(sp.add((r0 + i) * stride + 2 * c0));
+                }
+                for (c, col) in transpose8(x).iter().enumerate() {
+                    _mm256_storeu_ps(dp.add((c0 + c) * ld + r0), *col);
+                }
+            }
+        }
+        super::transposed_scalar(src, stride, 0..r8, c8..cols, dst, ld);
+        super::transposed_scalar(src, stride, r8..rows, 0..cols, dst, ld);
+    }
+
+    /// Rows of 8 to columns of 8.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn transpose8(x: [__m256; 8]) -> [__m256; 8] {
+        // Pairs of rows interleaved, then quadruples, then the 128-bit halves swapped.
+        let t0 = _mm256_unpacklo_ps(x[0], x[1]);
+        let t1 = _mm256_unpackhi_ps(x[0], x[1]);
+        let t2 = _mm256_unpacklo_ps(x[2], x[3]);
+        let t3 = _mm256_unpackhi_ps(x[2], x[3]);
+        let t4 = _mm256_unpacklo_ps(x[4], x[5]);
+        let t5 = _mm256_unpackhi_ps(x[4], x[5]);
+        let t6 = _mm256_unpacklo_ps(x[6], x[7]);
+        let t7 = _mm256_unpackhi_ps(x[6], x[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ]
     }
 
     /// # Safety

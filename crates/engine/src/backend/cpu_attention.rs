@@ -6,7 +6,7 @@ use crate::blocks::{AttnParams, AttnShape, SeqPart, MAX_HEAD_DIM};
 use gguf::GgmlType;
 use kernels::attn::{self, Start};
 use kernels::ops::{self, f16};
-use kernels::par::par_chunks_mut;
+use kernels::par::{par_chunks_mut, par_chunks_mut_on};
 use kernels::pool::ThreadPool;
 
 /// Positions per attention tile (scores on the stack).
@@ -209,23 +209,35 @@ fn tiled(pool: &ThreadPool, job: &Job, tile_tokens: usize, out: &mut [f32]) {
     let AttnShape {
         n_head,
         n_head_kv,
+        head_dim,
         head_dim_v,
-        ..
     } = job.p.shape;
     let group = n_head / n_head_kv;
     let n_tokens = job.token_seq.len();
     let n_tiles = n_tokens.div_ceil(tile_tokens);
     // by_kv[((g * n_tiles + tile) * tile_tokens + t) * group + h][..head_dim_v]
     let job_len = tile_tokens * group * head_dim_v;
-    BY_KV_HEAD.with(|by_kv| {
-        let by_kv = &mut by_kv.borrow_mut();
+    TILED.with(|buffers| {
+        let TiledBuffers { by_kv, scratch } = &mut *buffers.borrow_mut();
         let by_kv = resized(by_kv, n_head_kv * n_tiles * job_len, 0.0);
-        par_chunks_mut(pool, by_kv, job_len, &|idx, chunk| {
+        // Every thread's scratch sized here, on the calling thread: a thread that takes its
+        // first job later then does not allocate (decoding allocates nothing).
+        if scratch.len() < pool.n_threads() {
+            scratch.resize_with(pool.n_threads(), Default::default);
+        }
+        let lanes = (tile_tokens * group).next_multiple_of(attn::LANES);
+        for sc in scratch.iter_mut() {
+            sc.get_mut()
+                .unwrap_or_else(|e| e.into_inner())
+                .reserve(lanes, head_dim, head_dim_v);
+        }
+        let scratch = &scratch[..];
+        par_chunks_mut_on(pool, by_kv, job_len, &|thread, idx, chunk| {
             let (g, t0) = (idx / n_tiles, (idx % n_tiles) * tile_tokens);
             let t1 = (t0 + tile_tokens).min(n_tokens);
             let token_out = group * head_dim_v;
-            TILE_SCRATCH.with(|scratch| {
-                let scratch = &mut scratch.borrow_mut();
+            {
+                let scratch = &mut *scratch[thread].lock().unwrap_or_else(|e| e.into_inner());
                 // Runs of one sequence: a tile's tokens may belong to several.
                 let mut a = t0;
                 while a < t1 {
@@ -237,7 +249,7 @@ fn tiled(pool: &ThreadPool, job: &Job, tile_tokens: usize, out: &mut [f32]) {
                     tile(job, scratch, a..b, g, run_out);
                     a = b;
                 }
-            });
+            }
         });
         let out = &mut out[..n_tokens * n_head * head_dim_v];
         for (t, token) in out.chunks_exact_mut(n_head * head_dim_v).enumerate() {
@@ -253,29 +265,66 @@ fn tiled(pool: &ThreadPool, job: &Job, tile_tokens: usize, out: &mut [f32]) {
 /// Keys (and values) per block of the tiled path.
 const KEY_BLOCK: usize = 64;
 
+/// Below this many queries a tile puts a block's keys across the SIMD lanes instead of its
+/// queries: a decoding token's few heads would leave most of each vector empty. Both ways do
+/// the same arithmetic for every (query, key) pair in the same order, so the choice changes
+/// the speed, never the result.
+const KEYS_IN_LANES_BELOW: usize = 8;
+
 thread_local! {
-    /// The outputs of [`tiled`]'s jobs, on the thread that calls it.
-    static BY_KV_HEAD: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-    static TILE_SCRATCH: std::cell::RefCell<TileScratch> =
-        std::cell::RefCell::new(TileScratch::default());
+    /// [`tiled`]'s buffers, kept by the thread that calls it between calls.
+    static TILED: std::cell::RefCell<TiledBuffers> = std::cell::RefCell::new(TiledBuffers::default());
+}
+
+#[derive(Default)]
+struct TiledBuffers {
+    /// The outputs of the jobs, ordered by KV head.
+    by_kv: Vec<f32>,
+    /// One per thread of the pool (locked by that thread only, so never contended).
+    scratch: Vec<std::sync::Mutex<TileScratch>>,
 }
 
 /// Buffers of one tile, kept per thread between calls.
 #[derive(Default)]
 struct TileScratch {
-    /// Queries, transposed: `qt[c * nq + i]`.
+    /// Queries, transposed: `qt[c * nq + i]` (keys in lanes: `qt[i * head_dim + c]`).
     qt: Vec<f32>,
     /// Scores, then weights, of a key block: `s[j * nq + i]`.
     s: Vec<f32>,
-    /// Weighted values, transposed: `acc[c * nq + i]`.
+    /// Keys in lanes: the scores of a key block by query, `s_by_query[i * nk + j]` (`nk`: the
+    /// block's keys padded to whole vectors).
+    s_by_query: Vec<f32>,
+    /// Weighted values, transposed: `acc[c * nq + i]` (keys in lanes: `acc[i * dv_lanes + c]`).
     acc: Vec<f32>,
+    /// A key block: `keys[j * head_dim + c]` (keys in lanes: `keys[c * nk + j]`).
     keys: Vec<f32>,
+    /// A value block: `values[j * head_dim_v + c]` (keys in lanes: rows of `dv_lanes`).
     values: Vec<f32>,
     max: Vec<f32>,
     sum: Vec<f32>,
     corr: Vec<f32>,
     /// The keys each lane sees: `first..=last`.
     range: Vec<(usize, usize)>,
+}
+
+impl TileScratch {
+    /// Room for tiles of up to `nq` lanes, in either layout, without allocating.
+    fn reserve(&mut self, nq: usize, head_dim: usize, head_dim_v: usize) {
+        fn room<T>(v: &mut Vec<T>, n: usize) {
+            v.reserve(n.saturating_sub(v.len()));
+        }
+        let dv_lanes = head_dim_v.next_multiple_of(attn::LANES);
+        room(&mut self.qt, head_dim * nq);
+        room(&mut self.s, KEY_BLOCK * nq);
+        room(&mut self.s_by_query, KEY_BLOCK * KEYS_IN_LANES_BELOW);
+        room(&mut self.acc, dv_lanes * nq);
+        room(&mut self.keys, KEY_BLOCK * head_dim);
+        room(&mut self.values, KEY_BLOCK * dv_lanes);
+        for v in [&mut self.max, &mut self.sum, &mut self.corr] {
+            room(v, nq);
+        }
+        room(&mut self.range, nq);
+    }
 }
 
 fn resized(v: &mut Vec<f32>, len: usize, fill: f32) -> &mut [f32] {
@@ -301,10 +350,26 @@ fn tile(
     } = job.p.shape;
     let group = n_head / n_head_kv;
     let lanes = tokens.len() * group;
-    let nq = lanes.next_multiple_of(attn::LANES);
+    let keys_in_lanes = lanes < KEYS_IN_LANES_BELOW;
+    // Query lanes as the kernels take them: keys in lanes leaves only the softmax in lanes of
+    // queries.
+    let nq = if keys_in_lanes {
+        lanes.next_multiple_of(attn::SOFTMAX_LANES)
+    } else {
+        lanes.next_multiple_of(attn::LANES)
+    };
+    // Where query lane i's element c sits, and the row of a value block.
+    let (q_lane, q_elem) = if keys_in_lanes {
+        (head_dim, 1)
+    } else {
+        (1, nq)
+    };
+    let dv_lanes = head_dim_v.next_multiple_of(attn::LANES);
+    let v_ld = if keys_in_lanes { dv_lanes } else { head_dim_v };
     let TileScratch {
         qt,
         s,
+        s_by_query,
         acc,
         keys,
         values,
@@ -331,7 +396,7 @@ fn tile(
         f16::from_f32(&job.q[(t * n_head + h) * head_dim..][..head_dim], qh);
         f16::to_f32(qh, qr);
         for (c, x) in qr.iter().enumerate() {
-            qt[c * nq + i] = x * job.p.scale;
+            qt[c * q_elem + i * q_lane] = x * job.p.scale;
         }
         if let Some(sinks) = job.sinks {
             (max[i], sum[i]) = (sinks[h], 1.0);
@@ -348,21 +413,52 @@ fn tile(
     let all_values = kv.values(job.layer, last + 1, v_elems);
     let (k_row, v_row) = (k_elems * ELEM, v_elems * ELEM);
     let s = resized(s, KEY_BLOCK * nq, 0.0);
-    let acc = resized(acc, head_dim_v * nq, 0.0);
+    let s_by_query = resized(
+        s_by_query,
+        if keys_in_lanes { lanes * KEY_BLOCK } else { 0 },
+        0.0,
+    );
+    let acc = resized(acc, dv_lanes * nq, 0.0);
     let keys = resized(keys, KEY_BLOCK * head_dim, 0.0);
-    let values = resized(values, KEY_BLOCK * head_dim_v, 0.0);
+    let values = resized(values, KEY_BLOCK * v_ld, 0.0);
     // Blocks at multiples of KEY_BLOCK whatever the tile: a lane's keys then meet the online
     // softmax in the same blocks in any tile (the masked rest of a block adds exact zeros).
     let mut p0 = first - first % KEY_BLOCK;
     while p0 <= last {
         let n = (last + 1 - p0).min(KEY_BLOCK);
         for j in 0..n {
-            let k = &all_keys[(p0 + j) * k_row + g * head_dim * ELEM..][..head_dim * ELEM];
-            f16::to_f32(k, &mut keys[j * head_dim..(j + 1) * head_dim]);
             let v = &all_values[(p0 + j) * v_row + g * head_dim_v * ELEM..][..head_dim_v * ELEM];
-            f16::to_f32(v, &mut values[j * head_dim_v..(j + 1) * head_dim_v]);
+            f16::to_f32(v, &mut values[j * v_ld..j * v_ld + head_dim_v]);
         }
-        attn::lane_products(s, n, nq, keys, head_dim, 1, qt, head_dim, Start::Zero);
+        let block_keys = &all_keys[p0 * k_row + g * head_dim * ELEM..];
+        if keys_in_lanes {
+            // Lanes n..nk hold stale keys (or zeros): their scores are never read.
+            let nk = n.next_multiple_of(attn::LANES);
+            attn::f16_transposed(block_keys, k_row, n, head_dim, keys, nk);
+            let s_by_query = &mut s_by_query[..lanes * nk];
+            attn::lane_products(
+                s_by_query,
+                lanes,
+                nk,
+                qt,
+                head_dim,
+                1,
+                keys,
+                head_dim,
+                Start::Zero,
+            );
+            for (i, row) in s_by_query.chunks_exact(nk).enumerate() {
+                for (j, x) in row[..n].iter().enumerate() {
+                    s[j * nq + i] = *x;
+                }
+            }
+        } else {
+            for j in 0..n {
+                let k = &block_keys[j * k_row..][..head_dim * ELEM];
+                f16::to_f32(k, &mut keys[j * head_dim..(j + 1) * head_dim]);
+            }
+            attn::lane_products(s, n, nq, keys, head_dim, 1, qt, head_dim, Start::Zero);
+        }
         if let Some(cap) = job.p.softcap {
             ops::softcap_inplace(&mut s[..n * nq], cap);
         }
@@ -374,16 +470,26 @@ fn tile(
             }
         }
         attn::softmax_block(s, n, nq, max, sum, corr);
-        let scaled = Start::Scaled(corr);
-        attn::lane_products(acc, head_dim_v, nq, values, 1, head_dim_v, s, n, scaled);
+        if keys_in_lanes {
+            let scaled = Start::ScaledRows(corr);
+            attn::lane_products(acc, lanes, dv_lanes, s, 1, nq, values, n, scaled);
+        } else {
+            let scaled = Start::Scaled(corr);
+            attn::lane_products(acc, head_dim_v, nq, values, 1, head_dim_v, s, n, scaled);
+        }
         p0 += n;
     }
 
+    let (acc_lane, acc_elem) = if keys_in_lanes {
+        (dv_lanes, 1)
+    } else {
+        (1, nq)
+    };
     for i in 0..lanes {
         let o = &mut out[i * head_dim_v..][..head_dim_v];
         let inv = if sum[i] > 0.0 { 1.0 / sum[i] } else { 0.0 };
         for (c, x) in o.iter_mut().enumerate() {
-            *x = acc[c * nq + i] * inv;
+            *x = acc[c * acc_elem + i * acc_lane] * inv;
         }
     }
 }
