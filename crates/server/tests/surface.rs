@@ -357,7 +357,9 @@ async fn suffix_needs_fim_tokens() {
 }
 
 /// Fill-in-the-middle with a real code model: the prompt is its FIM markers around the
-/// prefix and suffix, and the middle it writes is code that fits.
+/// prefix and suffix, and the first token's three likeliest candidates are llama.cpp's on the
+/// same prompt (`scripts/golden/fim_top3.py`: "#" 17.11, "1" 16.70, "a" 16.50 as logits).
+/// Greedy text is not compared: "#" leads "a" by less than a logit.
 #[tokio::test]
 async fn fim_with_qwen2_5_coder() {
     let path = testutil::qwen2_5_coder().to_string_lossy().into_owned();
@@ -372,15 +374,18 @@ async fn fim_with_qwen2_5_coder() {
         post(
             "/v1/completions",
             &json!({"model": path, "prompt": prefix, "suffix": suffix,
-                    "max_tokens": 8, "temperature": 0}),
+                    "max_tokens": 8, "temperature": 0, "logprobs": 3}),
         ),
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let v = r.json();
-    let text = v["choices"][0]["text"].as_str().unwrap();
-    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-    assert!(compact.starts_with("a+b"), "{text:?}");
+    let top = v["choices"][0]["logprobs"]["top_logprobs"][0]
+        .as_object()
+        .unwrap_or_else(|| panic!("no top_logprobs: {v}"));
+    let mut candidates: Vec<&str> = top.keys().map(String::as_str).collect();
+    candidates.sort_unstable();
+    assert_eq!(candidates, ["#", "1", "a"], "{v}");
     // The prompt was <|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|>.
     let rendered = format!("<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>");
     let r = send(
