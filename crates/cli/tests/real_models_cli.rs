@@ -107,18 +107,13 @@ fn logits_command_prints_top_k_json() {
 fn bench_prints_the_model_quantization_size_and_kernels() {
     let model =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/synthetic/llama_q4_0.gguf");
-    let out = hearth(&[
-        "bench",
-        model.to_str().expect("path"),
-        "-p",
-        "8",
-        "-n",
-        "2",
-        "-r",
-        "1",
-        "-t",
-        "1",
-    ]);
+    let bench = |more: &[&str]| {
+        let path = model.to_str().expect("path");
+        let mut args = vec!["bench", path, "-p", "8", "-r", "1", "-t", "1"];
+        args.extend_from_slice(more);
+        hearth(&args)
+    };
+    let out = bench(&["-n", "2"]);
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("| model "), "{out}");
     for col in [
@@ -134,37 +129,11 @@ fn bench_prints_the_model_quantization_size_and_kernels() {
     assert!(pp.contains(" KiB |") || pp.contains(" MiB |"), "{pp}");
     let kernels = ["scalar", "avx2", "avx512", "avx-vnni", "neon"];
     assert!(kernels.iter().any(|k| pp.contains(k)), "{pp}");
-    let json = hearth(&[
-        "bench",
-        model.to_str().expect("path"),
-        "-p",
-        "8",
-        "-n",
-        "0",
-        "-r",
-        "1",
-        "-t",
-        "1",
-        "--json",
-    ]);
+    let json = bench(&["-n", "0", "--json"]);
     let v: Value = serde_json::from_str(&json).expect("JSON");
     assert_eq!(v[0]["quantization"], "Q4_0", "{v}");
     // At a depth: the same tests after tokens already in the cache, named as llama-bench does.
-    let json = hearth(&[
-        "bench",
-        model.to_str().expect("path"),
-        "-p",
-        "8",
-        "-n",
-        "2",
-        "-d",
-        "0,16",
-        "-r",
-        "1",
-        "-t",
-        "1",
-        "--json",
-    ]);
+    let json = bench(&["-n", "2", "-d", "0,16", "--json"]);
     let v: Value = serde_json::from_str(&json).expect("JSON");
     let tests: Vec<&str> = v
         .as_array()

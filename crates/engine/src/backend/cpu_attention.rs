@@ -236,19 +236,17 @@ fn tiled(pool: &ThreadPool, job: &Job, tile_tokens: usize, out: &mut [f32]) {
             let (g, t0) = (idx / n_tiles, (idx % n_tiles) * tile_tokens);
             let t1 = (t0 + tile_tokens).min(n_tokens);
             let token_out = group * head_dim_v;
-            {
-                let scratch = &mut *scratch[thread].lock().unwrap_or_else(|e| e.into_inner());
-                // Runs of one sequence: a tile's tokens may belong to several.
-                let mut a = t0;
-                while a < t1 {
-                    let seq = job.token_seq[a].0;
-                    let b = (a + 1..t1)
-                        .find(|&b| job.token_seq[b].0 != seq)
-                        .unwrap_or(t1);
-                    let run_out = &mut chunk[(a - t0) * token_out..(b - t0) * token_out];
-                    tile(job, scratch, a..b, g, run_out);
-                    a = b;
-                }
+            let scratch = &mut *scratch[thread].lock().unwrap_or_else(|e| e.into_inner());
+            // Runs of one sequence: a tile's tokens may belong to several.
+            let mut a = t0;
+            while a < t1 {
+                let seq = job.token_seq[a].0;
+                let b = (a + 1..t1)
+                    .find(|&b| job.token_seq[b].0 != seq)
+                    .unwrap_or(t1);
+                let run_out = &mut chunk[(a - t0) * token_out..(b - t0) * token_out];
+                tile(job, scratch, a..b, g, run_out);
+                a = b;
             }
         });
         let out = &mut out[..n_tokens * n_head * head_dim_v];
