@@ -1,12 +1,15 @@
-//! Attention for a tile of queries held across SIMD lanes: the prompt-time path.
+//! Attention for a tile of queries held across SIMD lanes.
 //!
-//! One query against one f16 key at a time (the decode path) converts every key and value
-//! once per query and ends each dot product with a horizontal sum. When many queries share a
-//! KV head (the tokens of a prompt times the heads of a group), the tile's queries go across
-//! the lanes instead, `nq` of them, a multiple of [`LANES`]: each key and value element, in f32,
-//! is broadcast once and multiplied into all the queries at once, so both sides of attention
-//! are small matrix products with no horizontal sums ([`lane_products`]), and the online
-//! softmax runs lane-wise too ([`softmax_block`]).
+//! One query against one f16 key at a time converts every key and value once per query and
+//! ends each dot product with a horizontal sum. When many queries share a KV head (the tokens
+//! of a prompt times the heads of a group), the tile's queries go across the lanes instead,
+//! `nq` of them, a multiple of [`LANES`]: each key and value element, in f32, is broadcast once
+//! and multiplied into all the queries at once, so both sides of attention are small matrix
+//! products with no horizontal sums ([`lane_products`]), and the online softmax runs lane-wise
+//! too ([`softmax_block`]). With few queries (a decoding token's heads) the same products run
+//! turned around, keys ([`f16_transposed`]) and value dimensions across the lanes and the
+//! queries as rows ([`Start::ScaledRows`]): each (query, key) pair gets the same FMAs in the
+//! same order either way, so the results are bit for bit the same.
 //!
 //! Layouts, with `i` the query (lane) and `nq` the padded tile width:
 //! - queries transposed: `qt[c * nq + i]`, `c < head_dim`;
