@@ -482,19 +482,26 @@ mod x86 {
         l: usize,
     ) {
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
-        if !matches!(start, Start::Zero) {
-            for (r, ar) in acc.iter_mut().enumerate() {
-                let o = op.add((r0 + r) * nq + l);
-                let s = match start {
-                    Start::Scaled(s) => [
-                        _mm256_loadu_ps(s.as_ptr().add(l)),
-                        _mm256_loadu_ps(s.as_ptr().add(l + 8)),
-                    ],
-                    Start::ScaledRows(s) => [_mm256_set1_ps(*s.as_ptr().add(r0 + r)); 2],
-                    Start::Zero => unreachable!(),
-                };
-                ar[0] = _mm256_mul_ps(_mm256_loadu_ps(o), s[0]);
-                ar[1] = _mm256_mul_ps(_mm256_loadu_ps(o.add(8)), s[1]);
+        match start {
+            Start::Zero => {}
+            Start::Scaled(s) => {
+                let s = [
+                    _mm256_loadu_ps(s.as_ptr().add(l)),
+                    _mm256_loadu_ps(s.as_ptr().add(l + 8)),
+                ];
+                for (r, ar) in acc.iter_mut().enumerate() {
+                    let o = op.add((r0 + r) * nq + l);
+                    ar[0] = _mm256_mul_ps(_mm256_loadu_ps(o), s[0]);
+                    ar[1] = _mm256_mul_ps(_mm256_loadu_ps(o.add(8)), s[1]);
+                }
+            }
+            Start::ScaledRows(s) => {
+                for (r, ar) in acc.iter_mut().enumerate() {
+                    let o = op.add((r0 + r) * nq + l);
+                    let sr = _mm256_set1_ps(*s.as_ptr().add(r0 + r));
+                    ar[0] = _mm256_mul_ps(_mm256_loadu_ps(o), sr);
+                    ar[1] = _mm256_mul_ps(_mm256_loadu_ps(o.add(8)), sr);
+                }
             }
         }
         for k in 0..depth {
