@@ -194,6 +194,8 @@ fn random_rows(rng: &mut Lcg, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8>
         let scales: &[usize] = match ty {
             GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
             GgmlType::Q6_K => &[208],
+            GgmlType::Q3_K => &[108],
+            GgmlType::Q2_K => &[80, 82],
             _ => &[0],
         };
         for &at in scales {

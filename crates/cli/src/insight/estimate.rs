@@ -90,6 +90,8 @@ fn packed_bytes(ty: GgmlType, rows: u64, cols: u64, n_bytes: u64) -> Option<u64>
     Some(match ty {
         GgmlType::Q4_K => n_bytes / 1152 * 1184,
         GgmlType::Q5_K => n_bytes / 1408 * 1440,
+        // Q3_K's 6-bit scales unpacked: 114 bytes per row and super-block instead of 110.
+        GgmlType::Q3_K => n_bytes / 110 * 114,
         // IQ4_XS's run scales unpacked: 138 bytes per row and super-block instead of 136.
         GgmlType::IQ4_XS => n_bytes / 136 * 138,
         // MXFP4's exponent byte as an f32 scale: 20 bytes per row and block instead of 17.
@@ -191,6 +193,8 @@ mod tests {
             (GgmlType::MXFP4, 64u64, 2048u64, 64 * 64 * 17, 64 * 64 * 20),
             (GgmlType::IQ4_XS, 16, 512, 16 * 2 * 136, 16 * 2 * 138),
             (GgmlType::Q5_K, 16, 512, 16 * 2 * 176, 16 * 2 * 180),
+            (GgmlType::Q3_K, 16, 512, 16 * 2 * 110, 16 * 2 * 114),
+            (GgmlType::Q2_K, 16, 512, 16 * 2 * 84, 16 * 2 * 84),
             (GgmlType::IQ4_NL, 16, 512, 16 * 16 * 18, 16 * 16 * 18),
         ] {
             assert_eq!(ty.bytes_for(rows * cols), Some(file_bytes), "{ty}");

@@ -1,4 +1,4 @@
-//! Packed records of the k-quant formats Q4_K, Q5_K and Q6_K: `G` interleaved rows (8 or 16) ×
+//! Packed records of the k-quant formats Q2_K, Q3_K, Q4_K, Q5_K and Q6_K: `G` interleaved rows (8 or 16) ×
 //! one 256-element super-block, dotted against Q8_K activations.
 //!
 //! Within a record, every 32-element run is stored as the 32-element formats store a block (see
@@ -31,10 +31,28 @@
 //!   keep a one-token product's reads in one ascending stream: with two interleaved streams
 //!   per record it ran at well under half the memory bandwidth.)
 //!
+//! Q3_K (114 bytes per row, 4 more than the source's 110, for unpacked scales):
+//! - `d[G]` f16;
+//! - `sc[t][row][2]` i8: the scales (offset of 32 removed) of the 16-element runs `2t` and
+//!   `2t + 1`;
+//! - per run of 32, one after another: its low 2 bits as two vectors of `4G` bytes (bits
+//!   `2m, 2m + 1` of byte `b` of the first (second) belong to byte `b` of vector `m` (`4 + m`),
+//!   as Q6_K's high bits), then one vector of third bits (bit `k` of byte `b`: byte `b` of
+//!   vector `k`, as Q5_K's fifth bits). A value is stored as `q + 4` (0..8): the source's
+//!   high bit is set for `q >= 0`, which is the 4 of `q + 4`.
+//!
+//! Q2_K (84 bytes per row, as the source):
+//! - `d[G]`, `dmin[G]` f16;
+//! - `scm[t][row][2]` u8: the source's scale (low nibble) and minimum (high nibble) bytes of
+//!   the 16-element runs `2t` and `2t + 1`;
+//! - per run of 32: its 2-bit values as two vectors, as Q3_K's low bits.
+//!
 //! Row `i` against a Q8_K block (`d_x`, values `x`, sums `bsum` of each 16 values):
 //! - Q4_K and Q5_K (q in 0..16 and 0..32):
 //!   `d_x (d_i Σ_s sc_is Σ q·x − dmin_i Σ_s m_is (bsum_2s + bsum_2s+1))`;
-//! - Q6_K: `d_x d_i Σ_r sc_ir (Σ q·x − 32 bsum_r)` over the 16 runs `r` of 16 (q in 0..64).
+//! - Q6_K: `d_x d_i Σ_r sc_ir (Σ q·x − 32 bsum_r)` over the 16 runs `r` of 16 (q in 0..64);
+//! - Q3_K: the same with `q` in 0..8 and an offset of 4;
+//! - Q2_K: `d_x (d_i Σ_r sc_ir Σ q·x − dmin_i Σ_r m_ir bsum_r)` over the runs of 16 (q in 0..4).
 
 use super::{nibble_quad, rd32, wr32, ActView};
 use crate::quant::f16_to_f32;
@@ -98,6 +116,46 @@ pub(crate) mod q6k {
     }
     pub const fn record(g: usize) -> usize {
         210 * g
+    }
+}
+
+/// Offsets in a Q3_K record of `g` rows.
+pub(crate) mod q3k {
+    pub const fn d(_g: usize) -> usize {
+        0
+    }
+    pub const fn sc(g: usize) -> usize {
+        2 * g
+    }
+    /// Run `t` of 32 elements: its low 2 bits (`8g` bytes), then its third bits (`4g`).
+    pub const fn ql(g: usize, t: usize) -> usize {
+        18 * g + 12 * g * t
+    }
+    pub const fn qh(g: usize, t: usize) -> usize {
+        ql(g, t) + 8 * g
+    }
+    pub const fn record(g: usize) -> usize {
+        114 * g
+    }
+}
+
+/// Offsets in a Q2_K record of `g` rows.
+pub(crate) mod q2k {
+    pub const fn d(_g: usize) -> usize {
+        0
+    }
+    pub const fn dmin(g: usize) -> usize {
+        2 * g
+    }
+    pub const fn scm(g: usize) -> usize {
+        4 * g
+    }
+    /// Run `t` of 32 elements: its 2-bit values (`8g` bytes).
+    pub const fn qs(g: usize, t: usize) -> usize {
+        20 * g + 8 * g * t
+    }
+    pub const fn record(g: usize) -> usize {
+        84 * g
     }
 }
 
@@ -220,6 +278,74 @@ pub(crate) fn pack_q6k(g: usize, rows: &[u8], row_bytes: usize, b: usize, rec: &
     }
 }
 
+/// Writes the two vectors (`8g` bytes at `at` of `rec`) of row `i`'s 2-bit values of the run
+/// of 32 whose values are bits `shift, shift + 1` of the 32 source bytes `src`: bits `2m,
+/// 2m + 1` of byte `4i + j` of vector `h` take element `4 (4h + m) + j`.
+fn pack_crumbs(g: usize, src: &[u8], shift: usize, i: usize, rec: &mut [u8], at: usize) {
+    for h in 0..2 {
+        let mut word = 0u32;
+        for m in 0..4 {
+            let k = 4 * h + m;
+            word |= ((rd32(src, 4 * k) >> shift) & 0x0303_0303) << (2 * m);
+        }
+        wr32(rec, at + 4 * g * h + 4 * i, word);
+    }
+}
+
+/// The 2-bit value of element `e` (0..32) of row `i` in the run's two vectors at `run`.
+fn get_crumb(g: usize, run: &[u8], i: usize, e: usize) -> u8 {
+    let (k, j) = (e / 4, e % 4);
+    (run[4 * g * (k / 4) + 4 * i + j] >> (2 * (k % 4))) & 3
+}
+
+/// Source blocks: elements `128n + 32j + l` are bits `2j, 2j + 1` of byte `32n + l` of `qs`
+/// (run `t = 4n + j` of 32), and Q3_K's high bit of it is bit `t` of byte `l` of `hmask`.
+pub(crate) fn pack_q3k(g: usize, rows: &[u8], row_bytes: usize, b: usize, rec: &mut [u8]) {
+    for i in 0..g {
+        let off = i * row_bytes + b * 110;
+        let src = &rows[off..off + 110];
+        let (hmask, qs) = (&src[0..32], &src[32..96]);
+        let mut scales = [0u8; 12];
+        scales.copy_from_slice(&src[96..108]);
+        rec[q3k::d(g) + 2 * i..q3k::d(g) + 2 * i + 2].copy_from_slice(&src[108..110]);
+        let sc = crate::quant::q3_k::unpack_scales(&scales);
+        for t in 0..8 {
+            rec[q3k::sc(g) + 2 * g * t + 2 * i] = sc[2 * t] as u8;
+            rec[q3k::sc(g) + 2 * g * t + 2 * i + 1] = sc[2 * t + 1] as u8;
+            pack_crumbs(g, &qs[32 * (t / 4)..], 2 * (t % 4), i, rec, q3k::ql(g, t));
+            let mut word = 0u32;
+            for k in 0..8 {
+                word |= ((rd32(hmask, 4 * k) >> t) & 0x0101_0101) << k;
+            }
+            wr32(rec, q3k::qh(g, t) + 4 * i, word);
+        }
+    }
+}
+
+pub(crate) fn pack_q2k(g: usize, rows: &[u8], row_bytes: usize, b: usize, rec: &mut [u8]) {
+    for i in 0..g {
+        let off = i * row_bytes + b * 84;
+        let src = &rows[off..off + 84];
+        let (scales, qs) = (&src[0..16], &src[16..80]);
+        rec[q2k::d(g) + 2 * i..q2k::d(g) + 2 * i + 2].copy_from_slice(&src[80..82]);
+        rec[q2k::dmin(g) + 2 * i..q2k::dmin(g) + 2 * i + 2].copy_from_slice(&src[82..84]);
+        for t in 0..8 {
+            rec[q2k::scm(g) + 2 * g * t + 2 * i] = scales[2 * t];
+            rec[q2k::scm(g) + 2 * g * t + 2 * i + 1] = scales[2 * t + 1];
+            pack_crumbs(g, &qs[32 * (t / 4)..], 2 * (t % 4), i, rec, q2k::qs(g, t));
+        }
+    }
+}
+
+/// The value `q + 4` (0..8) of element `e` of row `i` in a Q3_K record.
+fn q3k_value(g: usize, rec: &[u8], i: usize, e: usize) -> i32 {
+    let (t, r) = (e / 32, e % 32);
+    let lo = get_crumb(g, &rec[q3k::ql(g, t)..], i, r);
+    let (k, j) = (r / 4, r % 4);
+    let hi = (rec[q3k::qh(g, t) + 4 * i + j] >> k) & 1;
+    (lo | hi << 2) as i32
+}
+
 fn q6k_value(g: usize, rec: &[u8], i: usize, e: usize) -> i32 {
     let (t, r) = (e / 32, e % 32);
     let lo = get_nibble(g, &rec[q6k::ql(g, t)..], i, r);
@@ -254,9 +380,12 @@ pub(crate) fn group_scalar(
     out: &mut [f32],
 ) {
     let (q6, q5) = (ty == GgmlType::Q6_K, ty == GgmlType::Q5_K);
+    let (q3, q2) = (ty == GgmlType::Q3_K, ty == GgmlType::Q2_K);
     let record = match ty {
         GgmlType::Q6_K => q6k::record(g),
         GgmlType::Q5_K => q5k::record(g),
+        GgmlType::Q3_K => q3k::record(g),
+        GgmlType::Q2_K => q2k::record(g),
         _ => q4k::record(g),
     };
     for (c, o) in out.chunks_exact_mut(g).enumerate().take(n) {
@@ -271,7 +400,30 @@ pub(crate) fn group_scalar(
                 i16::from_le_bytes([xb[Q8K_BSUMS + 2 * r], xb[Q8K_BSUMS + 2 * r + 1]]) as i32
             };
             for (i, oi) in o.iter_mut().enumerate() {
-                if q6 {
+                if q3 {
+                    let mut total = 0i32;
+                    for r in 0..16 {
+                        let sc = rec[q3k::sc(g) + 2 * g * (r / 2) + 2 * i + r % 2] as i8 as i32;
+                        let dot: i32 = (16 * r..16 * r + 16)
+                            .map(|e| q3k_value(g, rec, i, e) * xq(e))
+                            .sum();
+                        total += sc * (dot - 4 * bsum(r));
+                    }
+                    *oi += dx * f16_at(rec, q3k::d(g), i) * total as f32;
+                } else if q2 {
+                    let (mut sums, mut mins) = (0i32, 0i32);
+                    for r in 0..16 {
+                        let scm = rec[q2k::scm(g) + 2 * g * (r / 2) + 2 * i + r % 2] as i32;
+                        let run = &rec[q2k::qs(g, r / 2)..];
+                        let dot: i32 = (16 * (r % 2)..16 * (r % 2) + 16)
+                            .map(|e| get_crumb(g, run, i, e) as i32 * xq(32 * (r / 2) + e))
+                            .sum();
+                        sums += (scm & 0xF) * dot;
+                        mins += (scm >> 4) * bsum(r);
+                    }
+                    *oi += dx * f16_at(rec, q2k::d(g), i) * sums as f32
+                        - dx * f16_at(rec, q2k::dmin(g), i) * mins as f32;
+                } else if q6 {
                     let mut total = 0i32;
                     for r in 0..16 {
                         let sc = rec[q6k::sc(g) + 2 * g * (r / 2) + 2 * i + r % 2] as i8 as i32;

@@ -56,7 +56,7 @@ const WIDE_TILE_TOKENS: usize = 8;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Spec {
     pub ty: GgmlType,
-    /// Bits per value: 4, 5 or 8 (8: signed bytes).
+    /// Bits per value: 2 to 8 (8: signed bytes).
     pub bits: u32,
     pub has_min: bool,
     /// `m = min_factor * d` where the format stores no minimum.
@@ -97,6 +97,8 @@ impl Spec {
             GgmlType::Q4_K => kquant::q4k::record(g),
             GgmlType::Q5_K => kquant::q5k::record(g),
             GgmlType::Q6_K => kquant::q6k::record(g),
+            GgmlType::Q3_K => kquant::q3k::record(g),
+            GgmlType::Q2_K => kquant::q2k::record(g),
             GgmlType::IQ4_XS => iq4::xs::record(g),
             _ => self.qh_off(g) + if self.bits == 5 { g * QK / 8 } else { 0 },
         }
@@ -106,7 +108,12 @@ impl Spec {
     pub const fn is_k(&self) -> bool {
         matches!(
             self.ty,
-            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K | GgmlType::IQ4_XS
+            GgmlType::Q2_K
+                | GgmlType::Q3_K
+                | GgmlType::Q4_K
+                | GgmlType::Q5_K
+                | GgmlType::Q6_K
+                | GgmlType::IQ4_XS
         )
     }
     /// Elements per block.
@@ -169,6 +176,20 @@ pub(crate) const Q5_K: Spec = Spec {
     min_factor: 0.0,
     src_block: 176,
 };
+pub(crate) const Q2_K: Spec = Spec {
+    ty: GgmlType::Q2_K,
+    bits: 2,
+    has_min: true,
+    min_factor: 0.0,
+    src_block: 84,
+};
+pub(crate) const Q3_K: Spec = Spec {
+    ty: GgmlType::Q3_K,
+    bits: 3,
+    has_min: false,
+    min_factor: 0.0,
+    src_block: 110,
+};
 pub(crate) const Q6_K: Spec = Spec {
     ty: GgmlType::Q6_K,
     bits: 6,
@@ -177,12 +198,14 @@ pub(crate) const Q6_K: Spec = Spec {
     src_block: 210,
 };
 
-const SPECS: [Spec; 11] = [
+const SPECS: [Spec; 13] = [
     Q4_0,
     Q4_1,
     Q5_0,
     Q5_1,
     Q8_0,
+    Q2_K,
+    Q3_K,
     Q4_K,
     Q5_K,
     Q6_K,
@@ -605,6 +628,8 @@ fn pack_record(spec: &Spec, g: usize, rows: &[u8], row_bytes: usize, b: usize, r
         GgmlType::Q4_K => return kquant::pack_q4k(g, rows, row_bytes, b, rec),
         GgmlType::Q5_K => return kquant::pack_q5k(g, rows, row_bytes, b, rec),
         GgmlType::Q6_K => return kquant::pack_q6k(g, rows, row_bytes, b, rec),
+        GgmlType::Q3_K => return kquant::pack_q3k(g, rows, row_bytes, b, rec),
+        GgmlType::Q2_K => return kquant::pack_q2k(g, rows, row_bytes, b, rec),
         GgmlType::IQ4_XS => return iq4::pack_xs(g, rows, row_bytes, b, rec),
         GgmlType::MXFP4 => return iq4::pack_mxfp4(g, rows, row_bytes, b, rec),
         _ => {}
@@ -1133,12 +1158,14 @@ mod tests {
     fn record_sizes_match_the_source_formats() {
         // Packing keeps the bytes per weight of the source format.
         for g in [GROUP, WIDE_GROUP] {
-            for s in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q6_K] {
+            for s in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q6_K] {
                 assert_eq!(s.record(g), g * s.src_block, "{}", s.ty);
             }
             // Q4_K and Q5_K keep their 6-bit scales unpacked: 4 bytes more per row × 256.
             assert_eq!(Q4_K.record(g), g * (Q4_K.src_block + 4));
             assert_eq!(Q5_K.record(g), g * (Q5_K.src_block + 4));
+            // Q3_K keeps its 6-bit scales unpacked too: 16 bytes instead of 12.
+            assert_eq!(Q3_K.record(g), g * (Q3_K.src_block + 4));
             assert_eq!(iq4::IQ4_NL.record(g), g * iq4::IQ4_NL.src_block);
             // IQ4_XS keeps its 6-bit run scales unpacked: 2 bytes more per row × 256.
             assert_eq!(iq4::IQ4_XS.record(g), g * (iq4::IQ4_XS.src_block + 2));
@@ -1236,7 +1263,9 @@ mod tests {
         assert!(PackedMatrix::new(GgmlType::Q5_K, 12, 256).is_none());
         assert!(PackedMatrix::from_rows(GgmlType::Q5_K, 8, 256, &[0; 8 * 175]).is_none());
         assert!(PackedMatrix::with_group(GgmlType::Q5_K, 24, 256, WIDE_GROUP).is_none());
-        assert!(PackedMatrix::new(GgmlType::Q2_K, 16, 256).is_none());
+        assert!(PackedMatrix::new(GgmlType::Q2_K, 16, 128).is_none());
+        assert!(PackedMatrix::new(GgmlType::Q3_K, 12, 256).is_none());
+        assert!(PackedMatrix::new(GgmlType::F16, 16, 256).is_none());
         assert!(PackedMatrix::new(GgmlType::IQ4_NL, 12, 64).is_none());
         assert!(PackedMatrix::new(GgmlType::IQ4_NL, 16, 48).is_none());
         assert!(PackedMatrix::new(GgmlType::IQ4_NL, 16, 64).is_some());

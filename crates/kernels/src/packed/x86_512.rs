@@ -20,7 +20,7 @@
 //! operations the same in the same order, so the results are bit for bit equal to theirs.
 
 use super::iq4::{table_of, xs};
-use super::kquant::{q4k, q5k, q6k, Q8K_BLOCK, Q8K_BSUMS, Q8K_QS};
+use super::kquant::{q2k, q3k, q4k, q5k, q6k, Q8K_BLOCK, Q8K_BSUMS, Q8K_QS};
 use super::{ActView, PackedMatrix, WIDE_GROUP, WIDE_TILE_TOKENS};
 use ggml_type::GgmlType;
 use std::arch::x86_64::*;
@@ -120,6 +120,8 @@ pub(super) unsafe fn group(
         (GgmlType::Q4_K, _, _) => by_tokens!(tile_q4k, false),
         (GgmlType::Q5_K, _, _) => by_tokens!(tile_q4k, true),
         (GgmlType::Q6_K, _, _) => by_tokens!(tile_q6k),
+        (GgmlType::Q3_K, _, _) => by_tokens!(tile_q3k),
+        (GgmlType::Q2_K, _, _) => by_tokens!(tile_q2k),
         (GgmlType::IQ4_NL, _, _) => by_tokens!(tile_iq4nl, false),
         (GgmlType::MXFP4, _, _) => by_tokens!(tile_iq4nl, true),
         (GgmlType::IQ4_XS, _, _) => by_tokens!(tile_iq4xs),
@@ -437,6 +439,169 @@ unsafe fn tile_q6k<const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
         for (c, acc) in acc.iter_mut().enumerate() {
             let dx = _mm512_set1_ps(a.xs[c].add(b * Q8K_BLOCK).cast::<f32>().read_unaligned());
             *acc = _mm512_fmadd_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(sums[c]), *acc);
+        }
+    }
+    for (o, acc) in out.iter_mut().zip(&acc) {
+        _mm512_storeu_ps(o.as_mut_ptr(), *acc);
+    }
+}
+
+/// The 8 vectors of 2-bit values of one 32-element run (128 bytes at `p`; layout in
+/// [`super::kquant`]): bits `2m, 2m + 1` of vector `h` are vector `4h + m`.
+///
+/// # Safety
+/// AVX-512 F/BW; `p` readable for 128 bytes.
+#[inline(always)]
+unsafe fn crumb_vectors(p: *const u8) -> [__m512i; 8] {
+    let low2 = _mm512_set1_epi8(0x03);
+    let (h0, h1) = (
+        _mm512_loadu_si512(p.cast()),
+        _mm512_loadu_si512(p.add(VB).cast()),
+    );
+    let at = |h: __m512i, m: usize| {
+        let moved = match m {
+            0 => h,
+            1 => _mm512_srli_epi16::<2>(h),
+            2 => _mm512_srli_epi16::<4>(h),
+            _ => _mm512_srli_epi16::<6>(h),
+        };
+        _mm512_and_si512(moved, low2)
+    };
+    [
+        at(h0, 0),
+        at(h0, 1),
+        at(h0, 2),
+        at(h0, 3),
+        at(h1, 0),
+        at(h1, 1),
+        at(h1, 2),
+        at(h1, 3),
+    ]
+}
+
+/// The two 16-element halves of a run (vectors 0..4 and 4..8) dotted with a token's values
+/// `xq`, each in chains of its own (`ch` per half).
+///
+/// # Safety
+/// As [`dots`].
+#[inline(always)]
+unsafe fn half_dots(v: &[__m512i; 8], xq: *const u8, ch: usize) -> (__m512i, __m512i) {
+    if ch >= 2 {
+        (dots::<2>(&v[..4], xq, 0), dots::<2>(&v[4..], xq, 4))
+    } else {
+        (dots::<1>(&v[..4], xq, 0), dots::<1>(&v[4..], xq, 4))
+    }
+}
+
+/// Q3_K (layout in [`super::kquant`]): as Q6_K, with values `q + 4` in 0..8.
+///
+/// # Safety
+/// As [`tile`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile_q3k<const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
+    let ch = CH.div_ceil(2).max(1);
+    let mut acc = [_mm512_setzero_ps(); C];
+    let bit2 = _mm512_set1_epi8(0x04);
+    let ahead = if C == 1 { a.prefetch } else { 0 };
+    for b in 0..a.nb {
+        let rec = a.group.add(b * a.record);
+        if ahead > 0 {
+            super::x86::prefetch_lines(rec.wrapping_add(ahead), a.record);
+        }
+        let mut sums = [_mm512_setzero_si512(); C];
+        for t in 0..8 {
+            let mut v = crumb_vectors(rec.add(q3k::ql(G, t)));
+            // Bit k of each byte of the third bits becomes bit 2 of the same byte of vector k.
+            let h = _mm512_loadu_si512(rec.add(q3k::qh(G, t)).cast());
+            for (k, vk) in v.iter_mut().enumerate() {
+                let moved = match k {
+                    0 => _mm512_slli_epi16::<2>(h),
+                    1 => _mm512_slli_epi16::<1>(h),
+                    2 => h,
+                    3 => _mm512_srli_epi16::<1>(h),
+                    4 => _mm512_srli_epi16::<2>(h),
+                    5 => _mm512_srli_epi16::<3>(h),
+                    6 => _mm512_srli_epi16::<4>(h),
+                    _ => _mm512_srli_epi16::<5>(h),
+                };
+                *vk = _mm512_or_si512(*vk, _mm512_and_si512(moved, bit2));
+            }
+            let scp =
+                _mm512_cvtepi8_epi16(_mm256_loadu_si256(rec.add(q3k::sc(G) + 2 * G * t).cast()));
+            let sc0 = _mm512_srai_epi32::<16>(_mm512_slli_epi32::<16>(scp));
+            let sc1 = _mm512_srai_epi32::<16>(scp);
+            // The offset of 4: -4 Σ sc_r bsum_r over the two runs of 16.
+            let neg4_scp = _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_slli_epi16::<2>(scp));
+            for (c, sum) in sums.iter_mut().enumerate() {
+                let xb = a.xs[c].add(b * Q8K_BLOCK);
+                let xq = xb.add(Q8K_QS + 32 * t);
+                let bsums =
+                    _mm512_set1_epi32(xb.add(Q8K_BSUMS + 4 * t).cast::<i32>().read_unaligned());
+                let (first, second) = half_dots(&v, xq, ch);
+                let scaled = _mm512_add_epi32(
+                    _mm512_mullo_epi32(first, sc0),
+                    _mm512_mullo_epi32(second, sc1),
+                );
+                *sum = _mm512_dpwssd_epi32(_mm512_add_epi32(*sum, scaled), neg4_scp, bsums);
+            }
+        }
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(rec.add(q3k::d(G)).cast()));
+        for (c, acc) in acc.iter_mut().enumerate() {
+            let dx = _mm512_set1_ps(a.xs[c].add(b * Q8K_BLOCK).cast::<f32>().read_unaligned());
+            *acc = _mm512_fmadd_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(sums[c]), *acc);
+        }
+    }
+    for (o, acc) in out.iter_mut().zip(&acc) {
+        _mm512_storeu_ps(o.as_mut_ptr(), *acc);
+    }
+}
+
+/// Q2_K (layout in [`super::kquant`]).
+///
+/// # Safety
+/// As [`tile`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile_q2k<const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
+    let ch = CH.div_ceil(2).max(1);
+    let mut acc = [_mm512_setzero_ps(); C];
+    let (low4, low16) = (_mm512_set1_epi16(0x0F), _mm512_set1_epi32(0xFFFF));
+    let ahead = if C == 1 { a.prefetch } else { 0 };
+    for b in 0..a.nb {
+        let rec = a.group.add(b * a.record);
+        if ahead > 0 {
+            super::x86::prefetch_lines(rec.wrapping_add(ahead), a.record);
+        }
+        let mut sums = [_mm512_setzero_si512(); C];
+        let mut mins = [_mm512_setzero_si512(); C];
+        for t in 0..8 {
+            let v = crumb_vectors(rec.add(q2k::qs(G, t)));
+            // Each row's two scale-and-minimum bytes as i16 pairs: the scales as 32-bit
+            // lanes, the minimums as pairs against the two runs' sums.
+            let scm =
+                _mm512_cvtepu8_epi16(_mm256_loadu_si256(rec.add(q2k::scm(G) + 2 * G * t).cast()));
+            let scp = _mm512_and_si512(scm, low4);
+            let (sc0, sc1) = (_mm512_and_si512(scp, low16), _mm512_srli_epi32::<16>(scp));
+            let mp = _mm512_srli_epi16::<4>(scm);
+            for c in 0..C {
+                let xb = a.xs[c].add(b * Q8K_BLOCK);
+                let xq = xb.add(Q8K_QS + 32 * t);
+                let bsums =
+                    _mm512_set1_epi32(xb.add(Q8K_BSUMS + 4 * t).cast::<i32>().read_unaligned());
+                let (first, second) = half_dots(&v, xq, ch);
+                let scaled = _mm512_add_epi32(
+                    _mm512_mullo_epi32(first, sc0),
+                    _mm512_mullo_epi32(second, sc1),
+                );
+                sums[c] = _mm512_add_epi32(sums[c], scaled);
+                mins[c] = _mm512_dpwssd_epi32(mins[c], mp, bsums);
+            }
+        }
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(rec.add(q2k::d(G)).cast()));
+        let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(rec.add(q2k::dmin(G)).cast()));
+        for (c, acc) in acc.iter_mut().enumerate() {
+            let dx = _mm512_set1_ps(a.xs[c].add(b * Q8K_BLOCK).cast::<f32>().read_unaligned());
+            *acc = _mm512_fmadd_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(sums[c]), *acc);
+            *acc = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, dx), _mm512_cvtepi32_ps(mins[c]), *acc);
         }
     }
     for (o, acc) in out.iter_mut().zip(&acc) {

@@ -1,7 +1,7 @@
 //! x86-64 kernels of the packed k-quants (layouts in [`super::kquant`]): lanes are the 8 rows.
 //! As in [`super::x86`], `ISA` picks AVX2 or a VNNI encoding; the integer sums are the same.
 
-use super::kquant::{q4k, q5k, q6k, Q8K_BLOCK, Q8K_BSUMS, Q8K_QS};
+use super::kquant::{q2k, q3k, q4k, q5k, q6k, Q8K_BLOCK, Q8K_BSUMS, Q8K_QS};
 use super::x86::{bx, dpbusd, nibble_vectors, AVX2, AVX512_VNNI, AVX_VNNI};
 use super::{ActView, PackedMatrix, GROUP, TILE_TOKENS};
 use ggml_type::GgmlType;
@@ -59,12 +59,16 @@ pub(super) unsafe fn group<const ISA: u8>(
     }
     match w.spec.ty {
         GgmlType::Q6_K => by_tokens!(Q6),
+        GgmlType::Q3_K => by_tokens!(Q3),
+        GgmlType::Q2_K => by_tokens!(Q2),
         GgmlType::Q5_K => by_tokens!(Q5),
         _ => by_tokens!(Q4),
     }
 }
 
 /// The `KIND` parameter of the tiles: which k-quant.
+const Q2: u8 = 2;
+const Q3: u8 = 3;
 const Q4: u8 = 4;
 const Q5: u8 = 5;
 const Q6: u8 = 6;
@@ -78,6 +82,8 @@ unsafe fn tile_avx2<const KIND: u8, const C: usize>(
 ) {
     match KIND {
         Q6 => tile_q6k::<AVX2, C>(a, out),
+        Q3 => tile_q3k::<AVX2, C>(a, out),
+        Q2 => tile_q2k::<AVX2, C>(a, out),
         Q5 => tile_q4k::<AVX2, true, C>(a, out),
         _ => tile_q4k::<AVX2, false, C>(a, out),
     }
@@ -92,6 +98,8 @@ unsafe fn tile_avx_vnni<const KIND: u8, const C: usize>(
 ) {
     match KIND {
         Q6 => tile_q6k::<AVX_VNNI, C>(a, out),
+        Q3 => tile_q3k::<AVX_VNNI, C>(a, out),
+        Q2 => tile_q2k::<AVX_VNNI, C>(a, out),
         Q5 => tile_q4k::<AVX_VNNI, true, C>(a, out),
         _ => tile_q4k::<AVX_VNNI, false, C>(a, out),
     }
@@ -106,6 +114,8 @@ unsafe fn tile_avx512_vnni<const KIND: u8, const C: usize>(
 ) {
     match KIND {
         Q6 => tile_q6k::<AVX512_VNNI, C>(a, out),
+        Q3 => tile_q3k::<AVX512_VNNI, C>(a, out),
+        Q2 => tile_q2k::<AVX512_VNNI, C>(a, out),
         Q5 => tile_q4k::<AVX512_VNNI, true, C>(a, out),
         _ => tile_q4k::<AVX512_VNNI, false, C>(a, out),
     }
@@ -316,6 +326,197 @@ unsafe fn tile_q6k<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GRO
         for (c, acc) in acc.iter_mut().enumerate() {
             let dx = _mm256_set1_ps(a.xs[c].add(b * Q8K_BLOCK).cast::<f32>().read_unaligned());
             *acc = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(sums[c]), *acc);
+        }
+    }
+    for (o, acc) in out.iter_mut().zip(&acc) {
+        _mm256_storeu_ps(o.as_mut_ptr(), *acc);
+    }
+}
+
+/// The 8 vectors of 2-bit values of one 32-element run (64 bytes at `p`; layout in
+/// [`super::kquant`]): bits `2m, 2m + 1` of vector `h` are vector `4h + m`.
+///
+/// # Safety
+/// AVX2; `p` readable for 64 bytes.
+#[inline(always)]
+unsafe fn crumb_vectors(p: *const u8) -> [__m256i; 8] {
+    let low2 = _mm256_set1_epi8(0x03);
+    let (h0, h1) = (
+        _mm256_loadu_si256(p.cast()),
+        _mm256_loadu_si256(p.add(4 * GROUP).cast()),
+    );
+    let at = |h: __m256i, m: usize| {
+        let moved = match m {
+            0 => h,
+            1 => _mm256_srli_epi16::<2>(h),
+            2 => _mm256_srli_epi16::<4>(h),
+            _ => _mm256_srli_epi16::<6>(h),
+        };
+        _mm256_and_si256(moved, low2)
+    };
+    [
+        at(h0, 0),
+        at(h0, 1),
+        at(h0, 2),
+        at(h0, 3),
+        at(h1, 0),
+        at(h1, 1),
+        at(h1, 2),
+        at(h1, 3),
+    ]
+}
+
+/// The sums of a run's two 16-element halves (vectors 0..4 and 4..8) against a token's values
+/// `xq`, each times its rows' scales: `sc32` (0, 1) as 32-bit lanes for the VNNI encodings,
+/// `sc16` (0, 1) in both 16-bit halves of each lane for AVX2's `vpmaddwd`. Values below 8: a
+/// 16-bit sum of four `vpmaddubsw` pairs is at most 4 * 2 * 7 * 128 = 7168.
+///
+/// # Safety
+/// AVX2 and `ISA`; `xq` readable for 32 bytes.
+#[inline(always)]
+unsafe fn scaled_halves<const ISA: u8>(
+    v: &[__m256i; 8],
+    xq: *const u8,
+    sc32: (__m256i, __m256i),
+    sc16: (__m256i, __m256i),
+) -> __m256i {
+    if ISA != AVX2 {
+        let (mut first, mut second) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        for k in 0..4 {
+            first = dpbusd::<ISA>(first, v[k], bx(xq, k));
+            second = dpbusd::<ISA>(second, v[k + 4], bx(xq, k + 4));
+        }
+        return _mm256_add_epi32(
+            _mm256_mullo_epi32(first, sc32.0),
+            _mm256_mullo_epi32(second, sc32.1),
+        );
+    }
+    let half = |k0: usize| {
+        let product = |k: usize| _mm256_maddubs_epi16(v[k], bx(xq, k));
+        _mm256_add_epi16(
+            _mm256_add_epi16(product(k0), product(k0 + 1)),
+            _mm256_add_epi16(product(k0 + 2), product(k0 + 3)),
+        )
+    };
+    _mm256_add_epi32(
+        _mm256_madd_epi16(half(0), sc16.0),
+        _mm256_madd_epi16(half(4), sc16.1),
+    )
+}
+
+/// Each row's scale pair (i16, as `vpmovsxbw`/`vpmovzxbw` give them) as the first and second
+/// scale in 32-bit lanes and in both 16-bit halves of each lane.
+///
+/// # Safety
+/// AVX2.
+#[inline(always)]
+unsafe fn scale_forms(scp: __m256i) -> ((__m256i, __m256i), (__m256i, __m256i)) {
+    let sc0_32 = _mm256_srai_epi32::<16>(_mm256_slli_epi32::<16>(scp));
+    let sc1_32 = _mm256_srai_epi32::<16>(scp);
+    let sc0_16 = _mm256_or_si256(
+        _mm256_and_si256(sc0_32, _mm256_set1_epi32(0xFFFF)),
+        _mm256_slli_epi32::<16>(sc0_32),
+    );
+    let sc1_16 = _mm256_or_si256(
+        _mm256_and_si256(sc1_32, _mm256_set1_epi32(0xFFFF)),
+        _mm256_slli_epi32::<16>(sc1_32),
+    );
+    ((sc0_32, sc1_32), (sc0_16, sc1_16))
+}
+
+/// Q3_K (layout in [`super::kquant`]): as Q6_K, with values `q + 4` in 0..8.
+///
+/// # Safety
+/// AVX2/FMA/F16C and `ISA`; `a` as [`group`] checks.
+#[inline(always)]
+unsafe fn tile_q3k<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GROUP]; TILE_TOKENS]) {
+    let mut acc = [_mm256_setzero_ps(); C];
+    let bit2 = _mm256_set1_epi8(0x04);
+    for b in 0..a.nb {
+        let rec = a.group.add(b * a.record);
+        if C == 1 {
+            super::x86::prefetch_ahead(rec, a.record);
+        }
+        let mut sums = [_mm256_setzero_si256(); C];
+        for t in 0..8 {
+            let mut v = crumb_vectors(rec.add(q3k::ql(GROUP, t)));
+            // Bit k of each byte of the third bits becomes bit 2 of the same byte of vector k.
+            let h = _mm256_loadu_si256(rec.add(q3k::qh(GROUP, t)).cast());
+            for (k, vk) in v.iter_mut().enumerate() {
+                let moved = match k {
+                    0 => _mm256_slli_epi16::<2>(h),
+                    1 => _mm256_slli_epi16::<1>(h),
+                    2 => h,
+                    3 => _mm256_srli_epi16::<1>(h),
+                    4 => _mm256_srli_epi16::<2>(h),
+                    5 => _mm256_srli_epi16::<3>(h),
+                    6 => _mm256_srli_epi16::<4>(h),
+                    _ => _mm256_srli_epi16::<5>(h),
+                };
+                *vk = _mm256_or_si256(*vk, _mm256_and_si256(moved, bit2));
+            }
+            let scp =
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(rec.add(q3k::sc(GROUP) + 16 * t).cast()));
+            let (sc32, sc16) = scale_forms(scp);
+            for (c, sum) in sums.iter_mut().enumerate() {
+                let xb = a.xs[c].add(b * Q8K_BLOCK);
+                let xq = xb.add(Q8K_QS + 32 * t);
+                // The offset of 4: 4 Σ sc_r bsum_r over the two runs of 16.
+                let bsums =
+                    _mm256_set1_epi32(xb.add(Q8K_BSUMS + 4 * t).cast::<i32>().read_unaligned());
+                let offset = _mm256_slli_epi32::<2>(_mm256_madd_epi16(scp, bsums));
+                let scaled = scaled_halves::<ISA>(&v, xq, sc32, sc16);
+                *sum = _mm256_add_epi32(*sum, _mm256_sub_epi32(scaled, offset));
+            }
+        }
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(q3k::d(GROUP)).cast()));
+        for (c, acc) in acc.iter_mut().enumerate() {
+            let dx = _mm256_set1_ps(a.xs[c].add(b * Q8K_BLOCK).cast::<f32>().read_unaligned());
+            *acc = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(sums[c]), *acc);
+        }
+    }
+    for (o, acc) in out.iter_mut().zip(&acc) {
+        _mm256_storeu_ps(o.as_mut_ptr(), *acc);
+    }
+}
+
+/// Q2_K (layout in [`super::kquant`]).
+///
+/// # Safety
+/// AVX2/FMA/F16C and `ISA`; `a` as [`group`] checks.
+#[inline(always)]
+unsafe fn tile_q2k<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GROUP]; TILE_TOKENS]) {
+    let mut acc = [_mm256_setzero_ps(); C];
+    let low4 = _mm256_set1_epi16(0x0F);
+    for b in 0..a.nb {
+        let rec = a.group.add(b * a.record);
+        if C == 1 {
+            super::x86::prefetch_ahead(rec, a.record);
+        }
+        let mut sums = [_mm256_setzero_si256(); C];
+        let mut mins = [_mm256_setzero_si256(); C];
+        for t in 0..8 {
+            let v = crumb_vectors(rec.add(q2k::qs(GROUP, t)));
+            let scm =
+                _mm256_cvtepu8_epi16(_mm_loadu_si128(rec.add(q2k::scm(GROUP) + 16 * t).cast()));
+            let (sc32, sc16) = scale_forms(_mm256_and_si256(scm, low4));
+            let mp = _mm256_srli_epi16::<4>(scm);
+            for c in 0..C {
+                let xb = a.xs[c].add(b * Q8K_BLOCK);
+                let xq = xb.add(Q8K_QS + 32 * t);
+                let bsums =
+                    _mm256_set1_epi32(xb.add(Q8K_BSUMS + 4 * t).cast::<i32>().read_unaligned());
+                let scaled = scaled_halves::<ISA>(&v, xq, sc32, sc16);
+                sums[c] = _mm256_add_epi32(sums[c], scaled);
+                mins[c] = _mm256_add_epi32(mins[c], _mm256_madd_epi16(mp, bsums));
+            }
+        }
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(q2k::d(GROUP)).cast()));
+        let dmin = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(q2k::dmin(GROUP)).cast()));
+        for (c, acc) in acc.iter_mut().enumerate() {
+            let dx = _mm256_set1_ps(a.xs[c].add(b * Q8K_BLOCK).cast::<f32>().read_unaligned());
+            *acc = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(sums[c]), *acc);
+            *acc = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dx), _mm256_cvtepi32_ps(mins[c]), *acc);
         }
     }
     for (o, acc) in out.iter_mut().zip(&acc) {

@@ -105,7 +105,7 @@ fn scale_code(j: usize, s: &[u8; 12]) -> u8 {
 
 /// All 16 scales, offset removed ([`scale_code`] applied to whole 32-bit words).
 #[inline(always)]
-fn unpack_scales(s: &[u8; 12]) -> [i8; 16] {
+pub(crate) fn unpack_scales(s: &[u8; 12]) -> [i8; 16] {
     let word = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
     let (a, b, c) = (word(0), word(4), word(8));
     let (m4, m2) = (0x0f0f_0f0fu32, 0x0303_0303u32);
