@@ -142,6 +142,27 @@ fn bench_prints_the_model_quantization_size_and_kernels() {
         .map(|r| r["test"].as_str().expect("test"))
         .collect();
     assert_eq!(tests, ["pp8", "tg2", "pp8 @ d16", "tg2 @ d16"], "{v}");
+    // Several sequences decoding together, at each depth too.
+    let json = bench(&["-n", "2", "-d", "0,16", "--parallel", "3", "--json"]);
+    let v: Value = serde_json::from_str(&json).expect("JSON");
+    let tests: Vec<&str> = v
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["test"].as_str().expect("test"))
+        .collect();
+    assert_eq!(
+        tests,
+        [
+            "tg2x3",
+            "tg2x3 @ d16",
+            "pp8",
+            "tg2",
+            "pp8 @ d16",
+            "tg2 @ d16"
+        ],
+        "{v}"
+    );
     assert!(v[0]["size_bytes"].as_u64().is_some_and(|n| n > 0), "{v}");
     assert!(v[0]["kernels"].is_string(), "{v}");
 }

@@ -29,8 +29,8 @@ pub struct Args {
         default_value = "0"
     )]
     n_depth: Vec<usize>,
-    /// Also decode this many sequences together (as `serve --parallel` does); tokens/s counts
-    /// the tokens of all of them.
+    /// Also decode this many sequences together (as `serve --parallel` does), at each depth;
+    /// tokens/s counts the tokens of all of them.
     #[arg(long, default_value_t = 1)]
     parallel: usize,
     /// Repetitions of each test.
@@ -188,17 +188,22 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         if a.n_gen > 0 {
             tests.push((format!("tg{}", a.n_gen), a.n_gen, false));
         }
+        let at_depth = |name: &str, depth: usize| match depth {
+            0 => name.to_owned(),
+            d => format!("{name} @ d{d}"),
+        };
         if a.n_gen > 0 && a.parallel > 1 {
-            let name = format!("tg{}x{}", a.n_gen, a.parallel);
-            let speeds = parallel_decode(&model, &backend, a.n_gen, a.parallel, a.repetitions)?;
-            results.push(report(&columns, name, backend.threads(), &speeds, a.json)?);
+            for &depth in &a.n_depth {
+                let name = at_depth(&format!("tg{}x{}", a.n_gen, a.parallel), depth);
+                let speeds =
+                    parallel_decode(&model, &backend, depth, a.n_gen, a.parallel, a.repetitions)
+                        .with_context(|| format!("{name} failed"))?;
+                results.push(report(&columns, name, backend.threads(), &speeds, a.json)?);
+            }
         }
         for &depth in &a.n_depth {
             for (name, n, is_prompt) in &tests {
-                let name = match depth {
-                    0 => name.clone(),
-                    d => format!("{name} @ d{d}"),
-                };
+                let name = at_depth(name, depth);
                 let speeds = time_test(&model, &backend, depth, *n, *is_prompt, a.repetitions)
                     .with_context(|| format!("{name} failed"))?;
                 results.push(report(&columns, name, backend.threads(), &speeds, a.json)?);
@@ -288,29 +293,42 @@ fn report(
 }
 
 /// Tokens per second of `parallel` sequences each decoding `n` tokens, one forward pass per
-/// step for all of them.
+/// step for all of them, after each has `depth` tokens of its own in its cache (evaluated,
+/// not timed).
 fn parallel_decode(
     model: &engine::Model,
     backend: &engine::SharedBackend,
+    depth: usize,
     n: usize,
     parallel: usize,
     repetitions: usize,
 ) -> anyhow::Result<Vec<f64>> {
     let n_vocab = model.n_vocab() as u32;
+    // Sequence p's token at position i: deterministic pseudo-random, different per sequence.
+    let token = |p: usize, i: usize| {
+        ((i as u32)
+            .wrapping_add(31 * p as u32)
+            .wrapping_mul(2_654_435_761)
+            >> 7)
+            % n_vocab
+    };
+    // `run` checked that depth + n fits the model's context.
     let mut sessions: Vec<Session> = (0..parallel)
-        .map(|_| model.session(n + 1, backend.clone()))
+        .map(|_| model.session(depth + n + 1, backend.clone()))
         .collect();
     let mut speeds = Vec::with_capacity(repetitions);
     let mut logits = Vec::new();
     for rep in 0..=repetitions {
-        for s in &mut sessions {
+        for (p, s) in sessions.iter_mut().enumerate() {
             s.reset();
+            if depth > 0 {
+                let context: Vec<u32> = (0..depth).map(|i| token(p, i)).collect();
+                s.eval(&context, LogitRows::Last)?;
+            }
         }
         let start = Instant::now();
-        for i in 0..n as u32 {
-            let toks: Vec<[u32; 1]> = (0..parallel as u32)
-                .map(|p| [((i + 31 * p).wrapping_mul(2_654_435_761) >> 7) % n_vocab])
-                .collect();
+        for i in depth..depth + n {
+            let toks: Vec<[u32; 1]> = (0..parallel).map(|p| [token(p, i)]).collect();
             let slices: Vec<&[u32]> = toks.iter().map(|t| t.as_slice()).collect();
             let mut refs: Vec<&mut Session> = sessions.iter_mut().collect();
             Session::eval_together(&mut refs, &slices, &mut logits).context("evaluation failed")?;
