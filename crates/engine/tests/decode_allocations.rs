@@ -34,16 +34,23 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn decode_allocations(name: &str, threads: usize) -> usize {
+/// Allocations while decoding 100 tokens after a prompt of `prompt` tokens.
+fn decode_allocations(name: &str, threads: usize, prompt: usize) -> usize {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/data/synthetic")
         .join(name);
-    let model = Model::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+    decode_allocations_at(&path, threads, prompt)
+}
+
+fn decode_allocations_at(path: &Path, threads: usize, prompt: usize) -> usize {
+    let name = path.display();
+    let model = Model::load(path).unwrap_or_else(|e| panic!("{name}: {e}"));
     let pool = CpuBackend::shared(threads);
     let start = ALLOCATIONS.load(Ordering::Relaxed);
-    let mut session = model.session(256, pool);
+    let mut session = model.session(prompt + 128, pool);
     // The prompt and a first decoded token size every buffer.
-    session.eval(&[1, 5, 9, 2, 7], LogitRows::Last).unwrap();
+    let prompt: Vec<u32> = (0..prompt as u32).map(|i| 1 + i * 7 % 200).collect();
+    session.eval(&prompt, LogitRows::Last).unwrap();
     session.eval(&[3], LogitRows::Last).unwrap();
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     assert!(
@@ -73,11 +80,22 @@ fn decoding_a_token_allocates_nothing() {
         "gemma3_q4_k.gguf",
     ] {
         for threads in [1, 2] {
-            let n = decode_allocations(name, threads);
+            let n = decode_allocations(name, threads, 5);
             assert_eq!(
                 n, 0,
                 "{name}, {threads} threads: {n} allocations in 100 tokens"
             );
         }
+    }
+    // Decoding that crosses from one span of attention keys to the next (cpu_attention's
+    // SPAN, 256 positions) while the spans run on several threads (SmolLM2's three KV heads
+    // are fewer jobs than 2 threads want): the synthetic models' context is too short.
+    let smollm2 = testutil::smollm2();
+    for prompt in [230, 500] {
+        let n = decode_allocations_at(&smollm2, 2, prompt);
+        assert_eq!(
+            n, 0,
+            "SmolLM2, 2 threads, {prompt}-token prompt: {n} allocations"
+        );
     }
 }

@@ -205,6 +205,12 @@ fn per_query(pool: &ThreadPool, job: &Job, out: &mut [f32]) {
 /// queries of the tile's tokens and of the heads sharing that KV head form one set of lanes
 /// (see `kernels::attn`), which meets each block of keys and values once, converted to f32
 /// once. Jobs write to a buffer ordered by KV head, copied to `out` at the end.
+///
+/// Each lane takes its keys in spans of [`SPAN`] positions, merged in ascending order. When
+/// there are fewer (KV head, tile) jobs than threads and more than one span (decoding at a
+/// long context: one tile per sequence, and models with one to three KV heads) the spans run
+/// as jobs of their own and are merged afterwards, with the same operations as one thread
+/// taking them in turn, so the result does not depend on which way was taken.
 fn tiled(pool: &ThreadPool, job: &Job, tile_tokens: usize, out: &mut [f32]) {
     let AttnShape {
         n_head,
@@ -217,38 +223,125 @@ fn tiled(pool: &ThreadPool, job: &Job, tile_tokens: usize, out: &mut [f32]) {
     let n_tiles = n_tokens.div_ceil(tile_tokens);
     // by_kv[((g * n_tiles + tile) * tile_tokens + t) * group + h][..head_dim_v]
     let job_len = tile_tokens * group * head_dim_v;
+    // The spans any token of the batch reaches.
+    let (mut first, mut last) = (usize::MAX, 0);
+    for t in 0..n_tokens {
+        let (lo, hi) = job.key_range(t);
+        (first, last) = (first.min(lo), last.max(hi));
+    }
+    let span0 = first.min(last) / SPAN;
+    let n_spans = last / SPAN + 1 - span0;
+    let tile_lanes = tile_tokens * group;
+    let partial_len = tile_lanes * (head_dim_v + 2);
+    let few_jobs = pool.n_threads() > 1
+        && tile_lanes <= MAX_SPLIT_LANES
+        && n_head_kv * n_tiles < 2 * pool.n_threads();
+    let split =
+        few_jobs && n_spans > 1 && n_head_kv * n_tiles * n_spans * partial_len <= SPLIT_MAX_FLOATS;
     TILED.with(|buffers| {
-        let TiledBuffers { by_kv, scratch } = &mut *buffers.borrow_mut();
+        let TiledBuffers {
+            by_kv,
+            partials,
+            running,
+            scratch,
+        } = &mut *buffers.borrow_mut();
         let by_kv = resized(by_kv, n_head_kv * n_tiles * job_len, 0.0);
         // Every thread's scratch sized here, on the calling thread: a thread that takes its
         // first job later then does not allocate (decoding allocates nothing).
         if scratch.len() < pool.n_threads() {
             scratch.resize_with(pool.n_threads(), Default::default);
         }
-        let lanes = (tile_tokens * group).next_multiple_of(attn::LANES);
+        let lanes = tile_lanes.next_multiple_of(attn::LANES);
         for sc in scratch.iter_mut() {
             sc.get_mut()
                 .unwrap_or_else(|e| e.into_inner())
                 .reserve(lanes, head_dim, head_dim_v);
         }
+        if few_jobs {
+            // Room for the spans of the sequences' whole contexts, made before the first
+            // split: a decode loop then does not allocate when it reaches a new span.
+            let ctx_spans = job.seqs.iter().map(|s| s.kv.n_ctx()).max().unwrap_or(0) / SPAN + 1;
+            let room = n_head_kv * n_tiles * ctx_spans.max(n_spans) * partial_len;
+            partials.reserve(room.min(SPLIT_MAX_FLOATS).saturating_sub(partials.len()));
+            running.reserve((tile_lanes * head_dim_v).saturating_sub(running.len()));
+        }
         let scratch = &scratch[..];
-        par_chunks_mut_on(pool, by_kv, job_len, &|thread, idx, chunk| {
-            let (g, t0) = (idx / n_tiles, (idx % n_tiles) * tile_tokens);
+        let token_out = group * head_dim_v;
+        // Calls `f(tokens, offset)` for each run of one sequence in tile `tile` (a tile's
+        // tokens may belong to several), `offset` being the run's first lane in the tile.
+        let runs = |tile: usize, f: &mut dyn FnMut(std::ops::Range<usize>, usize)| {
+            let t0 = tile * tile_tokens;
             let t1 = (t0 + tile_tokens).min(n_tokens);
-            let token_out = group * head_dim_v;
-            let scratch = &mut *scratch[thread].lock().unwrap_or_else(|e| e.into_inner());
-            // Runs of one sequence: a tile's tokens may belong to several.
             let mut a = t0;
             while a < t1 {
                 let seq = job.token_seq[a].0;
                 let b = (a + 1..t1)
                     .find(|&b| job.token_seq[b].0 != seq)
                     .unwrap_or(t1);
-                let run_out = &mut chunk[(a - t0) * token_out..(b - t0) * token_out];
-                tile(job, scratch, a..b, g, run_out);
+                f(a..b, (a - t0) * group);
                 a = b;
             }
-        });
+        };
+        if split {
+            // partials[((g * n_tiles + tile) * n_spans + span) * partial_len..]: each lane's
+            // weighted values, then the lanes' maxima, then their sums.
+            let partials = resized(partials, n_head_kv * n_tiles * n_spans * partial_len, 0.0);
+            par_chunks_mut_on(pool, partials, partial_len, &|thread, idx, part| {
+                let (g, tile, span) = (
+                    idx / (n_tiles * n_spans),
+                    idx / n_spans % n_tiles,
+                    span0 + idx % n_spans,
+                );
+                let sc = &mut *scratch[thread].lock().unwrap_or_else(|e| e.into_inner());
+                let (acc, state) = part.split_at_mut(tile_lanes * head_dim_v);
+                let (max, sum) = state.split_at_mut(tile_lanes);
+                max.fill(f32::NEG_INFINITY);
+                runs(tile, &mut |tokens, lane0| {
+                    let l = prepare(job, sc, tokens.clone(), g);
+                    if run_span(job, sc, &l, g, span) {
+                        for i in 0..l.lanes {
+                            let (m, s, from, stride) = l.span_lane(sc, i);
+                            let to = &mut acc[(lane0 + i) * head_dim_v..][..head_dim_v];
+                            for (c, x) in to.iter_mut().enumerate() {
+                                *x = from[c * stride];
+                            }
+                            (max[lane0 + i], sum[lane0 + i]) = (m, s);
+                        }
+                    }
+                });
+            });
+            let running = resized(running, tile_lanes * head_dim_v, 0.0);
+            for (idx, chunk) in by_kv.chunks_exact_mut(job_len).enumerate() {
+                let (g, tile) = (idx / n_tiles, idx % n_tiles);
+                let n = ((tile + 1) * tile_tokens).min(n_tokens) - tile * tile_tokens;
+                let lanes = n * group;
+                let mut state: [(f32, f32); MAX_SPLIT_LANES] =
+                    [(f32::NEG_INFINITY, 0.0); MAX_SPLIT_LANES];
+                let state = &mut state[..lanes];
+                start_running(job, g, group, state, &mut running[..lanes * head_dim_v]);
+                for span in 0..n_spans {
+                    let part = &partials[(idx * n_spans + span) * partial_len..][..partial_len];
+                    let (acc, rest) = part.split_at(tile_lanes * head_dim_v);
+                    let (max, sum) = rest.split_at(tile_lanes);
+                    for (i, st) in state.iter_mut().enumerate() {
+                        let run_acc = &mut running[i * head_dim_v..][..head_dim_v];
+                        let from = &acc[i * head_dim_v..];
+                        merge_lane(st, run_acc, max[i], sum[i], from, 1);
+                    }
+                }
+                finish(state, running, head_dim_v, &mut chunk[..lanes * head_dim_v]);
+            }
+        } else {
+            par_chunks_mut_on(pool, by_kv, job_len, &|thread, idx, chunk| {
+                let (g, tile) = (idx / n_tiles, idx % n_tiles);
+                let sc = &mut *scratch[thread].lock().unwrap_or_else(|e| e.into_inner());
+                runs(tile, &mut |tokens, lane0| {
+                    let n = tokens.len();
+                    let run_out = &mut chunk[lane0 * head_dim_v..][..n * token_out];
+                    tile_spans(job, sc, tokens, g, run_out);
+                });
+            });
+        }
         let out = &mut out[..n_tokens * n_head * head_dim_v];
         for (t, token) in out.chunks_exact_mut(n_head * head_dim_v).enumerate() {
             let (tile, i) = (t / tile_tokens, t % tile_tokens);
@@ -258,6 +351,73 @@ fn tiled(pool: &ThreadPool, job: &Job, tile_tokens: usize, out: &mut [f32]) {
             }
         }
     });
+}
+
+/// Keys per span of the tiled path (a multiple of [`KEY_BLOCK`]).
+const SPAN: usize = 256;
+
+/// Most floats of span results [`tiled`] keeps to run the spans of a batch on several threads
+/// (it takes them in turn otherwise).
+const SPLIT_MAX_FLOATS: usize = 1 << 22;
+
+/// Most lanes of a tile whose spans run on several threads: the split is for batches with
+/// fewer (KV head, tile) jobs than threads, whose tiles are a few tokens (at most
+/// `64 / group`, see [`attention`]).
+const MAX_SPLIT_LANES: usize = 2 * 64;
+
+/// A lane's running state over its spans: (maximum, sum of weights).
+type LaneState = (f32, f32);
+
+/// The running states of a tile's lanes before their first span: an attention sink is a
+/// logit with no value, else nothing yet.
+fn start_running(job: &Job, g: usize, group: usize, state: &mut [LaneState], acc: &mut [f32]) {
+    for (i, st) in state.iter_mut().enumerate() {
+        *st = match job.sinks {
+            Some(sinks) => (sinks[g * group + i % group], 1.0),
+            None => (f32::NEG_INFINITY, 0.0),
+        };
+    }
+    acc.fill(0.0);
+}
+
+/// Merges a span's result for one lane (`max`, `sum`, weighted values `from[c * stride]`) into
+/// the lane's running state and values. A span that held none of the lane's keys changes
+/// nothing; the first that does is taken as it is.
+fn merge_lane(
+    st: &mut LaneState,
+    run_acc: &mut [f32],
+    max: f32,
+    sum: f32,
+    from: &[f32],
+    stride: usize,
+) {
+    if max == f32::NEG_INFINITY {
+        return;
+    }
+    if st.0 == f32::NEG_INFINITY {
+        *st = (max, sum);
+        for (c, x) in run_acc.iter_mut().enumerate() {
+            *x = from[c * stride];
+        }
+        return;
+    }
+    let m = st.0.max(max);
+    let (c_run, c_span) = ((st.0 - m).exp(), (max - m).exp());
+    *st = (m, st.1 * c_run + sum * c_span);
+    for (c, x) in run_acc.iter_mut().enumerate() {
+        *x = *x * c_run + from[c * stride] * c_span;
+    }
+}
+
+/// The lanes' outputs: their weighted values over their sums.
+fn finish(state: &[LaneState], run_acc: &[f32], head_dim_v: usize, out: &mut [f32]) {
+    for (i, &(_, sum)) in state.iter().enumerate() {
+        let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+        let o = &mut out[i * head_dim_v..][..head_dim_v];
+        for (x, a) in o.iter_mut().zip(&run_acc[i * head_dim_v..]) {
+            *x = a * inv;
+        }
+    }
 }
 
 /// Keys (and values) per block of the tiled path.
@@ -278,6 +438,10 @@ thread_local! {
 struct TiledBuffers {
     /// The outputs of the jobs, ordered by KV head.
     by_kv: Vec<f32>,
+    /// The spans' results when they run as jobs of their own.
+    partials: Vec<f32>,
+    /// A tile's running weighted values while its spans' results are merged.
+    running: Vec<f32>,
     /// One per thread of the pool (locked by that thread only, so never contended).
     scratch: Vec<std::sync::Mutex<TileScratch>>,
 }
@@ -303,6 +467,9 @@ struct TileScratch {
     corr: Vec<f32>,
     /// The keys each lane sees: `first..=last`.
     range: Vec<(usize, usize)>,
+    /// The lanes' running states and weighted values over the spans taken so far.
+    run_state: Vec<LaneState>,
+    run_acc: Vec<f32>,
 }
 
 impl TileScratch {
@@ -322,6 +489,8 @@ impl TileScratch {
             room(v, nq);
         }
         room(&mut self.range, nq);
+        room(&mut self.run_state, nq);
+        room(&mut self.run_acc, head_dim_v * nq);
     }
 }
 
@@ -331,15 +500,79 @@ fn resized(v: &mut Vec<f32>, len: usize, fill: f32) -> &mut [f32] {
     v
 }
 
-/// Attention of the tokens `tokens` (one sequence) for the query heads of KV head `g`; `out`
-/// holds, token by token, the outputs of those heads.
-fn tile(
+/// A tile's lanes as [`prepare`] set them up.
+struct Lanes {
+    /// Lanes in use: the tile's tokens times the heads of the KV head.
+    lanes: usize,
+    /// Query lanes as the kernels take them.
+    nq: usize,
+    keys_in_lanes: bool,
+    dv_lanes: usize,
+    /// The keys any lane sees: `first..=last`.
+    first: usize,
+    last: usize,
+    /// The tile's sequence.
+    seq: usize,
+}
+
+impl Lanes {
+    /// Lane `i`'s state after [`run_span`]: its maximum, its sum, and its weighted values as
+    /// `from[c * stride]`.
+    fn span_lane<'a>(&self, sc: &'a TileScratch, i: usize) -> (f32, f32, &'a [f32], usize) {
+        if self.keys_in_lanes {
+            (sc.max[i], sc.sum[i], &sc.acc[i * self.dv_lanes..], 1)
+        } else {
+            (sc.max[i], sc.sum[i], &sc.acc[i..], self.nq)
+        }
+    }
+}
+
+/// Attention of the tokens `tokens` (one sequence) for the query heads of KV head `g`, its
+/// spans taken in turn; `out` holds, token by token, the outputs of those heads.
+fn tile_spans(
     job: &Job,
     scratch: &mut TileScratch,
     tokens: std::ops::Range<usize>,
     g: usize,
     out: &mut [f32],
 ) {
+    let head_dim_v = job.p.shape.head_dim_v;
+    let group = job.p.shape.n_head / job.p.shape.n_head_kv;
+    let l = prepare(job, scratch, tokens, g);
+    let mut run_acc = std::mem::take(&mut scratch.run_acc);
+    let mut state = std::mem::take(&mut scratch.run_state);
+    run_acc.clear();
+    run_acc.resize(l.lanes * head_dim_v, 0.0);
+    state.clear();
+    state.resize(l.lanes, (f32::NEG_INFINITY, 0.0));
+    start_running(job, g, group, &mut state, &mut run_acc);
+    for span in l.first / SPAN..=l.last / SPAN {
+        if run_span(job, scratch, &l, g, span) {
+            for (i, st) in state.iter_mut().enumerate() {
+                let (m, s, from, stride) = l.span_lane(scratch, i);
+                merge_lane(
+                    st,
+                    &mut run_acc[i * head_dim_v..][..head_dim_v],
+                    m,
+                    s,
+                    from,
+                    stride,
+                );
+            }
+        }
+    }
+    finish(&state, &run_acc, head_dim_v, out);
+    (scratch.run_acc, scratch.run_state) = (run_acc, state);
+}
+
+/// Sets up the lanes of the tokens `tokens` (one sequence) for the query heads of KV head `g`:
+/// the queries in `scratch.qt` and each lane's keys in `scratch.range`.
+fn prepare(
+    job: &Job,
+    scratch: &mut TileScratch,
+    tokens: std::ops::Range<usize>,
+    g: usize,
+) -> Lanes {
     let AttnShape {
         n_head,
         n_head_kv,
@@ -356,33 +589,16 @@ fn tile(
     } else {
         lanes.next_multiple_of(attn::LANES)
     };
-    // Where query lane i's element c sits, and the row of a value block.
+    // Where query lane i's element c sits.
     let (q_lane, q_elem) = if keys_in_lanes {
         (head_dim, 1)
     } else {
         (1, nq)
     };
-    let dv_lanes = head_dim_v.next_multiple_of(attn::LANES);
-    let v_ld = if keys_in_lanes { dv_lanes } else { head_dim_v };
-    let TileScratch {
-        qt,
-        s,
-        s_by_query,
-        acc,
-        keys,
-        values,
-        max,
-        sum,
-        corr,
-        range,
-    } = scratch;
-
     // Lane i is token tokens.start + i / group, head g * group + i % group. Padding lanes
     // have zero queries and see every key: harmless, and never read back.
-    let qt = resized(qt, head_dim * nq, 0.0);
-    let max = resized(max, nq, f32::NEG_INFINITY);
-    let sum = resized(sum, nq, 0.0);
-    let corr = resized(corr, nq, 1.0);
+    let qt = resized(&mut scratch.qt, head_dim * nq, 0.0);
+    let range = &mut scratch.range;
     range.clear();
     let mut qh = [0u8; 2 * MAX_HEAD_DIM];
     let mut qr = [0f32; MAX_HEAD_DIM];
@@ -396,19 +612,61 @@ fn tile(
         for (c, x) in qr.iter().enumerate() {
             qt[c * q_elem + i * q_lane] = x * job.p.scale;
         }
-        if let Some(sinks) = job.sinks {
-            (max[i], sum[i]) = (sinks[h], 1.0);
-        }
         range.push(job.key_range(t));
     }
-    let first = range.iter().map(|r| r.0).min().unwrap_or(0);
-    let last = range.iter().map(|r| r.1).max().unwrap_or(0);
+    Lanes {
+        lanes,
+        nq,
+        keys_in_lanes,
+        dv_lanes: head_dim_v.next_multiple_of(attn::LANES),
+        first: range.iter().map(|r| r.0).min().unwrap_or(0),
+        last: range.iter().map(|r| r.1).max().unwrap_or(0),
+        seq: job.token_seq[tokens.start].0,
+    }
+}
 
-    let part = &job.seqs[job.token_seq[tokens.start].0];
+/// The online softmax of the lanes `l` (set up by [`prepare`] for the tile's sequence) over
+/// the keys of span `span` (positions `span * SPAN..`), from a fresh state: each lane's
+/// maximum, sum and weighted values are left in `scratch` (read them with
+/// [`Lanes::span_lane`]). False when the span holds none of the lanes' keys (nothing is
+/// computed).
+fn run_span(job: &Job, scratch: &mut TileScratch, l: &Lanes, g: usize, span: usize) -> bool {
+    let AttnShape {
+        n_head_kv,
+        head_dim,
+        head_dim_v,
+        ..
+    } = job.p.shape;
+    let (lo, hi) = (span * SPAN, (span + 1) * SPAN);
+    if hi <= l.first || lo > l.last {
+        return false;
+    }
+    let (lanes, nq, keys_in_lanes, dv_lanes) = (l.lanes, l.nq, l.keys_in_lanes, l.dv_lanes);
+    // The row of a value block.
+    let v_ld = if keys_in_lanes { dv_lanes } else { head_dim_v };
+    let TileScratch {
+        qt,
+        s,
+        s_by_query,
+        acc,
+        keys,
+        values,
+        max,
+        sum,
+        corr,
+        range,
+        ..
+    } = scratch;
+    let max = resized(max, nq, f32::NEG_INFINITY);
+    let sum = resized(sum, nq, 0.0);
+    let corr = resized(corr, nq, 1.0);
+
+    let part = &job.seqs[l.seq];
     let kv = host_kv(part.kv);
     let (k_elems, v_elems) = (n_head_kv * head_dim, n_head_kv * head_dim_v);
-    let all_keys = kv.keys(job.layer, last + 1, k_elems);
-    let all_values = kv.values(job.layer, last + 1, v_elems);
+    let end = hi.min(l.last + 1);
+    let all_keys = kv.keys(job.layer, end, k_elems);
+    let all_values = kv.values(job.layer, end, v_elems);
     let (k_row, v_row) = (k_elems * ELEM, v_elems * ELEM);
     let s = resized(s, KEY_BLOCK * nq, 0.0);
     let s_by_query = resized(
@@ -421,9 +679,9 @@ fn tile(
     let values = resized(values, KEY_BLOCK * v_ld, 0.0);
     // Blocks at multiples of KEY_BLOCK whatever the tile: a lane's keys then meet the online
     // softmax in the same blocks in any tile (the masked rest of a block adds exact zeros).
-    let mut p0 = first - first % KEY_BLOCK;
-    while p0 <= last {
-        let n = (last + 1 - p0).min(KEY_BLOCK);
+    let mut p0 = lo.max(l.first - l.first % KEY_BLOCK);
+    while p0 < end {
+        let n = (end - p0).min(KEY_BLOCK);
         for j in 0..n {
             let v = &all_values[(p0 + j) * v_row + g * head_dim_v * ELEM..][..head_dim_v * ELEM];
             f16::to_f32(v, &mut values[j * v_ld..j * v_ld + head_dim_v]);
@@ -477,19 +735,7 @@ fn tile(
         }
         p0 += n;
     }
-
-    let (acc_lane, acc_elem) = if keys_in_lanes {
-        (dv_lanes, 1)
-    } else {
-        (1, nq)
-    };
-    for i in 0..lanes {
-        let o = &mut out[i * head_dim_v..][..head_dim_v];
-        let inv = if sum[i] > 0.0 { 1.0 / sum[i] } else { 0.0 };
-        for (c, x) in o.iter_mut().enumerate() {
-            *x = acc[c * acc_elem + i * acc_lane] * inv;
-        }
-    }
+    true
 }
 
 #[cfg(test)]
@@ -535,16 +781,22 @@ mod tests {
         } = case.shape;
         let mut rng = Rng(42);
         let (k_row, v_row) = (n_head_kv * head_dim, n_head_kv * head_dim_v);
+        let n_ctx = case
+            .seqs
+            .iter()
+            .map(|&(pos0, n)| pos0 + n)
+            .max()
+            .unwrap_or(0);
         let mut caches: Vec<KvCache> = case
             .seqs
             .iter()
             .map(|&(pos0, n)| {
-                let mut kv = HostKv::new(1, 128, k_row, v_row);
+                let mut kv = HostKv::new(1, n_ctx, k_row, v_row);
                 for pos in 0..pos0 + n {
                     let (k, v) = (rng.vec(k_row), rng.vec(v_row));
                     kv.store(0, pos, k_row, v_row, &k, &v);
                 }
-                KvCache::new(Box::new(kv), HostKv::ELEM_TYPE, 1, 128, k_row, v_row)
+                KvCache::new(Box::new(kv), HostKv::ELEM_TYPE, 1, n_ctx, k_row, v_row)
             })
             .collect();
         let token_seq: Vec<(usize, usize)> = case
@@ -589,15 +841,21 @@ mod tests {
                 "output {i}: {g} tiled against {w} one query at a time"
             );
         }
-        // Bit for bit the same in any tile...
-        for tile_tokens in [2, 3, 16, 64] {
-            let mut got = vec![f32::NAN; n_out];
-            tiled(&pool, &job, tile_tokens, &mut got);
-            let differs = got
-                .iter()
-                .zip(&base)
-                .position(|(g, b)| g.to_bits() != b.to_bits());
-            assert_eq!(differs, None, "tiles of {tile_tokens} against tiles of 1");
+        // Bit for bit the same in any tile, on any number of threads (with few tiles, more
+        // threads than jobs run the spans of a tile at once)...
+        for tile_tokens in [1, 2, 3, 16, 64] {
+            for threads in [1, 2, 4] {
+                let mut got = vec![f32::NAN; n_out];
+                tiled(&ThreadPool::new(threads), &job, tile_tokens, &mut got);
+                let differs = got
+                    .iter()
+                    .zip(&base)
+                    .position(|(g, b)| g.to_bits() != b.to_bits());
+                assert_eq!(
+                    differs, None,
+                    "tiles of {tile_tokens} on {threads} threads against tiles of 1"
+                );
+            }
         }
         let mut full = vec![f32::NAN; n_out];
         attention(
@@ -702,6 +960,32 @@ mod tests {
             causal: true,
             sinks: false,
             seqs: vec![(10, 110), (60, 3)],
+        });
+        // Contexts of several spans: a prompt across span edges, and decoding sequences deep
+        // in the context, with sinks and a window that starts inside a span.
+        check(Case {
+            shape: shape(6, 2, 32, 32),
+            window: None,
+            softcap: None,
+            causal: true,
+            sinks: true,
+            seqs: vec![(200, 90), (700, 1)],
+        });
+        check(Case {
+            shape: shape(4, 1, 64, 64),
+            window: Some(300),
+            softcap: Some(3.0),
+            causal: true,
+            sinks: false,
+            seqs: vec![(900, 1)],
+        });
+        check(Case {
+            shape: shape(9, 3, 64, 64),
+            window: None,
+            softcap: None,
+            causal: true,
+            sinks: false,
+            seqs: vec![(1030, 1), (515, 2)],
         });
         // Bidirectional (an embedding model): every token sees its whole sequence; one KV
         // head per query head.
