@@ -23,7 +23,8 @@ impl ModelConfig {
 
     /// An empty cache of `n_ctx` positions for this model, in the backend's memory.
     fn new_cache(&self, backend: &dyn Backend, n_ctx: usize) -> KvCache {
-        backend.alloc_kv(self.n_layer, n_ctx, self.kv_row(), self.kv_row_v())
+        let head_dims = (self.head_dim, self.head_dim_v);
+        backend.alloc_kv(self.n_layer, n_ctx, self.n_head_kv, head_dims)
     }
 }
 

@@ -103,9 +103,15 @@ impl Backend for Wrapped {
     fn rope(&self, rope: &Rope, x: &mut [f32], head_dim: usize, pos: usize) {
         self.cpu.rope(rope, x, head_dim, pos)
     }
-    fn alloc_kv(&self, n_layer: usize, n_ctx: usize, k_row: usize, v_row: usize) -> KvCache {
+    fn alloc_kv(
+        &self,
+        n_layer: usize,
+        n_ctx: usize,
+        n_head_kv: usize,
+        head_dims: (usize, usize),
+    ) -> KvCache {
         bump(&self.kv_allocs);
-        self.cpu.alloc_kv(n_layer, n_ctx, k_row, v_row)
+        self.cpu.alloc_kv(n_layer, n_ctx, n_head_kv, head_dims)
     }
     fn store_kv(&self, kv: &mut KvCache, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
         bump(&self.kv_stores);

@@ -174,8 +174,15 @@ impl Backend for CpuBackend {
         rope.apply(x, head_dim, pos);
     }
 
-    fn alloc_kv(&self, n_layer: usize, n_ctx: usize, k_row: usize, v_row: usize) -> KvCache {
-        let storage = HostKv::new(n_layer, n_ctx, k_row, v_row);
+    fn alloc_kv(
+        &self,
+        n_layer: usize,
+        n_ctx: usize,
+        n_head_kv: usize,
+        head_dims: (usize, usize),
+    ) -> KvCache {
+        let (k_row, v_row) = (n_head_kv * head_dims.0, n_head_kv * head_dims.1);
+        let storage = HostKv::new(n_layer, n_ctx, n_head_kv, k_row, v_row);
         KvCache::new(
             Box::new(storage),
             HostKv::ELEM_TYPE,

@@ -127,9 +127,16 @@ pub trait Backend: Send + Sync {
     /// Rotates the heads (`head_dim` each) of one token's row at position `pos`.
     fn rope(&self, rope: &Rope, x: &mut [f32], head_dim: usize, pos: usize);
 
-    /// An empty cache of `n_ctx` positions for `n_layer` layers, rows of `k_row` key and
-    /// `v_row` value elements.
-    fn alloc_kv(&self, n_layer: usize, n_ctx: usize, k_row: usize, v_row: usize) -> KvCache;
+    /// An empty cache of `n_ctx` positions for `n_layer` layers of `n_head_kv` KV heads, each
+    /// of `head_dims` (key, value) elements; a position's row of keys (values) holds the
+    /// heads one after another. The storage may keep them in any order.
+    fn alloc_kv(
+        &self,
+        n_layer: usize,
+        n_ctx: usize,
+        n_head_kv: usize,
+        head_dims: (usize, usize),
+    ) -> KvCache;
 
     /// Stores rows of keys and values of `layer` from position `pos` on.
     fn store_kv(&self, kv: &mut KvCache, layer: usize, pos: usize, k: &[f32], v: &[f32]);
