@@ -523,6 +523,14 @@ impl TileScratch {
     }
 }
 
+/// The first `len` elements of `v`, which keep what they held (zeros where `v` grew).
+fn grown(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
+}
+
 fn resized(v: &mut Vec<f32>, len: usize, fill: f32) -> &mut [f32] {
     v.clear();
     v.resize(len, fill);
@@ -695,15 +703,15 @@ fn run_span(job: &Job, scratch: &mut TileScratch, l: &Lanes, g: usize, span: usi
     let all_keys = kv.keys(job.layer, g, end, head_dim);
     let all_values = kv.values(job.layer, g, end, head_dim_v);
     let (k_row, v_row) = (head_dim * ELEM, head_dim_v * ELEM);
-    let s = resized(s, KEY_BLOCK * nq, 0.0);
-    let s_by_query = resized(
+    // Every block writes what it reads of these first: no need to clear them for each span.
+    let s = grown(s, KEY_BLOCK * nq);
+    let s_by_query = grown(
         s_by_query,
         if keys_in_lanes { lanes * KEY_BLOCK } else { 0 },
-        0.0,
     );
+    let keys = grown(keys, KEY_BLOCK * head_dim);
+    let values = grown(values, KEY_BLOCK * v_ld);
     let acc = resized(acc, dv_lanes * nq, 0.0);
-    let keys = resized(keys, KEY_BLOCK * head_dim, 0.0);
-    let values = resized(values, KEY_BLOCK * v_ld, 0.0);
     // Blocks at multiples of KEY_BLOCK whatever the tile: a lane's keys then meet the online
     // softmax in the same blocks in any tile (the masked rest of a block adds exact zeros).
     let mut p0 = lo.max(l.first - l.first % KEY_BLOCK);
