@@ -133,36 +133,27 @@ fn bench_prints_the_model_quantization_size_and_kernels() {
     let v: Value = serde_json::from_str(&json).expect("JSON");
     assert_eq!(v[0]["quantization"], "Q4_0", "{v}");
     // At a depth: the same tests after tokens already in the cache, named as llama-bench does.
+    let tests = |v: &Value| -> Vec<String> {
+        let rows = v.as_array().expect("rows");
+        rows.iter()
+            .map(|r| r["test"].as_str().expect("test").to_owned())
+            .collect()
+    };
     let json = bench(&["-n", "2", "-d", "0,16", "--json"]);
     let v: Value = serde_json::from_str(&json).expect("JSON");
-    let tests: Vec<&str> = v
-        .as_array()
-        .expect("rows")
-        .iter()
-        .map(|r| r["test"].as_str().expect("test"))
-        .collect();
-    assert_eq!(tests, ["pp8", "tg2", "pp8 @ d16", "tg2 @ d16"], "{v}");
+    assert_eq!(tests(&v), ["pp8", "tg2", "pp8 @ d16", "tg2 @ d16"], "{v}");
     // Several sequences decoding together, at each depth too.
     let json = bench(&["-n", "2", "-d", "0,16", "--parallel", "3", "--json"]);
-    let v: Value = serde_json::from_str(&json).expect("JSON");
-    let tests: Vec<&str> = v
-        .as_array()
-        .expect("rows")
-        .iter()
-        .map(|r| r["test"].as_str().expect("test"))
-        .collect();
-    assert_eq!(
-        tests,
-        [
-            "tg2x3",
-            "tg2x3 @ d16",
-            "pp8",
-            "tg2",
-            "pp8 @ d16",
-            "tg2 @ d16"
-        ],
-        "{v}"
-    );
+    let parallel: Value = serde_json::from_str(&json).expect("JSON");
+    let want = [
+        "tg2x3",
+        "tg2x3 @ d16",
+        "pp8",
+        "tg2",
+        "pp8 @ d16",
+        "tg2 @ d16",
+    ];
+    assert_eq!(tests(&parallel), want, "{parallel}");
     assert!(v[0]["size_bytes"].as_u64().is_some_and(|n| n > 0), "{v}");
     assert!(v[0]["kernels"].is_string(), "{v}");
 }

@@ -119,8 +119,8 @@ pub(super) unsafe fn group(
     match (spec.ty, spec.bits, spec.has_min) {
         (GgmlType::Q4_K, _, _) => by_tokens!(tile_q4k, false),
         (GgmlType::Q5_K, _, _) => by_tokens!(tile_q4k, true),
-        (GgmlType::Q6_K, _, _) => by_tokens!(tile_q6k),
-        (GgmlType::Q3_K, _, _) => by_tokens!(tile_q3k),
+        (GgmlType::Q6_K, _, _) => by_tokens!(tile_q6k, false),
+        (GgmlType::Q3_K, _, _) => by_tokens!(tile_q6k, true),
         (GgmlType::Q2_K, _, _) => by_tokens!(tile_q2k),
         (GgmlType::IQ4_NL, _, _) => by_tokens!(tile_iq4nl, false),
         (GgmlType::MXFP4, _, _) => by_tokens!(tile_iq4nl, true),
@@ -375,16 +375,22 @@ unsafe fn tile_q4k<const Q5: bool, const C: usize, const CH: usize>(a: &Args, ou
     }
 }
 
-/// Q6_K (layout in [`super::kquant`]).
+/// Q6_K, and Q3_K (`Q3`: the same scales and sums; values `q + 4` in 0..8, an offset of 4);
+/// layouts in [`super::kquant`].
 ///
 /// # Safety
 /// As [`tile`].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tile_q6k<const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
+unsafe fn tile_q6k<const Q3: bool, const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
     // Each half of a run (16 elements: vectors 0..4 and 4..8) is a chain of its own already.
     let ch = CH.div_ceil(2).max(1);
     let mut acc = [_mm512_setzero_ps(); C];
-    let bits45 = _mm512_set1_epi8(0x30);
+    let (bits45, bit2) = (_mm512_set1_epi8(0x30), _mm512_set1_epi8(0x04));
+    let (sc_at, d_at) = if Q3 {
+        (q3k::sc(G), q3k::d(G))
+    } else {
+        (q6k::sc(G), q6k::d(G))
+    };
     let ahead = if C == 1 { a.prefetch } else { 0 };
     for b in 0..a.nb {
         let rec = a.group.add(b * a.record);
@@ -393,49 +399,37 @@ unsafe fn tile_q6k<const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
         }
         let mut sums = [_mm512_setzero_si512(); C];
         for t in 0..8 {
-            let mut v = nibble_vectors(rec.add(q6k::ql(G, t)));
-            let h0 = _mm512_loadu_si512(rec.add(q6k::qh(G, t)).cast());
-            let h1 = _mm512_loadu_si512(rec.add(q6k::qh(G, t) + VB).cast());
-            // Bits 2m, 2m + 1 to bits 4, 5.
-            let up = |h: __m512i, m: usize| {
-                let moved = match m {
-                    0 => _mm512_slli_epi16::<4>(h),
-                    1 => _mm512_slli_epi16::<2>(h),
-                    2 => h,
-                    _ => _mm512_srli_epi16::<2>(h),
-                };
-                _mm512_and_si512(moved, bits45)
+            let v = if Q3 {
+                q3k_values(rec, t, bit2)
+            } else {
+                q6k_values(rec, t, bits45)
             };
-            for m in 0..4 {
-                v[m] = _mm512_or_si512(v[m], up(h0, m));
-                v[4 + m] = _mm512_or_si512(v[4 + m], up(h1, m));
-            }
             // Each row's two scales as i16 pairs, and as 32-bit lanes.
-            let scp =
-                _mm512_cvtepi8_epi16(_mm256_loadu_si256(rec.add(q6k::sc(G) + 2 * G * t).cast()));
+            let scp = _mm512_cvtepi8_epi16(_mm256_loadu_si256(rec.add(sc_at + 2 * G * t).cast()));
             let sc0 = _mm512_srai_epi32::<16>(_mm512_slli_epi32::<16>(scp));
             let sc1 = _mm512_srai_epi32::<16>(scp);
-            // The -32 offset of the values: -32 Σ sc_r bsum_r over the two runs, as one
-            // multiply-add of the pairs (|32 sc| <= 4096 fits 16 bits).
-            let neg32_scp = _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_slli_epi16::<5>(scp));
+            // The offset of the values (Q6_K 32, Q3_K 4): minus it times Σ sc_r bsum_r over the
+            // two runs, as one multiply-add of the pairs (|32 sc| <= 4096 fits 16 bits).
+            let offset_scp = if Q3 {
+                _mm512_slli_epi16::<2>(scp)
+            } else {
+                _mm512_slli_epi16::<5>(scp)
+            };
+            let neg_offset_scp = _mm512_sub_epi16(_mm512_setzero_si512(), offset_scp);
             for (c, sum) in sums.iter_mut().enumerate() {
                 let xb = a.xs[c].add(b * Q8K_BLOCK);
                 let xq = xb.add(Q8K_QS + 32 * t);
                 let bsums =
                     _mm512_set1_epi32(xb.add(Q8K_BSUMS + 4 * t).cast::<i32>().read_unaligned());
-                let (first, second) = if ch >= 2 {
-                    (dots::<2>(&v[..4], xq, 0), dots::<2>(&v[4..], xq, 4))
-                } else {
-                    (dots::<1>(&v[..4], xq, 0), dots::<1>(&v[4..], xq, 4))
-                };
+                let (first, second) = half_dots(&v, xq, ch);
                 let scaled = _mm512_add_epi32(
                     _mm512_mullo_epi32(first, sc0),
                     _mm512_mullo_epi32(second, sc1),
                 );
-                *sum = _mm512_dpwssd_epi32(_mm512_add_epi32(*sum, scaled), neg32_scp, bsums);
+                *sum = _mm512_dpwssd_epi32(_mm512_add_epi32(*sum, scaled), neg_offset_scp, bsums);
             }
         }
-        let d = _mm512_cvtph_ps(_mm256_loadu_si256(rec.add(q6k::d(G)).cast()));
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(rec.add(d_at).cast()));
         for (c, acc) in acc.iter_mut().enumerate() {
             let dx = _mm512_set1_ps(a.xs[c].add(b * Q8K_BLOCK).cast::<f32>().read_unaligned());
             *acc = _mm512_fmadd_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(sums[c]), *acc);
@@ -493,67 +487,56 @@ unsafe fn half_dots(v: &[__m512i; 8], xq: *const u8, ch: usize) -> (__m512i, __m
     }
 }
 
-/// Q3_K (layout in [`super::kquant`]): as Q6_K, with values `q + 4` in 0..8.
+/// The 8 value vectors (0..64) of run `t` of a Q6_K record: nibbles and high bits.
 ///
 /// # Safety
-/// As [`tile`].
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tile_q3k<const C: usize, const CH: usize>(a: &Args, out: &mut Tile) {
-    let ch = CH.div_ceil(2).max(1);
-    let mut acc = [_mm512_setzero_ps(); C];
-    let bit2 = _mm512_set1_epi8(0x04);
-    let ahead = if C == 1 { a.prefetch } else { 0 };
-    for b in 0..a.nb {
-        let rec = a.group.add(b * a.record);
-        if ahead > 0 {
-            super::x86::prefetch_lines(rec.wrapping_add(ahead), a.record);
-        }
-        let mut sums = [_mm512_setzero_si512(); C];
-        for t in 0..8 {
-            let mut v = crumb_vectors(rec.add(q3k::ql(G, t)));
-            // Bit k of each byte of the third bits becomes bit 2 of the same byte of vector k.
-            let h = _mm512_loadu_si512(rec.add(q3k::qh(G, t)).cast());
-            for (k, vk) in v.iter_mut().enumerate() {
-                let moved = match k {
-                    0 => _mm512_slli_epi16::<2>(h),
-                    1 => _mm512_slli_epi16::<1>(h),
-                    2 => h,
-                    3 => _mm512_srli_epi16::<1>(h),
-                    4 => _mm512_srli_epi16::<2>(h),
-                    5 => _mm512_srli_epi16::<3>(h),
-                    6 => _mm512_srli_epi16::<4>(h),
-                    _ => _mm512_srli_epi16::<5>(h),
-                };
-                *vk = _mm512_or_si512(*vk, _mm512_and_si512(moved, bit2));
-            }
-            let scp =
-                _mm512_cvtepi8_epi16(_mm256_loadu_si256(rec.add(q3k::sc(G) + 2 * G * t).cast()));
-            let sc0 = _mm512_srai_epi32::<16>(_mm512_slli_epi32::<16>(scp));
-            let sc1 = _mm512_srai_epi32::<16>(scp);
-            // The offset of 4: -4 Σ sc_r bsum_r over the two runs of 16.
-            let neg4_scp = _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_slli_epi16::<2>(scp));
-            for (c, sum) in sums.iter_mut().enumerate() {
-                let xb = a.xs[c].add(b * Q8K_BLOCK);
-                let xq = xb.add(Q8K_QS + 32 * t);
-                let bsums =
-                    _mm512_set1_epi32(xb.add(Q8K_BSUMS + 4 * t).cast::<i32>().read_unaligned());
-                let (first, second) = half_dots(&v, xq, ch);
-                let scaled = _mm512_add_epi32(
-                    _mm512_mullo_epi32(first, sc0),
-                    _mm512_mullo_epi32(second, sc1),
-                );
-                *sum = _mm512_dpwssd_epi32(_mm512_add_epi32(*sum, scaled), neg4_scp, bsums);
-            }
-        }
-        let d = _mm512_cvtph_ps(_mm256_loadu_si256(rec.add(q3k::d(G)).cast()));
-        for (c, acc) in acc.iter_mut().enumerate() {
-            let dx = _mm512_set1_ps(a.xs[c].add(b * Q8K_BLOCK).cast::<f32>().read_unaligned());
-            *acc = _mm512_fmadd_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(sums[c]), *acc);
-        }
+/// AVX-512 F/BW; `rec` a whole 16-row Q6_K record.
+#[inline(always)]
+unsafe fn q6k_values(rec: *const u8, t: usize, bits45: __m512i) -> [__m512i; 8] {
+    let mut v = nibble_vectors(rec.add(q6k::ql(G, t)));
+    let h0 = _mm512_loadu_si512(rec.add(q6k::qh(G, t)).cast());
+    let h1 = _mm512_loadu_si512(rec.add(q6k::qh(G, t) + VB).cast());
+    // Bits 2m, 2m + 1 to bits 4, 5.
+    let up = |h: __m512i, m: usize| {
+        let moved = match m {
+            0 => _mm512_slli_epi16::<4>(h),
+            1 => _mm512_slli_epi16::<2>(h),
+            2 => h,
+            _ => _mm512_srli_epi16::<2>(h),
+        };
+        _mm512_and_si512(moved, bits45)
+    };
+    for m in 0..4 {
+        v[m] = _mm512_or_si512(v[m], up(h0, m));
+        v[4 + m] = _mm512_or_si512(v[4 + m], up(h1, m));
     }
-    for (o, acc) in out.iter_mut().zip(&acc) {
-        _mm512_storeu_ps(o.as_mut_ptr(), *acc);
+    v
+}
+
+/// The 8 value vectors (`q + 4`, 0..8) of run `t` of a Q3_K record: 2-bit values and third
+/// bits.
+///
+/// # Safety
+/// AVX-512 F/BW; `rec` a whole 16-row Q3_K record.
+#[inline(always)]
+unsafe fn q3k_values(rec: *const u8, t: usize, bit2: __m512i) -> [__m512i; 8] {
+    let mut v = crumb_vectors(rec.add(q3k::ql(G, t)));
+    // Bit k of each byte of the third bits becomes bit 2 of the same byte of vector k.
+    let h = _mm512_loadu_si512(rec.add(q3k::qh(G, t)).cast());
+    for (k, vk) in v.iter_mut().enumerate() {
+        let moved = match k {
+            0 => _mm512_slli_epi16::<2>(h),
+            1 => _mm512_slli_epi16::<1>(h),
+            2 => h,
+            3 => _mm512_srli_epi16::<1>(h),
+            4 => _mm512_srli_epi16::<2>(h),
+            5 => _mm512_srli_epi16::<3>(h),
+            6 => _mm512_srli_epi16::<4>(h),
+            _ => _mm512_srli_epi16::<5>(h),
+        };
+        *vk = _mm512_or_si512(*vk, _mm512_and_si512(moved, bit2));
     }
+    v
 }
 
 /// Q2_K (layout in [`super::kquant`]).

@@ -81,8 +81,8 @@ unsafe fn tile_avx2<const KIND: u8, const C: usize>(
     out: &mut [[f32; GROUP]; TILE_TOKENS],
 ) {
     match KIND {
-        Q6 => tile_q6k::<AVX2, C>(a, out),
-        Q3 => tile_q3k::<AVX2, C>(a, out),
+        Q6 => tile_q6k::<AVX2, false, C>(a, out),
+        Q3 => tile_q6k::<AVX2, true, C>(a, out),
         Q2 => tile_q2k::<AVX2, C>(a, out),
         Q5 => tile_q4k::<AVX2, true, C>(a, out),
         _ => tile_q4k::<AVX2, false, C>(a, out),
@@ -97,8 +97,8 @@ unsafe fn tile_avx_vnni<const KIND: u8, const C: usize>(
     out: &mut [[f32; GROUP]; TILE_TOKENS],
 ) {
     match KIND {
-        Q6 => tile_q6k::<AVX_VNNI, C>(a, out),
-        Q3 => tile_q3k::<AVX_VNNI, C>(a, out),
+        Q6 => tile_q6k::<AVX_VNNI, false, C>(a, out),
+        Q3 => tile_q6k::<AVX_VNNI, true, C>(a, out),
         Q2 => tile_q2k::<AVX_VNNI, C>(a, out),
         Q5 => tile_q4k::<AVX_VNNI, true, C>(a, out),
         _ => tile_q4k::<AVX_VNNI, false, C>(a, out),
@@ -113,8 +113,8 @@ unsafe fn tile_avx512_vnni<const KIND: u8, const C: usize>(
     out: &mut [[f32; GROUP]; TILE_TOKENS],
 ) {
     match KIND {
-        Q6 => tile_q6k::<AVX512_VNNI, C>(a, out),
-        Q3 => tile_q3k::<AVX512_VNNI, C>(a, out),
+        Q6 => tile_q6k::<AVX512_VNNI, false, C>(a, out),
+        Q3 => tile_q6k::<AVX512_VNNI, true, C>(a, out),
         Q2 => tile_q2k::<AVX512_VNNI, C>(a, out),
         Q5 => tile_q4k::<AVX512_VNNI, true, C>(a, out),
         _ => tile_q4k::<AVX512_VNNI, false, C>(a, out),
@@ -233,12 +233,22 @@ unsafe fn tile_q4k<const ISA: u8, const Q5: bool, const C: usize>(
     }
 }
 
+/// Q6_K, and Q3_K (`Q3`: the same scales and sums; values `q + 4` in 0..8, an offset of 4).
+///
 /// # Safety
 /// AVX2/FMA/F16C and `ISA`; `a` as [`group`] checks.
 #[inline(always)]
-unsafe fn tile_q6k<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GROUP]; TILE_TOKENS]) {
+unsafe fn tile_q6k<const ISA: u8, const Q3: bool, const C: usize>(
+    a: &Args,
+    out: &mut [[f32; GROUP]; TILE_TOKENS],
+) {
     let mut acc = [_mm256_setzero_ps(); C];
-    let bits45 = _mm256_set1_epi8(0x30);
+    let (bits45, bit2) = (_mm256_set1_epi8(0x30), _mm256_set1_epi8(0x04));
+    let (sc_at, d_at) = if Q3 {
+        (q3k::sc(GROUP), q3k::d(GROUP))
+    } else {
+        (q6k::sc(GROUP), q6k::d(GROUP))
+    };
     // Within each 32-bit lane (one row): the scale of the first or second 16-element run in
     // both 16-bit halves.
     // (pshufb indexes bytes within each 128-bit half.)
@@ -257,25 +267,12 @@ unsafe fn tile_q6k<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GRO
         }
         let mut sums = [_mm256_setzero_si256(); C];
         for t in 0..8 {
-            let mut v = nibble_vectors(rec.add(q6k::ql(GROUP, t)));
-            let h0 = _mm256_loadu_si256(rec.add(q6k::qh(GROUP, t)).cast());
-            let h1 = _mm256_loadu_si256(rec.add(q6k::qh(GROUP, t) + 32).cast());
-            // Bits 2m, 2m + 1 to bits 4, 5.
-            let up = |h: __m256i, m: usize| {
-                let moved = match m {
-                    0 => _mm256_slli_epi16::<4>(h),
-                    1 => _mm256_slli_epi16::<2>(h),
-                    2 => h,
-                    _ => _mm256_srli_epi16::<2>(h),
-                };
-                _mm256_and_si256(moved, bits45)
+            let v = if Q3 {
+                q3k_values(rec, t, bit2)
+            } else {
+                q6k_values(rec, t, bits45)
             };
-            for m in 0..4 {
-                v[m] = _mm256_or_si256(v[m], up(h0, m));
-                v[4 + m] = _mm256_or_si256(v[4 + m], up(h1, m));
-            }
-            let scp =
-                _mm256_cvtepi8_epi16(_mm_loadu_si128(rec.add(q6k::sc(GROUP) + 16 * t).cast()));
+            let scp = _mm256_cvtepi8_epi16(_mm_loadu_si128(rec.add(sc_at + 16 * t).cast()));
             let sc0 = _mm256_shuffle_epi8(scp, dup_first);
             let sc1 = _mm256_shuffle_epi8(scp, dup_second);
             // Each row's two scales as 32-bit lanes (VNNI sums reach 32 bits at once).
@@ -284,10 +281,16 @@ unsafe fn tile_q6k<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GRO
             for (c, sum) in sums.iter_mut().enumerate() {
                 let xb = a.xs[c].add(b * Q8K_BLOCK);
                 let xq = xb.add(Q8K_QS + 32 * t);
-                // The -32 offset: 32 Σ sc_r bsum_r over the two runs.
+                // The offset of the values (Q6_K 32, Q3_K 4) times Σ sc_r bsum_r over the two
+                // runs.
                 let bsums =
                     _mm256_set1_epi32(xb.add(Q8K_BSUMS + 4 * t).cast::<i32>().read_unaligned());
-                let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(scp, bsums));
+                let sc_bsums = _mm256_madd_epi16(scp, bsums);
+                let offset = if Q3 {
+                    _mm256_slli_epi32::<2>(sc_bsums)
+                } else {
+                    _mm256_slli_epi32::<5>(sc_bsums)
+                };
                 if ISA != AVX2 {
                     let (mut first, mut second) = (_mm256_setzero_si256(), _mm256_setzero_si256());
                     for k in 0..4 {
@@ -322,7 +325,7 @@ unsafe fn tile_q6k<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GRO
                 );
             }
         }
-        let d = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(q6k::d(GROUP)).cast()));
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(d_at).cast()));
         for (c, acc) in acc.iter_mut().enumerate() {
             let dx = _mm256_set1_ps(a.xs[c].add(b * Q8K_BLOCK).cast::<f32>().read_unaligned());
             *acc = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(sums[c]), *acc);
@@ -424,60 +427,56 @@ unsafe fn scale_forms(scp: __m256i) -> ((__m256i, __m256i), (__m256i, __m256i)) 
     ((sc0_32, sc1_32), (sc0_16, sc1_16))
 }
 
-/// Q3_K (layout in [`super::kquant`]): as Q6_K, with values `q + 4` in 0..8.
+/// The 8 value vectors (0..64) of run `t` of a Q6_K record: nibbles and high bits.
 ///
 /// # Safety
-/// AVX2/FMA/F16C and `ISA`; `a` as [`group`] checks.
+/// AVX2; `rec` a whole 8-row Q6_K record.
 #[inline(always)]
-unsafe fn tile_q3k<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GROUP]; TILE_TOKENS]) {
-    let mut acc = [_mm256_setzero_ps(); C];
-    let bit2 = _mm256_set1_epi8(0x04);
-    for b in 0..a.nb {
-        let rec = a.group.add(b * a.record);
-        if C == 1 {
-            super::x86::prefetch_ahead(rec, a.record);
-        }
-        let mut sums = [_mm256_setzero_si256(); C];
-        for t in 0..8 {
-            let mut v = crumb_vectors(rec.add(q3k::ql(GROUP, t)));
-            // Bit k of each byte of the third bits becomes bit 2 of the same byte of vector k.
-            let h = _mm256_loadu_si256(rec.add(q3k::qh(GROUP, t)).cast());
-            for (k, vk) in v.iter_mut().enumerate() {
-                let moved = match k {
-                    0 => _mm256_slli_epi16::<2>(h),
-                    1 => _mm256_slli_epi16::<1>(h),
-                    2 => h,
-                    3 => _mm256_srli_epi16::<1>(h),
-                    4 => _mm256_srli_epi16::<2>(h),
-                    5 => _mm256_srli_epi16::<3>(h),
-                    6 => _mm256_srli_epi16::<4>(h),
-                    _ => _mm256_srli_epi16::<5>(h),
-                };
-                *vk = _mm256_or_si256(*vk, _mm256_and_si256(moved, bit2));
-            }
-            let scp =
-                _mm256_cvtepi8_epi16(_mm_loadu_si128(rec.add(q3k::sc(GROUP) + 16 * t).cast()));
-            let (sc32, sc16) = scale_forms(scp);
-            for (c, sum) in sums.iter_mut().enumerate() {
-                let xb = a.xs[c].add(b * Q8K_BLOCK);
-                let xq = xb.add(Q8K_QS + 32 * t);
-                // The offset of 4: 4 Σ sc_r bsum_r over the two runs of 16.
-                let bsums =
-                    _mm256_set1_epi32(xb.add(Q8K_BSUMS + 4 * t).cast::<i32>().read_unaligned());
-                let offset = _mm256_slli_epi32::<2>(_mm256_madd_epi16(scp, bsums));
-                let scaled = scaled_halves::<ISA>(&v, xq, sc32, sc16);
-                *sum = _mm256_add_epi32(*sum, _mm256_sub_epi32(scaled, offset));
-            }
-        }
-        let d = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(q3k::d(GROUP)).cast()));
-        for (c, acc) in acc.iter_mut().enumerate() {
-            let dx = _mm256_set1_ps(a.xs[c].add(b * Q8K_BLOCK).cast::<f32>().read_unaligned());
-            *acc = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(sums[c]), *acc);
-        }
+unsafe fn q6k_values(rec: *const u8, t: usize, bits45: __m256i) -> [__m256i; 8] {
+    let mut v = nibble_vectors(rec.add(q6k::ql(GROUP, t)));
+    let h0 = _mm256_loadu_si256(rec.add(q6k::qh(GROUP, t)).cast());
+    let h1 = _mm256_loadu_si256(rec.add(q6k::qh(GROUP, t) + 32).cast());
+    // Bits 2m, 2m + 1 to bits 4, 5.
+    let up = |h: __m256i, m: usize| {
+        let moved = match m {
+            0 => _mm256_slli_epi16::<4>(h),
+            1 => _mm256_slli_epi16::<2>(h),
+            2 => h,
+            _ => _mm256_srli_epi16::<2>(h),
+        };
+        _mm256_and_si256(moved, bits45)
+    };
+    for m in 0..4 {
+        v[m] = _mm256_or_si256(v[m], up(h0, m));
+        v[4 + m] = _mm256_or_si256(v[4 + m], up(h1, m));
     }
-    for (o, acc) in out.iter_mut().zip(&acc) {
-        _mm256_storeu_ps(o.as_mut_ptr(), *acc);
+    v
+}
+
+/// The 8 value vectors (`q + 4`, 0..8) of run `t` of a Q3_K record: 2-bit values and third
+/// bits.
+///
+/// # Safety
+/// AVX2; `rec` a whole 8-row Q3_K record.
+#[inline(always)]
+unsafe fn q3k_values(rec: *const u8, t: usize, bit2: __m256i) -> [__m256i; 8] {
+    let mut v = crumb_vectors(rec.add(q3k::ql(GROUP, t)));
+    // Bit k of each byte of the third bits becomes bit 2 of the same byte of vector k.
+    let h = _mm256_loadu_si256(rec.add(q3k::qh(GROUP, t)).cast());
+    for (k, vk) in v.iter_mut().enumerate() {
+        let moved = match k {
+            0 => _mm256_slli_epi16::<2>(h),
+            1 => _mm256_slli_epi16::<1>(h),
+            2 => h,
+            3 => _mm256_srli_epi16::<1>(h),
+            4 => _mm256_srli_epi16::<2>(h),
+            5 => _mm256_srli_epi16::<3>(h),
+            6 => _mm256_srli_epi16::<4>(h),
+            _ => _mm256_srli_epi16::<5>(h),
+        };
+        *vk = _mm256_or_si256(*vk, _mm256_and_si256(moved, bit2));
     }
+    v
 }
 
 /// Q2_K (layout in [`super::kquant`]).
