@@ -182,7 +182,7 @@ impl Backend for CpuBackend {
         head_dims: (usize, usize),
     ) -> KvCache {
         let (k_row, v_row) = (n_head_kv * head_dims.0, n_head_kv * head_dims.1);
-        let storage = HostKv::new(n_layer, n_ctx, n_head_kv, k_row, v_row);
+        let storage = HostKv::new(n_layer, n_ctx, n_head_kv, head_dims);
         KvCache::new(
             Box::new(storage),
             HostKv::ELEM_TYPE,
@@ -194,8 +194,7 @@ impl Backend for CpuBackend {
     }
 
     fn store_kv(&self, kv: &mut KvCache, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
-        let (k_row, v_row) = (kv.k_row(), kv.v_row());
-        host_kv_mut(kv).store(layer, pos, k_row, v_row, k, v);
+        host_kv_mut(kv).store(layer, pos, k, v);
     }
 
     fn attention(

@@ -24,6 +24,9 @@ pub struct HostKv {
     layers: Vec<LayerKv>,
     n_ctx: usize,
     n_head_kv: usize,
+    /// Elements of one KV head's key and value rows.
+    head_dim: usize,
+    head_dim_v: usize,
 }
 
 struct LayerKv {
@@ -37,20 +40,17 @@ impl KvStorage for HostKv {}
 impl HostKv {
     pub const ELEM_TYPE: GgmlType = GgmlType::F16;
 
-    /// Room for `n_ctx` positions of `n_head_kv` heads, rows of `k_row` and `v_row` elements
-    /// (multiples of `n_head_kv`). Memory is reserved up front but zero pages are not touched
-    /// until used, so resident memory grows with the positions actually filled.
+    /// Room for `n_ctx` positions of `n_head_kv` heads of `head_dims` (key, value) elements.
+    /// Memory is reserved up front but zero pages are not touched until used, so resident
+    /// memory grows with the positions actually filled.
     pub fn new(
         n_layer: usize,
         n_ctx: usize,
         n_head_kv: usize,
-        k_row: usize,
-        v_row: usize,
+        head_dims: (usize, usize),
     ) -> HostKv {
-        assert!(
-            n_head_kv > 0 && k_row.is_multiple_of(n_head_kv) && v_row.is_multiple_of(n_head_kv),
-            "rows of {k_row} and {v_row} elements for {n_head_kv} KV heads"
-        );
+        let (head_dim, head_dim_v) = head_dims;
+        let (k_row, v_row) = (n_head_kv * head_dim, n_head_kv * head_dim_v);
         let layers = (0..n_layer)
             .map(|_| LayerKv {
                 k: vec![0; n_ctx * k_row * ELEM],
@@ -61,25 +61,18 @@ impl HostKv {
             layers,
             n_ctx,
             n_head_kv,
+            head_dim,
+            head_dim_v,
         }
     }
 
-    /// Stores rows of keys and values (f32, converted to f16; one row of `k_row` and `v_row`
-    /// elements per position) starting at position `pos`.
-    pub fn store(
-        &mut self,
-        layer: usize,
-        pos: usize,
-        k_row: usize,
-        v_row: usize,
-        k: &[f32],
-        v: &[f32],
-    ) {
-        let (n_ctx, n_kv) = (self.n_ctx, self.n_head_kv);
+    /// Stores rows of keys and values (f32, converted to f16; per position, every KV head's
+    /// row one after another) starting at position `pos`.
+    pub fn store(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
+        let (n_ctx, n_head_kv) = (self.n_ctx, self.n_head_kv);
         let l = &mut self.layers[layer];
-        for (rows, cache, row) in [(k, &mut l.k, k_row), (v, &mut l.v, v_row)] {
-            let head = row / n_kv;
-            for (i, r) in rows.chunks_exact(row).enumerate() {
+        for (rows, cache, head) in [(k, &mut l.k, self.head_dim), (v, &mut l.v, self.head_dim_v)] {
+            for (i, r) in rows.chunks_exact(n_head_kv * head).enumerate() {
                 for (g, h) in r.chunks_exact(head).enumerate() {
                     let at = ((g * n_ctx + pos + i) * head) * ELEM;
                     f16::from_f32(h, &mut cache[at..at + head * ELEM]);
@@ -90,15 +83,17 @@ impl HostKv {
 
     /// Key bytes of KV head `g` in `layer` for positions `0..len`, one row of `head_dim` f16
     /// values per position.
-    pub fn keys(&self, layer: usize, g: usize, len: usize, head_dim: usize) -> &[u8] {
-        let at = g * self.n_ctx * head_dim * ELEM;
-        &self.layers[layer].k[at..at + len * head_dim * ELEM]
+    pub fn keys(&self, layer: usize, g: usize, len: usize) -> &[u8] {
+        let row = self.head_dim * ELEM;
+        let at = g * self.n_ctx * row;
+        &self.layers[layer].k[at..at + len * row]
     }
 
     /// Value bytes of KV head `g`, as [`HostKv::keys`].
-    pub fn values(&self, layer: usize, g: usize, len: usize, head_dim_v: usize) -> &[u8] {
-        let at = g * self.n_ctx * head_dim_v * ELEM;
-        &self.layers[layer].v[at..at + len * head_dim_v * ELEM]
+    pub fn values(&self, layer: usize, g: usize, len: usize) -> &[u8] {
+        let row = self.head_dim_v * ELEM;
+        let at = g * self.n_ctx * row;
+        &self.layers[layer].v[at..at + len * row]
     }
 }
 
@@ -186,8 +181,8 @@ fn per_query(pool: &ThreadPool, job: &Job, out: &mut [f32]) {
         let g = h / group;
         let (first, last) = job.key_range(t);
         let kv = host_kv(job.seqs[job.token_seq[t].0].kv);
-        let keys = kv.keys(job.layer, g, last + 1, head_dim);
-        let values = kv.values(job.layer, g, last + 1, head_dim_v);
+        let keys = kv.keys(job.layer, g, last + 1);
+        let values = kv.values(job.layer, g, last + 1);
         // The query in f16 like the cached keys, so one f16 dot kernel serves (as llama.cpp's
         // flash attention does).
         let mut qh = [0u8; 2 * MAX_HEAD_DIM];
@@ -262,9 +257,7 @@ fn tiled(pool: &ThreadPool, job: &Job, tile_tokens: usize, out: &mut [f32]) {
     let n_spans = last / SPAN + 1 - span0;
     let tile_lanes = tile_tokens * group;
     let partial_len = tile_lanes * (head_dim_v + 2);
-    let few_jobs = pool.n_threads() > 1
-        && tile_lanes <= MAX_SPLIT_LANES
-        && n_head_kv * n_tiles < 2 * pool.n_threads();
+    let few_jobs = pool.n_threads() > 1 && n_head_kv * n_tiles < 2 * pool.n_threads();
     let split =
         few_jobs && n_spans > 1 && n_head_kv * n_tiles * n_spans * partial_len <= SPLIT_MAX_FLOATS;
     TILED.with(|buffers| {
@@ -292,7 +285,7 @@ fn tiled(pool: &ThreadPool, job: &Job, tile_tokens: usize, out: &mut [f32]) {
             let ctx_spans = job.seqs.iter().map(|s| s.kv.n_ctx()).max().unwrap_or(0) / SPAN + 1;
             let room = n_head_kv * n_tiles * ctx_spans.max(n_spans) * partial_len;
             partials.reserve(room.min(SPLIT_MAX_FLOATS).saturating_sub(partials.len()));
-            running.reserve((tile_lanes * head_dim_v).saturating_sub(running.len()));
+            running.reserve(tile_lanes, head_dim_v);
         }
         let scratch = &scratch[..];
         let token_out = group * head_dim_v;
@@ -339,26 +332,20 @@ fn tiled(pool: &ThreadPool, job: &Job, tile_tokens: usize, out: &mut [f32]) {
                     }
                 });
             });
-            let running = resized(running, tile_lanes * head_dim_v, 0.0);
             for (idx, chunk) in by_kv.chunks_exact_mut(job_len).enumerate() {
                 let (g, tile) = (idx / n_tiles, idx % n_tiles);
                 let n = ((tile + 1) * tile_tokens).min(n_tokens) - tile * tile_tokens;
                 let lanes = n * group;
-                let mut state: [(f32, f32); MAX_SPLIT_LANES] =
-                    [(f32::NEG_INFINITY, 0.0); MAX_SPLIT_LANES];
-                let state = &mut state[..lanes];
-                start_running(job, g, group, state, &mut running[..lanes * head_dim_v]);
+                running.start(job, g, lanes);
                 for span in 0..n_spans {
                     let part = &partials[(idx * n_spans + span) * partial_len..][..partial_len];
                     let (acc, rest) = part.split_at(tile_lanes * head_dim_v);
                     let (max, sum) = rest.split_at(tile_lanes);
-                    for (i, st) in state.iter_mut().enumerate() {
-                        let run_acc = &mut running[i * head_dim_v..][..head_dim_v];
-                        let from = &acc[i * head_dim_v..];
-                        merge_lane(st, run_acc, max[i], sum[i], from, 1);
+                    for i in 0..lanes {
+                        running.merge(i, max[i], sum[i], &acc[i * head_dim_v..], 1);
                     }
                 }
-                finish(state, running, head_dim_v, &mut chunk[..lanes * head_dim_v]);
+                running.finish(&mut chunk[..lanes * head_dim_v]);
             }
         } else {
             par_chunks_mut_on(pool, by_kv, job_len, &|thread, idx, chunk| {
@@ -389,62 +376,69 @@ const SPAN: usize = 256;
 /// (it takes them in turn otherwise).
 const SPLIT_MAX_FLOATS: usize = 1 << 22;
 
-/// Most lanes of a tile whose spans run on several threads: the split is for batches with
-/// fewer (KV head, tile) jobs than threads, whose tiles are a few tokens (at most
-/// `64 / group`, see [`attention`]).
-const MAX_SPLIT_LANES: usize = 2 * 64;
+/// The lanes of a tile over the spans merged so far: each lane's maximum and sum of weights,
+/// and its weighted values (`head_dim_v` per lane).
+#[derive(Default)]
+struct Running {
+    state: Vec<(f32, f32)>,
+    acc: Vec<f32>,
+    head_dim_v: usize,
+}
 
-/// A lane's running state over its spans: (maximum, sum of weights).
-type LaneState = (f32, f32);
+impl Running {
+    /// Room for `lanes` lanes, so that [`Running::start`] does not allocate.
+    fn reserve(&mut self, lanes: usize, head_dim_v: usize) {
+        self.state.reserve(lanes.saturating_sub(self.state.len()));
+        self.acc
+            .reserve((lanes * head_dim_v).saturating_sub(self.acc.len()));
+    }
 
-/// The running states of a tile's lanes before their first span: an attention sink is a
-/// logit with no value, else nothing yet.
-fn start_running(job: &Job, g: usize, group: usize, state: &mut [LaneState], acc: &mut [f32]) {
-    for (i, st) in state.iter_mut().enumerate() {
-        *st = match job.sinks {
+    /// The states of `lanes` lanes of KV head `g` before their first span: an attention sink
+    /// is a logit with no value, else nothing yet.
+    fn start(&mut self, job: &Job, g: usize, lanes: usize) {
+        let group = job.p.shape.n_head / job.p.shape.n_head_kv;
+        self.head_dim_v = job.p.shape.head_dim_v;
+        self.state.clear();
+        self.state.extend((0..lanes).map(|i| match job.sinks {
             Some(sinks) => (sinks[g * group + i % group], 1.0),
             None => (f32::NEG_INFINITY, 0.0),
-        };
+        }));
+        self.acc.clear();
+        self.acc.resize(lanes * self.head_dim_v, 0.0);
     }
-    acc.fill(0.0);
-}
 
-/// Merges a span's result for one lane (`max`, `sum`, weighted values `from[c * stride]`) into
-/// the lane's running state and values. A span that held none of the lane's keys changes
-/// nothing; the first that does is taken as it is.
-fn merge_lane(
-    st: &mut LaneState,
-    run_acc: &mut [f32],
-    max: f32,
-    sum: f32,
-    from: &[f32],
-    stride: usize,
-) {
-    if max == f32::NEG_INFINITY {
-        return;
-    }
-    if st.0 == f32::NEG_INFINITY {
-        *st = (max, sum);
-        for (c, x) in run_acc.iter_mut().enumerate() {
-            *x = from[c * stride];
+    /// Merges a span's result for lane `i` (`max`, `sum`, weighted values `from[c * stride]`).
+    /// A span that held none of the lane's keys changes nothing; the first that does is taken
+    /// as it is.
+    fn merge(&mut self, i: usize, max: f32, sum: f32, from: &[f32], stride: usize) {
+        if max == f32::NEG_INFINITY {
+            return;
         }
-        return;
+        let st = &mut self.state[i];
+        let acc = &mut self.acc[i * self.head_dim_v..][..self.head_dim_v];
+        if st.0 == f32::NEG_INFINITY {
+            *st = (max, sum);
+            for (c, x) in acc.iter_mut().enumerate() {
+                *x = from[c * stride];
+            }
+            return;
+        }
+        let m = st.0.max(max);
+        let (c_run, c_span) = ((st.0 - m).exp(), (max - m).exp());
+        *st = (m, st.1 * c_run + sum * c_span);
+        for (c, x) in acc.iter_mut().enumerate() {
+            *x = *x * c_run + from[c * stride] * c_span;
+        }
     }
-    let m = st.0.max(max);
-    let (c_run, c_span) = ((st.0 - m).exp(), (max - m).exp());
-    *st = (m, st.1 * c_run + sum * c_span);
-    for (c, x) in run_acc.iter_mut().enumerate() {
-        *x = *x * c_run + from[c * stride] * c_span;
-    }
-}
 
-/// The lanes' outputs: their weighted values over their sums.
-fn finish(state: &[LaneState], run_acc: &[f32], head_dim_v: usize, out: &mut [f32]) {
-    for (i, &(_, sum)) in state.iter().enumerate() {
-        let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
-        let o = &mut out[i * head_dim_v..][..head_dim_v];
-        for (x, a) in o.iter_mut().zip(&run_acc[i * head_dim_v..]) {
-            *x = a * inv;
+    /// The lanes' outputs: their weighted values over their sums.
+    fn finish(&self, out: &mut [f32]) {
+        let dv = self.head_dim_v;
+        for (i, &(_, sum)) in self.state.iter().enumerate() {
+            let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+            for (x, a) in out[i * dv..][..dv].iter_mut().zip(&self.acc[i * dv..]) {
+                *x = a * inv;
+            }
         }
     }
 }
@@ -469,8 +463,8 @@ struct TiledBuffers {
     by_kv: Vec<f32>,
     /// The spans' results when they run as jobs of their own.
     partials: Vec<f32>,
-    /// A tile's running weighted values while its spans' results are merged.
-    running: Vec<f32>,
+    /// A tile's lanes while its spans' results are merged.
+    running: Running,
     /// One per thread of the pool (locked by that thread only, so never contended).
     scratch: Vec<std::sync::Mutex<TileScratch>>,
 }
@@ -496,9 +490,8 @@ struct TileScratch {
     corr: Vec<f32>,
     /// The keys each lane sees: `first..=last`.
     range: Vec<(usize, usize)>,
-    /// The lanes' running states and weighted values over the spans taken so far.
-    run_state: Vec<LaneState>,
-    run_acc: Vec<f32>,
+    /// The lanes over the spans taken so far.
+    running: Running,
 }
 
 impl TileScratch {
@@ -518,8 +511,7 @@ impl TileScratch {
             room(v, nq);
         }
         room(&mut self.range, nq);
-        room(&mut self.run_state, nq);
-        room(&mut self.run_acc, head_dim_v * nq);
+        self.running.reserve(nq, head_dim_v);
     }
 }
 
@@ -573,33 +565,20 @@ fn tile_spans(
     g: usize,
     out: &mut [f32],
 ) {
-    let head_dim_v = job.p.shape.head_dim_v;
-    let group = job.p.shape.n_head / job.p.shape.n_head_kv;
     let l = prepare(job, scratch, tokens, g);
-    let mut run_acc = std::mem::take(&mut scratch.run_acc);
-    let mut state = std::mem::take(&mut scratch.run_state);
-    run_acc.clear();
-    run_acc.resize(l.lanes * head_dim_v, 0.0);
-    state.clear();
-    state.resize(l.lanes, (f32::NEG_INFINITY, 0.0));
-    start_running(job, g, group, &mut state, &mut run_acc);
+    // Out of the scratch while `run_span` fills the rest of it.
+    let mut running = std::mem::take(&mut scratch.running);
+    running.start(job, g, l.lanes);
     for span in l.first / SPAN..=l.last / SPAN {
         if run_span(job, scratch, &l, g, span) {
-            for (i, st) in state.iter_mut().enumerate() {
+            for i in 0..l.lanes {
                 let (m, s, from, stride) = l.span_lane(scratch, i);
-                merge_lane(
-                    st,
-                    &mut run_acc[i * head_dim_v..][..head_dim_v],
-                    m,
-                    s,
-                    from,
-                    stride,
-                );
+                running.merge(i, m, s, from, stride);
             }
         }
     }
-    finish(&state, &run_acc, head_dim_v, out);
-    (scratch.run_acc, scratch.run_state) = (run_acc, state);
+    running.finish(out);
+    scratch.running = running;
 }
 
 /// Sets up the lanes of the tokens `tokens` (one sequence) for the query heads of KV head `g`:
@@ -700,8 +679,8 @@ fn run_span(job: &Job, scratch: &mut TileScratch, l: &Lanes, g: usize, span: usi
     let part = &job.seqs[l.seq];
     let kv = host_kv(part.kv);
     let end = hi.min(l.last + 1);
-    let all_keys = kv.keys(job.layer, g, end, head_dim);
-    let all_values = kv.values(job.layer, g, end, head_dim_v);
+    let all_keys = kv.keys(job.layer, g, end);
+    let all_values = kv.values(job.layer, g, end);
     let (k_row, v_row) = (head_dim * ELEM, head_dim_v * ELEM);
     // Every block writes what it reads of these first: no need to clear them for each span.
     let s = grown(s, KEY_BLOCK * nq);
@@ -826,10 +805,10 @@ mod tests {
             .seqs
             .iter()
             .map(|&(pos0, n)| {
-                let mut kv = HostKv::new(1, n_ctx, n_head_kv, k_row, v_row);
+                let mut kv = HostKv::new(1, n_ctx, n_head_kv, (head_dim, head_dim_v));
                 for pos in 0..pos0 + n {
                     let (k, v) = (rng.vec(k_row), rng.vec(v_row));
-                    kv.store(0, pos, k_row, v_row, &k, &v);
+                    kv.store(0, pos, &k, &v);
                 }
                 KvCache::new(Box::new(kv), HostKv::ELEM_TYPE, 1, n_ctx, k_row, v_row)
             })
