@@ -7,9 +7,10 @@
 //! and multiplied into all the queries at once, so both sides of attention are small matrix
 //! products with no horizontal sums ([`lane_products`]), and the online softmax runs lane-wise
 //! too ([`softmax_block`]). With few queries (a decoding token's heads) the same products run
-//! turned around, keys ([`f16_transposed`]) and value dimensions across the lanes and the
-//! queries as rows ([`Start::ScaledRows`]): each (query, key) pair gets the same FMAs in the
-//! same order either way, so the results are bit for bit the same.
+//! turned around, keys (which the engine's cache keeps transposed in blocks for this) and
+//! value dimensions across the lanes and the queries as rows ([`Start::ScaledRows`]): each
+//! (query, key) pair gets the same FMAs in the same order either way, so the results are bit
+//! for bit the same.
 //!
 //! Layouts, with `i` the query (lane) and `nq` the padded tile width:
 //! - queries transposed: `qt[c * nq + i]`, `c < head_dim`;
@@ -350,77 +351,10 @@ fn softmax_scalar(
     }
 }
 
-/// Converts `rows` rows of f16 values (little-endian bytes; row `r` starts at byte
-/// `r * stride` of `src` and holds `cols` values) to f32 with rows and columns swapped:
-/// `dst[c * ld + r]`. A block of keys so becomes lanes, for a few queries to meet many keys
-/// at once (the conversion is exact, so every path sees the same keys).
-///
-/// Panics if `ld < rows` or a slice is too short for the shape.
-pub fn f16_transposed(
-    src: &[u8],
-    stride: usize,
-    rows: usize,
-    cols: usize,
-    dst: &mut [f32],
-    ld: usize,
-) {
-    check_transposed(src, stride, rows, cols, dst, ld);
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::features().avx2 {
-        // SAFETY: AVX2, FMA and F16C were detected; the shapes were checked.
-        unsafe { x86::f16_transposed_256(src, stride, rows, cols, dst, ld) };
-        return;
-    }
-    transposed_scalar(src, stride, 0..rows, 0..cols, dst, ld);
-}
-
-/// The reference of [`f16_transposed`].
-pub fn f16_transposed_scalar(
-    src: &[u8],
-    stride: usize,
-    rows: usize,
-    cols: usize,
-    dst: &mut [f32],
-    ld: usize,
-) {
-    check_transposed(src, stride, rows, cols, dst, ld);
-    transposed_scalar(src, stride, 0..rows, 0..cols, dst, ld);
-}
-
-fn check_transposed(src: &[u8], stride: usize, rows: usize, cols: usize, dst: &[f32], ld: usize) {
-    assert!(ld >= rows, "f16 transposed: {rows} rows in columns of {ld}");
-    if rows > 0 && cols > 0 {
-        assert!(
-            (rows - 1) * stride + 2 * cols <= src.len(),
-            "f16 transposed: source too short"
-        );
-        assert!(
-            (cols - 1) * ld + rows <= dst.len(),
-            "f16 transposed: destination too short"
-        );
-    }
-}
-
-fn transposed_scalar(
-    src: &[u8],
-    stride: usize,
-    rows: std::ops::Range<usize>,
-    cols: std::ops::Range<usize>,
-    dst: &mut [f32],
-    ld: usize,
-) {
-    for r in rows {
-        for c in cols.clone() {
-            let b = &src[r * stride + 2 * c..][..2];
-            dst[c * ld + r] = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-        }
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::Start;
-    use crate::simd::x86::{exp_ps, load_f16x8};
+    use crate::simd::x86::exp_ps;
     use std::arch::x86_64::*;
 
     /// Rows per step of the 256-bit product: 6 rows × 2 vectors = 12 accumulators, with the two
@@ -636,69 +570,6 @@ mod x86 {
                 _mm512_storeu_ps(o.add(16 * v), *x);
             }
         }
-    }
-
-    /// Blocks of 8 × 8, converted by F16C and transposed in registers; the edges one by one.
-    ///
-    /// # Safety
-    /// AVX2, FMA and F16C; the shapes as checked by `check_transposed`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn f16_transposed_256(
-        src: &[u8],
-        stride: usize,
-        rows: usize,
-        cols: usize,
-        dst: &mut [f32],
-        ld: usize,
-    ) {
-        let (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
-        let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
-        for r0 in (0..r8).step_by(8) {
-            for c0 in (0..c8).step_by(8) {
-                let mut x = [_mm256_setzero_ps(); 8];
-                for (i, xi) in x.iter_mut().enumerate() {
-                    *xi = load_f16x8(sp.add((r0 + i) * stride + 2 * c0));
-                }
-                for (c, col) in transpose8(x).iter().enumerate() {
-                    _mm256_storeu_ps(dp.add((c0 + c) * ld + r0), *col);
-                }
-            }
-        }
-        super::transposed_scalar(src, stride, 0..r8, c8..cols, dst, ld);
-        super::transposed_scalar(src, stride, r8..rows, 0..cols, dst, ld);
-    }
-
-    /// Rows of 8 to columns of 8.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn transpose8(x: [__m256; 8]) -> [__m256; 8] {
-        // Pairs of rows interleaved, then quadruples, then the 128-bit halves swapped.
-        let t0 = _mm256_unpacklo_ps(x[0], x[1]);
-        let t1 = _mm256_unpackhi_ps(x[0], x[1]);
-        let t2 = _mm256_unpacklo_ps(x[2], x[3]);
-        let t3 = _mm256_unpackhi_ps(x[2], x[3]);
-        let t4 = _mm256_unpacklo_ps(x[4], x[5]);
-        let t5 = _mm256_unpackhi_ps(x[4], x[5]);
-        let t6 = _mm256_unpacklo_ps(x[6], x[7]);
-        let t7 = _mm256_unpackhi_ps(x[6], x[7]);
-        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-        [
-            _mm256_permute2f128_ps::<0x20>(u0, u4),
-            _mm256_permute2f128_ps::<0x20>(u1, u5),
-            _mm256_permute2f128_ps::<0x20>(u2, u6),
-            _mm256_permute2f128_ps::<0x20>(u3, u7),
-            _mm256_permute2f128_ps::<0x31>(u0, u4),
-            _mm256_permute2f128_ps::<0x31>(u1, u5),
-            _mm256_permute2f128_ps::<0x31>(u2, u6),
-            _mm256_permute2f128_ps::<0x31>(u3, u7),
-        ]
     }
 
     /// # Safety

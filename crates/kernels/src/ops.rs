@@ -477,6 +477,12 @@ pub mod f16 {
             unsafe { weighted_sum_avx2(acc, w, rows, stride) };
             return;
         }
+        #[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+        if crate::simd::features().neon {
+            // SAFETY: NEON was detected; the rows were checked above.
+            unsafe { weighted_sum_neon(acc, w, rows, stride) };
+            return;
+        }
         weighted_sum_scalar(acc, w, rows, stride);
     }
 
@@ -521,6 +527,51 @@ pub mod f16 {
             }
             for (i, ai) in a.iter().enumerate().take(width) {
                 _mm256_storeu_ps(ap.add(j + 8 * i), *ai);
+            }
+            j += 8 * width;
+        }
+        let tail = acc.len() - n8;
+        if tail > 0 {
+            for (p, &wp) in w.iter().enumerate() {
+                let start = p * stride + 2 * n8;
+                axpy_scalar(&mut acc[n8..], wp, &rows[start..start + 2 * tail]);
+            }
+        }
+    }
+
+    /// [`weighted_sum_avx2`] in NEON vectors of 4: column chunks of up to 64 in 16
+    /// registers across all positions.
+    ///
+    /// # Safety
+    /// NEON must be available, and `rows` hold `w.len()` rows as checked by [`weighted_sum`].
+    #[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+    #[target_feature(enable = "neon")]
+    unsafe fn weighted_sum_neon(acc: &mut [f32], w: &[f32], rows: &[u8], stride: usize) {
+        use crate::simd::neon::load_f16x8;
+        use std::arch::aarch64::*;
+        const REGS: usize = 8;
+        let n8 = acc.len() / 8 * 8;
+        let (ap, rp) = (acc.as_mut_ptr(), rows.as_ptr());
+        let mut j = 0;
+        while j < n8 {
+            let width = (n8 - j).min(8 * REGS) / 8;
+            let mut a = [[vdupq_n_f32(0.0); 2]; REGS];
+            for (i, ai) in a.iter_mut().enumerate().take(width) {
+                ai[0] = vld1q_f32(ap.add(j + 8 * i));
+                ai[1] = vld1q_f32(ap.add(j + 8 * i + 4));
+            }
+            for (p, &wp) in w.iter().enumerate() {
+                let wv = vdupq_n_f32(wp);
+                let row = rp.add(p * stride + 2 * j);
+                for (i, ai) in a.iter_mut().enumerate().take(width) {
+                    let (lo, hi) = load_f16x8(row.add(16 * i));
+                    ai[0] = vfmaq_f32(ai[0], wv, lo);
+                    ai[1] = vfmaq_f32(ai[1], wv, hi);
+                }
+            }
+            for (i, ai) in a.iter().enumerate().take(width) {
+                vst1q_f32(ap.add(j + 8 * i), ai[0]);
+                vst1q_f32(ap.add(j + 8 * i + 4), ai[1]);
             }
             j += 8 * width;
         }

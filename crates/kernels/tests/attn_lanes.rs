@@ -70,60 +70,6 @@ fn lane_products_match_the_reference_for_every_shape() {
 }
 
 #[test]
-fn f16_transposed_matches_the_reference() {
-    let mut rng = StdRng::seed_from_u64(11);
-    // Whole 8 × 8 blocks, edges of rows and of columns, rows apart by more than their width.
-    for &(rows, cols, stride, ld) in &[
-        (64, 64, 128, 64),
-        (5, 40, 80, 64),
-        (13, 24, 200, 16),
-        (64, 80, 480, 64),
-        (1, 1, 2, 1),
-    ] {
-        let src: Vec<u8> = (0..(rows - 1) * stride + 2 * cols)
-            .flat_map(|_| half::f16::from_f32(rng.gen_range(-4.0..4.0)).to_le_bytes())
-            .take((rows - 1) * stride + 2 * cols)
-            .collect();
-        let len = (cols - 1) * ld + rows;
-        let mut want = vec![f32::NAN; len];
-        attn::f16_transposed_scalar(&src, stride, rows, cols, &mut want, ld);
-        for r in 0..rows {
-            for c in 0..cols {
-                let b = &src[r * stride + 2 * c..][..2];
-                let x = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-                assert_eq!(
-                    want[c * ld + r].to_bits(),
-                    x.to_bits(),
-                    "reference [{r}][{c}]"
-                );
-            }
-        }
-        let mut got = vec![f32::NAN; len];
-        attn::f16_transposed(&src, stride, rows, cols, &mut got, ld);
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert!(
-                g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
-                "rows={rows} cols={cols}: [{i}] {g} against {w}"
-            );
-        }
-    }
-}
-
-#[test]
-fn f16_transposed_refuses_shapes_that_do_not_fit() {
-    let too_few_columns = std::panic::catch_unwind(|| {
-        let (src, mut dst) = (vec![0u8; 2 * 64], vec![0f32; 64]);
-        attn::f16_transposed(&src, 16, 8, 8, &mut dst, 4)
-    });
-    assert!(too_few_columns.is_err(), "ld below the rows");
-    let short_source = std::panic::catch_unwind(|| {
-        let (src, mut dst) = (vec![0u8; 2 * 64], vec![0f32; 128]);
-        attn::f16_transposed(&src, 16, 9, 8, &mut dst, 9)
-    });
-    assert!(short_source.is_err(), "a source of 8 rows read as 9");
-}
-
-#[test]
 fn lane_products_refuse_shapes_that_do_not_fit() {
     let a = vec![0f32; 64];
     let b = vec![0f32; 64];
