@@ -17,7 +17,7 @@
 //! this is the only way to learn where it is).
 
 use ggml_type::GgmlType;
-use kernels::attn::{self, Start, Variant};
+use kernels::attn::{self, Right, Start, Variant};
 use kernels::matmul::QuantizedActs;
 #[cfg(target_arch = "x86_64")]
 use kernels::packed::matmul_packed_with;
@@ -283,6 +283,8 @@ pub struct LaneCase {
     a_row: usize,
     a_k: usize,
     b: Vec<f32>,
+    /// The right side as f16 bytes (rows of `nq`), for the cases that read it so.
+    b16: Vec<u8>,
     scale: Vec<f32>,
     /// What the kernel writes: a product's output, or a softmax's scores, maxima, sums and
     /// corrections one after another (the script copies back one range).
@@ -295,6 +297,8 @@ enum LaneOp {
     /// A product from zero (`out` starts as NaN) or scaling `out` first, by lane or by row.
     Products {
         scaled: Scaled,
+        /// The right side read as f16 (as decoding reads the KV cache).
+        f16: bool,
     },
     Softmax,
 }
@@ -306,7 +310,14 @@ enum Scaled {
     Rows,
 }
 
-const SCALED: [Scaled; 3] = [Scaled::No, Scaled::Lanes, Scaled::Rows];
+/// The kinds of product per shape: each start with an f32 right side, then scaled by row
+/// with an f16 one.
+const PRODUCT_KINDS: [(Scaled, bool); 4] = [
+    (Scaled::No, false),
+    (Scaled::Lanes, false),
+    (Scaled::Rows, false),
+    (Scaled::Rows, true),
+];
 
 /// The lane variants under test: the SIMD ones this build has.
 fn lane_variants() -> Vec<Variant> {
@@ -330,13 +341,13 @@ const LANE_SHAPES: [(usize, usize, usize, bool); 4] = [
 /// Keys per softmax case.
 const SOFTMAX_KEYS: [usize; 2] = [7, 64];
 
-/// Every lane case as (variant, index among its kinds: products from zero, scaled by lane and
-/// by row for each shape, then softmax blocks). Softmax only for AVX2: the AVX-512 variant runs the same
-/// 256-bit softmax.
+/// Every lane case as (variant, index among its kinds: the [`PRODUCT_KINDS`] of each shape,
+/// then softmax blocks). Softmax only for AVX2: the AVX-512 variant runs the same 256-bit
+/// softmax.
 fn lane_cases() -> Vec<(Variant, usize)> {
     let mut cases = Vec::new();
     for v in lane_variants() {
-        let kinds = LANE_SHAPES.len() * SCALED.len()
+        let kinds = LANE_SHAPES.len() * PRODUCT_KINDS.len()
             + if v == Variant::Avx2 {
                 SOFTMAX_KEYS.len()
             } else {
@@ -345,6 +356,14 @@ fn lane_cases() -> Vec<(Variant, usize)> {
         cases.extend((0..kinds).map(|i| (v, i)));
     }
     cases
+}
+
+fn right<'a>(f16: bool, b: &'a [f32], b16: &'a [u8], nq: usize) -> Right<'a> {
+    if f16 {
+        Right::F16 { bytes: b16, ld: nq }
+    } else {
+        Right::F32(b)
+    }
 }
 
 fn start(scaled: Scaled, scale: &[f32]) -> Start<'_> {
@@ -368,12 +387,18 @@ fn build_lane_case(index: usize, tag: usize) -> Option<LaneCase> {
     let mut rng = Lcg(0x2545_F491_4F6C_DD1D ^ i as u64);
     let mut random =
         |n: usize, lo: f32, hi: f32| -> Vec<f32> { (0..n).map(|_| rng.range(lo, hi)).collect() };
-    if i < LANE_SHAPES.len() * SCALED.len() {
-        let (rows, nq, depth, transposed) = LANE_SHAPES[i / SCALED.len()];
-        let scaled = SCALED[i % SCALED.len()];
+    if i < LANE_SHAPES.len() * PRODUCT_KINDS.len() {
+        let (rows, nq, depth, transposed) = LANE_SHAPES[i / PRODUCT_KINDS.len()];
+        let (scaled, f16) = PRODUCT_KINDS[i % PRODUCT_KINDS.len()];
         let (a_row, a_k) = if transposed { (1, rows) } else { (depth, 1) };
         let a = random(rows * depth, -1.0, 1.0);
-        let b = random(depth * nq, -1.0, 1.0);
+        let mut b = random(depth * nq, -1.0, 1.0);
+        let mut b16 = Vec::new();
+        if f16 {
+            let halves: Vec<half::f16> = b.iter().map(|&x| half::f16::from_f32(x)).collect();
+            b16 = halves.iter().flat_map(|h| h.to_le_bytes()).collect();
+            b = halves.iter().map(|h| h.to_f32()).collect();
+        }
         let scale = random(nq.max(rows), 0.0, 1.0);
         let out = if scaled == Scaled::No {
             vec![f32::NAN; rows * nq]
@@ -390,13 +415,13 @@ fn build_lane_case(index: usize, tag: usize) -> Option<LaneCase> {
             &a,
             a_row,
             a_k,
-            &b,
+            right(f16, &b, &b16, nq),
             depth,
             start,
         );
         return Some(LaneCase {
             variant,
-            op: LaneOp::Products { scaled },
+            op: LaneOp::Products { scaled, f16 },
             tag,
             rows,
             nq,
@@ -405,12 +430,13 @@ fn build_lane_case(index: usize, tag: usize) -> Option<LaneCase> {
             a_row,
             a_k,
             b,
+            b16,
             scale,
             out,
             want,
         });
     }
-    let n = SOFTMAX_KEYS[i - LANE_SHAPES.len() * SCALED.len()];
+    let n = SOFTMAX_KEYS[i - LANE_SHAPES.len() * PRODUCT_KINDS.len()];
     let nq = 2 * attn::LANES;
     let mut s = random(n * nq, -30.0, 30.0);
     // Lane 0 sees no key; lane 1 every other one.
@@ -441,6 +467,7 @@ fn build_lane_case(index: usize, tag: usize) -> Option<LaneCase> {
         a_row: 0,
         a_k: 0,
         b: Vec::new(),
+        b16: Vec::new(),
         scale: Vec::new(),
         out,
         want,
@@ -464,12 +491,21 @@ fn softmax_parts(buf: &mut [f32], n: usize, nq: usize, v: Variant) {
 /// The CPU runs the case's variant.
 unsafe fn run_lane_case(c: &mut LaneCase) {
     match c.op {
-        LaneOp::Products { scaled } => {
+        LaneOp::Products { scaled, f16 } => {
             let start = start(scaled, &c.scale);
             // SAFETY: the caller's contract; the shapes were built to fit.
             unsafe {
                 attn::lane_products_unchecked(
-                    c.variant, &mut c.out, c.rows, c.nq, &c.a, c.a_row, c.a_k, &c.b, c.depth, start,
+                    c.variant,
+                    &mut c.out,
+                    c.rows,
+                    c.nq,
+                    &c.a,
+                    c.a_row,
+                    c.a_k,
+                    right(f16, &c.b, &c.b16, c.nq),
+                    c.depth,
+                    start,
                 )
             }
         }
@@ -680,13 +716,21 @@ pub unsafe extern "C" fn emu_probe_describe(case: *const Case, buf: *mut c_char,
             "kernel={} format={} tokens={} rows={} cols={}",
             lane_variant_name(c.variant),
             match c.op {
-                LaneOp::Products { scaled: Scaled::No } => "lanes",
+                LaneOp::Products {
+                    scaled: Scaled::No, ..
+                } => "lanes",
                 LaneOp::Products {
                     scaled: Scaled::Lanes,
+                    ..
                 } => "lanes*",
                 LaneOp::Products {
                     scaled: Scaled::Rows,
+                    f16: false,
                 } => "lanes*rows",
+                LaneOp::Products {
+                    scaled: Scaled::Rows,
+                    f16: true,
+                } => "lanes*rows-f16",
                 LaneOp::Softmax => "softmax",
             },
             c.nq,

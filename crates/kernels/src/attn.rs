@@ -37,7 +37,19 @@ pub enum Start<'a> {
     ScaledRows(&'a [f32]),
 }
 
-/// `out[r * nq + i] = start + Σ_k a[r * a_row + k * a_k] · b[k * nq + i]` for every `r < rows`,
+/// The right side of [`lane_products`]: `depth` rows of `nq` lanes, element `i` of row `k`
+/// written `b[k, i]`.
+#[derive(Clone, Copy, Debug)]
+pub enum Right<'a> {
+    /// f32, `b[k, i]` at `[k * nq + i]`.
+    F32(&'a [f32]),
+    /// f16 little-endian bytes, `b[k, i]` at element `k * ld + i` (`ld >= nq`): the KV cache's
+    /// blocks as they lie, converted in the product's loads (exactly, so the result is the
+    /// same as from their f32 copy).
+    F16 { bytes: &'a [u8], ld: usize },
+}
+
+/// `out[r * nq + i] = start + Σ_k a[r * a_row + k * a_k] · b[k, i]` for every `r < rows`,
 /// `k < depth`, `i < nq`: a product whose left side is read with any strides (so keys serve
 /// as rows and values as columns without a copy) and whose right side and result are in
 /// lanes.
@@ -51,7 +63,7 @@ pub fn lane_products(
     a: &[f32],
     a_row: usize,
     a_k: usize,
-    b: &[f32],
+    b: Right,
     depth: usize,
     start: Start,
 ) {
@@ -131,7 +143,7 @@ pub fn lane_products_with(
     a: &[f32],
     a_row: usize,
     a_k: usize,
-    b: &[f32],
+    b: Right,
     depth: usize,
     start: Start,
 ) {
@@ -159,7 +171,7 @@ pub unsafe fn lane_products_unchecked(
     a: &[f32],
     a_row: usize,
     a_k: usize,
-    b: &[f32],
+    b: Right,
     depth: usize,
     start: Start,
 ) {
@@ -167,11 +179,27 @@ pub unsafe fn lane_products_unchecked(
     match variant {
         // SAFETY: the caller's contract.
         Variant::Avx512 => unsafe {
-            x86::products_512(out, rows, nq, a, a_row, a_k, b, depth, start)
+            let bp = x86::RightPtr::of(b, nq);
+            match b {
+                Right::F32(_) => {
+                    x86::products_512::<false>(out, rows, nq, a, a_row, a_k, bp, depth, start)
+                }
+                Right::F16 { .. } => {
+                    x86::products_512::<true>(out, rows, nq, a, a_row, a_k, bp, depth, start)
+                }
+            }
         },
         // SAFETY: the caller's contract.
         Variant::Avx2 => unsafe {
-            x86::products_256(out, rows, nq, a, a_row, a_k, b, depth, start)
+            let bp = x86::RightPtr::of(b, nq);
+            match b {
+                Right::F32(_) => {
+                    x86::products_256::<false>(out, rows, nq, a, a_row, a_k, bp, depth, start)
+                }
+                Right::F16 { .. } => {
+                    x86::products_256::<true>(out, rows, nq, a, a_row, a_k, bp, depth, start)
+                }
+            }
         },
         Variant::Scalar => products_scalar(out, rows, nq, a, a_row, a_k, b, depth, start),
     }
@@ -190,7 +218,7 @@ fn check_products(
     a: &[f32],
     a_row: usize,
     a_k: usize,
-    b: &[f32],
+    b: Right,
     depth: usize,
     start: Start,
 ) {
@@ -199,7 +227,14 @@ fn check_products(
         "{nq} query lanes: not a multiple of {LANES}"
     );
     assert!(out.len() >= rows * nq, "lane products: output too short");
-    assert!(b.len() >= depth * nq, "lane products: right side too short");
+    let right_fits = match b {
+        Right::F32(b) => b.len() >= depth * nq,
+        Right::F16 { bytes, ld } => {
+            assert!(ld >= nq, "lane products: f16 rows of {ld} for {nq} lanes");
+            depth == 0 || 2 * ((depth - 1) * ld + nq) <= bytes.len()
+        }
+    };
+    assert!(right_fits, "lane products: right side too short");
     if rows > 0 && depth > 0 {
         let last = (rows - 1) * a_row + (depth - 1) * a_k;
         assert!(last < a.len(), "lane products: left side too short");
@@ -220,7 +255,7 @@ fn products_scalar(
     a: &[f32],
     a_row: usize,
     a_k: usize,
-    b: &[f32],
+    b: Right,
     depth: usize,
     start: Start,
 ) {
@@ -233,8 +268,15 @@ fn products_scalar(
         }
         for k in 0..depth {
             let ak = a[r * a_row + k * a_k];
-            for (x, bk) in o.iter_mut().zip(&b[k * nq..(k + 1) * nq]) {
-                *x = ak.mul_add(*bk, *x);
+            for (i, x) in o.iter_mut().enumerate() {
+                let bk = match b {
+                    Right::F32(b) => b[k * nq + i],
+                    Right::F16 { bytes, ld } => {
+                        let at = 2 * (k * ld + i);
+                        half::f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
+                    }
+                };
+                *x = ak.mul_add(bk, *x);
             }
         }
     }
@@ -354,7 +396,7 @@ fn softmax_scalar(
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::Start;
-    use crate::simd::x86::exp_ps;
+    use crate::simd::x86::{exp_ps, load_f16x8};
     use std::arch::x86_64::*;
 
     /// Rows per step of the 256-bit product: 6 rows × 2 vectors = 12 accumulators, with the two
@@ -365,36 +407,84 @@ mod x86 {
     const ROWS_512_2: usize = 6;
     const ROWS_512_1: usize = 8;
 
+    /// The right side as the kernels read it: `b[k, i]` at element `k * ld + i` from `p`, f16
+    /// bytes when `F16`, else f32.
+    #[derive(Clone, Copy)]
+    pub(super) struct RightPtr {
+        pub p: *const u8,
+        pub ld: usize,
+    }
+
+    impl RightPtr {
+        pub(super) fn of(b: super::Right, nq: usize) -> RightPtr {
+            match b {
+                super::Right::F32(b) => RightPtr {
+                    p: b.as_ptr().cast(),
+                    ld: nq,
+                },
+                super::Right::F16 { bytes, ld } => RightPtr {
+                    p: bytes.as_ptr(),
+                    ld,
+                },
+            }
+        }
+
+        /// Eight lanes `b[k, i..i + 8]`.
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn load8<const F16: bool>(self, k: usize, i: usize) -> __m256 {
+            let at = k * self.ld + i;
+            if F16 {
+                load_f16x8(self.p.add(2 * at))
+            } else {
+                _mm256_loadu_ps(self.p.cast::<f32>().add(at))
+            }
+        }
+
+        /// Sixteen lanes `b[k, i..i + 16]`.
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+        unsafe fn load16<const F16: bool>(self, k: usize, i: usize) -> __m512 {
+            let at = k * self.ld + i;
+            if F16 {
+                _mm512_cvtph_ps(_mm256_loadu_si256(self.p.add(2 * at).cast()))
+            } else {
+                _mm512_loadu_ps(self.p.cast::<f32>().add(at))
+            }
+        }
+    }
+
     /// # Safety
-    /// AVX2, FMA and F16C; the shapes as checked by `check_products`.
+    /// AVX2, FMA and F16C; the shapes as checked by `check_products`, `b` pointing into the
+    /// right side they checked (f16 when `F16`).
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn products_256(
+    pub(super) unsafe fn products_256<const F16: bool>(
         out: &mut [f32],
         rows: usize,
         nq: usize,
         a: &[f32],
         a_row: usize,
         a_k: usize,
-        b: &[f32],
+        b: RightPtr,
         depth: usize,
         start: Start,
     ) {
-        let (op, ap, bp) = (out.as_mut_ptr(), a.as_ptr(), b.as_ptr());
+        let (op, ap) = (out.as_mut_ptr(), a.as_ptr());
         for l in (0..nq).step_by(16) {
             let mut r = 0;
             while r + ROWS_256 <= rows {
-                block_256::<ROWS_256>(op, nq, ap, a_row, a_k, bp, depth, start, r, l);
+                block_256::<ROWS_256, F16>(op, nq, ap, a_row, a_k, b, depth, start, r, l);
                 r += ROWS_256;
             }
             // The rest in one block (a decoding token's few queries are all of the rows).
             match rows - r {
                 0 => {}
-                1 => block_256::<1>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
-                2 => block_256::<2>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
-                3 => block_256::<3>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
-                4 => block_256::<4>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
-                _ => block_256::<5>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
+                1 => block_256::<1, F16>(op, nq, ap, a_row, a_k, b, depth, start, r, l),
+                2 => block_256::<2, F16>(op, nq, ap, a_row, a_k, b, depth, start, r, l),
+                3 => block_256::<3, F16>(op, nq, ap, a_row, a_k, b, depth, start, r, l),
+                4 => block_256::<4, F16>(op, nq, ap, a_row, a_k, b, depth, start, r, l),
+                _ => block_256::<5, F16>(op, nq, ap, a_row, a_k, b, depth, start, r, l),
             }
         }
     }
@@ -403,13 +493,13 @@ mod x86 {
     #[allow(clippy::too_many_arguments)]
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn block_256<const R: usize>(
+    unsafe fn block_256<const R: usize, const F16: bool>(
         op: *mut f32,
         nq: usize,
         ap: *const f32,
         a_row: usize,
         a_k: usize,
-        bp: *const f32,
+        b: RightPtr,
         depth: usize,
         start: Start,
         r0: usize,
@@ -439,13 +529,12 @@ mod x86 {
             }
         }
         for k in 0..depth {
-            let bk = bp.add(k * nq + l);
-            let b = [_mm256_loadu_ps(bk), _mm256_loadu_ps(bk.add(8))];
+            let bv = [b.load8::<F16>(k, l), b.load8::<F16>(k, l + 8)];
             let ak = ap.add(r0 * a_row + k * a_k);
             for (r, ar) in acc.iter_mut().enumerate() {
                 let x = _mm256_broadcast_ss(&*ak.add(r * a_row));
-                ar[0] = _mm256_fmadd_ps(x, b[0], ar[0]);
-                ar[1] = _mm256_fmadd_ps(x, b[1], ar[1]);
+                ar[0] = _mm256_fmadd_ps(x, bv[0], ar[0]);
+                ar[1] = _mm256_fmadd_ps(x, bv[1], ar[1]);
             }
         }
         for (r, ar) in acc.iter().enumerate() {
@@ -456,53 +545,54 @@ mod x86 {
     }
 
     /// # Safety
-    /// AVX2, FMA, F16C and AVX-512 F/BW/VL; the shapes as checked by `check_products`.
+    /// AVX2, FMA, F16C and AVX-512 F/BW/VL; the shapes as checked by `check_products`, `b`
+    /// pointing into the right side they checked (f16 when `F16`).
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
-    pub(super) unsafe fn products_512(
+    pub(super) unsafe fn products_512<const F16: bool>(
         out: &mut [f32],
         rows: usize,
         nq: usize,
         a: &[f32],
         a_row: usize,
         a_k: usize,
-        b: &[f32],
+        b: RightPtr,
         depth: usize,
         start: Start,
     ) {
-        let (op, ap, bp) = (out.as_mut_ptr(), a.as_ptr(), b.as_ptr());
+        let (op, ap) = (out.as_mut_ptr(), a.as_ptr());
         let mut l = 0;
         while l < nq {
             if l + 32 <= nq {
                 let mut r = 0;
                 while r + ROWS_512_2 <= rows {
-                    block_512::<ROWS_512_2, 2>(op, nq, ap, a_row, a_k, bp, depth, start, r, l);
+                    block_512::<ROWS_512_2, 2, F16>(op, nq, ap, a_row, a_k, b, depth, start, r, l);
                     r += ROWS_512_2;
                 }
                 match rows - r {
                     0 => {}
-                    1 => block_512::<1, 2>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
-                    2 => block_512::<2, 2>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
-                    3 => block_512::<3, 2>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
-                    4 => block_512::<4, 2>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
-                    _ => block_512::<5, 2>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
+                    1 => block_512::<1, 2, F16>(op, nq, ap, a_row, a_k, b, depth, start, r, l),
+                    2 => block_512::<2, 2, F16>(op, nq, ap, a_row, a_k, b, depth, start, r, l),
+                    3 => block_512::<3, 2, F16>(op, nq, ap, a_row, a_k, b, depth, start, r, l),
+                    4 => block_512::<4, 2, F16>(op, nq, ap, a_row, a_k, b, depth, start, r, l),
+                    _ => block_512::<5, 2, F16>(op, nq, ap, a_row, a_k, b, depth, start, r, l),
                 }
                 l += 32;
             } else {
                 let mut r = 0;
                 while r + ROWS_512_1 <= rows {
-                    block_512::<ROWS_512_1, 1>(op, nq, ap, a_row, a_k, bp, depth, start, r, l);
+                    block_512::<ROWS_512_1, 1, F16>(op, nq, ap, a_row, a_k, b, depth, start, r, l);
                     r += ROWS_512_1;
                 }
                 match rows - r {
                     0 => {}
-                    1 => block_512::<1, 1>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
-                    2 => block_512::<2, 1>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
-                    3 => block_512::<3, 1>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
-                    4 => block_512::<4, 1>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
-                    5 => block_512::<5, 1>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
-                    6 => block_512::<6, 1>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
-                    _ => block_512::<7, 1>(op, nq, ap, a_row, a_k, bp, depth, start, r, l),
+                    1 => block_512::<1, 1, F16>(op, nq, ap, a_row, a_k, b, depth, start, r, l),
+                    2 => block_512::<2, 1, F16>(op, nq, ap, a_row, a_k, b, depth, start, r, l),
+                    3 => block_512::<3, 1, F16>(op, nq, ap, a_row, a_k, b, depth, start, r, l),
+                    4 => block_512::<4, 1, F16>(op, nq, ap, a_row, a_k, b, depth, start, r, l),
+                    5 => block_512::<5, 1, F16>(op, nq, ap, a_row, a_k, b, depth, start, r, l),
+                    6 => block_512::<6, 1, F16>(op, nq, ap, a_row, a_k, b, depth, start, r, l),
+                    _ => block_512::<7, 1, F16>(op, nq, ap, a_row, a_k, b, depth, start, r, l),
                 }
                 l += 16;
             }
@@ -513,13 +603,13 @@ mod x86 {
     #[allow(clippy::too_many_arguments)]
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
-    unsafe fn block_512<const R: usize, const V: usize>(
+    unsafe fn block_512<const R: usize, const V: usize, const F16: bool>(
         op: *mut f32,
         nq: usize,
         ap: *const f32,
         a_row: usize,
         a_k: usize,
-        bp: *const f32,
+        b: RightPtr,
         depth: usize,
         start: Start,
         r0: usize,
@@ -551,16 +641,15 @@ mod x86 {
             }
         }
         for k in 0..depth {
-            let bk = bp.add(k * nq + l);
-            let mut b = [_mm512_setzero_ps(); V];
-            for (v, x) in b.iter_mut().enumerate() {
-                *x = _mm512_loadu_ps(bk.add(16 * v));
+            let mut bv = [_mm512_setzero_ps(); V];
+            for (v, x) in bv.iter_mut().enumerate() {
+                *x = b.load16::<F16>(k, l + 16 * v);
             }
             let ak = ap.add(r0 * a_row + k * a_k);
             for (r, ar) in acc.iter_mut().enumerate() {
                 let x = _mm512_set1_ps(*ak.add(r * a_row));
                 for (v, y) in ar.iter_mut().enumerate() {
-                    *y = _mm512_fmadd_ps(x, b[v], *y);
+                    *y = _mm512_fmadd_ps(x, bv[v], *y);
                 }
             }
         }

@@ -2,7 +2,7 @@
 //! their scalar references, and a whole tile of attention against attention computed the
 //! plain way.
 
-use kernels::attn::{self, Start, Variant, LANES};
+use kernels::attn::{self, Right, Start, Variant, LANES};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 fn random(rng: &mut StdRng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
@@ -52,18 +52,62 @@ fn lane_products_match_the_reference_for_every_shape() {
                     &a,
                     a_row,
                     a_k,
-                    &b,
+                    Right::F32(&b),
                     depth,
                     start,
                 );
                 for v in Variant::available() {
                     let mut got = before.clone();
+                    let b = Right::F32(&b);
                     attn::lane_products_with(
-                        v, &mut got, rows, nq, &a, a_row, a_k, &b, depth, start,
+                        v, &mut got, rows, nq, &a, a_row, a_k, b, depth, start,
                     );
                     let what = format!("{} rows={rows} nq={nq} depth={depth}", v.name());
                     assert_close(&got, &want, 1e-5, &what);
                 }
+            }
+        }
+    }
+}
+
+/// An f16 right side read in place (rows of `ld >= nq` elements, as the KV cache's blocks lie)
+/// gives bit for bit what its exact f32 copy gives, in every variant.
+#[test]
+fn f16_right_side_equals_its_f32_copy() {
+    let mut rng = StdRng::seed_from_u64(11);
+    for &(rows, nq, depth, ld) in &[
+        (3, 64, 64, 64),
+        (1, 16, 40, 64),
+        (7, 48, 24, 50),
+        (4, 32, 256, 32),
+    ] {
+        let a = random(&mut rng, rows * depth, -1.0, 1.0);
+        let halves: Vec<half::f16> = (0..depth * ld)
+            .map(|_| half::f16::from_f32(rng.gen_range(-1.0..1.0)))
+            .collect();
+        let bytes: Vec<u8> = halves.iter().flat_map(|h| h.to_le_bytes()).collect();
+        let copy: Vec<f32> = (0..depth)
+            .flat_map(|k| halves[k * ld..k * ld + nq].iter().map(|h| h.to_f32()))
+            .collect();
+        let before = random(&mut rng, rows * nq, -1.0, 1.0);
+        let row_scale = random(&mut rng, rows, 0.0, 1.0);
+        for start in [Start::Zero, Start::ScaledRows(&row_scale)] {
+            for v in Variant::available() {
+                let (mut want, mut got) = (before.clone(), before.clone());
+                let b32 = Right::F32(&copy);
+                attn::lane_products_with(v, &mut want, rows, nq, &a, depth, 1, b32, depth, start);
+                let b16 = Right::F16 { bytes: &bytes, ld };
+                attn::lane_products_with(v, &mut got, rows, nq, &a, depth, 1, b16, depth, start);
+                let differs = got
+                    .iter()
+                    .zip(&want)
+                    .position(|(g, w)| g.to_bits() != w.to_bits());
+                assert_eq!(
+                    differs,
+                    None,
+                    "{} rows={rows} nq={nq} depth={depth} ld={ld}",
+                    v.name()
+                );
             }
         }
     }
@@ -76,13 +120,39 @@ fn lane_products_refuse_shapes_that_do_not_fit() {
     let mut out = vec![0f32; 64];
     let bad_lanes = std::panic::catch_unwind(|| {
         let mut out = vec![0f32; 64];
-        attn::lane_products(&mut out, 1, 8, &a, 8, 1, &b, 8, Start::Zero)
+        attn::lane_products(&mut out, 1, 8, &a, 8, 1, Right::F32(&b), 8, Start::Zero)
     });
     assert!(bad_lanes.is_err(), "8 lanes accepted");
-    let short = std::panic::catch_unwind(move || {
-        attn::lane_products(&mut out, 2, 16, &a, 64, 1, &b, 4, Start::Zero)
+    let short = std::panic::catch_unwind(|| {
+        let mut out = vec![0f32; 64];
+        attn::lane_products(&mut out, 2, 16, &a, 64, 1, Right::F32(&b), 4, Start::Zero)
     });
     assert!(short.is_err(), "a left side too short accepted");
+    // f16 rows of 16 lanes at a stride of 20 elements: 4 rows need 2 * (3 * 20 + 16) bytes.
+    let bytes = vec![0u8; 2 * (3 * 20 + 16)];
+    let fits = Right::F16 {
+        bytes: &bytes,
+        ld: 20,
+    };
+    attn::lane_products(&mut out, 1, 16, &a, 4, 1, fits, 4, Start::Zero);
+    let short_f16 = std::panic::catch_unwind(|| {
+        let mut out = vec![0f32; 64];
+        let b = Right::F16 {
+            bytes: &bytes[..bytes.len() - 1],
+            ld: 20,
+        };
+        attn::lane_products(&mut out, 1, 16, &a, 4, 1, b, 4, Start::Zero)
+    });
+    assert!(short_f16.is_err(), "f16 rows too short accepted");
+    let narrow = std::panic::catch_unwind(|| {
+        let mut out = vec![0f32; 64];
+        let b = Right::F16 {
+            bytes: &bytes,
+            ld: 8,
+        };
+        attn::lane_products(&mut out, 1, 16, &a, 4, 1, b, 4, Start::Zero)
+    });
+    assert!(narrow.is_err(), "f16 rows narrower than the lanes accepted");
 }
 
 #[test]
@@ -178,10 +248,12 @@ fn blocks_of_keys_compose_into_attention() {
             let m = (n - p0).min(block);
             let keys = &k[p0 * d..(p0 + m) * d];
             let values = &v[p0 * d..(p0 + m) * d];
-            attn::lane_products_with(variant, &mut s, m, nq, keys, d, 1, &qt, d, Start::Zero);
+            let qt = Right::F32(&qt);
+            attn::lane_products_with(variant, &mut s, m, nq, keys, d, 1, qt, d, Start::Zero);
             attn::softmax_block_with(variant, &mut s, m, nq, &mut max, &mut sum, &mut corr);
             let scaled = Start::Scaled(&corr);
-            attn::lane_products_with(variant, &mut acc, d, nq, values, 1, d, &s, m, scaled);
+            let w = Right::F32(&s);
+            attn::lane_products_with(variant, &mut acc, d, nq, values, 1, d, w, m, scaled);
         }
         let mut got = vec![0f32; nq * d];
         for i in 0..nq {

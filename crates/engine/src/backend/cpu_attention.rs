@@ -4,7 +4,7 @@ use super::cpu::host_kv;
 use super::KvStorage;
 use crate::blocks::{AttnParams, AttnShape, SeqPart, MAX_HEAD_DIM};
 use gguf::GgmlType;
-use kernels::attn::{self, Start};
+use kernels::attn::{self, Right, Start};
 use kernels::ops::{self, f16};
 use kernels::par::{par_chunks_mut, par_chunks_mut_on};
 use kernels::pool::ThreadPool;
@@ -739,30 +739,16 @@ fn run_span(job: &Job, scratch: &mut TileScratch, l: &Lanes, g: usize, span: usi
             kernels::simd::prefetch_l2(kv.key_block(job.layer, g, next / KEY_BLOCK));
             kernels::simd::prefetch_l2(&all_values[next * v_row..(next + more) * v_row]);
         }
-        if v_ld == head_dim_v {
-            let v = &all_values[p0 * v_row..(p0 + n) * v_row];
-            f16::to_f32(v, &mut values[..n * head_dim_v]);
-        } else {
-            for j in 0..n {
-                let v = &all_values[(p0 + j) * v_row..][..v_row];
-                f16::to_f32(v, &mut values[j * v_ld..j * v_ld + head_dim_v]);
-            }
-        }
-        // The block's keys transposed as the cache holds them (`keys[c * nk + j]`), in lanes
-        // of whole vectors: lanes n..nk hold keys not stored yet (zeros, or an earlier
-        // sequence's), whose scores are never read.
         let nk = n.next_multiple_of(attn::LANES);
         let block_keys = kv.key_block(job.layer, g, p0 / KEY_BLOCK);
-        if nk == KEY_BLOCK {
-            f16::to_f32(block_keys, &mut keys[..head_dim * KEY_BLOCK]);
-        } else {
-            let row = KEY_BLOCK * ELEM;
-            for c in 0..head_dim {
-                let from = &block_keys[c * row..][..nk * ELEM];
-                f16::to_f32(from, &mut keys[c * nk..(c + 1) * nk]);
-            }
-        }
         if keys_in_lanes {
+            // The block's keys as the cache holds them (`[c * KEY_BLOCK + j]`), read in place,
+            // in lanes of whole vectors: lanes n..nk hold keys not stored yet (zeros, or an
+            // earlier sequence's), whose scores are never read.
+            let keys = Right::F16 {
+                bytes: block_keys,
+                ld: KEY_BLOCK,
+            };
             let s_by_query = &mut s_by_query[..lanes * nk];
             attn::lane_products(
                 s_by_query,
@@ -781,7 +767,17 @@ fn run_span(job: &Job, scratch: &mut TileScratch, l: &Lanes, g: usize, span: usi
                 }
             }
         } else {
-            attn::lane_products(s, n, nq, keys, 1, nk, qt, head_dim, Start::Zero);
+            // The same transposed block in f32 (`keys[c * nk + j]`), read as rows with strides.
+            if nk == KEY_BLOCK {
+                f16::to_f32(block_keys, &mut keys[..head_dim * KEY_BLOCK]);
+            } else {
+                let row = KEY_BLOCK * ELEM;
+                for c in 0..head_dim {
+                    let from = &block_keys[c * row..][..nk * ELEM];
+                    f16::to_f32(from, &mut keys[c * nk..(c + 1) * nk]);
+                }
+            }
+            attn::lane_products(s, n, nq, keys, 1, nk, Right::F32(qt), head_dim, Start::Zero);
         }
         if let Some(cap) = job.p.softcap {
             ops::softcap_inplace(&mut s[..n * nq], cap);
@@ -794,12 +790,33 @@ fn run_span(job: &Job, scratch: &mut TileScratch, l: &Lanes, g: usize, span: usi
             }
         }
         attn::softmax_block(s, n, nq, max, sum, corr);
-        if keys_in_lanes {
+        let block_values = &all_values[p0 * v_row..(p0 + n) * v_row];
+        if keys_in_lanes && dv_lanes == head_dim_v {
+            // Value rows in lanes as the cache holds them, read in place.
+            let values = Right::F16 {
+                bytes: block_values,
+                ld: head_dim_v,
+            };
             let scaled = Start::ScaledRows(corr);
             attn::lane_products(acc, lanes, dv_lanes, s, 1, nq, values, n, scaled);
         } else {
-            let scaled = Start::Scaled(corr);
-            attn::lane_products(acc, head_dim_v, nq, values, 1, head_dim_v, s, n, scaled);
+            if v_ld == head_dim_v {
+                f16::to_f32(block_values, &mut values[..n * head_dim_v]);
+            } else {
+                for j in 0..n {
+                    let v = &block_values[j * v_row..][..v_row];
+                    f16::to_f32(v, &mut values[j * v_ld..j * v_ld + head_dim_v]);
+                }
+            }
+            if keys_in_lanes {
+                let scaled = Start::ScaledRows(corr);
+                let values = Right::F32(values);
+                attn::lane_products(acc, lanes, dv_lanes, s, 1, nq, values, n, scaled);
+            } else {
+                let scaled = Start::Scaled(corr);
+                let s = Right::F32(s);
+                attn::lane_products(acc, head_dim_v, nq, values, 1, head_dim_v, s, n, scaled);
+            }
         }
         p0 += n;
     }
