@@ -530,13 +530,7 @@ pub mod f16 {
             }
             j += 8 * width;
         }
-        let tail = acc.len() - n8;
-        if tail > 0 {
-            for (p, &wp) in w.iter().enumerate() {
-                let start = p * stride + 2 * n8;
-                axpy_scalar(&mut acc[n8..], wp, &rows[start..start + 2 * tail]);
-            }
-        }
+        weighted_sum_columns_from(n8, acc, w, rows, stride);
     }
 
     /// [`weighted_sum_avx2`] in NEON vectors of 4: column chunks of up to 64 in 16
@@ -575,11 +569,22 @@ pub mod f16 {
             }
             j += 8 * width;
         }
-        let tail = acc.len() - n8;
-        if tail > 0 {
+        weighted_sum_columns_from(n8, acc, w, rows, stride);
+    }
+
+    /// [`weighted_sum_scalar`] of the columns `from..` only (the SIMD kernels' tail).
+    fn weighted_sum_columns_from(
+        from: usize,
+        acc: &mut [f32],
+        w: &[f32],
+        rows: &[u8],
+        stride: usize,
+    ) {
+        let width = acc.len() - from;
+        if width > 0 {
             for (p, &wp) in w.iter().enumerate() {
-                let start = p * stride + 2 * n8;
-                axpy_scalar(&mut acc[n8..], wp, &rows[start..start + 2 * tail]);
+                let start = p * stride + 2 * from;
+                axpy_scalar(&mut acc[from..], wp, &rows[start..start + 2 * width]);
             }
         }
     }
