@@ -80,10 +80,20 @@ impl HostKv {
 
     /// Stores rows of keys and values (f32, converted to f16; per position, every KV head's
     /// row one after another) starting at position `pos`.
+    ///
+    /// Panics if the rows run past the cache's `n_ctx` positions.
     pub fn store(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
         let (n_ctx, n_head_kv) = (self.n_ctx, self.n_head_kv);
         let (head_dim, head_dim_v) = (self.head_dim, self.head_dim_v);
         let key_blocks = self.key_blocks();
+        // Past n_ctx a row would land in the next head's positions (the caller checks the
+        // context first; this keeps a mistake from corrupting the cache silently).
+        let n_rows = k.len() / (n_head_kv * head_dim).max(1);
+        assert!(
+            pos + n_rows <= n_ctx,
+            "KV positions {pos}..{} past the cache's {n_ctx}",
+            pos + n_rows
+        );
         let l = &mut self.layers[layer];
         let mut half = [0u8; 2 * MAX_HEAD_DIM];
         let half = &mut half[..head_dim * ELEM];
@@ -1014,6 +1024,15 @@ mod tests {
             head_dim,
             head_dim_v,
         }
+    }
+
+    #[test]
+    fn rows_past_the_context_are_refused() {
+        let mut kv = HostKv::new(1, 10, 2, (4, 4));
+        let rows = vec![0.5f32; 2 * 2 * 4];
+        kv.store(0, 8, &rows, &rows);
+        let past = std::panic::catch_unwind(move || kv.store(0, 9, &rows, &rows));
+        assert!(past.is_err(), "positions 9..11 stored in a cache of 10");
     }
 
     #[test]
