@@ -205,6 +205,16 @@ impl Job<'_, '_> {
     }
 }
 
+/// A query as both paths take it: rounded to f16 like the cached keys (as llama.cpp's flash
+/// attention does), then scaled.
+fn scaled_query(q: &[f32], scale: f32, out: &mut [f32]) {
+    let mut half = [0u8; 2 * MAX_HEAD_DIM];
+    let half = &mut half[..2 * q.len()];
+    f16::from_f32(q, half);
+    f16::to_f32(half, out);
+    out.iter_mut().for_each(|x| *x *= scale);
+}
+
 /// Parallel over (token, head) pairs, with an online softmax over tiles of positions.
 fn per_query(pool: &ThreadPool, job: &Job, out: &mut [f32]) {
     let AttnShape {
@@ -223,14 +233,9 @@ fn per_query(pool: &ThreadPool, job: &Job, out: &mut [f32]) {
         let (first, last) = job.key_range(t);
         let kv = host_kv(job.seqs[job.token_seq[t].0].kv);
         let values = kv.values(job.layer, g, last + 1);
-        // The query rounded to f16 like the cached keys (as llama.cpp's flash attention
-        // does), then scaled: as the tiled path takes it.
-        let mut qh = [0u8; 2 * MAX_HEAD_DIM];
         let mut qs = [0f32; MAX_HEAD_DIM];
-        let (qh, qs) = (&mut qh[..2 * head_dim], &mut qs[..head_dim]);
-        f16::from_f32(&job.q[(t * n_head + h) * head_dim..][..head_dim], qh);
-        f16::to_f32(qh, qs);
-        qs.iter_mut().for_each(|x| *x *= scale);
+        let qs = &mut qs[..head_dim];
+        scaled_query(&job.q[(t * n_head + h) * head_dim..][..head_dim], scale, qs);
         // Online softmax over tiles of positions (within blocks of the key cache): scores of a
         // tile, one rescale of the accumulator when the running max grows, then the tile's
         // values in one pass. A sink starts the softmax as a logit with no value.
@@ -662,17 +667,18 @@ fn prepare(
     let qt = resized(&mut scratch.qt, head_dim * nq, 0.0);
     let range = &mut scratch.range;
     range.clear();
-    let mut qh = [0u8; 2 * MAX_HEAD_DIM];
-    let mut qr = [0f32; MAX_HEAD_DIM];
-    let (qh, qr) = (&mut qh[..2 * head_dim], &mut qr[..head_dim]);
+    let mut qs = [0f32; MAX_HEAD_DIM];
+    let qs = &mut qs[..head_dim];
     for i in 0..lanes {
         let t = tokens.start + i / group;
         let h = g * group + i % group;
-        // Rounded to f16 as the per-query path's queries are, then scaled.
-        f16::from_f32(&job.q[(t * n_head + h) * head_dim..][..head_dim], qh);
-        f16::to_f32(qh, qr);
-        for (c, x) in qr.iter().enumerate() {
-            qt[c * q_elem + i * q_lane] = x * job.p.scale;
+        scaled_query(
+            &job.q[(t * n_head + h) * head_dim..][..head_dim],
+            job.p.scale,
+            qs,
+        );
+        for (c, x) in qs.iter().enumerate() {
+            qt[c * q_elem + i * q_lane] = *x;
         }
         range.push(job.key_range(t));
     }
@@ -809,24 +815,20 @@ fn run_span(job: &Job, scratch: &mut TileScratch, l: &Lanes, g: usize, span: usi
             };
             let scaled = Start::ScaledRows(corr);
             attn::lane_products(acc, lanes, dv_lanes, s, 1, nq, values, n, scaled);
+        } else if keys_in_lanes {
+            // Value rows narrower than their lanes: copied into rows of `dv_lanes`.
+            for j in 0..n {
+                let v = &block_values[j * v_row..][..v_row];
+                f16::to_f32(v, &mut values[j * v_ld..j * v_ld + head_dim_v]);
+            }
+            let scaled = Start::ScaledRows(corr);
+            let values = Right::F32(values);
+            attn::lane_products(acc, lanes, dv_lanes, s, 1, nq, values, n, scaled);
         } else {
-            if v_ld == head_dim_v {
-                f16::to_f32(block_values, &mut values[..n * head_dim_v]);
-            } else {
-                for j in 0..n {
-                    let v = &block_values[j * v_row..][..v_row];
-                    f16::to_f32(v, &mut values[j * v_ld..j * v_ld + head_dim_v]);
-                }
-            }
-            if keys_in_lanes {
-                let scaled = Start::ScaledRows(corr);
-                let values = Right::F32(values);
-                attn::lane_products(acc, lanes, dv_lanes, s, 1, nq, values, n, scaled);
-            } else {
-                let scaled = Start::Scaled(corr);
-                let s = Right::F32(s);
-                attn::lane_products(acc, head_dim_v, nq, values, 1, head_dim_v, s, n, scaled);
-            }
+            f16::to_f32(block_values, &mut values[..n * head_dim_v]);
+            let scaled = Start::Scaled(corr);
+            let s = Right::F32(s);
+            attn::lane_products(acc, head_dim_v, nq, values, 1, head_dim_v, s, n, scaled);
         }
         p0 += n;
     }
