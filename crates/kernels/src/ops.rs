@@ -530,7 +530,8 @@ pub mod f16 {
             }
             j += 8 * width;
         }
-        weighted_sum_columns_from(n8, acc, w, rows, stride);
+        // The columns past the last whole vector.
+        weighted_sum_scalar(&mut acc[n8..], w, &rows[2 * n8..], stride);
     }
 
     /// [`weighted_sum_avx2`] in NEON vectors of 4: column chunks of up to 64 in 16
@@ -569,24 +570,8 @@ pub mod f16 {
             }
             j += 8 * width;
         }
-        weighted_sum_columns_from(n8, acc, w, rows, stride);
-    }
-
-    /// [`weighted_sum_scalar`] of the columns `from..` only (the SIMD kernels' tail).
-    fn weighted_sum_columns_from(
-        from: usize,
-        acc: &mut [f32],
-        w: &[f32],
-        rows: &[u8],
-        stride: usize,
-    ) {
-        let width = acc.len() - from;
-        if width > 0 {
-            for (p, &wp) in w.iter().enumerate() {
-                let start = p * stride + 2 * from;
-                axpy_scalar(&mut acc[from..], wp, &rows[start..start + 2 * width]);
-            }
-        }
+        // The columns past the last whole vector.
+        weighted_sum_scalar(&mut acc[n8..], w, &rows[2 * n8..], stride);
     }
 
     pub fn axpy_scalar(y: &mut [f32], a: f32, x: &[u8]) {

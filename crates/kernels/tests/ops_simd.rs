@@ -70,9 +70,14 @@ fn geglu_matches_the_scalar_gelu() {
 #[test]
 fn weighted_sum_of_f16_rows_matches_the_scalar_loop() {
     let mut rng = StdRng::seed_from_u64(3);
-    for (width, n_rows, stride_extra) in
-        [(64, 5, 0), (256, 3, 32), (72, 9, 8), (5, 4, 2), (128, 1, 0)]
-    {
+    for (width, n_rows, stride_extra) in [
+        (64, 5, 0),
+        (256, 3, 32),
+        (72, 9, 8),
+        (5, 4, 2),
+        (128, 1, 0),
+        (77, 3, 6),
+    ] {
         let stride = 2 * width + stride_extra;
         let rows: Vec<u8> = (0..n_rows * stride)
             .flat_map(|_| half::f16::from_f32(rng.gen_range(-1.0f32..1.0)).to_le_bytes())
