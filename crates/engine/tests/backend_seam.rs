@@ -3,7 +3,7 @@
 //! prepare is honoured, and a failure to prepare a weight is a load error naming the tensor.
 
 use engine::backend::{Backend, PreparedWeight, ReadRows, WeightJob};
-use engine::blocks::{ActCache, AttnParams, Norm, SeqPart};
+use engine::blocks::{ActCache, Activation, AttnParams, Norm, SeqPart};
 use engine::kv_cache::KvCache;
 use engine::weights::Mat;
 use engine::{CpuBackend, EngineError, LogitRows, Model, SharedBackend};
@@ -100,8 +100,19 @@ impl Backend for Wrapped {
     fn norm_inplace(&self, norm: &Norm, x: &mut [f32]) {
         self.cpu.norm_inplace(norm, x)
     }
-    fn rope(&self, rope: &Rope, x: &mut [f32], head_dim: usize, pos: usize) {
-        self.cpu.rope(rope, x, head_dim, pos)
+    fn rope(
+        &self,
+        rope: &Rope,
+        q: &mut [f32],
+        k: &mut [f32],
+        n_tokens: usize,
+        head_dim: usize,
+        pos0: usize,
+    ) {
+        self.cpu.rope(rope, q, k, n_tokens, head_dim, pos0)
+    }
+    fn activation(&self, act: Activation, hidden: &mut [f32], up: Option<&[f32]>) {
+        self.cpu.activation(act, hidden, up)
     }
     fn alloc_kv(
         &self,

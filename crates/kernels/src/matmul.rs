@@ -145,6 +145,30 @@ impl QuantizedActs {
     /// n_tokens * cols`, `cols` is not a whole number of `act_ty` blocks, or `act_ty` has no
     /// kernels.
     pub fn quantize(&mut self, act_ty: GgmlType, x: &[f32], n_tokens: usize, cols: usize) {
+        self.quantize_with(None, act_ty, x, n_tokens, cols);
+    }
+
+    /// [`QuantizedActs::quantize`] with the rows spread over `pool` where there are enough of
+    /// them (a prompt's); each row is quantized as it would be alone, so the bytes are the same.
+    pub fn quantize_on(
+        &mut self,
+        pool: &ThreadPool,
+        act_ty: GgmlType,
+        x: &[f32],
+        n_tokens: usize,
+        cols: usize,
+    ) {
+        self.quantize_with(Some(pool), act_ty, x, n_tokens, cols);
+    }
+
+    fn quantize_with(
+        &mut self,
+        pool: Option<&ThreadPool>,
+        act_ty: GgmlType,
+        x: &[f32],
+        n_tokens: usize,
+        cols: usize,
+    ) {
         let f = kernels_of(act_ty);
         assert_eq!(
             x.len(),
@@ -161,27 +185,60 @@ impl QuantizedActs {
         if self.buf.len() < need {
             self.buf.resize(need, 0);
         }
-        if row_bytes > 0 {
-            for (src, dst) in x
-                .chunks_exact(cols)
-                .zip(self.buf.chunks_exact_mut(row_bytes))
-            {
-                f.quantize_row_fast(src, dst);
-            }
-        }
+        // Q8_0 and Q8_1 keep `(d, s)` per block beside the bytes.
+        let with_aux = matches!(act_ty, GgmlType::Q8_0 | GgmlType::Q8_1);
+        let aux_row = if with_aux {
+            2 * (cols / act_ty.block_size())
+        } else {
+            0
+        };
         let mut aux = std::mem::take(&mut self.aux);
         aux.clear();
-        if matches!(act_ty, GgmlType::Q8_0 | GgmlType::Q8_1) && row_bytes > 0 {
-            let block = act_ty.block_bytes();
-            for b in self.buf[..need].chunks_exact(block) {
-                let d = crate::quant::f16_to_f32([b[0], b[1]]);
-                let s = if act_ty == GgmlType::Q8_1 {
-                    crate::quant::f16_to_f32([b[2], b[3]])
-                } else {
-                    d * b[2..].iter().map(|&q| q as i8 as i32).sum::<i32>() as f32
-                };
-                aux.extend_from_slice(&[d, s]);
+        aux.resize(aux_row * n_tokens, 0.0);
+        let block = act_ty.block_bytes();
+        let rows = |x: &[f32], bytes: &mut [u8], aux: &mut [f32]| {
+            for (r, (src, dst)) in x
+                .chunks_exact(cols)
+                .zip(bytes.chunks_exact_mut(row_bytes))
+                .enumerate()
+            {
+                f.quantize_row_fast(src, dst);
+                if with_aux {
+                    let aux = &mut aux[r * aux_row..(r + 1) * aux_row];
+                    for (b, ds) in dst.chunks_exact(block).zip(aux.chunks_exact_mut(2)) {
+                        let d = crate::quant::f16_to_f32([b[0], b[1]]);
+                        ds[0] = d;
+                        ds[1] = if act_ty == GgmlType::Q8_1 {
+                            crate::quant::f16_to_f32([b[2], b[3]])
+                        } else {
+                            d * b[2..].iter().map(|&q| q as i8 as i32).sum::<i32>() as f32
+                        };
+                    }
+                }
             }
+        };
+        let bytes = &mut self.buf[..need];
+        let chunk = pool.and_then(|p| crate::par::rows_per_chunk(p, n_tokens, cols));
+        match (pool, chunk) {
+            (Some(pool), Some(per)) if row_bytes > 0 => {
+                let x_chunk = per * cols;
+                if with_aux {
+                    crate::par::par_zip_chunks_mut(
+                        pool,
+                        bytes,
+                        per * row_bytes,
+                        &mut aux,
+                        per * aux_row,
+                        &|i, b, a| rows(&x[i * x_chunk..][..b.len() / row_bytes * cols], b, a),
+                    );
+                } else {
+                    crate::par::par_chunks_mut(pool, bytes, per * row_bytes, &|i, b| {
+                        rows(&x[i * x_chunk..][..b.len() / row_bytes * cols], b, &mut [])
+                    });
+                }
+            }
+            _ if row_bytes > 0 => rows(x, bytes, &mut aux),
+            _ => {}
         }
         *self = QuantizedActs {
             ty: act_ty,
@@ -339,6 +396,36 @@ mod tests {
         let m = QMatrix::new(GgmlType::Q4_0, 3, 64, &data).unwrap();
         assert_eq!(m.row_bytes(), 36);
         assert_eq!(m.row(2).len(), 36);
+    }
+
+    /// A prompt's rows quantized on a pool: the same bytes and block sums as on one thread,
+    /// for every activation format with its own row layout.
+    #[test]
+    fn acts_quantized_on_a_pool_equal_one_thread() {
+        let pool = ThreadPool::new(3);
+        let (n_tokens, cols) = (37, 512);
+        let x: Vec<f32> = (0..n_tokens * cols)
+            .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
+            .collect();
+        assert!(crate::par::rows_per_chunk(&pool, n_tokens, cols).is_some());
+        for ty in [
+            GgmlType::Q8_0,
+            GgmlType::Q8_1,
+            GgmlType::Q8_K,
+            GgmlType::F16,
+        ] {
+            let (mut one, mut many) = (QuantizedActs::new(), QuantizedActs::new());
+            one.quantize(ty, &x, n_tokens, cols);
+            many.quantize_on(&pool, ty, &x, n_tokens, cols);
+            let need = one.row_bytes * n_tokens;
+            assert!(need > 0, "{ty}");
+            assert_eq!(one.buf[..need], many.buf[..need], "{ty} bytes");
+            assert_eq!(one.aux, many.aux, "{ty} block sums");
+            assert_eq!(
+                one.aux.is_empty(),
+                !matches!(ty, GgmlType::Q8_0 | GgmlType::Q8_1)
+            );
+        }
     }
 
     #[test]

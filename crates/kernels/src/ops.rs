@@ -93,22 +93,40 @@ impl Rope {
 
     /// Rotates every head in `x` (`n_heads` consecutive heads of `head_dim`) for position `pos`.
     pub fn apply(&self, x: &mut [f32], head_dim: usize, pos: usize) {
+        self.apply_qk(x, &mut [], head_dim, pos);
+    }
+
+    /// Rotates every head of one token's queries `q` and keys `k` for position `pos`: the same
+    /// angles for all of them, so each sine and cosine is computed once (a head's rotation is
+    /// the same as [`Rope::apply`]'s).
+    pub fn apply_qk(&self, q: &mut [f32], k: &mut [f32], head_dim: usize, pos: usize) {
+        // Angles a batch at a time, on the stack: a decode step allocates nothing.
+        const BATCH: usize = 64;
         let half = self.freqs.len();
-        let rope_dims = half * 2;
+        debug_assert!(2 * half <= head_dim);
         let p = pos as f32;
-        for head in x.chunks_exact_mut(head_dim) {
-            for (i, &f) in self.freqs.iter().enumerate() {
-                let theta = p * f;
-                let (sin, cos) = theta.sin_cos();
-                let (sin, cos) = (sin * self.mscale, cos * self.mscale);
-                let (a, b) = match self.style {
-                    RopeStyle::Normal => (2 * i, 2 * i + 1),
-                    RopeStyle::Neox => (i, i + half),
-                };
-                debug_assert!(b < rope_dims);
-                let (x0, x1) = (head[a], head[b]);
-                head[a] = x0 * cos - x1 * sin;
-                head[b] = x0 * sin + x1 * cos;
+        let (mut sin, mut cos) = ([0f32; BATCH], [0f32; BATCH]);
+        for first in (0..half).step_by(BATCH) {
+            let freqs = &self.freqs[first..(first + BATCH).min(half)];
+            for (i, &f) in freqs.iter().enumerate() {
+                let (s, c) = (p * f).sin_cos();
+                (sin[i], cos[i]) = (s * self.mscale, c * self.mscale);
+            }
+            let n = freqs.len();
+            let heads = q
+                .chunks_exact_mut(head_dim)
+                .chain(k.chunks_exact_mut(head_dim));
+            for head in heads {
+                for (j, (&sin, &cos)) in sin[..n].iter().zip(&cos[..n]).enumerate() {
+                    let i = first + j;
+                    let (a, b) = match self.style {
+                        RopeStyle::Normal => (2 * i, 2 * i + 1),
+                        RopeStyle::Neox => (i, i + half),
+                    };
+                    let (x0, x1) = (head[a], head[b]);
+                    head[a] = x0 * cos - x1 * sin;
+                    head[b] = x0 * sin + x1 * cos;
+                }
             }
         }
     }
@@ -346,6 +364,43 @@ mod tests {
         rmsnorm(&x, &w, 0.0, &mut out);
         let rms = (out.iter().map(|v| v * v).sum::<f32>() / 4.0).sqrt();
         assert!((rms - 1.0).abs() < 1e-5);
+    }
+
+    /// Every head of the queries and keys turned pair by pair by its own angle, with the
+    /// angles in more than one of `apply_qk`'s batches and a partial rotation.
+    #[test]
+    fn rope_of_queries_and_keys_matches_each_pair_turned_alone() {
+        for style in [RopeStyle::Normal, RopeStyle::Neox] {
+            let (head_dim, rope_dims) = (320, 288);
+            let freqs = Rope::base_freqs(rope_dims, 10000.0);
+            let rope = Rope::with_freqs(style, freqs.clone(), 1.25);
+            let wave = |n: usize, phase: f32| -> Vec<f32> {
+                (0..n).map(|i| (i as f32 * 0.37 + phase).sin()).collect()
+            };
+            let (mut q, mut k) = (wave(3 * head_dim, 0.1), wave(head_dim, 2.0));
+            let (mut want_q, mut want_k) = (q.clone(), k.clone());
+            let pos = 1234;
+            rope.apply_qk(&mut q, &mut k, head_dim, pos);
+            let half = freqs.len();
+            for head in want_q
+                .chunks_exact_mut(head_dim)
+                .chain(want_k.chunks_exact_mut(head_dim))
+            {
+                for (i, f) in freqs.iter().enumerate() {
+                    let (sin, cos) = (pos as f32 * f).sin_cos();
+                    let (sin, cos) = (sin * 1.25, cos * 1.25);
+                    let (a, b) = match style {
+                        RopeStyle::Normal => (2 * i, 2 * i + 1),
+                        RopeStyle::Neox => (i, i + half),
+                    };
+                    let (x0, x1) = (head[a], head[b]);
+                    head[a] = x0 * cos - x1 * sin;
+                    head[b] = x0 * sin + x1 * cos;
+                }
+            }
+            assert_eq!(q, want_q, "{style:?} queries");
+            assert_eq!(k, want_k, "{style:?} keys");
+        }
     }
 
     #[test]

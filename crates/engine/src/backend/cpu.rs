@@ -3,7 +3,7 @@
 
 use super::cpu_attention::{self, HostKv};
 use super::{Backend, PreparedWeight, ReadRows, WeightJob};
-use crate::blocks::{ActCache, AttnParams, Norm, NormKind, SeqPart};
+use crate::blocks::{ActCache, Activation, AttnParams, Norm, NormKind, SeqPart};
 use crate::kv_cache::KvCache;
 use crate::weights::Mat;
 use gguf::{GgmlType, GgufFile};
@@ -39,6 +39,23 @@ impl CpuBackend {
     /// The pool the products and attention run on.
     pub fn pool(&self) -> &ThreadPool {
         &self.pool
+    }
+
+    /// Calls `f(first_row, rows)` over `x`'s rows of `row_len`: on the pool in pieces of whole
+    /// rows where there are enough (a prompt's), else once on this thread.
+    fn each_row_chunk(
+        &self,
+        x: &mut [f32],
+        row_len: usize,
+        f: &(dyn Fn(usize, &mut [f32]) + Sync),
+    ) {
+        let rows = x.len() / row_len.max(1);
+        match kernels::par::rows_per_chunk(&self.pool, rows, row_len) {
+            Some(per) => {
+                kernels::par::par_chunks_mut(&self.pool, x, per * row_len, &|i, x| f(i * per, x))
+            }
+            None => f(0, x),
+        }
     }
 }
 
@@ -104,7 +121,7 @@ impl Backend for CpuBackend {
         n_tokens: usize,
         out: &mut [f32],
     ) {
-        let qx = acts.get(act_type(w), x, n_tokens, w.cols);
+        let qx = acts.get(&self.pool, act_type(w), x, n_tokens, w.cols);
         match packed(w) {
             Some(p) => kernels::packed::matmul_packed(&self.pool, p, qx, out),
             None => matmul(&self.pool, &w.view(file), qx, out),
@@ -134,7 +151,7 @@ impl Backend for CpuBackend {
             for (m, w) in mats.iter_mut().zip(ws) {
                 *m = packed(w).unwrap_or(first);
             }
-            let qx = acts.get(act_type(ws[0]), x, n_tokens, ws[0].cols);
+            let qx = acts.get(&self.pool, act_type(ws[0]), x, n_tokens, ws[0].cols);
             kernels::packed::matmul_packed_many(&self.pool, &mats[..n], qx, outs);
             return;
         }
@@ -146,32 +163,92 @@ impl Backend for CpuBackend {
     fn norm(&self, norm: &Norm, x: &[f32], out: &mut [f32]) {
         let dim = norm.weight.len();
         let bias = norm.bias.as_deref();
-        for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
-            match norm.kind {
-                NormKind::Rms => ops::rmsnorm(xr, &norm.weight, norm.eps, or),
-                NormKind::Layer => ops::layernorm(xr, &norm.weight, bias, norm.eps, or),
+        self.each_row_chunk(out, dim, &|first_row, out| {
+            let x = &x[first_row * dim..][..out.len()];
+            for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+                match norm.kind {
+                    NormKind::Rms => ops::rmsnorm(xr, &norm.weight, norm.eps, or),
+                    NormKind::Layer => ops::layernorm(xr, &norm.weight, bias, norm.eps, or),
+                }
             }
-        }
+        });
     }
 
     fn norm_inplace(&self, norm: &Norm, x: &mut [f32]) {
         let dim = norm.weight.len();
-        match norm.kind {
-            NormKind::Rms => {
-                for row in x.chunks_exact_mut(dim) {
-                    ops::rmsnorm_inplace(row, &norm.weight, norm.eps);
+        let bias = norm.bias.as_deref();
+        self.each_row_chunk(x, dim, &|_, x| {
+            for row in x.chunks_exact_mut(dim) {
+                match norm.kind {
+                    NormKind::Rms => ops::rmsnorm_inplace(row, &norm.weight, norm.eps),
+                    NormKind::Layer => ops::layernorm_inplace(row, &norm.weight, bias, norm.eps),
                 }
             }
-            NormKind::Layer => {
-                for row in x.chunks_exact_mut(dim) {
-                    ops::layernorm_inplace(row, &norm.weight, norm.bias.as_deref(), norm.eps);
-                }
+        });
+    }
+
+    fn rope(
+        &self,
+        rope: &Rope,
+        q: &mut [f32],
+        k: &mut [f32],
+        n_tokens: usize,
+        head_dim: usize,
+        pos0: usize,
+    ) {
+        if n_tokens == 0 {
+            return;
+        }
+        let (q_row, k_row) = (q.len() / n_tokens, k.len() / n_tokens);
+        let rows = |first: usize, q: &mut [f32], k: &mut [f32]| {
+            let pairs = q.chunks_exact_mut(q_row).zip(k.chunks_exact_mut(k_row));
+            for (t, (q, k)) in pairs.enumerate() {
+                rope.apply_qk(q, k, head_dim, pos0 + first + t);
             }
+        };
+        match kernels::par::rows_per_chunk(&self.pool, n_tokens, q_row + k_row) {
+            Some(per) if q_row > 0 && k_row > 0 => {
+                kernels::par::par_zip_chunks_mut(
+                    &self.pool,
+                    q,
+                    per * q_row,
+                    k,
+                    per * k_row,
+                    &|i, q, k| rows(i * per, q, k),
+                );
+            }
+            _ => rows(0, q, k),
         }
     }
 
-    fn rope(&self, rope: &Rope, x: &mut [f32], head_dim: usize, pos: usize) {
-        rope.apply(x, head_dim, pos);
+    fn activation(&self, act: Activation, hidden: &mut [f32], up: Option<&[f32]>) {
+        // Element-wise, so any split gives the same values; pieces of whole 64-element runs
+        // keep the vector kernels' short tail where it was, at the very end.
+        const RUN: usize = 64;
+        let runs = hidden.len().div_ceil(RUN);
+        let piece = kernels::par::rows_per_chunk(&self.pool, runs, RUN).map(|per| per * RUN);
+        let each = |i: usize, hidden: &mut [f32]| {
+            let start = i * piece.unwrap_or(0);
+            let up = up.map(|u| &u[start..start + hidden.len()]);
+            match (up, act) {
+                (None, Activation::GeluTanh) => ops::gelu_inplace(hidden),
+                // No gate to clamp: SiLU of the up projection.
+                (None, Activation::Silu | Activation::SwigluClamped { .. }) => {
+                    for v in hidden.iter_mut() {
+                        *v *= ops::sigmoid(*v);
+                    }
+                }
+                (Some(up), Activation::Silu) => ops::swiglu_inplace(hidden, up),
+                (Some(up), Activation::GeluTanh) => ops::geglu_inplace(hidden, up),
+                (Some(up), Activation::SwigluClamped { alpha, limit }) => {
+                    ops::swiglu_clamped_inplace(hidden, up, alpha, limit)
+                }
+            }
+        };
+        match piece {
+            Some(len) => kernels::par::par_chunks_mut(&self.pool, hidden, len, &each),
+            None => each(0, hidden),
+        }
     }
 
     fn alloc_kv(
@@ -221,4 +298,81 @@ pub(super) fn host_kv(kv: &KvCache) -> &HostKv {
 fn host_kv_mut(kv: &mut KvCache) -> &mut HostKv {
     kv.storage_mut::<HostKv>()
         .expect("a KV cache made by the CPU backend")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kernels::ops::RopeStyle;
+
+    fn wave(n: usize, phase: f32) -> Vec<f32> {
+        (0..n)
+            .map(|i| (i as f32 * 0.731 + phase).sin() * 3.0)
+            .collect()
+    }
+
+    /// A prompt's rows spread over threads: every row-wise op gives the values one thread
+    /// gives, bit for bit (the golden logit tests hold whatever the thread count).
+    #[test]
+    fn row_ops_on_threads_equal_one_thread() {
+        let (one, many) = (CpuBackend::new(1), CpuBackend::new(3));
+        let (n_tokens, dim) = (53, 640);
+        assert!(kernels::par::rows_per_chunk(many.pool(), n_tokens, dim).is_some());
+        let x = wave(n_tokens * dim, 0.3);
+        for kind in [NormKind::Rms, NormKind::Layer] {
+            let norm = Norm {
+                kind,
+                weight: wave(dim, 1.0),
+                bias: Some(wave(dim, 2.0)).filter(|_| kind == NormKind::Layer),
+                eps: 1e-6,
+            };
+            let (mut a, mut b) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+            one.norm(&norm, &x, &mut a);
+            many.norm(&norm, &x, &mut b);
+            assert_eq!(a, b, "{kind:?} norm");
+            let (mut a, mut b) = (x.clone(), x.clone());
+            one.norm_inplace(&norm, &mut a);
+            many.norm_inplace(&norm, &mut b);
+            assert_eq!(a, b, "{kind:?} norm in place");
+        }
+
+        let (head_dim, q_heads, k_heads) = (64, 4, 2);
+        let rope = Rope::new(RopeStyle::Neox, head_dim, 10000.0, 1.0);
+        let (q, k) = (
+            wave(n_tokens * q_heads * head_dim, 0.5),
+            wave(n_tokens * k_heads * head_dim, 0.9),
+        );
+        let (mut qa, mut ka, mut qb, mut kb) = (q.clone(), k.clone(), q.clone(), k.clone());
+        one.rope(&rope, &mut qa, &mut ka, n_tokens, head_dim, 100);
+        many.rope(&rope, &mut qb, &mut kb, n_tokens, head_dim, 100);
+        assert_eq!((&qa, &ka), (&qb, &kb), "rope");
+        // Token t of the batch turns by position 100 + t, as one token alone would.
+        let (mut q7, mut k7) = (
+            q[7 * q_heads * head_dim..8 * q_heads * head_dim].to_vec(),
+            k[7 * k_heads * head_dim..8 * k_heads * head_dim].to_vec(),
+        );
+        one.rope(&rope, &mut q7, &mut k7, 1, head_dim, 107);
+        assert_eq!(q7, qa[7 * q_heads * head_dim..8 * q_heads * head_dim]);
+        assert_eq!(k7, ka[7 * k_heads * head_dim..8 * k_heads * head_dim]);
+
+        // A length that is no multiple of any vector: the kernels' tail stays at the end.
+        let n = n_tokens * 2048 + 13;
+        let (gate, up) = (wave(n, 0.1), wave(n, 0.2));
+        let acts = [
+            Activation::Silu,
+            Activation::GeluTanh,
+            Activation::SwigluClamped {
+                alpha: 1.702,
+                limit: 7.0,
+            },
+        ];
+        for act in acts {
+            for up in [Some(&up[..]), None] {
+                let (mut a, mut b) = (gate.clone(), gate.clone());
+                one.activation(act, &mut a, up);
+                many.activation(act, &mut b, up);
+                assert_eq!(a, b, "{act:?}, gated: {}", up.is_some());
+            }
+        }
+    }
 }

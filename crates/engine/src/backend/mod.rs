@@ -21,7 +21,7 @@ pub use cpu_attention::HostKv;
 /// they take the cores only when the compute threads leave them idle.
 pub use kernels::pool::lower_thread_priority;
 
-use crate::blocks::{ActCache, AttnParams, Norm, SeqPart};
+use crate::blocks::{ActCache, Activation, AttnParams, Norm, SeqPart};
 use crate::kv_cache::KvCache;
 use crate::weights::Mat;
 use gguf::{GgmlType, GgufFile};
@@ -124,8 +124,21 @@ pub trait Backend: Send + Sync {
     /// Normalizes each row of `x` in place.
     fn norm_inplace(&self, norm: &Norm, x: &mut [f32]);
 
-    /// Rotates the heads (`head_dim` each) of one token's row at position `pos`.
-    fn rope(&self, rope: &Rope, x: &mut [f32], head_dim: usize, pos: usize);
+    /// Rotates the heads (`head_dim` each) of `n_tokens` consecutive tokens of one sequence,
+    /// at positions `pos0..`: their rows of queries `q` and of keys `k`.
+    fn rope(
+        &self,
+        rope: &Rope,
+        q: &mut [f32],
+        k: &mut [f32],
+        n_tokens: usize,
+        head_dim: usize,
+        pos0: usize,
+    );
+
+    /// The feed-forward nonlinearity in place: `hidden` = act(`hidden`) · `up` for a gated
+    /// block, act(`hidden`) where there is no gate (`up` is `None`).
+    fn activation(&self, act: Activation, hidden: &mut [f32], up: Option<&[f32]>);
 
     /// An empty cache of `n_ctx` positions for `n_layer` layers of `n_head_kv` KV heads, each
     /// of `head_dims` (key, value) elements; a position's row of keys (values) holds the

@@ -211,10 +211,13 @@ pub fn attention_block(rt: &mut Runtime, layer: usize, w: &AttnWeights, p: &Attn
     }
     if let Some(rope) = p.rope {
         let hd = p.shape.head_dim;
-        for (t, &(seq, pos)) in s.token_seq.iter().enumerate() {
-            let r = rope.for_ctx(rt.seqs[seq].kv.n_ctx());
-            be.rope(r, &mut s.q[t * q_row..(t + 1) * q_row], hd, pos);
-            be.rope(r, &mut s.k[t * k_row..(t + 1) * k_row], hd, pos);
+        let mut first = 0;
+        for seq in rt.seqs.iter() {
+            let (n, end) = (seq.n_tokens, first + seq.n_tokens);
+            let r = rope.for_ctx(seq.kv.n_ctx());
+            let q = &mut s.q[first * q_row..end * q_row];
+            be.rope(r, q, &mut s.k[first * k_row..end * k_row], n, hd, seq.pos0);
+            first = end;
         }
     }
     if let Some((scale, floor)) = p.q_temperature {

@@ -7,7 +7,6 @@ use crate::backend::Backend;
 use crate::error::EngineError;
 use crate::weights::TensorLoader;
 use gguf::GgufFile;
-use kernels::ops;
 
 /// The nonlinearity: on the gate of a gated block, or on the up projection of a plain one.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -142,20 +141,11 @@ pub(super) fn ffn_rows(
     }
     let n = n_tokens * w.down.w.cols;
     let hidden = &mut s.gate[..n];
-    match (&w.up_gate, act) {
-        (UpGate::Plain(_), Activation::GeluTanh) => ops::gelu_inplace(hidden),
-        // No gate to clamp: SiLU of the up projection.
-        (UpGate::Plain(_), Activation::Silu | Activation::SwigluClamped { .. }) => {
-            for v in hidden.iter_mut() {
-                *v *= ops::sigmoid(*v);
-            }
-        }
-        (_, Activation::Silu) => ops::swiglu_inplace(hidden, &s.up[..n]),
-        (_, Activation::GeluTanh) => ops::geglu_inplace(hidden, &s.up[..n]),
-        (_, Activation::SwigluClamped { alpha, limit }) => {
-            ops::swiglu_clamped_inplace(hidden, &s.up[..n], alpha, limit)
-        }
-    }
+    let up = match &w.up_gate {
+        UpGate::Plain(_) => None,
+        UpGate::Gated { .. } | UpGate::Fused(_) => Some(&s.up[..n]),
+    };
+    be.activation(act, hidden, up);
     s.acts.invalidate();
     linear(be, file, &mut s.acts, &w.down, &s.gate[..n], n_tokens, out);
 }

@@ -23,6 +23,7 @@ use crate::weights::{Mat, TensorLoader};
 use gguf::{GgmlType, GgufFile};
 use kernels::matmul::QuantizedActs;
 use kernels::ops;
+use kernels::pool::ThreadPool;
 
 /// Everything a forward pass works with besides the weights.
 pub struct Runtime<'a, 'k> {
@@ -92,8 +93,16 @@ impl ActCache {
         self.valid = 0;
     }
 
-    /// `x` (`n_tokens × cols`) quantized into `ty`, computed on first use after `invalidate`.
-    pub fn get(&mut self, ty: GgmlType, x: &[f32], n_tokens: usize, cols: usize) -> &QuantizedActs {
+    /// `x` (`n_tokens × cols`) quantized into `ty`, computed on first use after `invalidate`
+    /// (a prompt's rows spread over `pool`).
+    pub fn get(
+        &mut self,
+        pool: &ThreadPool,
+        ty: GgmlType,
+        x: &[f32],
+        n_tokens: usize,
+        cols: usize,
+    ) -> &QuantizedActs {
         let found = self.entries[..self.valid]
             .iter()
             .position(|(t, _)| *t == ty);
@@ -105,7 +114,7 @@ impl ActCache {
                 }
                 let i = self.valid;
                 self.entries[i].0 = ty;
-                self.entries[i].1.quantize(ty, x, n_tokens, cols);
+                self.entries[i].1.quantize_on(pool, ty, x, n_tokens, cols);
                 self.valid += 1;
                 i
             }
