@@ -298,6 +298,16 @@ impl OutPtr {
     pub(crate) unsafe fn write(&self, i: usize, v: f32) {
         *self.0.add(i) = v;
     }
+
+    /// Writes `vals` at `i..i + N` (a tile's rows for one token: whole vectors, not one float
+    /// at a time).
+    ///
+    /// # Safety
+    /// As [`OutPtr::write`], for each index of `i..i + N`; `vals` is not part of the output.
+    #[inline(always)]
+    pub(crate) unsafe fn write_run<const N: usize>(&self, i: usize, vals: &[f32; N]) {
+        std::ptr::copy_nonoverlapping(vals.as_ptr(), self.0.add(i), N);
+    }
 }
 
 /// out[t * w.rows + r] = dot(w row r, token t). Splits rows across the pool; for many tokens,

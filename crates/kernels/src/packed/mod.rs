@@ -1138,12 +1138,10 @@ unsafe fn run_tiles<const G: usize, const T: usize>(
             tile(g, t0, n, out);
             for (ci, vals) in out.iter().enumerate().take(n) {
                 let base = (t0 + ci) * rows + g * G;
-                for (i, &v) in vals.iter().enumerate() {
-                    // SAFETY: t0 + ci < n_tokens and g * G + i < rows, so the index is
-                    // within the job's output (its length was checked); group `g` belongs to
-                    // chunk `c` of this job, which only this thread claimed.
-                    unsafe { job.out.write(base + i, v) };
-                }
+                // SAFETY: t0 + ci < n_tokens and g * G + G <= rows, so the run is within the
+                // job's output (its length was checked), and `vals` is this thread's tile;
+                // group `g` belongs to chunk `c` of this job, which only this thread claimed.
+                unsafe { job.out.write_run(base, vals) };
             }
         }
         t0 += n;
