@@ -4,19 +4,35 @@
 pub fn rmsnorm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     debug_assert_eq!(x.len(), weight.len());
     debug_assert_eq!(x.len(), out.len());
-    // Summed in f64 as ggml does, so long rows do not lose precision.
-    let sum_sq: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
-    let scale = 1.0 / ((sum_sq / x.len() as f64) as f32 + eps).sqrt();
+    let scale = 1.0 / ((sum_of_squares(x) / x.len() as f64) as f32 + eps).sqrt();
     for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
         *o = v * scale * w;
     }
 }
 
+/// Σ x² in f64, as ggml sums it, so that long rows lose no precision. The squares of f32 are
+/// exact in f64; eight running sums (which the compiler turns into vectors) instead of one
+/// chain change the total by rounding in f64, far below what survives the cast to f32.
+fn sum_of_squares(x: &[f32]) -> f64 {
+    let mut lanes = [0f64; 8];
+    let mut runs = x.chunks_exact(8);
+    for run in &mut runs {
+        for (acc, &v) in lanes.iter_mut().zip(run) {
+            *acc += (v as f64) * (v as f64);
+        }
+    }
+    let tail: f64 = runs
+        .remainder()
+        .iter()
+        .map(|&v| (v as f64) * (v as f64))
+        .sum();
+    lanes.iter().sum::<f64>() + tail
+}
+
 /// In-place RMS normalization of `x` scaled by `weight`.
 pub fn rmsnorm_inplace(x: &mut [f32], weight: &[f32], eps: f32) {
     debug_assert_eq!(x.len(), weight.len());
-    let sum_sq: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
-    let scale = 1.0 / ((sum_sq / x.len() as f64) as f32 + eps).sqrt();
+    let scale = 1.0 / ((sum_of_squares(x) / x.len() as f64) as f32 + eps).sqrt();
     for (v, &w) in x.iter_mut().zip(weight) {
         *v = *v * scale * w;
     }
@@ -354,6 +370,24 @@ mod tests {
         assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert_eq!(x[3], 0.0);
         assert!(x[2] > x[1] && x[1] > x[0]);
+    }
+
+    /// The eight-lane sum against one chain, on rows with and without a tail, including
+    /// values whose squares span many orders of magnitude.
+    #[test]
+    fn sum_of_squares_matches_one_chain() {
+        for n in [0, 1, 7, 8, 9, 640, 2051] {
+            let x: Vec<f32> = (0..n)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) * 10f32.powi(i % 9 - 4))
+                .collect();
+            let chain: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+            let lanes = sum_of_squares(&x);
+            assert!(
+                (lanes - chain).abs() <= chain * 1e-14,
+                "{n}: {lanes} against {chain}"
+            );
+            assert_eq!(lanes as f32, chain as f32, "{n}");
+        }
     }
 
     #[test]
