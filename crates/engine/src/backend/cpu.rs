@@ -200,9 +200,10 @@ impl Backend for CpuBackend {
             return;
         }
         let (q_row, k_row) = (q.len() / n_tokens, k.len() / n_tokens);
-        let rows = |first: usize, q: &mut [f32], k: &mut [f32]| {
-            let pairs = q.chunks_exact_mut(q_row).zip(k.chunks_exact_mut(k_row));
-            for (t, (q, k)) in pairs.enumerate() {
+        // Tokens `first..first + count` of the batch, in `q` and `k` from their first rows.
+        let rows = |first: usize, count: usize, q: &mut [f32], k: &mut [f32]| {
+            for t in 0..count {
+                let (q, k) = (&mut q[t * q_row..][..q_row], &mut k[t * k_row..][..k_row]);
                 rope.apply_qk(q, k, head_dim, pos0 + first + t);
             }
         };
@@ -214,10 +215,10 @@ impl Backend for CpuBackend {
                     per * q_row,
                     k,
                     per * k_row,
-                    &|i, q, k| rows(i * per, q, k),
+                    &|i, q, k| rows(i * per, q.len() / q_row, q, k),
                 );
             }
-            _ => rows(0, q, k),
+            _ => rows(0, n_tokens, q, k),
         }
     }
 
