@@ -82,8 +82,15 @@ pub(super) unsafe fn group(
         prefetch: w.prefetch,
     };
     // Tiles run with 1, 2, 4 or 8 tokens; the slots past `n` repeat the last token (their
-    // results are not used), which spares kernels for every count.
-    for c in 0..T {
+    // results are not used), which spares kernels for every count. Only the slots the kernel
+    // reads are filled: a decode step's one-token tiles are short, and setting up eight
+    // slots for one was a visible share of them.
+    let slots = match n {
+        1 | 2 => n,
+        3 | 4 => 4,
+        _ => T,
+    };
+    for c in 0..slots {
         let t = t0 + c.min(n - 1);
         let row = x.acts.row(t);
         if spec.is_k() {
