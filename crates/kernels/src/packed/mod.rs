@@ -294,7 +294,7 @@ pub struct PackedMatrix {
     rows: usize,
     cols: usize,
     data: Vec<u8>,
-    /// Bytes ahead that a one-token product of 16-row k-quant records prefetches (0: none),
+    /// Bytes ahead that a one-token product prefetches its records (0: none),
     /// decided here rather than in the kernel, which must not call out of its own code (the
     /// emulator of `scripts/check-avx512` runs the kernels alone).
     #[cfg(target_arch = "x86_64")]
@@ -360,10 +360,10 @@ impl PackedMatrix {
             cols,
             data,
             #[cfg(target_arch = "x86_64")]
-            prefetch: if group == WIDE_GROUP && spec.is_k() {
+            prefetch: if spec.is_k() && group == WIDE_GROUP {
                 x86_512::kquant_prefetch()
             } else {
-                0
+                x86::record_prefetch()
             },
         })
     }

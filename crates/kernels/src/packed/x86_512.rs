@@ -251,7 +251,7 @@ unsafe fn tile<const BITS: u32, const HAS_MIN: bool, const C: usize, const CH: u
     for b in 0..a.nb {
         let rec = a.group.add(b * a.record);
         if C == 1 {
-            super::x86::prefetch_ahead(rec, a.record);
+            super::x86::prefetch_ahead(rec, a.prefetch, a.record);
         }
         let d = _mm512_cvtph_ps(_mm256_loadu_si256(rec.cast()));
         let m = if HAS_MIN {
@@ -623,7 +623,7 @@ unsafe fn tile_iq4nl<const F32: bool, const C: usize, const CH: usize>(a: &Args,
     for b in 0..a.nb {
         let rec = a.group.add(b * a.record);
         if C == 1 {
-            super::x86::prefetch_ahead(rec, a.record);
+            super::x86::prefetch_ahead(rec, a.prefetch, a.record);
         }
         let d = if F32 {
             _mm512_loadu_ps(rec.cast())

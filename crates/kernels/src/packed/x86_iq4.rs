@@ -59,6 +59,7 @@ pub(super) unsafe fn group<const ISA: u8>(
         xs,
         x_block: x.block,
         aux,
+        prefetch: w.prefetch,
     };
     macro_rules! by_tokens {
         ($fmt:expr) => {
@@ -111,6 +112,8 @@ struct Args {
     xs: [*const u8; TILE_TOKENS],
     x_block: usize,
     aux: [*const f32; TILE_TOKENS],
+    /// One-token products: bytes ahead to prefetch ([`PackedMatrix`]'s).
+    prefetch: usize,
 }
 
 /// # Safety
@@ -212,7 +215,7 @@ unsafe fn tile_nl<const ISA: u8, const C: usize, const F32: bool>(
     for b in 0..a.nb {
         let rec = a.group.add(b * a.record);
         if C == 1 {
-            prefetch_ahead(rec, a.record);
+            prefetch_ahead(rec, a.prefetch, a.record);
         }
         let d = if F32 {
             _mm256_loadu_ps(rec.cast())
@@ -244,7 +247,7 @@ unsafe fn tile_xs<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GROU
     for b in 0..a.nb {
         let rec = a.group.add(b * a.record);
         if C == 1 {
-            prefetch_ahead(rec, a.record);
+            prefetch_ahead(rec, a.prefetch, a.record);
         }
         // Per token, lane s: -128 (bsum_2s + bsum_2s+1) (|Σ x| <= 32 * 127 over a run).
         let offsets: [__m256i; C] = std::array::from_fn(|c| {

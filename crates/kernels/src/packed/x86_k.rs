@@ -33,6 +33,7 @@ pub(super) unsafe fn group<const ISA: u8>(
         group: group.as_ptr(),
         record: w.spec.record(GROUP),
         xs,
+        prefetch: w.prefetch,
     };
     macro_rules! by_tokens {
         ($kind:expr) => {
@@ -126,6 +127,8 @@ struct Args {
     group: *const u8,
     record: usize,
     xs: [*const u8; TILE_TOKENS],
+    /// One-token products: bytes ahead to prefetch ([`PackedMatrix`]'s).
+    prefetch: usize,
 }
 
 /// Q4_K, and Q5_K (`Q5`): the same but for the fifth bits merged into the nibbles and the
@@ -143,7 +146,7 @@ unsafe fn tile_q4k<const ISA: u8, const Q5: bool, const C: usize>(
     for b in 0..a.nb {
         let rec = a.group.add(b * a.record);
         if C == 1 {
-            super::x86::prefetch_ahead(rec, a.record);
+            super::x86::prefetch_ahead(rec, a.prefetch, a.record);
         }
         let mut sums = [_mm256_setzero_si256(); C];
         for s in 0..8 {
@@ -263,7 +266,7 @@ unsafe fn tile_q6k<const ISA: u8, const Q3: bool, const C: usize>(
     for b in 0..a.nb {
         let rec = a.group.add(b * a.record);
         if C == 1 {
-            super::x86::prefetch_ahead(rec, a.record);
+            super::x86::prefetch_ahead(rec, a.prefetch, a.record);
         }
         let mut sums = [_mm256_setzero_si256(); C];
         for t in 0..8 {
@@ -490,7 +493,7 @@ unsafe fn tile_q2k<const ISA: u8, const C: usize>(a: &Args, out: &mut [[f32; GRO
     for b in 0..a.nb {
         let rec = a.group.add(b * a.record);
         if C == 1 {
-            super::x86::prefetch_ahead(rec, a.record);
+            super::x86::prefetch_ahead(rec, a.prefetch, a.record);
         }
         let mut sums = [_mm256_setzero_si256(); C];
         let mut mins = [_mm256_setzero_si256(); C];
