@@ -41,8 +41,9 @@ impl CpuBackend {
         &self.pool
     }
 
-    /// Calls `f(first_row, rows)` over `x`'s rows of `row_len`: on the pool in pieces of whole
-    /// rows where there are enough (a prompt's), else once on this thread.
+    /// Calls `f(first_row, rows)` over `x`'s rows of `row_len` (a shorter last row is passed
+    /// with the piece before it): on the pool in pieces of whole rows where there are enough
+    /// (a prompt's), else once on this thread.
     fn each_row_chunk(
         &self,
         x: &mut [f32],
@@ -226,10 +227,8 @@ impl Backend for CpuBackend {
         // Element-wise, so any split gives the same values; pieces of whole 64-element runs
         // keep the vector kernels' short tail where it was, at the very end.
         const RUN: usize = 64;
-        let runs = hidden.len().div_ceil(RUN);
-        let piece = kernels::par::rows_per_chunk(&self.pool, runs, RUN).map(|per| per * RUN);
-        let each = |i: usize, hidden: &mut [f32]| {
-            let start = i * piece.unwrap_or(0);
+        self.each_row_chunk(hidden, RUN, &|first_run, hidden| {
+            let start = first_run * RUN;
             let up = up.map(|u| &u[start..start + hidden.len()]);
             match (up, act) {
                 (None, Activation::GeluTanh) => ops::gelu_inplace(hidden),
@@ -245,11 +244,7 @@ impl Backend for CpuBackend {
                     ops::swiglu_clamped_inplace(hidden, up, alpha, limit)
                 }
             }
-        };
-        match piece {
-            Some(len) => kernels::par::par_chunks_mut(&self.pool, hidden, len, &each),
-            None => each(0, hidden),
-        }
+        });
     }
 
     fn alloc_kv(
