@@ -317,14 +317,23 @@ const PREFETCH_AHEAD: usize = 2048;
 pub(super) fn record_prefetch() -> usize {
     static AHEAD: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *AHEAD.get_or_init(|| {
-        let set = std::env::var("HEARTH_PREFETCH").ok();
-        match set.and_then(|v| v.trim().parse::<usize>().ok()) {
-            // At most 1 MiB: further is no prefetch for any cache.
-            Some(bytes) => bytes.min(1 << 20),
-            None if !crate::simd::x86::is_intel() && is_x86_feature_detected!("avx512f") => 0,
-            None => PREFETCH_AHEAD,
-        }
+        let amd_avx512 = !crate::simd::x86::is_intel() && is_x86_feature_detected!("avx512f");
+        let default = if amd_avx512 { 0 } else { PREFETCH_AHEAD };
+        prefetch_setting("HEARTH_PREFETCH", default)
     })
+}
+
+/// A prefetch distance in bytes: the environment variable `var` if it holds a number (0
+/// turns prefetching off), else `default`.
+pub(super) fn prefetch_setting(var: &str, default: usize) -> usize {
+    match std::env::var(var)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        // At most 1 MiB: further is no prefetch for any cache.
+        Some(bytes) => bytes.min(1 << 20),
+        None => default,
+    }
 }
 
 /// Prefetches the cache lines of a record `ahead` bytes further on, if `ahead` is not 0

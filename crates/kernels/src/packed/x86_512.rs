@@ -38,13 +38,12 @@ type Tile = [[f32; G]; T];
 pub(super) fn kquant_prefetch() -> usize {
     static AHEAD: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *AHEAD.get_or_init(|| {
-        let set = std::env::var("HEARTH_KQUANT_PREFETCH").ok();
-        match set.and_then(|v| v.trim().parse::<usize>().ok()) {
-            // At most 1 MiB: further is no prefetch for any cache.
-            Some(bytes) => bytes.min(1 << 20),
-            None if crate::simd::x86::is_intel() => 8192,
-            None => 0,
-        }
+        let default = if crate::simd::x86::is_intel() {
+            8192
+        } else {
+            0
+        };
+        super::x86::prefetch_setting("HEARTH_KQUANT_PREFETCH", default)
     })
 }
 
