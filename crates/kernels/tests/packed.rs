@@ -621,3 +621,56 @@ fn packing_many_matrices_at_once_equals_packing_each() {
     });
     assert_eq!(err, Err("matrix 1 row 0 unreadable".to_string()));
 }
+
+#[test]
+fn matrices_sharing_one_allocation_equal_matrices_alone() {
+    let mut rng = StdRng::seed_from_u64(12);
+    // Packable shapes around ones that are not (F16; Q4_K with 128 columns; 12 rows), whose
+    // slots stay empty; one large enough for a huge-page region.
+    let shapes = [
+        (GgmlType::Q4_K, 2048, 1024),
+        (GgmlType::F16, 16, 256),
+        (GgmlType::Q6_K, 48, 256),
+        (GgmlType::Q4_K, 16, 128),
+        (GgmlType::Q8_0, 24, 64),
+        (GgmlType::Q4_1, 12, 64),
+        (GgmlType::Q5_K, 32, 512),
+    ];
+    let all = PackedMatrix::new_many(&shapes).unwrap();
+    assert_eq!(all.len(), shapes.len());
+    let empty: Vec<usize> = (0..shapes.len()).filter(|&i| all[i].is_none()).collect();
+    assert_eq!(empty, [1, 3, 5]);
+    let (slots, mut mats): (Vec<usize>, Vec<PackedMatrix>) = all
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, m)| Some((i, m?)))
+        .unzip();
+    let sources: Vec<Vec<u8>> = slots
+        .iter()
+        .map(|&i| random_rows(&mut rng, shapes[i].0, shapes[i].1, shapes[i].2))
+        .collect();
+    let row_bytes: Vec<usize> = mats.iter().map(|m| m.src_row_bytes()).collect();
+    PackedMatrix::pack_many(&mut mats, 2, |m, first, buf: &mut [u8]| {
+        let at = first * row_bytes[m];
+        buf.copy_from_slice(&sources[m][at..at + buf.len()]);
+        Ok::<(), String>(())
+    })
+    .unwrap();
+    let pool = ThreadPool::new(2);
+    for ((&i, mat), src) in slots.iter().zip(&mats).zip(&sources) {
+        let (ty, rows, cols) = shapes[i];
+        let alone = PackedMatrix::from_rows(ty, rows, cols, src).unwrap();
+        assert_eq!(alone.group(), mat.group(), "{ty} {rows}x{cols}");
+        for n_tokens in [1, 5] {
+            let xf: Vec<f32> = (0..n_tokens * cols)
+                .map(|i| (i as f32 * 0.29).sin())
+                .collect();
+            let mut x = QuantizedActs::new();
+            x.quantize(format(ty).unwrap().act_type(), &xf, n_tokens, cols);
+            let (mut a, mut b) = (vec![0f32; rows * n_tokens], vec![0f32; rows * n_tokens]);
+            kernels::packed::matmul_packed(&pool, &alone, &x, &mut a);
+            kernels::packed::matmul_packed(&pool, mat, &x, &mut b);
+            assert_eq!(a, b, "{ty} {rows}x{cols}, {n_tokens} tokens");
+        }
+    }
+}

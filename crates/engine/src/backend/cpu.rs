@@ -93,10 +93,14 @@ impl Backend for CpuBackend {
         read: &ReadRows,
     ) -> Result<Vec<Option<PreparedWeight>>, (usize, std::io::Error)> {
         // Packing runs once at load, on every core: not only the pool's threads.
+        // One allocation for all of them, in 2 MiB pages where Linux gives them.
+        let shapes: Vec<_> = jobs.iter().map(|j| (j.ty, j.rows, j.cols)).collect();
+        let all = PackedMatrix::new_many(&shapes)
+            .map_err(|e| (0, std::io::Error::new(std::io::ErrorKind::OutOfMemory, e)))?;
         let mut slots = Vec::new();
         let mut mats = Vec::new();
-        for (j, job) in jobs.iter().enumerate() {
-            if let Some(p) = PackedMatrix::new(job.ty, job.rows, job.cols) {
+        for (j, p) in all.into_iter().enumerate() {
+            if let Some(p) = p {
                 slots.push(j);
                 mats.push(p);
             }

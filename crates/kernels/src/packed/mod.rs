@@ -22,6 +22,7 @@
 //!
 //! The table formats IQ4_NL, IQ4_XS and MXFP4 have records of their own: see [`iq4`].
 
+mod bytes;
 mod iq4;
 mod kquant;
 #[cfg(target_arch = "x86_64")]
@@ -36,6 +37,7 @@ mod x86_k;
 use crate::matmul::{OutPtr, QuantizedActs};
 use crate::pool::ThreadPool;
 use crate::quant::f16_to_f32;
+use bytes::PackedBytes;
 use ggml_type::GgmlType;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -259,6 +261,8 @@ pub enum PackError {
         rows: usize,
         cols: usize,
     },
+    #[error("{bytes} bytes for packed weights could not be allocated: free memory, or set HEARTH_NO_PACK=1 to read the weights in place")]
+    OutOfMemory { bytes: usize },
     #[error("{rows} rows of {ty} with {cols} columns are {want} bytes, not {got}")]
     SourceLength {
         ty: GgmlType,
@@ -293,7 +297,7 @@ pub struct PackedMatrix {
     group: usize,
     rows: usize,
     cols: usize,
-    data: Vec<u8>,
+    data: PackedBytes,
     /// Bytes ahead that a one-token product prefetches its records (0: none),
     /// decided here rather than in the kernel, which must not call out of its own code (the
     /// emulator of `scripts/check-avx512` runs the kernels alone).
@@ -345,15 +349,59 @@ impl PackedMatrix {
         cols: usize,
         group: usize,
     ) -> Result<PackedMatrix, PackError> {
+        let (spec, len) = Self::layout(ty, rows, cols, group)?;
+        let data = PackedBytes::zeroed(len).ok_or(PackError::OutOfMemory { bytes: len })?;
+        Ok(Self::in_bytes(spec, group, rows, cols, data))
+    }
+
+    /// Empty packed matrices (as [`PackedMatrix::new`]) for several shapes `(type, rows,
+    /// cols)`, all in one allocation, so that huge pages back all of it and not only the
+    /// aligned middle of each; `None` for a shape that cannot be packed.
+    pub fn new_many(
+        shapes: &[(GgmlType, usize, usize)],
+    ) -> Result<Vec<Option<PackedMatrix>>, PackError> {
+        let layouts: Vec<Option<(Spec, usize, usize)>> = shapes
+            .iter()
+            .map(|&(ty, rows, cols)| {
+                let group = preferred_group(ty, rows);
+                let (spec, len) = Self::layout(ty, rows, cols, group).ok()?;
+                Some((spec, group, len))
+            })
+            .collect();
+        let lens: Vec<usize> = layouts.iter().flatten().map(|l| l.2).collect();
+        let bytes: usize = lens.iter().fold(0, |a, &l| a.saturating_add(l));
+        let mut bufs = PackedBytes::many(&lens)
+            .ok_or(PackError::OutOfMemory { bytes })?
+            .into_iter();
+        Ok(layouts
+            .into_iter()
+            .zip(shapes)
+            .map(|(layout, &(_, rows, cols))| {
+                let (spec, group, _) = layout?;
+                let data = bufs.next()?;
+                Some(Self::in_bytes(spec, group, rows, cols, data))
+            })
+            .collect())
+    }
+
+    /// The spec and the packed size of a matrix of this shape in records of `group` rows.
+    fn layout(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        group: usize,
+    ) -> Result<(Spec, usize), PackError> {
         let spec = check_shape(ty, rows, cols, group)?;
         let len = (rows / group)
             .checked_mul(cols / spec.qk())
             .and_then(|n| n.checked_mul(spec.record(group)))
             .filter(|&len| len <= isize::MAX as usize)
             .ok_or(PackError::TooLarge { ty, rows, cols })?;
-        let data = vec![0; len];
-        advise_huge_pages(&data);
-        Ok(PackedMatrix {
+        Ok((spec, len))
+    }
+
+    fn in_bytes(spec: Spec, group: usize, rows: usize, cols: usize, data: PackedBytes) -> Self {
+        PackedMatrix {
             spec,
             group,
             rows,
@@ -365,7 +413,7 @@ impl PackedMatrix {
             } else {
                 x86::record_prefetch()
             },
-        })
+        }
     }
 
     pub fn ty(&self) -> GgmlType {
@@ -548,34 +596,6 @@ pub fn preferred_group(ty: GgmlType, rows: usize) -> usize {
     } else {
         GROUP
     }
-}
-
-/// Asks Linux to back `buf` with 2 MiB pages (transparent huge pages in `madvise` mode): a
-/// decode step streams every weight once, and with 4 KiB pages the TLB misses on that stream
-/// cost bandwidth. Only whole 2 MiB-aligned spans inside `buf` are advised; the buffer must
-/// not have been touched yet (a fresh zeroed allocation) for the pages to be huge from the
-/// first fault. `HEARTH_NO_HUGEPAGES=1` turns it off.
-fn advise_huge_pages(buf: &[u8]) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        if buf.len() < 2 * HUGE || std::env::var_os("HEARTH_NO_HUGEPAGES").is_some() {
-            return;
-        }
-        let start = buf.as_ptr() as usize;
-        let first = start.next_multiple_of(HUGE);
-        let end = (start + buf.len()) / HUGE * HUGE;
-        if end > first {
-            // SAFETY: the range lies inside `buf`, which this process owns; MADV_HUGEPAGE
-            // only changes how the kernel backs it, never its contents. A failure (an older
-            // kernel, THP disabled) leaves ordinary pages, which is fine.
-            unsafe {
-                libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE);
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = buf;
 }
 
 /// Packs the groups of `group` rows in `src` (whole groups) into the start of `out`.
