@@ -276,3 +276,46 @@ fn hw_json_matches_proc() {
         assert!(text.lines().any(|l| l.starts_with(label)), "{text}");
     }
 }
+
+/// `hw --bandwidth` measures memory reads on one thread and on all usable ones; without the
+/// flag nothing is measured.
+#[test]
+fn hw_bandwidth_measures_reads_on_one_and_all_threads() {
+    let out = hearth().args(["hw", "--json"]).output().unwrap();
+    let hw: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(hw.get("memory_read").is_none(), "{hw}");
+    let out = hearth()
+        .args(["hw", "--json", "--bandwidth"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hw: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reads = hw["memory_read"].as_array().expect("memory_read");
+    let usable = hw["cpu"]["usable_threads"].as_u64().unwrap();
+    let threads: Vec<u64> = reads
+        .iter()
+        .map(|r| r["threads"].as_u64().unwrap())
+        .collect();
+    if usable > 1 {
+        assert_eq!(threads, [1, usable], "{hw}");
+    } else {
+        assert_eq!(threads, [1], "{hw}");
+    }
+    for r in reads {
+        // More than 100 MB/s from any memory; less than a terabyte per second.
+        let rate = r["bytes_per_second"].as_f64().unwrap();
+        assert!(rate > 1e8 && rate < 1e12, "{r}");
+        assert!(r["buffer_bytes"].as_u64().unwrap() >= 64 << 20, "{r}");
+    }
+    let out = hearth().args(["hw", "--bandwidth"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("bandwidth"))
+        .unwrap_or_else(|| panic!("no bandwidth line: {text}"));
+    assert!(line.contains("GB/s on 1 thread"), "{line}");
+}

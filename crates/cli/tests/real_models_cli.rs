@@ -156,6 +156,29 @@ fn bench_prints_the_model_quantization_size_and_kernels() {
     assert_eq!(tests(&parallel), want, "{parallel}");
     assert!(v[0]["size_bytes"].as_u64().is_some_and(|n| n > 0), "{v}");
     assert!(v[0]["kernels"].is_string(), "{v}");
+    // A generation test says what a token reads (more at a depth: the KV cache); with
+    // --bandwidth, also how fast memory reads and what share of it the test used.
+    assert!(v[0].get("read_bytes_per_token").is_none(), "pp: {v}");
+    let read = |r: &Value| r["read_bytes_per_token"].as_u64().expect("read bytes");
+    assert!(read(&v[1]) > 0 && read(&v[3]) > read(&v[1]), "{v}");
+    assert!(v[1].get("memory_read_bytes_per_second").is_none(), "{v}");
+    let out = bench(&["-n", "2", "--bandwidth"]);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("tg2 on 1 thread: "))
+        .unwrap_or_else(|| panic!("no bandwidth line: {out}"));
+    assert!(
+        line.contains("% of the ") && line.contains("at most"),
+        "{line}"
+    );
+    let json = bench(&["-n", "2", "--bandwidth", "--json"]);
+    let v: Value = serde_json::from_str(&json).expect("JSON");
+    assert!(
+        v[1]["memory_read_bytes_per_second"]
+            .as_f64()
+            .is_some_and(|r| r > 1e8),
+        "{v}"
+    );
 }
 
 /// Token text beside every id: the position's own token, and each candidate's.

@@ -4,6 +4,7 @@
 
 pub mod attn;
 pub mod matmul;
+pub mod membw;
 pub mod ops;
 pub mod packed;
 pub mod par;

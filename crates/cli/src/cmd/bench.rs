@@ -39,6 +39,11 @@ pub struct Args {
     /// Print a JSON array of results.
     #[arg(long)]
     json: bool,
+    /// Also measure how fast memory reads at each thread count (a few seconds each), and say
+    /// what share of it each generation test used: a token reads every weight once, so that
+    /// rate over the bytes a token reads bounds tokens/s.
+    #[arg(long)]
+    bandwidth: bool,
 }
 
 #[derive(Serialize)]
@@ -49,6 +54,13 @@ struct Result {
     threads: usize,
     tokens_per_second: f64,
     stddev: f64,
+    /// Generation tests: the bytes one token reads (weights, and the KV cache at the test's
+    /// mean depth).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    read_bytes_per_token: Option<u64>,
+    /// With `--bandwidth`: how fast memory reads on this many threads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory_read_bytes_per_second: Option<f64>,
 }
 
 /// What was measured, as llama-bench's first columns say it: the model, its quantization,
@@ -168,6 +180,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             );
         }
     }
+    // What a generated token reads; None where the estimate cannot read the model's shape.
+    let reads = crate::insight::estimate::estimate(model.file(), 1).ok();
+    let read_bytes_per_token = |depth: usize, n: usize| {
+        reads.as_ref().map(|e| {
+            let mean_depth = (depth + n / 2) as u64;
+            e.decode_read_bytes + e.kv_bytes_per_token * mean_depth
+        })
+    };
     if !a.json {
         print_header()?;
     }
@@ -179,6 +199,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for &t in &threads {
         let backend = super::cpu_backend(Some(t));
+        let memory_read = match a.bandwidth {
+            true => Some(crate::insight::bandwidth::probe(backend.threads())?.bytes_per_second),
+            false => None,
+        };
         let mut tests: Vec<(String, usize, bool)> = a
             .n_prompt
             .iter()
@@ -206,14 +230,44 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 let name = at_depth(name, depth);
                 let speeds = time_test(&model, &backend, depth, *n, *is_prompt, a.repetitions)
                     .with_context(|| format!("{name} failed"))?;
-                results.push(report(&columns, name, backend.threads(), &speeds, a.json)?);
+                let mut r = report(&columns, name, backend.threads(), &speeds, a.json)?;
+                if !is_prompt {
+                    r.read_bytes_per_token = read_bytes_per_token(depth, *n);
+                    r.memory_read_bytes_per_second = memory_read;
+                }
+                results.push(r);
             }
         }
     }
     if a.json {
         crate::outln!("{}", serde_json::to_string_pretty(&results)?)?;
+    } else if a.bandwidth {
+        crate::outln!()?;
+        for r in &results {
+            if let Some(line) = bandwidth_line(r) {
+                crate::outln!("{line}")?;
+            }
+        }
     }
     Ok(())
+}
+
+/// How much of the memory's read rate a generation test used, and the tokens/s that rate
+/// allows at most; `None` for tests without both figures.
+fn bandwidth_line(r: &Result) -> Option<String> {
+    let (bytes, memory) = (r.read_bytes_per_token?, r.memory_read_bytes_per_second?);
+    let used = r.tokens_per_second * bytes as f64;
+    let threads = if r.threads == 1 { "thread" } else { "threads" };
+    Some(format!(
+        "{} on {} {threads}: {} read ({} a token), {:.0}% of the {} memory reads; at most {:.1} t/s",
+        r.test,
+        r.threads,
+        crate::insight::bandwidth::rate_text(used),
+        crate::insight::human(bytes),
+        100.0 * used / memory,
+        crate::insight::bandwidth::rate_text(memory),
+        memory / bytes.max(1) as f64,
+    ))
 }
 
 /// Tokens per second of each repetition of one test: `n` tokens in one batch (a prompt) or
@@ -274,6 +328,8 @@ fn report(
         threads,
         tokens_per_second: mean,
         stddev: var.sqrt(),
+        read_bytes_per_token: None,
+        memory_read_bytes_per_second: None,
     };
     if !json {
         let m = &r.model;

@@ -1,18 +1,41 @@
-//! `hearth hw`: the CPU, SIMD features and kernel path, memory, GPUs and free disk space.
+//! `hearth hw`: the CPU, SIMD features and kernel path, memory, GPUs and free disk space; with
+//! `--bandwidth`, how fast memory reads.
 
+use crate::insight::bandwidth::{self, MemoryRead};
 use crate::insight::{human, system::Hardware};
+use serde::Serialize;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Print JSON
     #[arg(long)]
     json: bool,
+    /// Also measure how fast memory reads, on one thread and on all usable ones (a few
+    /// seconds): the ceiling of generation, which reads every weight once per token.
+    #[arg(long)]
+    bandwidth: bool,
+}
+
+#[derive(Serialize)]
+struct Report {
+    #[serde(flatten)]
+    hw: Hardware,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    memory_read: Vec<MemoryRead>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let hw = Hardware::probe();
+    let mut memory_read = Vec::new();
+    if a.bandwidth {
+        memory_read.push(bandwidth::probe(1)?);
+        if hw.cpu.usable_threads > 1 {
+            memory_read.push(bandwidth::probe(hw.cpu.usable_threads)?);
+        }
+    }
     if a.json {
-        crate::outln!("{}", serde_json::to_string_pretty(&hw)?)?;
+        let report = Report { hw, memory_read };
+        crate::outln!("{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(());
     }
     let unknown = || "unknown".to_owned();
@@ -65,6 +88,24 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         bytes(hw.memory.total_bytes),
         bytes(hw.memory.available_bytes)
     ));
+    if let Some(first) = memory_read.first() {
+        let rates: Vec<String> = memory_read
+            .iter()
+            .map(|m| {
+                let threads = if m.threads == 1 { "thread" } else { "threads" };
+                format!(
+                    "{} on {} {threads}",
+                    bandwidth::rate_text(m.bytes_per_second),
+                    m.threads
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "bandwidth  memory reads {} (best of 5 passes over {})\n",
+            rates.join(", "),
+            human(first.buffer_bytes as u64)
+        ));
+    }
     if hw.gpus.is_empty() {
         out.push_str("gpus       none found (hearth runs on the CPU)\n");
     }

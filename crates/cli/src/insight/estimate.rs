@@ -40,6 +40,10 @@ pub struct Estimate {
     pub file_bytes: u64,
     /// Weights resident while generating.
     pub weights_bytes: u64,
+    /// Weights one generated token reads: all of them but the token embedding table (one row
+    /// of it, unless it is also the output head), and of a mixture of experts only the share
+    /// of the experts a token uses. Memory bandwidth divided by this bounds tokens/s.
+    pub decode_read_bytes: u64,
     /// KV cache bytes per position.
     pub kv_bytes_per_token: u64,
     /// KV cache at `n_ctx` positions (full).
@@ -120,8 +124,16 @@ pub fn estimate(file: &GgufFile, n_ctx: u64) -> anyhow::Result<Estimate> {
     ]
     .map(|v| v as u64);
     let tied = file.tensor("output.weight").is_none();
+    // A token reads `used` of the `count` experts' matrices of each layer.
+    let experts = |key: &str| file.get_u64(&format!("{arch}.{key}")).ok().flatten();
+    let (expert_used, expert_count) = match (experts("expert_used_count"), experts("expert_count"))
+    {
+        (Some(u), Some(n)) if u > 0 && u <= n => (u, n),
+        _ => (1, 1),
+    };
     let mut n_vocab = 0;
     let mut weights_bytes = 0u64;
+    let mut decode_read_bytes = 0u64;
     for t in file.tensors() {
         let rows: u64 = t.dims.iter().skip(1).product();
         let cols = t.dims.first().copied().unwrap_or(1);
@@ -132,12 +144,18 @@ pub fn estimate(file: &GgufFile, n_ctx: u64) -> anyhow::Result<Estimate> {
                 continue;
             }
         }
-        if t.dims.iter().filter(|&&d| d > 1).count() < 2 {
+        let bytes = if t.dims.iter().filter(|&&d| d > 1).count() < 2 {
             // Norms and biases: dequantized to f32.
-            weights_bytes += t.n_elements() * 4;
-            continue;
-        }
-        weights_bytes += packed_bytes(t.ty, rows, cols, t.n_bytes).unwrap_or(t.n_bytes);
+            t.n_elements() * 4
+        } else {
+            packed_bytes(t.ty, rows, cols, t.n_bytes).unwrap_or(t.n_bytes)
+        };
+        weights_bytes += bytes;
+        decode_read_bytes += if t.name.contains("_exps") {
+            bytes / expert_count * expert_used
+        } else {
+            bytes
+        };
     }
 
     // Scratch of one batch (f32): x, xn, q, k, v, attention output, projection, gate, up; the
@@ -165,6 +183,7 @@ pub fn estimate(file: &GgufFile, n_ctx: u64) -> anyhow::Result<Estimate> {
         n_ctx: 0,
         file_bytes: file.file_size(),
         weights_bytes,
+        decode_read_bytes,
         kv_bytes_per_token,
         kv_bytes: 0,
         compute_bytes,
@@ -206,5 +225,44 @@ mod tests {
         }
         // Rows that do not fill a record are not packed (the file's bytes count).
         assert_eq!(packed_bytes(GgmlType::MXFP4, 12, 64, 12 * 2 * 17), None);
+    }
+}
+
+#[cfg(test)]
+mod decode_read_tests {
+    use super::*;
+
+    fn open(rel: &str) -> GgufFile {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/data")
+            .join(rel);
+        GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// A dense model's token reads every resident weight; one of a mixture of experts reads
+    /// only the used share of the expert matrices.
+    #[test]
+    fn a_token_reads_the_used_share_of_the_experts() {
+        let dense = estimate(&open("arch/qwen2.gguf"), 64).unwrap();
+        assert_eq!(dense.decode_read_bytes, dense.weights_bytes);
+        let file = open("arch/qwen3moe.gguf");
+        let moe = estimate(&file, 64).unwrap();
+        let key = |k: &str| file.get_u64(&format!("qwen3moe.{k}")).unwrap().unwrap();
+        let (used, count) = (key("expert_used_count"), key("expert_count"));
+        assert!(used < count, "{used} of {count}");
+        let experts: u64 = file
+            .tensors()
+            .iter()
+            .filter(|t| t.name.contains("_exps"))
+            .map(|t| {
+                let rows: u64 = t.dims.iter().skip(1).product();
+                packed_bytes(t.ty, rows, t.dims[0], t.n_bytes).unwrap_or(t.n_bytes)
+            })
+            .sum();
+        assert!(experts > 0);
+        let unread = experts - experts / count * used;
+        // Per tensor the share rounds down, so within a byte per expert tensor.
+        let diff = moe.weights_bytes - moe.decode_read_bytes;
+        assert!(diff.abs_diff(unread) <= 64, "{diff} vs {unread}");
     }
 }

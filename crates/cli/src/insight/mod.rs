@@ -2,6 +2,7 @@
 //! at a context size (`hearth fit`); what running models here used and cost (the usage ledger,
 //! `hearth usage`).
 
+pub mod bandwidth;
 pub mod estimate;
 pub mod server_usage;
 pub mod system;

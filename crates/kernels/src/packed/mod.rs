@@ -22,7 +22,7 @@
 //!
 //! The table formats IQ4_NL, IQ4_XS and MXFP4 have records of their own: see [`iq4`].
 
-mod bytes;
+pub(crate) mod bytes;
 mod iq4;
 mod kquant;
 #[cfg(target_arch = "x86_64")]
