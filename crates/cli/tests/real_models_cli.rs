@@ -167,8 +167,10 @@ fn bench_prints_the_model_quantization_size_and_kernels() {
         .lines()
         .find(|l| l.starts_with("tg2 on 1 thread: "))
         .unwrap_or_else(|| panic!("no bandwidth line: {out}"));
+    // A test can outrun a probe that ran while the machine's memory was busier.
     assert!(
-        line.contains("% of the ") && line.contains("at most"),
+        (line.contains("% of the ") && line.contains("at most"))
+            || line.contains("the probe measured before and after it"),
         "{line}"
     );
     let json = bench(&["-n", "2", "--bandwidth", "--json"]);
