@@ -12,20 +12,19 @@ fn hearth() -> Command {
     c
 }
 
-fn fit_json(model: &Path, args: &[&str]) -> Value {
-    let out = hearth()
-        .arg("fit")
-        .arg(model)
-        .args(args)
-        .arg("--json")
-        .output()
-        .unwrap();
+/// Runs `cmd`, which must succeed, and parses what it printed as JSON.
+fn json_of(cmd: &mut Command) -> Value {
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
-        "fit failed: {}",
+        "{cmd:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn fit_json(model: &Path, args: &[&str]) -> Value {
+    json_of(hearth().arg("fit").arg(model).args(args).arg("--json"))
 }
 
 fn u(v: &Value, key: &str) -> u64 {
@@ -171,17 +170,11 @@ fn fit_verdicts_follow_the_memory_given() {
 #[test]
 fn fit_falls_back_to_the_catalog_for_models_not_in_the_store() {
     let home = tempfile::tempdir().unwrap();
-    let out = hearth()
-        .env("HEARTH_HOME", home.path())
-        .args(["fit", "smollm2", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let e = json_of(
+        hearth()
+            .env("HEARTH_HOME", home.path())
+            .args(["fit", "smollm2", "--json"]),
     );
-    let e: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(e["source"], "catalog");
     assert!(u(&e, "min_bytes") > 98_362_432);
     assert!(e["notes"][0].as_str().unwrap().contains("catalog"), "{e}");
@@ -217,9 +210,7 @@ fn fit_rejects_bad_input() {
 #[cfg(target_os = "linux")]
 #[test]
 fn hw_json_matches_proc() {
-    let out = hearth().args(["hw", "--json"]).output().unwrap();
-    assert!(out.status.success());
-    let hw: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hw = json_of(hearth().args(["hw", "--json"]));
 
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
     let threads = cpuinfo
@@ -281,19 +272,9 @@ fn hw_json_matches_proc() {
 /// flag nothing is measured.
 #[test]
 fn hw_bandwidth_measures_reads_on_one_and_all_threads() {
-    let out = hearth().args(["hw", "--json"]).output().unwrap();
-    let hw: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hw = json_of(hearth().args(["hw", "--json"]));
     assert!(hw.get("memory_read").is_none(), "{hw}");
-    let out = hearth()
-        .args(["hw", "--json", "--bandwidth"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let hw: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hw = json_of(hearth().args(["hw", "--json", "--bandwidth"]));
     let reads = hw["memory_read"].as_array().expect("memory_read");
     let usable = hw["cpu"]["usable_threads"].as_u64().unwrap();
     let threads: Vec<u64> = reads
