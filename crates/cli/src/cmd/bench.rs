@@ -40,9 +40,9 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Also measure how fast memory reads at each thread count (before and after its tests,
-    /// the faster counting; a few seconds each), and say
-    /// what share of it each generation test used: a token reads every weight once, so that
-    /// rate over the bytes a token reads bounds tokens/s.
+    /// the faster counting; a few seconds each), and say what share of it each generation
+    /// test used: a token reads every weight once, so that rate over the bytes a token reads
+    /// bounds tokens/s.
     #[arg(long)]
     bandwidth: bool,
 }
