@@ -304,10 +304,10 @@ unsafe fn tile<const BITS: u32, const HAS_MIN: bool, const C: usize, const CH: u
 
 /// Prefetches the one token's activation block `b + 1` (292 bytes of Q8_K) while block `b`
 /// runs. A group of a wide matrix streams more weights than L1 holds between two reads of the
-/// same activation block (16 rows of 8192 Q4_K columns: 72 KiB against 32 KiB of L1d), so
-/// the activations come back from L2 every group, in the path of the sums: the 2048x8192
-/// down projection of a 1.2 B model streamed at 84-88% of the rate of the 8192x2048 gate and
-/// up projections, and at 92-99% with this (AMD Zen 4, one thread).
+/// same activation block (16 rows of 8192 Q4_K columns: 74 KiB of records against 32 KiB of
+/// L1d), so the activations come back from L2 every group, in the path of the sums: the
+/// 2048x8192 down projection of a 1.2 B model streamed at 84-88% of the rate of the 8192x2048
+/// gate and up projections, and at 92-99% with this (AMD Zen 4, one thread).
 ///
 /// # Safety
 /// AVX-512 F (prefetches never fault, so reading past the row's end is harmless).
