@@ -201,8 +201,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     for &t in &threads {
         let backend = super::cpu_backend(Some(t));
         // Probed before and after this thread count's tests; the faster counts (others' load
-        // on a shared machine only ever slows a probe), so the bound is the least stale.
-        let probe = || match a.bandwidth {
+        // on a shared machine only ever slows a probe), so the bound is the least stale. Only
+        // generation tests use it.
+        let probe = || match a.bandwidth && a.n_gen > 0 {
             true => crate::insight::bandwidth::probe(backend.threads())
                 .map(|m| Some(m.bytes_per_second)),
             false => Ok(None),
