@@ -5,15 +5,19 @@
 //! the parent module): `16G` bytes of nibbles whose vector `k` (`4G` bytes) holds elements
 //! `4k..4k + 4` of the `G` rows.
 //!
-//! Q4_K (148 bytes per row, 4 more than the source's 144, for unpacked scales):
+//! Q4_K (144 bytes per row, as the source):
 //! - `d[G]`, `dmin[G]` f16;
-//! - `sc[s][row]` u8 for the 8 runs `s` of 32;
-//! - `m[t][row][2]` u8: the minimums of runs `2t` and `2t + 1`, side by side (a 16-bit pair
-//!   lines up with a pair of activation run sums in one multiply-add);
+//! - `sm[w][row]`: the source's 12 bytes of 6-bit scales and minimums as three 32-bit words,
+//!   word `w` of every row together. Byte `j` of word 0 holds `sc_j` (low 6 bits) and the top
+//!   2 bits of `sc_4+j`; of word 1, `m_j` and the top 2 bits of `m_4+j`; of word 2, the low 4
+//!   bits of `sc_4+j` (low nibble) and of `m_4+j` (high nibble). A kernel decodes a record's
+//!   scales with a few masks and shifts of the three vectors, one 32-bit lane per row: a
+//!   generated token streams every weight from memory, so 4 bytes a row saved are worth more
+//!   than the instructions (an unpacked copy made rows 148 bytes);
 //! - the 8 runs of nibbles.
 //!
-//! Q5_K (180 bytes per row, 4 more than the source's 176, for unpacked scales as in Q4_K):
-//! - `d[G]`, `dmin[G]`, `sc[s][row]`, `m[t][row][2]` as in Q4_K;
+//! Q5_K (176 bytes per row, as the source):
+//! - `d[G]`, `dmin[G]`, `sm[w][row]` as in Q4_K;
 //! - per run of 32, one after another: its low 4 bits as nibbles (`16G` bytes), then one
 //!   vector (`4G` bytes) of fifth bits: bit `k` of byte `b` is the fifth bit of byte `b` of
 //!   vector `k`, as the 32-element Q5_0 and Q5_1 store theirs. A kernel moves bit `k` to bit 4
@@ -56,7 +60,6 @@
 
 use super::{nibble_quad, rd32, wr32, ActView};
 use crate::quant::f16_to_f32;
-use crate::quant::q4_k::unpack_scales_mins;
 use ggml_type::GgmlType;
 
 pub(crate) const QK_K: usize = 256;
@@ -69,32 +72,42 @@ pub(crate) mod q4k {
     pub const fn dmin(g: usize) -> usize {
         2 * g
     }
-    pub const fn sc(g: usize) -> usize {
-        4 * g
-    }
-    pub const fn m(g: usize) -> usize {
-        12 * g
+    /// Scale word `w` (0..3) of the `g` rows, 4 bytes each.
+    pub const fn sm(g: usize, w: usize) -> usize {
+        4 * g + 4 * g * w
     }
     pub const fn qs(g: usize) -> usize {
-        20 * g
+        16 * g
     }
     pub const fn record(g: usize) -> usize {
-        148 * g
+        144 * g
     }
 }
 
-/// Offsets in a Q5_K record of `g` rows: `d`, `dmin`, `sc` and `m` at those of Q4_K
-/// ([`q4k`]), then the runs.
+/// Offsets in a Q5_K record of `g` rows: `d`, `dmin` and `sm` at those of Q4_K ([`q4k`]),
+/// then the runs.
 pub(crate) mod q5k {
     /// Run `s` of 32 elements: its nibbles (`16g` bytes), then its fifth bits (`4g`).
     pub const fn qs(g: usize, s: usize) -> usize {
-        20 * g + 20 * g * s
+        16 * g + 20 * g * s
     }
     pub const fn qh(g: usize, s: usize) -> usize {
         qs(g, s) + 16 * g
     }
     pub const fn record(g: usize) -> usize {
-        180 * g
+        176 * g
+    }
+}
+
+/// The scale and minimum of run `s` (0..8) of a Q4_K or Q5_K row from its three scale words
+/// (layout in the module's notes).
+pub(crate) fn q4k_scale_min(words: [u32; 3], s: usize) -> (u8, u8) {
+    let byte = |w: u32| (w >> (8 * (s % 4))) as u8;
+    let (a, b, c) = (byte(words[0]), byte(words[1]), byte(words[2]));
+    if s < 4 {
+        (a & 63, b & 63)
+    } else {
+        ((c & 15) | (a >> 6) << 4, (c >> 4) | (b >> 6) << 4)
     }
 }
 
@@ -214,18 +227,12 @@ fn pack_q4k_row(
     rec: &mut [u8],
     run_at: impl Fn(usize) -> usize,
 ) {
-    let (d, dmin, sc_at, m_at) = (q4k::d(g), q4k::dmin(g), q4k::sc(g), q4k::m(g));
+    let (d, dmin) = (q4k::d(g), q4k::dmin(g));
     rec[d + 2 * i..d + 2 * i + 2].copy_from_slice(&head[0..2]);
     rec[dmin + 2 * i..dmin + 2 * i + 2].copy_from_slice(&head[2..4]);
-    let mut packed = [0u8; 12];
-    packed.copy_from_slice(&head[4..16]);
-    let (sc, m) = unpack_scales_mins(&packed);
-    for s in 0..8 {
-        rec[sc_at + g * s + i] = sc[s];
-    }
-    for t in 0..4 {
-        rec[m_at + 2 * g * t + 2 * i] = m[2 * t];
-        rec[m_at + 2 * g * t + 2 * i + 1] = m[2 * t + 1];
+    for w in 0..3 {
+        let at = q4k::sm(g, w) + 4 * i;
+        rec[at..at + 4].copy_from_slice(&head[4 + 4 * w..8 + 4 * w]);
     }
     // Runs 2c and 2c + 1 are the low and high nibbles of the 32 bytes at 32c.
     for s in 0..8 {
@@ -444,13 +451,38 @@ pub(crate) fn group_scalar(
                             }
                         };
                         let dot: i32 = (0..32).map(|e| value(e) * xq(32 * s + e)).sum();
-                        sums += rec[q4k::sc(g) + g * s + i] as i32 * dot;
-                        let m = rec[q4k::m(g) + 2 * g * (s / 2) + 2 * i + s % 2] as i32;
-                        mins += m * (bsum(2 * s) + bsum(2 * s + 1));
+                        let words = [0, 1, 2].map(|w| rd32(rec, q4k::sm(g, w) + 4 * i));
+                        let (sc, m) = q4k_scale_min(words, s);
+                        sums += sc as i32 * dot;
+                        mins += m as i32 * (bsum(2 * s) + bsum(2 * s + 1));
                     }
                     *oi += dx * f16_at(rec, q4k::d(g), i) * sums as f32
                         - dx * f16_at(rec, q4k::dmin(g), i) * mins as f32;
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::q4k_scale_min;
+    use crate::quant::q4_k::unpack_scales_mins;
+
+    #[test]
+    fn scale_words_decode_as_the_source_block() {
+        // Every byte value in every position, by a walk that visits all of them.
+        for seed in 0..256u32 {
+            let q: [u8; 12] = std::array::from_fn(|k| (seed * 37 + k as u32 * 101) as u8);
+            let word =
+                |w: usize| u32::from_le_bytes([q[4 * w], q[4 * w + 1], q[4 * w + 2], q[4 * w + 3]]);
+            let (sc, m) = unpack_scales_mins(&q);
+            for s in 0..8 {
+                assert_eq!(
+                    q4k_scale_min([word(0), word(1), word(2)], s),
+                    (sc[s], m[s]),
+                    "{q:?} run {s}"
+                );
             }
         }
     }

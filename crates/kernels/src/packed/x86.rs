@@ -13,6 +13,34 @@ pub(super) const AVX2: u8 = 0;
 pub(super) const AVX_VNNI: u8 = 1;
 pub(super) const AVX512_VNNI: u8 = 2;
 
+/// A byte-shuffle control's byte that zeroes its destination.
+const Z: u8 = 0x80;
+
+/// A byte-shuffle control (`pshufb` indexes within each 128-bit part of the vector) of `N`
+/// bytes that gives byte `k` of every 32-bit lane the byte `pick[k]` of the same lane (`Z`:
+/// zero). A whole-vector constant, so that the shuffle reads it as its memory operand.
+pub(super) const fn lane_shuffle<const N: usize>(pick: [u8; 4]) -> [u8; N] {
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        let p = pick[i % 4];
+        out[i] = if p < 4 { p + 4 * (i % 16 / 4) as u8 } else { p };
+        i += 1;
+    }
+    out
+}
+
+/// Q4_K's scale of run `q` of four from each row's lane of scale bytes ([`lane_shuffle`]'s
+/// picks): as a 32-bit value ...
+pub(super) const RUN_SCALE: [[u8; 4]; 4] = [[0, Z, Z, Z], [1, Z, Z, Z], [2, Z, Z, Z], [3, Z, Z, Z]];
+
+/// ... and in both 16-bit halves of the lane.
+pub(super) const RUN_SCALE_TWICE: [[u8; 4]; 4] =
+    [[0, Z, 0, Z], [1, Z, 1, Z], [2, Z, 2, Z], [3, Z, 3, Z]];
+
+/// Bytes 1 and 3 of each lane as 16-bit values (bytes 0 and 2 are a mask away).
+pub(super) const ODD_BYTE_PAIRS: [u8; 4] = [1, Z, 3, Z];
+
 /// `acc + Σ` of each lane's four products of unsigned bytes of `w` by signed bytes of `x`.
 ///
 /// # Safety

@@ -21,6 +21,7 @@
 
 use super::iq4::{table_of, xs};
 use super::kquant::{q2k, q3k, q4k, q5k, q6k, Q8K_BLOCK, Q8K_BSUMS, Q8K_QS};
+use super::x86::{lane_shuffle, ODD_BYTE_PAIRS, RUN_SCALE};
 use super::{ActView, PackedMatrix, WIDE_GROUP, WIDE_TILE_TOKENS};
 use ggml_type::GgmlType;
 use std::arch::x86_64::*;
@@ -316,6 +317,66 @@ unsafe fn prefetch_next_act(a: &Args, b: usize) {
     super::x86::prefetch_lines(a.xs[0].wrapping_add((b + 1) * Q8K_BLOCK), Q8K_BLOCK);
 }
 
+/// Shuffle controls of [`super::x86`]'s picks, for 512-bit vectors.
+static RUN_SCALE_64: [[u8; 64]; 4] = [
+    lane_shuffle(RUN_SCALE[0]),
+    lane_shuffle(RUN_SCALE[1]),
+    lane_shuffle(RUN_SCALE[2]),
+    lane_shuffle(RUN_SCALE[3]),
+];
+static ODD_BYTE_PAIRS_64: [u8; 64] = lane_shuffle(ODD_BYTE_PAIRS);
+
+/// # Safety
+/// AVX-512 F.
+#[inline(always)]
+unsafe fn shuffle_control(c: &[u8; 64]) -> __m512i {
+    _mm512_loadu_si512(c.as_ptr().cast())
+}
+
+/// The 6-bit scales of a Q4_K or Q5_K record's 16 rows (layout in [`super::kquant`]): those
+/// of runs `4h..4h + 4` in the bytes of each row's 32-bit lane of vector `h`.
+///
+/// # Safety
+/// AVX-512 F/BW; `rec` a whole record.
+#[inline(always)]
+unsafe fn q4k_scale_bytes(rec: *const u8) -> [__m512i; 2] {
+    let word = |w: usize| _mm512_loadu_si512(rec.add(q4k::sm(G, w)).cast());
+    let (w0, w2) = (word(0), word(2));
+    [
+        _mm512_and_si512(w0, _mm512_set1_epi32(0x3F3F_3F3F)),
+        _mm512_or_si512(
+            _mm512_and_si512(w2, _mm512_set1_epi32(0x0F0F_0F0F)),
+            _mm512_and_si512(_mm512_srli_epi32::<2>(w0), _mm512_set1_epi32(0x3030_3030)),
+        ),
+    ]
+}
+
+/// The 6-bit minimums of a Q4_K or Q5_K record's 16 rows as 16-bit pairs in each row's lane:
+/// runs (0, 2), (1, 3), (4, 6) and (5, 7).
+///
+/// # Safety
+/// AVX-512 F/BW; `rec` a whole record.
+#[inline(always)]
+unsafe fn q4k_min_pairs(rec: *const u8) -> [__m512i; 4] {
+    let word = |w: usize| _mm512_loadu_si512(rec.add(q4k::sm(G, w)).cast());
+    let (w1, w2) = (word(1), word(2));
+    let low = _mm512_and_si512(w1, _mm512_set1_epi32(0x3F3F_3F3F));
+    let high = _mm512_or_si512(
+        _mm512_and_si512(_mm512_srli_epi32::<4>(w2), _mm512_set1_epi32(0x0F0F_0F0F)),
+        _mm512_and_si512(_mm512_srli_epi32::<2>(w1), _mm512_set1_epi32(0x3030_3030)),
+    );
+    let (even, odd) = (
+        _mm512_set1_epi32(0x00FF_00FF),
+        shuffle_control(&ODD_BYTE_PAIRS_64),
+    );
+    [
+        _mm512_and_si512(low, even),
+        _mm512_shuffle_epi8(low, odd),
+        _mm512_and_si512(high, even),
+        _mm512_shuffle_epi8(high, odd),
+    ]
+}
+
 /// Q4_K, and Q5_K (`Q5`: the fifth bits merged into the nibbles); layouts in
 /// [`super::kquant`].
 ///
@@ -334,6 +395,7 @@ unsafe fn tile_q4k<const Q5: bool, const C: usize, const CH: usize>(a: &Args, ou
         if C == 1 {
             prefetch_next_act(a, b);
         }
+        let scales = q4k_scale_bytes(rec);
         let mut sums = [_mm512_setzero_si512(); C];
         for s in 0..8 {
             let v = if Q5 {
@@ -358,7 +420,7 @@ unsafe fn tile_q4k<const Q5: bool, const C: usize, const CH: usize>(a: &Args, ou
             } else {
                 nibble_vectors(rec.add(q4k::qs(G) + 16 * G * s))
             };
-            let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(rec.add(q4k::sc(G) + G * s).cast()));
+            let sc = _mm512_shuffle_epi8(scales[s / 4], shuffle_control(&RUN_SCALE_64[s % 4]));
             for (c, sum) in sums.iter_mut().enumerate() {
                 let xq = a.xs[c].add(b * Q8K_BLOCK + Q8K_QS + 32 * s);
                 let dot = dots::<CH>(&v, xq, 0);
@@ -367,15 +429,19 @@ unsafe fn tile_q4k<const Q5: bool, const C: usize, const CH: usize>(a: &Args, ou
         }
         let d = _mm512_cvtph_ps(_mm256_loadu_si256(rec.add(q4k::d(G)).cast()));
         let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(rec.add(q4k::dmin(G)).cast()));
+        let min_pairs = q4k_min_pairs(rec);
         for (c, acc) in acc.iter_mut().enumerate() {
             let xb = a.xs[c].add(b * Q8K_BLOCK);
             let dx = _mm512_set1_ps(xb.cast::<f32>().read_unaligned());
-            // The sums of the 8 activation runs of 32 (pairs of the 16-element sums), as i16:
-            // 32-bit word t holds runs 2t and 2t + 1, against the rows' minimum pairs.
+            // The sums of the 8 activation runs of 32 (pairs of the 16-element sums), as i16,
+            // in the minimums' pairs: 32-bit words (0, 2), (1, 3), (4, 6), (5, 7).
             let bsums = xb.add(Q8K_BSUMS);
-            let runs = _mm_hadd_epi16(
-                _mm_loadu_si128(bsums.cast()),
-                _mm_loadu_si128(bsums.add(16).cast()),
+            let runs = _mm_shuffle_epi8(
+                _mm_hadd_epi16(
+                    _mm_loadu_si128(bsums.cast()),
+                    _mm_loadu_si128(bsums.add(16).cast()),
+                ),
+                _mm_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15),
             );
             let pairs = [
                 _mm_cvtsi128_si32(runs),
@@ -384,9 +450,7 @@ unsafe fn tile_q4k<const Q5: bool, const C: usize, const CH: usize>(a: &Args, ou
                 _mm_extract_epi32::<3>(runs),
             ];
             let mut mins = _mm512_setzero_si512();
-            for (t, &pair) in pairs.iter().enumerate() {
-                let m =
-                    _mm512_cvtepu8_epi16(_mm256_loadu_si256(rec.add(q4k::m(G) + 2 * G * t).cast()));
+            for (&m, &pair) in min_pairs.iter().zip(&pairs) {
                 mins = _mm512_dpwssd_epi32(mins, m, _mm512_set1_epi32(pair));
             }
             *acc = _mm512_fmadd_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(sums[c]), *acc);

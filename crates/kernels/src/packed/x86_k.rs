@@ -2,7 +2,10 @@
 //! As in [`super::x86`], `ISA` picks AVX2 or a VNNI encoding; the integer sums are the same.
 
 use super::kquant::{q2k, q3k, q4k, q5k, q6k, Q8K_BLOCK, Q8K_BSUMS, Q8K_QS};
-use super::x86::{bx, dpbusd, nibble_vectors, AVX2, AVX512_VNNI, AVX_VNNI};
+use super::x86::{
+    bx, dpbusd, lane_shuffle, nibble_vectors, AVX2, AVX512_VNNI, AVX_VNNI, ODD_BYTE_PAIRS,
+    RUN_SCALE, RUN_SCALE_TWICE,
+};
 use super::{ActView, PackedMatrix, GROUP, TILE_TOKENS};
 use ggml_type::GgmlType;
 use std::arch::x86_64::*;
@@ -131,6 +134,72 @@ struct Args {
     prefetch: usize,
 }
 
+/// Shuffle controls of [`super::x86`]'s picks, for 256-bit vectors.
+static RUN_SCALE_32: [[u8; 32]; 4] = [
+    lane_shuffle(RUN_SCALE[0]),
+    lane_shuffle(RUN_SCALE[1]),
+    lane_shuffle(RUN_SCALE[2]),
+    lane_shuffle(RUN_SCALE[3]),
+];
+static RUN_SCALE_TWICE_32: [[u8; 32]; 4] = [
+    lane_shuffle(RUN_SCALE_TWICE[0]),
+    lane_shuffle(RUN_SCALE_TWICE[1]),
+    lane_shuffle(RUN_SCALE_TWICE[2]),
+    lane_shuffle(RUN_SCALE_TWICE[3]),
+];
+static ODD_BYTE_PAIRS_32: [u8; 32] = lane_shuffle(ODD_BYTE_PAIRS);
+
+/// # Safety
+/// AVX2.
+#[inline(always)]
+unsafe fn shuffle_control(c: &[u8; 32]) -> __m256i {
+    _mm256_loadu_si256(c.as_ptr().cast())
+}
+
+/// The 6-bit scales of a Q4_K or Q5_K record's 8 rows (layout in [`super::kquant`]): those
+/// of runs `4h..4h + 4` in the bytes of each row's 32-bit lane of vector `h`.
+///
+/// # Safety
+/// AVX2; `rec` a whole record.
+#[inline(always)]
+unsafe fn q4k_scale_bytes(rec: *const u8) -> [__m256i; 2] {
+    let word = |w: usize| _mm256_loadu_si256(rec.add(q4k::sm(GROUP, w)).cast());
+    let (w0, w2) = (word(0), word(2));
+    [
+        _mm256_and_si256(w0, _mm256_set1_epi32(0x3F3F_3F3F)),
+        _mm256_or_si256(
+            _mm256_and_si256(w2, _mm256_set1_epi32(0x0F0F_0F0F)),
+            _mm256_and_si256(_mm256_srli_epi32::<2>(w0), _mm256_set1_epi32(0x3030_3030)),
+        ),
+    ]
+}
+
+/// The 6-bit minimums of a Q4_K or Q5_K record's 8 rows as 16-bit pairs in each row's lane:
+/// runs (0, 2), (1, 3), (4, 6) and (5, 7).
+///
+/// # Safety
+/// AVX2; `rec` a whole record.
+#[inline(always)]
+unsafe fn q4k_min_pairs(rec: *const u8) -> [__m256i; 4] {
+    let word = |w: usize| _mm256_loadu_si256(rec.add(q4k::sm(GROUP, w)).cast());
+    let (w1, w2) = (word(1), word(2));
+    let low = _mm256_and_si256(w1, _mm256_set1_epi32(0x3F3F_3F3F));
+    let high = _mm256_or_si256(
+        _mm256_and_si256(_mm256_srli_epi32::<4>(w2), _mm256_set1_epi32(0x0F0F_0F0F)),
+        _mm256_and_si256(_mm256_srli_epi32::<2>(w1), _mm256_set1_epi32(0x3030_3030)),
+    );
+    let (even, odd) = (
+        _mm256_set1_epi32(0x00FF_00FF),
+        shuffle_control(&ODD_BYTE_PAIRS_32),
+    );
+    [
+        _mm256_and_si256(low, even),
+        _mm256_shuffle_epi8(low, odd),
+        _mm256_and_si256(high, even),
+        _mm256_shuffle_epi8(high, odd),
+    ]
+}
+
 /// Q4_K, and Q5_K (`Q5`): the same but for the fifth bits merged into the nibbles and the
 /// wider values' sums in 16 bits.
 ///
@@ -148,6 +217,7 @@ unsafe fn tile_q4k<const ISA: u8, const Q5: bool, const C: usize>(
         if C == 1 {
             super::x86::prefetch_ahead(rec, a.prefetch, a.record);
         }
+        let scales = q4k_scale_bytes(rec);
         let mut sums = [_mm256_setzero_si256(); C];
         for s in 0..8 {
             let v = if Q5 {
@@ -173,9 +243,9 @@ unsafe fn tile_q4k<const ISA: u8, const Q5: bool, const C: usize>(
                 nibble_vectors(rec.add(q4k::qs(GROUP) + 128 * s))
             };
             // Each row's scale in both 16-bit halves of its lane.
-            let sc32 =
-                _mm256_cvtepu8_epi32(_mm_loadl_epi64(rec.add(q4k::sc(GROUP) + 8 * s).cast()));
-            let sc = _mm256_or_si256(sc32, _mm256_slli_epi32::<16>(sc32));
+            let sc32 = _mm256_shuffle_epi8(scales[s / 4], shuffle_control(&RUN_SCALE_32[s % 4]));
+            let sc =
+                _mm256_shuffle_epi8(scales[s / 4], shuffle_control(&RUN_SCALE_TWICE_32[s % 4]));
             for (c, sum) in sums.iter_mut().enumerate() {
                 let xq = a.xs[c].add(b * Q8K_BLOCK + Q8K_QS + 32 * s);
                 if ISA != AVX2 {
@@ -209,6 +279,7 @@ unsafe fn tile_q4k<const ISA: u8, const Q5: bool, const C: usize>(
         }
         let d = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(q4k::d(GROUP)).cast()));
         let dmin = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(q4k::dmin(GROUP)).cast()));
+        let min_pairs = q4k_min_pairs(rec);
         for (c, acc) in acc.iter_mut().enumerate() {
             let xb = a.xs[c].add(b * Q8K_BLOCK);
             let dx = _mm256_set1_ps(xb.cast::<f32>().read_unaligned());
@@ -221,10 +292,10 @@ unsafe fn tile_q4k<const ISA: u8, const Q5: bool, const C: usize>(
             let mut run = [0i32; 8];
             _mm256_storeu_si256(run.as_mut_ptr().cast(), bs);
             let mut mins = _mm256_setzero_si256();
-            for t in 0..4 {
-                let pair = (run[2 * t] as u32 & 0xFFFF) | (run[2 * t + 1] as u32) << 16;
-                let m =
-                    _mm256_cvtepu8_epi16(_mm_loadu_si128(rec.add(q4k::m(GROUP) + 16 * t).cast()));
+            // The minimums' pairs are runs (0, 2), (1, 3), (4, 6) and (5, 7).
+            for (t, &m) in min_pairs.iter().enumerate() {
+                let first = 4 * (t / 2) + t % 2;
+                let pair = (run[first] as u32 & 0xFFFF) | (run[first + 2] as u32) << 16;
                 mins = _mm256_add_epi32(mins, _mm256_madd_epi16(m, _mm256_set1_epi32(pair as i32)));
             }
             *acc = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(sums[c]), *acc);
