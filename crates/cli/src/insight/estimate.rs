@@ -85,23 +85,18 @@ impl Estimate {
 
 /// Bytes of a packed copy of a `rows × cols` matrix of type `ty`, or `None` where hearth does
 /// not pack it on this CPU.
-fn packed_bytes(ty: GgmlType, rows: u64, cols: u64, n_bytes: u64) -> Option<u64> {
+fn packed_bytes(ty: GgmlType, rows: u64, cols: u64) -> Option<u64> {
     // As engine::weights: HEARTH_NO_PACK (other than 0) turns packing off.
     let no_pack = std::env::var_os("HEARTH_NO_PACK").is_some_and(|v| !v.is_empty() && v != "0");
-    if no_pack || !kernels::packed::PackedMatrix::supported(ty, rows as usize, cols as usize) {
+    if no_pack {
         return None;
     }
-    Some(match ty {
-        GgmlType::Q4_K => n_bytes / 1152 * 1184,
-        GgmlType::Q5_K => n_bytes / 1408 * 1440,
-        // Q3_K's 6-bit scales unpacked: 114 bytes per row and super-block instead of 110.
-        GgmlType::Q3_K => n_bytes / 110 * 114,
-        // IQ4_XS's run scales unpacked: 138 bytes per row and super-block instead of 136.
-        GgmlType::IQ4_XS => n_bytes / 136 * 138,
-        // MXFP4's exponent byte as an f32 scale: 20 bytes per row and block instead of 17.
-        GgmlType::MXFP4 => n_bytes / 17 * 20,
-        _ => n_bytes,
-    })
+    let len = kernels::packed::PackedMatrix::packed_len(
+        ty,
+        usize::try_from(rows).ok()?,
+        usize::try_from(cols).ok()?,
+    )?;
+    Some(len as u64)
 }
 
 /// The estimate for `file` at `n_ctx` positions.
@@ -148,7 +143,7 @@ pub fn estimate(file: &GgufFile, n_ctx: u64) -> anyhow::Result<Estimate> {
             // Norms and biases: dequantized to f32.
             t.n_elements() * 4
         } else {
-            packed_bytes(t.ty, rows, cols, t.n_bytes).unwrap_or(t.n_bytes)
+            packed_bytes(t.ty, rows, cols).unwrap_or(t.n_bytes)
         };
         weights_bytes += bytes;
         decode_read_bytes += if t.name.contains("_exps") {
@@ -211,7 +206,9 @@ mod tests {
         for (ty, rows, cols, file_bytes, packed) in [
             (GgmlType::MXFP4, 64u64, 2048u64, 64 * 64 * 17, 64 * 64 * 20),
             (GgmlType::IQ4_XS, 16, 512, 16 * 2 * 136, 16 * 2 * 138),
-            (GgmlType::Q5_K, 16, 512, 16 * 2 * 176, 16 * 2 * 180),
+            (GgmlType::Q4_K, 16, 512, 16 * 2 * 144, 16 * 2 * 144),
+            (GgmlType::Q5_K, 16, 512, 16 * 2 * 176, 16 * 2 * 176),
+            (GgmlType::Q6_K, 16, 512, 16 * 2 * 210, 16 * 2 * 210),
             (GgmlType::Q3_K, 16, 512, 16 * 2 * 110, 16 * 2 * 114),
             (GgmlType::Q2_K, 16, 512, 16 * 2 * 84, 16 * 2 * 84),
             (GgmlType::IQ4_NL, 16, 512, 16 * 16 * 18, 16 * 16 * 18),
@@ -220,11 +217,11 @@ mod tests {
             let want = kernels::packed::PackedMatrix::supported(ty, rows as usize, cols as usize)
                 .then_some(packed);
             if std::env::var_os("HEARTH_NO_PACK").is_none() {
-                assert_eq!(packed_bytes(ty, rows, cols, file_bytes), want, "{ty}");
+                assert_eq!(packed_bytes(ty, rows, cols), want, "{ty}");
             }
         }
         // Rows that do not fill a record are not packed (the file's bytes count).
-        assert_eq!(packed_bytes(GgmlType::MXFP4, 12, 64, 12 * 2 * 17), None);
+        assert_eq!(packed_bytes(GgmlType::MXFP4, 12, 64), None);
     }
 }
 
@@ -256,7 +253,7 @@ mod decode_read_tests {
             .filter(|t| t.name.contains("_exps"))
             .map(|t| {
                 let rows: u64 = t.dims.iter().skip(1).product();
-                packed_bytes(t.ty, rows, t.dims[0], t.n_bytes).unwrap_or(t.n_bytes)
+                packed_bytes(t.ty, rows, t.dims[0]).unwrap_or(t.n_bytes)
             })
             .sum();
         assert!(experts > 0);

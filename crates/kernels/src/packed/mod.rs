@@ -312,6 +312,17 @@ impl PackedMatrix {
         Self::layout_fits(ty, rows, cols) && Self::fast_path_available()
     }
 
+    /// Bytes that [`PackedMatrix::new`] would hold for this type and shape on this CPU (what a
+    /// generated token reads of it); `None` where it would not pack.
+    pub fn packed_len(ty: GgmlType, rows: usize, cols: usize) -> Option<usize> {
+        if !Self::supported(ty, rows, cols) {
+            return None;
+        }
+        Self::layout(ty, rows, cols, preferred_group(ty, rows))
+            .ok()
+            .map(|(_, len)| len)
+    }
+
     fn layout_fits(ty: GgmlType, rows: usize, cols: usize) -> bool {
         check_shape(ty, rows, cols, GROUP).is_ok()
     }
