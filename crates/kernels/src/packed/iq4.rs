@@ -10,16 +10,16 @@
 //! - the indices as the 4-bit formats store their values (see the parent module): vectors `2p`
 //!   and `2p + 1` in the low and high nibbles of the `4G` bytes at `4G p`.
 //!
-//! MXFP4 (`G` rows × one 32-element block, 20 bytes per row: 3 more than the source's 17),
-//! dotted against Q8_0 activations: an IQ4_NL record whose scales are f32 (`d[G]`, `4G`
-//! bytes, then the indices at `4G`). The source's E8M0 byte `e` becomes `2^(e - 128)` (ggml
-//! stores the E2M1 levels doubled, so the scale is halved), which f32 holds exactly for every
-//! `e`: `e >= 2` as a normal number, `e = 0` and `e = 1` (`2^-128`, `2^-127`) as subnormals,
-//! and `e = 255` (E8M0's NaN) as `2^127`, as ggml and the unpacked dot product read it
-//! ([`crate::quant::mxfp4::e8m0_half`]). So the packed scales are the unpacked path's, bit for
-//! bit; an f16 (as IQ4_NL's) could not hold them, and converting from the exponent byte in
-//! the kernels would cost instructions per block. The kernels need the CPU's default handling
-//! of subnormals (Rust never sets flush-to-zero or denormals-are-zero).
+//! MXFP4 (`G` rows × one 32-element block, 17 bytes per row as the source), dotted against
+//! Q8_0 activations: an IQ4_NL record whose scales are the source's E8M0 exponent bytes
+//! (`e[G]`, then the indices at `G`). A kernel turns byte `e` into the f32 `2^(e - 128)` (ggml
+//! stores the E2M1 levels doubled, so the scale is halved) with a shift for `e >= 2` and a
+//! subnormal (`2^-128`, `2^-127`) for `e = 0` and `e = 1`; `e = 255` (E8M0's NaN) becomes
+//! `2^127`, as ggml and the unpacked dot product read it ([`crate::quant::mxfp4::e8m0_half`]).
+//! So the kernels' scales are the unpacked path's, bit for bit. (Records held those scales as
+//! f32, 20 bytes a row: 18% more bytes than the file for a generated token to stream, against
+//! a few instructions per block of 32.) The kernels need the CPU's default handling of
+//! subnormals (Rust never sets flush-to-zero or denormals-are-zero).
 //!
 //! IQ4_XS (`G` rows × one 256-element super-block, 138 bytes per row: 2 more than the source's
 //! 136, for run scales unpacked to bytes), dotted against Q8_K activations:
@@ -116,19 +116,19 @@ pub(crate) const fn is_table_format(ty: GgmlType) -> bool {
     matches!(ty, GgmlType::IQ4_NL | GgmlType::IQ4_XS | GgmlType::MXFP4)
 }
 
-/// Whether records of `ty` hold f32 scales (MXFP4) rather than f16.
-pub(crate) const fn f32_scales(ty: GgmlType) -> bool {
+/// Whether records of `ty` hold E8M0 exponent bytes (MXFP4) rather than f16 scales.
+pub(crate) const fn e8m0_scales(ty: GgmlType) -> bool {
     matches!(ty, GgmlType::MXFP4)
 }
 
-/// Writes the MXFP4 record of block `b` of the `g` rows in `rows`: each row's scale as the f32
-/// `2^(e - 128)` (exact, see the module's notes), its indices as IQ4_NL's.
+/// Writes the MXFP4 record of block `b` of the `g` rows in `rows`: each row's exponent byte,
+/// its indices as IQ4_NL's.
 pub(crate) fn pack_mxfp4(g: usize, rows: &[u8], row_bytes: usize, b: usize, rec: &mut [u8]) {
     let (src_block, qs_off) = (MXFP4.src_block, MXFP4.qs_off(g));
     for i in 0..g {
         let off = i * row_bytes + b * src_block;
         let src = &rows[off..off + src_block];
-        rec[4 * i..4 * i + 4].copy_from_slice(&e8m0_half(src[0]).to_le_bytes());
+        rec[i] = src[0];
         // Element j < 16 is the low nibble of qs[j], j + 16 its high nibble, as in IQ4_NL.
         let qs = &src[1..];
         for p in 0..4 {
@@ -199,15 +199,6 @@ fn f16_at(rec: &[u8], off: usize, i: usize) -> f32 {
     f16_to_f32([rec[off + 2 * i], rec[off + 2 * i + 1]])
 }
 
-fn f32_at(rec: &[u8], off: usize, i: usize) -> f32 {
-    f32::from_le_bytes([
-        rec[off + 4 * i],
-        rec[off + 4 * i + 1],
-        rec[off + 4 * i + 2],
-        rec[off + 4 * i + 3],
-    ])
-}
-
 /// Scalar reference: `out[c * g + i]` for the `g` rows of `group` (records of `nb` blocks of
 /// `spec`) against tokens `t0..t0 + n`.
 #[allow(clippy::too_many_arguments)]
@@ -235,8 +226,8 @@ pub(crate) fn group_scalar(
                             level(table, g, rec, spec.qs_off(g), i, e) * i32::from(xq[e] as i8)
                         })
                         .sum();
-                    let d = if f32_scales(spec.ty) {
-                        f32_at(rec, spec.d_off(), i)
+                    let d = if e8m0_scales(spec.ty) {
+                        e8m0_half(rec[spec.d_off() + i])
                     } else {
                         f16_at(rec, spec.d_off(), i)
                     };

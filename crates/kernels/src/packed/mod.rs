@@ -76,9 +76,11 @@ impl Spec {
         2 * g
     }
     pub const fn qs_off(&self, g: usize) -> usize {
-        // MXFP4's scales are f32 (see [`iq4`]), the others' f16.
-        if self.has_min || iq4::f32_scales(self.ty) {
+        // MXFP4's scales are exponent bytes (see [`iq4`]), the others' f16.
+        if self.has_min {
             4 * g
+        } else if iq4::e8m0_scales(self.ty) {
+            g
         } else {
             2 * g
         }
@@ -1195,15 +1197,53 @@ mod tests {
             assert_eq!(iq4::IQ4_NL.record(g), g * iq4::IQ4_NL.src_block);
             // IQ4_XS keeps its 6-bit run scales unpacked: 2 bytes more per row × 256.
             assert_eq!(iq4::IQ4_XS.record(g), g * (iq4::IQ4_XS.src_block + 2));
-            // MXFP4's exponent byte becomes an f32 scale: 3 bytes more per row × 32.
-            assert_eq!(iq4::MXFP4.record(g), g * (iq4::MXFP4.src_block + 3));
-            assert_eq!(iq4::MXFP4.qs_off(g), 4 * g);
+            assert_eq!(iq4::MXFP4.record(g), g * iq4::MXFP4.src_block);
+            assert_eq!(iq4::MXFP4.qs_off(g), g);
         }
     }
 
     /// Every E8M0 exponent packs to the f32 `2^(e - 128)` exactly (subnormal for 0 and 1, 2^127
     /// for 255), the scale the unpacked dot product applies, and the indices land where the
     /// scalar reference reads them.
+    /// The kernels' scales from MXFP4's exponent bytes are `e8m0_half`'s, bit for bit, for every
+    /// byte (on the vector widths this CPU runs).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn kernels_read_every_exponent_byte_as_the_reference() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let want: Vec<u32> = bytes
+            .iter()
+            .map(|&e| crate::quant::mxfp4::e8m0_half(e).to_bits())
+            .collect();
+        let f = crate::simd::features();
+        if f.avx2 {
+            for (chunk, want) in bytes.chunks(8).zip(want.chunks(8)) {
+                let mut got = [0f32; 8];
+                // SAFETY: the CPU has AVX2; 8 bytes at the chunk.
+                unsafe {
+                    std::arch::x86_64::_mm256_storeu_ps(
+                        got.as_mut_ptr(),
+                        x86::e8m0_half_8(chunk.as_ptr()),
+                    )
+                };
+                assert_eq!(got.map(f32::to_bits), want, "{chunk:?}");
+            }
+        }
+        if Kernel::best().group() == Some(WIDE_GROUP) {
+            for (chunk, want) in bytes.chunks(16).zip(want.chunks(16)) {
+                let mut got = [0f32; 16];
+                // SAFETY: the CPU runs the 512-bit kernels; 16 bytes at the chunk.
+                unsafe {
+                    std::arch::x86_64::_mm512_storeu_ps(
+                        got.as_mut_ptr(),
+                        x86_512::e8m0_half_16(chunk.as_ptr()),
+                    )
+                };
+                assert_eq!(got.map(f32::to_bits), want, "{chunk:?}");
+            }
+        }
+    }
+
     #[test]
     fn mxfp4_records_hold_exact_scales() {
         let (g, nb) = (GROUP, 256 / GROUP);
@@ -1226,12 +1266,9 @@ mod tests {
             let rec = &p.data[b * record..(b + 1) * record];
             for i in 0..g {
                 let e = 8 * b + i;
-                let d = f32::from_le_bytes(rec[4 * i..4 * i + 4].try_into().unwrap());
+                assert_eq!(usize::from(rec[i]), e);
+                let d = crate::quant::mxfp4::e8m0_half(rec[i]);
                 assert_eq!(d, 2f64.powi(e as i32 - 128) as f32, "e={e}");
-                assert_eq!(
-                    d.to_bits(),
-                    crate::quant::mxfp4::e8m0_half(e as u8).to_bits()
-                );
                 for el in 0..32 {
                     let (k, byte) = (el / 4, 4 * i + el % 4);
                     let packed = rec[iq4::MXFP4.qs_off(g) + 4 * g * (k / 2) + byte];

@@ -13,6 +13,23 @@ pub(super) const AVX2: u8 = 0;
 pub(super) const AVX_VNNI: u8 = 1;
 pub(super) const AVX512_VNNI: u8 = 2;
 
+/// The f32 scales `2^(e - 128)` of the 8 E8M0 exponent bytes at `p`, exactly as
+/// [`crate::quant::mxfp4::e8m0_half`] (a shift into the exponent field for `e >= 2`, the
+/// subnormals `2^-128` and `2^-127` below).
+///
+/// # Safety
+/// AVX2; 8 bytes readable at `p`.
+#[inline(always)]
+pub(super) unsafe fn e8m0_half_8(p: *const u8) -> __m256 {
+    let e = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.cast()));
+    // (e - 1) << 23 is the f32 for e >= 2 (at least 2^-126); below, it is 0 or negative, and
+    // the subnormal 2^-128 << min(e, 1) is the larger.
+    let normal = _mm256_sub_epi32(_mm256_slli_epi32::<23>(e), _mm256_set1_epi32(1 << 23));
+    let one = _mm256_set1_epi32(1);
+    let subnormal = _mm256_sllv_epi32(_mm256_set1_epi32(0x0020_0000), _mm256_min_epu32(e, one));
+    _mm256_castsi256_ps(_mm256_max_epi32(normal, subnormal))
+}
+
 /// A byte-shuffle control's byte that zeroes its destination.
 const Z: u8 = 0x80;
 

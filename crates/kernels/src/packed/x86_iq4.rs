@@ -8,7 +8,7 @@
 //! cheap (see [`tile_xs`]). As there, `ISA` picks AVX2 or a VNNI encoding; the integer sums are
 //! the same. IQ4_NL and MXFP4 share [`tile_nl`]; only the scales' type differs (f16 or f32).
 
-use super::iq4::{f32_scales, table_of, xs};
+use super::iq4::{e8m0_scales, table_of, xs};
 use super::kquant::{Q8K_BLOCK, Q8K_BSUMS, Q8K_QS};
 use super::x86::{bx, dpbusd, nibble_vectors, prefetch_ahead, AVX2, AVX512_VNNI, AVX_VNNI};
 use super::{ActView, PackedMatrix, GROUP, TILE_TOKENS};
@@ -86,17 +86,17 @@ pub(super) unsafe fn group<const ISA: u8>(
     }
     if is_xs {
         by_tokens!(XS)
-    } else if f32_scales(w.spec.ty) {
-        by_tokens!(NL_F32)
+    } else if e8m0_scales(w.spec.ty) {
+        by_tokens!(NL_E8M0)
     } else {
         by_tokens!(NL)
     }
 }
 
-/// The `FMT` parameter of the tiles: IQ4_NL (f16 scales), MXFP4 (IQ4_NL's record with f32
-/// scales), IQ4_XS.
+/// The `FMT` parameter of the tiles: IQ4_NL (f16 scales), MXFP4 (IQ4_NL's record with E8M0
+/// exponent bytes for scales), IQ4_XS.
 const NL: u8 = 0;
-const NL_F32: u8 = 1;
+const NL_E8M0: u8 = 1;
 const XS: u8 = 2;
 
 struct Args {
@@ -125,7 +125,7 @@ unsafe fn tile_avx2<const FMT: u8, const C: usize>(
 ) {
     match FMT {
         XS => tile_xs::<AVX2, C>(a, out),
-        NL_F32 => tile_nl::<AVX2, C, true>(a, out),
+        NL_E8M0 => tile_nl::<AVX2, C, true>(a, out),
         _ => tile_nl::<AVX2, C, false>(a, out),
     }
 }
@@ -139,7 +139,7 @@ unsafe fn tile_avx_vnni<const FMT: u8, const C: usize>(
 ) {
     match FMT {
         XS => tile_xs::<AVX_VNNI, C>(a, out),
-        NL_F32 => tile_nl::<AVX_VNNI, C, true>(a, out),
+        NL_E8M0 => tile_nl::<AVX_VNNI, C, true>(a, out),
         _ => tile_nl::<AVX_VNNI, C, false>(a, out),
     }
 }
@@ -153,7 +153,7 @@ unsafe fn tile_avx512_vnni<const FMT: u8, const C: usize>(
 ) {
     match FMT {
         XS => tile_xs::<AVX512_VNNI, C>(a, out),
-        NL_F32 => tile_nl::<AVX512_VNNI, C, true>(a, out),
+        NL_E8M0 => tile_nl::<AVX512_VNNI, C, true>(a, out),
         _ => tile_nl::<AVX512_VNNI, C, false>(a, out),
     }
 }
@@ -201,12 +201,13 @@ unsafe fn run_dot<const ISA: u8>(
     s
 }
 
-/// IQ4_NL (`F32` false: f16 scales) and MXFP4 (`F32` true: f32 scales), each with its table.
+/// IQ4_NL (`E8M0` false: f16 scales) and MXFP4 (`E8M0` true: exponent bytes), each with its
+/// table.
 ///
 /// # Safety
 /// AVX2/FMA/F16C and `ISA`; `a` as [`group`] checks.
 #[inline(always)]
-unsafe fn tile_nl<const ISA: u8, const C: usize, const F32: bool>(
+unsafe fn tile_nl<const ISA: u8, const C: usize, const E8M0: bool>(
     a: &Args,
     out: &mut [[f32; GROUP]; TILE_TOKENS],
 ) {
@@ -217,8 +218,8 @@ unsafe fn tile_nl<const ISA: u8, const C: usize, const F32: bool>(
         if C == 1 {
             prefetch_ahead(rec, a.prefetch, a.record);
         }
-        let d = if F32 {
-            _mm256_loadu_ps(rec.cast())
+        let d = if E8M0 {
+            super::x86::e8m0_half_8(rec)
         } else {
             _mm256_cvtph_ps(_mm_loadu_si128(rec.cast()))
         };
