@@ -1202,9 +1202,6 @@ mod tests {
         }
     }
 
-    /// Every E8M0 exponent packs to the f32 `2^(e - 128)` exactly (subnormal for 0 and 1, 2^127
-    /// for 255), the scale the unpacked dot product applies, and the indices land where the
-    /// scalar reference reads them.
     /// The kernels' scales from MXFP4's exponent bytes are `e8m0_half`'s, bit for bit, for every
     /// byte (on the vector widths this CPU runs).
     #[cfg(target_arch = "x86_64")]
@@ -1244,6 +1241,9 @@ mod tests {
         }
     }
 
+    /// Every E8M0 exponent byte lands in its row's place of the record, reads as the f32
+    /// `2^(e - 128)` exactly (subnormal for 0 and 1, 2^127 for 255), the scale the unpacked dot
+    /// product applies, and the indices land where the scalar reference reads them.
     #[test]
     fn mxfp4_records_hold_exact_scales() {
         let (g, nb) = (GROUP, 256 / GROUP);

@@ -695,23 +695,22 @@ unsafe fn levels_u(table_u: *const u8, p: *const u8) -> [__m512i; 8] {
 }
 
 /// The f32 scales `2^(e - 128)` of the 16 E8M0 exponent bytes at `p`, exactly as
-/// [`crate::quant::mxfp4::e8m0_half`] (as [`super::x86::e8m0_half_8`]).
+/// [`crate::quant::mxfp4::e8m0_half`], as [`super::x86::e8m0_half_8`] makes them.
 ///
 /// # Safety
 /// AVX-512 F; 16 bytes readable at `p`.
 #[inline(always)]
 pub(super) unsafe fn e8m0_half_16(p: *const u8) -> __m512 {
     let e = _mm512_cvtepu8_epi32(_mm_loadu_si128(p.cast()));
+    let normal = _mm512_sub_epi32(_mm512_slli_epi32::<23>(e), _mm512_set1_epi32(1 << 23));
     let one = _mm512_set1_epi32(1);
-    let normal = _mm512_slli_epi32::<23>(_mm512_sub_epi32(e, one));
-    let subnormal = _mm512_sllv_epi32(_mm512_set1_epi32(0x0020_0000), e);
-    let is_normal = _mm512_cmpgt_epu32_mask(e, one);
-    _mm512_castsi512_ps(_mm512_mask_blend_epi32(is_normal, subnormal, normal))
+    let subnormal = _mm512_sllv_epi32(_mm512_set1_epi32(0x0020_0000), _mm512_min_epu32(e, one));
+    _mm512_castsi512_ps(_mm512_max_epi32(normal, subnormal))
 }
 
 /// IQ4_NL (`E8M0` false) and MXFP4 (`E8M0` true: IQ4_NL's record with exponent bytes for
-/// scales, and its own table; layouts in [`super::iq4`]): the levels as unsigned `level + 128` (the table's second
-/// form), the excess `128 Σ x` off each token's sum, as Q8_0 does.
+/// scales, and its own table; layouts in [`super::iq4`]): the levels as unsigned `level + 128`
+/// (the table's second form), the excess `128 Σ x` off each token's sum, as Q8_0 does.
 ///
 /// # Safety
 /// As [`tile`].

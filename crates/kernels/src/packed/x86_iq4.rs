@@ -6,7 +6,8 @@
 //! in -127..=127, and a level 0, which MXFP4 has, gives 0 either way); IQ4_XS on VNNI takes
 //! `level + 128` instead and the excess off, which its activations' stored 16-element sums make
 //! cheap (see [`tile_xs`]). As there, `ISA` picks AVX2 or a VNNI encoding; the integer sums are
-//! the same. IQ4_NL and MXFP4 share [`tile_nl`]; only the scales' type differs (f16 or f32).
+//! the same. IQ4_NL and MXFP4 share [`tile_nl`]; only the scales differ (f16, or
+//! E8M0 exponent bytes).
 
 use super::iq4::{e8m0_scales, table_of, xs};
 use super::kquant::{Q8K_BLOCK, Q8K_BSUMS, Q8K_QS};

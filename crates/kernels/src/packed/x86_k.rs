@@ -242,7 +242,7 @@ unsafe fn tile_q4k<const ISA: u8, const Q5: bool, const C: usize>(
             } else {
                 nibble_vectors(rec.add(q4k::qs(GROUP) + 128 * s))
             };
-            // Each row's scale in both 16-bit halves of its lane.
+            // Each row's scale in its 32-bit lane, and in both 16-bit halves of it.
             let sc32 = _mm256_shuffle_epi8(scales[s / 4], shuffle_control(&RUN_SCALE_32[s % 4]));
             let sc =
                 _mm256_shuffle_epi8(scales[s / 4], shuffle_control(&RUN_SCALE_TWICE_32[s % 4]));
